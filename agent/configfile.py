@@ -1,0 +1,314 @@
+"""Reads a config file and its contract: YAML, `${VAR}` expansion, validation, errors with file and line."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from agent.settings import PROBE_KINDS, Config, Contract, cross_check
+
+Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One located configuration error."""
+
+    file: Path
+    line: int | None
+    loc: Loc
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        path = format_loc(self.loc)
+        return f"{where}: {path}: {self.message}" if path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    path: Path
+    config: Config
+    contract: Contract
+
+
+def format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
+    """Load and validate a config file and the contract it names; raise ConfigError with every problem."""
+    path = Path(path)
+    env = os.environ if environ is None else environ
+    data, lines = _read_yaml(path, env)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(path, 1, (), "the file must be a mapping of keys (agent:, storage:, ...)")])
+    config = _validate(Config, data, lines, path)
+    base = path.parent
+    if not config.contract.is_absolute():
+        config.contract = base / config.contract
+    if config.storage.sqlite is not None and not config.storage.sqlite.path.is_absolute():
+        config.storage.sqlite.path = base / config.storage.sqlite.path
+    if not config.storage.spool.path.is_absolute():
+        config.storage.spool.path = base / config.storage.spool.path
+    if config.report.archive is not None and not config.report.archive.is_absolute():
+        config.report.archive = base / config.report.archive
+    contract = load_contract(config.contract, env)
+    problems = [Problem(path, _line_for(lines, loc), loc, msg) for loc, msg in cross_check(config, contract)]
+    if problems:
+        raise ConfigError(problems)
+    return Loaded(path, config, contract)
+
+
+def load_contract(path: Path, environ: Mapping[str, str] | None = None) -> Contract:
+    if not path.exists():
+        raise ConfigError([Problem(path, None, (), "contract file not found (set `contract:` in the config)")])
+    data, lines = _read_yaml(path, os.environ if environ is None else environ)
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(path, 1, (), "the contract must be a mapping (tiers:, classes:, ...)")])
+    return _validate(Contract, data, lines, path)
+
+
+def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, dict[Loc, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem(path, None, (), "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(path, None, (), f"cannot read the file: {exc}")]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        col = f", column {mark.column + 1}" if mark else ""
+        what = exc.problem or exc.context or "syntax error"
+        if "not allowed here" in what or "expected <block end>" in what:
+            what += " (check the indentation)"
+        raise ConfigError([Problem(path, line, (), f"YAML syntax error{col}: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(path, None, (), f"YAML error: {exc}")]) from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _index_lines(node, (), lines)
+    problems: list[Problem] = []
+    data = _expand(data, (), env, problems, lines, path)
+    if problems:
+        raise ConfigError(problems)
+    return data, lines
+
+
+def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                child = (*loc, key.value)
+                lines[child] = key.start_mark.line + 1
+                _index_lines(value, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, (*loc, i), lines)
+
+
+def _expand(value: Any, loc: Loc, env: Mapping[str, str], problems: list[Problem],
+            lines: dict[Loc, int], path: Path) -> Any:
+    if isinstance(value, str):
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(Problem(path, _line_for(lines, loc), loc,
+                                    f"environment variable {name} is not set"))
+            return ""
+        return _ENV_RE.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, (*loc, k), env, problems, lines, path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, (*loc, i), env, problems, lines, path) for i, v in enumerate(value)]
+    return value
+
+
+def _line_for(lines: dict[Loc, int], loc: Loc) -> int | None:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def _validate(model: type[M], data: dict[str, Any], lines: dict[Loc, int], path: Path) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems: dict[Loc, list[str]] = {}
+        for err in exc.errors():
+            loc = _data_loc(data, err["loc"])
+            problems.setdefault(loc, [])
+            message = _message(err)
+            if err["type"] == "extra_forbidden":
+                allowed = _allowed_keys(model, data, loc[:-1])
+                close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+                if close:
+                    message += f" (did you mean {close[0]!r}?)"
+                elif allowed:
+                    message += f" (allowed: {', '.join(allowed)})"
+            if message not in problems[loc]:
+                problems[loc].append(message)
+        raise ConfigError([Problem(path, _line_for(lines, loc), loc, " or ".join(msgs))
+                           for loc, msgs in problems.items()]) from None
+
+
+def _data_loc(data: Any, loc: tuple[Any, ...]) -> Loc:
+    """Drop the parts of a pydantic location that name union members rather than keys in the file."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, list) and isinstance(part, int):
+            out.append(part)
+            node = node[part] if part < len(node) else None
+        elif isinstance(node, dict):
+            if part in node:
+                out.append(part)
+                node = node[part]
+            elif isinstance(part, str) and (part == node.get("kind") or not _looks_like_key(part)):
+                continue
+            else:
+                out.append(part)  # a missing or unknown key
+                node = None
+        elif isinstance(part, str) and not _looks_like_key(part):
+            continue
+        else:
+            out.append(part)
+            node = None
+    return tuple(out)
+
+
+def _allowed_keys(model: type[BaseModel], data: Any, loc: Loc) -> list[str]:
+    """The keys the model at `loc` accepts, for "did you mean" hints."""
+    node: Any = data
+    annotation: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            origin = get_origin(annotation)
+            if origin is not list:
+                return []
+            annotation = get_args(annotation)[0]
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        current = _model_in(annotation, node)
+        field = None if current is None else next(
+            (f for name, f in current.model_fields.items() if (f.alias or name) == part), None)
+        if field is None:
+            return []
+        annotation = _strip_optional(field.annotation)
+        node = node.get(part) if isinstance(node, dict) else None
+    current = _model_in(annotation, node)
+    if current is None:
+        return []
+    return [f.alias or name for name, f in current.model_fields.items() if not f.exclude]
+
+
+def _strip_optional(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _model_in(annotation: Any, node: Any) -> type[BaseModel] | None:
+    """The model class an annotation holds (through Optional, list, dict, Annotated and `kind` unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin in (Union, types.UnionType) or origin is Annotated:
+        models = [m for m in (_model_in(a, node) for a in args) if m is not None]
+        if len(models) > 1 and isinstance(node, dict):
+            kind = node.get("kind")
+            models = [m for m in models if "kind" in m.model_fields
+                      and kind in get_args(m.model_fields["kind"].annotation)] or models[:1]
+        return models[0] if models else None
+    return None
+
+
+def _looks_like_key(part: str) -> bool:
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) is not None and part not in (
+        "int", "str", "float", "bool", "list", "dict", "none")
+
+
+_TYPE_WORDS = {
+    "int_type": "must be a whole number", "int_parsing": "must be a whole number",
+    "float_type": "must be a number", "float_parsing": "must be a number",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "string_type": "must be text", "list_type": "must be a list", "dict_type": "must be a mapping of keys",
+    "model_type": "must be a mapping of keys", "model_attributes_type": "must be a mapping of keys",
+}
+
+
+def _message(err: Any) -> str:
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "union_tag_invalid":
+        return f"unknown probe kind {ctx.get('tag')!r} (known kinds: {', '.join(PROBE_KINDS)})"
+    if kind == "union_tag_not_found":
+        return f"missing `kind` (one of: {', '.join(PROBE_KINDS)})"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        words = {"greater_than": "greater than", "greater_than_equal": "at least",
+                 "less_than": "less than", "less_than_equal": "at most"}[kind]
+        limit = next(iter(ctx.values()), "?")
+        return f"must be {words} {limit}, got {value!r}"
+    if kind == "string_pattern_mismatch":
+        return f"bad value {value!r}: use letters, digits and - _ . : only" if "A-Za-z0-9_.:-" in str(
+            ctx.get("pattern")) else f"bad value {value!r} (must match {ctx.get('pattern')})"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind in _TYPE_WORDS:
+        return f"{_TYPE_WORDS[kind]}, got {value!r}"
+    msg = str(err["msg"])
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def bundled_contract() -> Path:
+    """The contract shipped with slawatch (config/contract.yaml), installed or in a checkout."""
+    from importlib.resources import files
+
+    try:
+        candidate = Path(str(files("agent.defaults").joinpath("contract.yaml")))
+        if candidate.is_file():
+            return candidate
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parents[1] / "config" / "contract.yaml"
