@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from agent import __version__
+from agent import __version__, probecli
 from agent.configfile import ConfigError, Loaded, load
 
 EXIT_OK = 0
@@ -70,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Later command groups add themselves here: each takes the subparsers object.
-_EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+# Each command group adds its subcommands to the parser.
+_EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    probecli.register,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
