@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -82,7 +84,7 @@ def test_changes_alternate_and_date_at_a_streak_start(runs: list[bool], down: in
     s = machine(down=down, up=up)
     results = [("p", i * 10, UP if ok else DOWN) for i, ok in enumerate(runs)]
     changes = feed(s, results)
-    for (_, a, _), (_, b, _) in zip(changes, changes[1:], strict=False):
+    for (_, a, _), (_, b, _) in itertools.pairwise(changes):
         assert a != b
     for ts, is_up, _ in changes:
         i = ts // 10
