@@ -1,0 +1,1 @@
+"""slawatch reporter: availability per component against its contract, as a monthly report."""

@@ -1,0 +1,414 @@
+"""Availability of one component over one period: the pure, exact maths of the SLA contract."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+from reporter.periods import Period
+
+BASIS_720H_MS = 720 * 3600 * 1000
+DEFAULT_NOTICE_MS = 72 * 3600 * 1000
+
+# Status codes of one agent's view during a segment.
+_UNKNOWN, _UP, _DOWN = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """The half-open interval [start_ms, end_ms) in epoch milliseconds UTC."""
+
+    start_ms: int
+    end_ms: int
+
+    def __post_init__(self) -> None:
+        if self.end_ms < self.start_ms:
+            raise ValueError(f"interval ends before it starts: [{self.start_ms}, {self.end_ms})")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A confirmed state change of the component as one agent saw it, effective at ts_ms."""
+
+    ts_ms: int
+    up: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """What one monitoring agent saw of the component: its state changes and when it was watching.
+
+    Pass also the last change before the period, so that the state carries in. The view is unknown
+    before the first change and outside `coverage`.
+    """
+
+    agent: str
+    changes: Sequence[Change]
+    coverage: Sequence[Interval]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "changes", tuple(self.changes))
+        object.__setattr__(self, "coverage", tuple(self.coverage))
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """Planned maintenance [start_ms, end_ms), announced at announced_ms."""
+
+    start_ms: int
+    end_ms: int
+    announced_ms: int
+    reason: str = ""
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.end_ms < self.start_ms:
+            raise ValueError(f"maintenance window {self.id!r} ends before it starts")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How the contract counts: basis, unmonitored time, maintenance notice, agent quorum, decimals."""
+
+    basis: Literal["720h", "period"] = "720h"
+    unmonitored: Literal["up", "down", "exclude"] = "up"
+    maintenance_notice_ms: int = DEFAULT_NOTICE_MS
+    quorum: int | None = None  # None: majority of the agents that have data at that instant
+    decimals: int = 3
+
+    def __post_init__(self) -> None:
+        if self.quorum is not None and self.quorum < 1:
+            raise ValueError(f"quorum must be at least 1, got {self.quorum}")
+        if self.decimals < 0:
+            raise ValueError(f"decimals must be >= 0, got {self.decimals}")
+        if self.maintenance_notice_ms < 0:
+            raise ValueError(f"maintenance_notice_ms must be >= 0, got {self.maintenance_notice_ms}")
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """One maximal run of observed down time, clipped to the period.
+
+    `counted_s` is what the contract counts (duration minus what timely maintenance excuses);
+    `late_notice` is True when some of it fell in a window announced too late to excuse it.
+    """
+
+    start_ms: int
+    end_ms: int
+    duration_s: float
+    counted_s: float
+    reason: str
+    agents: tuple[str, ...]
+    maintenance_s: float
+    late_notice: bool
+    window_ids: tuple[str, ...] = ()
+    counted_ms: int = 0
+    maintenance_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """The availability of one component over one period.
+
+    up_s + down_s + maintenance_s + unmonitored_s == the period length (exactly so for the *_ms twins).
+    down_s is observed down time not excused by timely maintenance; downtime_s is what the percentage
+    counts (down_s, plus unmonitored time outside timely windows when the policy says "down").
+    """
+
+    period: Period
+    up_s: float
+    down_s: float
+    maintenance_s: float
+    unmonitored_s: float
+    basis_s: float
+    ratio: float | None
+    availability_pct: float | None
+    target_pct: float
+    met: bool | None
+    error_budget_s: float
+    outages: tuple[Outage, ...]
+    downtime_s: float = 0.0
+    unmonitored: tuple[Interval, ...] = ()
+    up_ms: int = 0
+    down_ms: int = 0
+    maintenance_ms: int = 0
+    unmonitored_ms: int = 0
+    downtime_ms: int = 0
+    basis_ms: int = 0
+
+
+def coverage_from_heartbeats(
+    ts_ms_list: Iterable[int], period_s: float, max_gap_factor: float = 3
+) -> list[Interval]:
+    """Intervals an agent was watching, from its heartbeat instants.
+
+    Consecutive heartbeats less than `max_gap_factor` periods apart belong to one interval, which is
+    [first, last + period): each heartbeat vouches for the period that follows it.
+    """
+    if period_s <= 0:
+        raise ValueError(f"heartbeat period must be positive, got {period_s}")
+    period_ms = round(period_s * 1000)
+    max_gap_ms = max_gap_factor * period_ms
+    beats = sorted(set(ts_ms_list))
+    intervals: list[Interval] = []
+    if not beats:
+        return intervals
+    first = last = beats[0]
+    for ts in beats[1:]:
+        if ts - last < max_gap_ms:
+            last = ts
+            continue
+        intervals.append(Interval(first, last + period_ms))
+        first = last = ts
+    intervals.append(Interval(first, last + period_ms))
+    return intervals
+
+
+def _merge(intervals: Iterable[Interval], start: int, end: int) -> tuple[list[int], list[int]]:
+    """Clip to [start, end), sort and merge overlapping or touching intervals; (starts, ends)."""
+    spans = sorted((max(i.start_ms, start), min(i.end_ms, end)) for i in intervals)
+    starts: list[int] = []
+    ends: list[int] = []
+    for s, e in spans:
+        if s >= e:
+            continue
+        if ends and s <= ends[-1]:
+            ends[-1] = max(ends[-1], e)
+        else:
+            starts.append(s)
+            ends.append(e)
+    return starts, ends
+
+
+def _agent_timeline(view: AgentView, start: int, end: int) -> tuple[list[tuple[int, int, int]], list[Change]]:
+    """One agent's view as transitions (ts, status, index of the change that began the current run).
+
+    The first transition is at `start`; the others fall strictly inside (start, end).
+    """
+    # At equal instants a "down" sorts last and so wins: the conservative reading of a tie.
+    changes = sorted(view.changes, key=lambda c: (c.ts_ms, not c.up, c.reason))
+    change_ts = [c.ts_ms for c in changes]
+    run_start: list[int] = []
+    for i, c in enumerate(changes):
+        run_start.append(i if i == 0 or changes[i - 1].up != c.up else run_start[i - 1])
+    cov_starts, cov_ends = _merge(view.coverage, start, end)
+
+    instants = {start}
+    instants.update(ts for ts in change_ts if start < ts < end)
+    instants.update(cov_starts)
+    instants.update(e for e in cov_ends if e < end)
+    timeline: list[tuple[int, int, int]] = []
+    prev: tuple[int, int] | None = None
+    for t in sorted(instants):
+        j = bisect_right(cov_starts, t) - 1
+        i = bisect_right(change_ts, t) - 1
+        if j < 0 or t >= cov_ends[j] or i < 0:
+            state = (_UNKNOWN, -1)
+        else:
+            state = (_UP if changes[i].up else _DOWN, run_start[i])
+        if state != prev:
+            timeline.append((t, state[0], state[1]))
+            prev = state
+    return timeline, changes
+
+
+@dataclass(slots=True)
+class _OpenOutage:
+    start: int
+    reason: str
+    agents: set[str]
+    window_ids: set[str] = field(default_factory=set)
+    maintenance_ms: int = 0
+    late: bool = False
+
+    def close(self, end: int) -> Outage:
+        duration = end - self.start
+        counted = duration - self.maintenance_ms
+        return Outage(
+            start_ms=self.start,
+            end_ms=end,
+            duration_s=duration / 1000,
+            counted_s=counted / 1000,
+            reason=self.reason,
+            agents=tuple(sorted(self.agents)),
+            maintenance_s=self.maintenance_ms / 1000,
+            late_notice=self.late,
+            window_ids=tuple(sorted(self.window_ids)),
+            counted_ms=counted,
+            maintenance_ms=self.maintenance_ms,
+        )
+
+
+def _floor_pct(exact: Fraction, decimals: int) -> float:
+    scale: int = 10**decimals
+    scaled = exact * 100 * scale
+    return (scaled.numerator // scaled.denominator) / scale
+
+
+def availability(
+    period: Period,
+    agents: Sequence[AgentView],
+    windows: Sequence[MaintenanceWindow],
+    policy: Policy,
+    target_pct: float,
+) -> Availability:
+    """Availability of one component over `period`, as the contract counts it.
+
+    - An instant is unmonitored when no agent has data (covered and after its first change).
+    - Otherwise the component is down when at least `policy.quorum` agents with data see it down;
+      with quorum None, a majority of them (floor(n/2) + 1). When fewer agents have data than the
+      quorum, all of those that have data must see it down.
+    - Down time inside a window announced at least `maintenance_notice_ms` before its start is
+      maintenance; inside a window announced later it stays downtime and its outage is `late_notice`.
+      Up time inside a window stays up; overlapping windows never count twice.
+    - Unmonitored time: "up" is not downtime, "down" is downtime (except inside timely windows),
+      "exclude" removes it from the basis (720 h or the period length).
+    - availability_pct is floored to `policy.decimals`; `met` compares the exact value with the
+      target. ratio, availability_pct and met are None when no agent has data in the period.
+    """
+    if not 0 <= target_pct <= 100:
+        raise ValueError(f"target must be within 0-100 %, got {target_pct}")
+    start, end = period.start_ms, period.end_ms
+
+    # ts -> [(agent index, status, run index)], or [(-1 - window index, +1 open / -1 close, 0)]
+    events: dict[int, list[tuple[int, int, int]]] = {}
+    views: list[tuple[str, list[Change]]] = []
+    for idx, view in enumerate(agents):
+        timeline, changes = _agent_timeline(view, start, end)
+        views.append((view.agent, changes))
+        for t, st, rn in timeline:
+            events.setdefault(t, []).append((idx, st, rn))
+    timely_flags: list[bool] = []
+    for w_idx, w in enumerate(windows):
+        timely_flags.append(w.start_ms - w.announced_ms >= policy.maintenance_notice_ms)
+        s, e = max(w.start_ms, start), min(w.end_ms, end)
+        if s < e:
+            events.setdefault(s, []).append((-1 - w_idx, 1, 0))
+            events.setdefault(e, []).append((-1 - w_idx, -1, 0))
+
+    bounds = sorted({start, end, *events})
+    n = len(views)
+    status = [_UNKNOWN] * n
+    run = [-1] * n
+    n_known = n_down = 0
+    active_windows: set[int] = set()
+    n_timely = n_late = 0
+    fixed_quorum = policy.quorum
+    is_down = False
+
+    up_ms = down_ms = maint_ms = unmon_ms = unmon_counted_ms = 0
+    outages: list[Outage] = []
+    gaps: list[Interval] = []
+    gap_start: int | None = None
+    current: _OpenOutage | None = None
+
+    for k in range(len(bounds) - 1):
+        t = bounds[k]
+        length = bounds[k + 1] - t
+        agents_moved = False
+        for a, st, rn in events.get(t, ()):
+            if a >= 0:
+                n_known += (st != _UNKNOWN) - (status[a] != _UNKNOWN)
+                n_down += (st == _DOWN) - (status[a] == _DOWN)
+                status[a], run[a] = st, rn
+                agents_moved = True
+                continue
+            w_idx = -1 - a
+            if st > 0:
+                active_windows.add(w_idx)
+            else:
+                active_windows.discard(w_idx)
+            if timely_flags[w_idx]:
+                n_timely += st
+            else:
+                n_late += st
+        if agents_moved:
+            quorum = n_known // 2 + 1 if fixed_quorum is None else fixed_quorum
+            is_down = n_known > 0 and n_down >= min(quorum, n_known)
+
+        if n_known == 0:
+            unmon_ms += length
+            if n_timely == 0:
+                unmon_counted_ms += length
+            if gap_start is None:
+                gap_start = t
+            if current is not None:
+                outages.append(current.close(t))
+                current = None
+            continue
+        if gap_start is not None:
+            gaps.append(Interval(gap_start, t))
+            gap_start = None
+
+        if not is_down:
+            up_ms += length
+            if current is not None:
+                outages.append(current.close(t))
+                current = None
+            continue
+
+        if current is None or agents_moved:
+            down_agents = [a for a in range(n) if status[a] == _DOWN]
+            if current is None:
+                # The reason is that of the earliest change that put one of the down agents in its state.
+                starts = [(views[a][1][run[a]], views[a][0]) for a in down_agents]
+                cause = min(starts, key=lambda cn: (cn[0].ts_ms, cn[1], cn[0].reason))[0]
+                current = _OpenOutage(start=t, reason=cause.reason, agents=set())
+            current.agents.update(views[a][0] for a in down_agents)
+        if active_windows:
+            current.window_ids.update(windows[w].id for w in active_windows)
+        if n_timely > 0:
+            maint_ms += length
+            current.maintenance_ms += length
+        else:
+            down_ms += length
+            if n_late > 0:
+                current.late = True
+
+    if current is not None:
+        outages.append(current.close(end))
+    if gap_start is not None:
+        gaps.append(Interval(gap_start, end))
+
+    basis_ms = BASIS_720H_MS if policy.basis == "720h" else end - start
+    if policy.unmonitored == "exclude":
+        basis_ms = max(0, basis_ms - unmon_ms)
+    downtime_ms = down_ms + (unmon_counted_ms if policy.unmonitored == "down" else 0)
+    target = Fraction(repr(float(target_pct)))  # the decimal the user wrote, not its binary approximation
+    budget = (1 - target / 100) * basis_ms - downtime_ms
+
+    ratio: float | None = None
+    pct: float | None = None
+    met: bool | None = None
+    if unmon_ms < end - start and basis_ms > 0:
+        exact = Fraction(max(0, basis_ms - downtime_ms), basis_ms)
+        ratio = float(exact)
+        pct = _floor_pct(exact, policy.decimals)
+        met = exact * 100 >= target
+
+    return Availability(
+        period=period,
+        up_s=up_ms / 1000,
+        down_s=down_ms / 1000,
+        maintenance_s=maint_ms / 1000,
+        unmonitored_s=unmon_ms / 1000,
+        basis_s=basis_ms / 1000,
+        ratio=ratio,
+        availability_pct=pct,
+        target_pct=target_pct,
+        met=met,
+        error_budget_s=float(budget / 1000),
+        outages=tuple(outages),
+        downtime_s=downtime_ms / 1000,
+        unmonitored=tuple(gaps),
+        up_ms=up_ms,
+        down_ms=down_ms,
+        maintenance_ms=maint_ms,
+        unmonitored_ms=unmon_ms,
+        downtime_ms=downtime_ms,
+        basis_ms=basis_ms,
+    )
