@@ -7,6 +7,7 @@ import asyncio
 import errno
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from agent.settings import IcmpProbe
 
 _ECHO_REPLY = {4: 0, 6: 129}
 _UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.ENETDOWN}
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux values; the socket module has them from 3.12 on
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
 
 
@@ -94,9 +97,15 @@ def open_socket(version: int) -> AsyncSocket:
     order = (True, False) if os.geteuid() == 0 else (False, True)
     for privileged in order:
         try:
-            return AsyncSocket(kind(None, privileged))
+            icmp_sock = kind(None, privileged)
         except SocketPermissionError:
             continue
+        if not privileged:
+            # Without RECVERR a datagram ICMP socket drops the ICMP errors (destination unreachable) it gets;
+            # with it, they surface as the errno of the next receive.
+            level, option = (socket.IPPROTO_IPV6, _IPV6_RECVERR) if version == 6 else (socket.IPPROTO_IP, _IP_RECVERR)
+            icmp_sock.sock.setsockopt(level, option, 1)
+        return AsyncSocket(icmp_sock)
     raise NoPermission(permission_reason(os.getegid(), _ping_group_range()))
 
 
@@ -109,14 +118,14 @@ async def _resolve(host: str) -> tuple[str, int]:
     return address, ipaddress.ip_address(address).version
 
 
-def _send_error(exc: ICMPSocketError, address: str) -> str:
+def _socket_error(exc: ICMPSocketError, address: str) -> str:
     if isinstance(exc, SocketBroadcastError):  # icmplib's name for any EPERM on sendto, a firewall included
         return f"sending to {address} is not permitted (broadcast address or local firewall)"
     text = str(exc)
     for code in _UNREACHABLE_ERRNOS:
         if f"[Errno {code}]" in text:
-            return f"cannot send to {address}: {os.strerror(code).lower()}"
-    return f"cannot send to {address}: {text}"
+            return f"{address}: {os.strerror(code).lower()}"
+    return f"{address}: {text}"
 
 
 async def exchange(sock: AsyncSocket, address: str, version: int, count: int, interval_s: float,
@@ -138,7 +147,7 @@ async def exchange(sock: AsyncSocket, address: str, version: int, count: int, in
             try:
                 sock.send(request)
             except ICMPSocketError as exc:
-                errors[seq] = _send_error(exc, address)
+                errors[seq] = _socket_error(exc, address)
             next_send += interval_s
             continue
         if len(requests) == count and len(rtts) + len(errors) >= count:
@@ -154,7 +163,7 @@ async def exchange(sock: AsyncSocket, address: str, version: int, count: int, in
             pending = [seq for seq in requests if seq not in rtts and seq not in errors]
             if not pending:
                 continue
-            errors[pending[0]] = _send_error(exc, address).replace("cannot send to", "no route to")
+            errors[pending[0]] = _socket_error(exc, address)
             continue
         mine = requests.get(reply.sequence)
         if mine is None or reply.id != mine.id or reply.sequence in rtts or reply.sequence in errors:
@@ -165,8 +174,10 @@ async def exchange(sock: AsyncSocket, address: str, version: int, count: int, in
         try:
             reply.raise_for_status()
         except ICMPError as exc:
-            if isinstance(exc, DestinationUnreachable | TimeExceeded):
-                errors[reply.sequence] = f"{exc} (ICMP from the path to {address})"
+            if isinstance(exc, DestinationUnreachable):
+                errors[reply.sequence] = f"{address}: ICMP destination unreachable ({exc})"
+            elif isinstance(exc, TimeExceeded):
+                errors[reply.sequence] = f"{address}: ICMP time exceeded ({exc})"
     return Echoes(len(requests), tuple(rtts.values()), tuple(errors.values()))
 
 
