@@ -1,11 +1,173 @@
-"""Placeholder until the tcp probe lands."""
+"""TCP probe: connect, optional TLS, optional send/expect; for iSCSI portals (3260) and any TCP service."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import errno
+import functools
+import re
+import socket
+import ssl
+import time
 
 from agent.model import Outcome, Result
+from agent.settings import TcpProbe, split_host_port
+
+QUOTE_LIMIT = 80
+"""At most this many characters of what a peer sent go into a reason."""
+
+_UNREACHABLE = {
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTDOWN: "host is down",
+    errno.EADDRNOTAVAIL: "address not available on this host",
+}
 
 
-async def probe(target: Any) -> Result:
-    return Result(Outcome.AGENT_ERROR, "tcp probe not implemented yet")
+# ---------------------------------------------------------------- interpretation (pure)
+
+
+def quote(data: bytes, limit: int = QUOTE_LIMIT) -> str:
+    """What a peer sent, as a short repr for a reason: decoded UTF-8 (bad bytes replaced), truncated."""
+    text = data[: limit * 4].decode("utf-8", "replace")
+    if len(text) > limit or len(data) > limit * 4:
+        return repr(text[:limit]) + "…"
+    return repr(text)
+
+
+def connect_failure(exc: BaseException) -> Result:
+    """Map a failed connect (or the resolver behind it) to an outcome a network engineer can act on."""
+    if isinstance(exc, socket.gaierror):
+        return Result(Outcome.UNREACHABLE, f"cannot resolve host: {exc.strerror or exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return Result(Outcome.REFUSED, "connection refused")
+    if isinstance(exc, ssl.SSLError):
+        return tls_failure(exc)
+    if isinstance(exc, ConnectionResetError):
+        return Result(Outcome.BAD_RESPONSE, "connection reset by peer")
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
+        return Result(Outcome.UNREACHABLE, _UNREACHABLE[exc.errno])
+    if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT:
+        return Result(Outcome.TIMEOUT, "connect timed out (no answer to SYN)")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return Result(Outcome.UNREACHABLE, f"connect failed: {exc.strerror or errno.errorcode.get(exc.errno)}")
+    return Result(Outcome.UNREACHABLE, f"connect failed: {type(exc).__name__}: {exc}")
+
+
+def tls_failure(exc: BaseException) -> Result:
+    """A TLS handshake that failed: the peer answered, but not with a certificate/handshake we accept."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or str(exc)
+        return Result(Outcome.BAD_RESPONSE, f"TLS handshake failed: certificate verify failed: {detail}")
+    if isinstance(exc, ssl.SSLError):
+        detail = exc.reason or exc.strerror or str(exc)
+        return Result(Outcome.BAD_RESPONSE, f"TLS handshake failed: {str(detail).lower().replace('_', ' ')}")
+    if isinstance(exc, ConnectionError | asyncio.IncompleteReadError):
+        return Result(Outcome.BAD_RESPONSE, "TLS handshake failed: peer closed the connection")
+    return Result(Outcome.BAD_RESPONSE, f"TLS handshake failed: {type(exc).__name__}: {exc}")
+
+
+def expect_failure(pattern: str, data: bytes, why: str) -> Result:
+    """The peer did not send what `expect` wants; quote what it did send."""
+    if not data:
+        return Result(Outcome.BAD_RESPONSE, f"{why} before anything was received (expected {pattern!r})")
+    return Result(Outcome.BAD_RESPONSE, f"expected {pattern!r}, {why}; received {len(data)} bytes: {quote(data)}")
+
+
+def matches(regex: re.Pattern[str], data: bytes) -> bool:
+    return regex.search(data.decode("utf-8", "replace")) is not None
+
+
+@functools.lru_cache(maxsize=2)
+def client_context(verify: bool) -> ssl.SSLContext:
+    """One context per verification mode for the process: building one loads the CA store (milliseconds)."""
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+# ---------------------------------------------------------------- transport
+
+
+async def probe(target: TcpProbe) -> Result:
+    """Connect (and handshake, send, expect) within the inner deadline; never raises."""
+    from agent.probes import inner_timeout  # the registry imports this module: resolve at call time
+
+    t0 = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    budget = inner_timeout(target)
+    deadline = loop.time() + budget
+    host, port = split_host_port(target.target)
+    phase = "connect"
+    writer: asyncio.StreamWriter | None = None
+    received = b""
+    try:
+        async with asyncio.timeout_at(deadline):
+            try:
+                reader, writer = await connect(host, port, limit=min(target.max_read_bytes, 1 << 16))
+            except OSError as exc:
+                return connect_failure(exc)
+            if target.tls:
+                phase = "TLS handshake"
+                try:
+                    await writer.start_tls(client_context(target.tls_verify),
+                                           server_hostname=target.server_name or host)
+                except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+                    return tls_failure(exc)
+            if target.send is not None:
+                phase = "send"
+                writer.write(target.send.encode())
+                await writer.drain()
+            if target.expect is not None:
+                phase = "expect"
+                regex = re.compile(target.expect)
+                while len(received) < target.max_read_bytes:
+                    chunk = await reader.read(target.max_read_bytes - len(received))
+                    if not chunk:
+                        return expect_failure(target.expect, received, "connection closed")
+                    received += chunk
+                    if matches(regex, received):
+                        break
+                else:
+                    return expect_failure(target.expect, received,
+                                          f"no match in the first {target.max_read_bytes} bytes")
+    except TimeoutError:
+        if phase == "expect" and received and target.expect is not None:
+            return expect_failure(target.expect, received, f"no match within {budget:.3g}s")
+        what = {"connect": f"connect to {host}:{port}", "expect": "waiting for data after connect"}.get(phase, phase)
+        return Result(Outcome.TIMEOUT, f"{what} timed out after {budget:.3g}s")
+    except (ConnectionError, OSError) as exc:
+        return Result(Outcome.BAD_RESPONSE, f"{phase} failed: {exc.strerror or type(exc).__name__}"
+                      + (f" after {len(received)} bytes: {quote(received)}" if received else ""))
+    finally:
+        if writer is not None:
+            await close(writer)
+    return Result(Outcome.UP, latency_s=time.perf_counter() - t0)
+
+
+async def connect(host: str, port: int, limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Try each address of `host` in turn; raise the first failure (Python 3.11 merges several into one OSError
+    without an errno, which would hide "connection refused")."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    first: OSError | None = None
+    for _family, _type, _proto, _name, sockaddr in infos:
+        try:
+            return await asyncio.open_connection(str(sockaddr[0]), port, limit=limit)
+        except OSError as exc:
+            first = first or exc
+    raise first or OSError(errno.EADDRNOTAVAIL, "no address")
+
+
+async def close(writer: asyncio.StreamWriter, grace_s: float = 0.05) -> None:
+    """Close politely if the peer lets us within `grace_s`, else drop the connection: never outlive the deadline."""
+    writer.close()
+    try:
+        async with asyncio.timeout(grace_s):
+            await writer.wait_closed()
+    except (TimeoutError, OSError, ssl.SSLError):
+        writer.transport.abort()
+    except BaseException:
+        writer.transport.abort()
+        raise
