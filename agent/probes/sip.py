@@ -1,11 +1,388 @@
-"""Placeholder until the sip probe lands."""
+"""The `sip` probe: one OPTIONS or REGISTER transaction over UDP, TCP or TLS, read as a Result."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import errno
+import logging
+import math
+import re
+import secrets
+import socket
+import ssl
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol, TypeVar
 
+from agent import __version__
 from agent.model import Outcome, Result
+from agent.probes.sipmessage import (
+    MAX_MESSAGE_BYTES,
+    Request,
+    SipMessage,
+    SipParseError,
+    authorization,
+    format_host,
+    matches,
+    parse_message,
+    pick_challenge,
+    printable,
+    stream_message_length,
+)
+from agent.settings import SipProbe
+
+log = logging.getLogger(__name__)
+
+T1_S = 0.5  # RFC 3261 timer T1: first retransmission interval over UDP, doubling each time
+T2_S = 4.0  # RFC 3261 timer T2: the cap of that interval (and the interval once a 1xx arrived)
+USER_AGENT = f"slawatch/{__version__}"
+
+_URI_RE = re.compile(r"(sips?):(?:([^@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[^:;\s\[\]]+)(?::(\d+))?(;[^\s]*)?")
+_T = TypeVar("_T")
 
 
-async def probe(target: Any) -> Result:
-    return Result(Outcome.AGENT_ERROR, "sip probe not implemented yet")
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a probe goes: parsed from `sip:[USER@]HOST[:PORT]` and the configured transport."""
+
+    scheme: str
+    user: str | None
+    host: str
+    port: int
+    transport: str  # udp, tcp or tls
+
+    @property
+    def hostport(self) -> str:
+        return f"{format_host(self.host)}:{self.port}"
+
+
+def parse_target(uri: str, transport: str) -> Target:
+    """`sip:HOST`, `sip:HOST:PORT`, `sip:USER@HOST:PORT`, `sip:[v6]:PORT`; `sips:` always means TLS."""
+    m = _URI_RE.fullmatch(uri.strip())
+    if not m:
+        raise ValueError(f"bad SIP URI {uri!r}")
+    scheme = m.group(1).lower()
+    transport = "tls" if scheme == "sips" else transport.lower()
+    port = int(m.group(4)) if m.group(4) else (5061 if transport == "tls" else 5060)
+    return Target(scheme, m.group(2), m.group(3).strip("[]"), port, transport)
+
+
+def classify(status: int, reason: str, method: str, policy: Mapping[str, str], *,
+             credentials: bool = False, auth_answered: bool = False) -> Result:
+    """The final response's status code read through the configured policy and then the defaults.
+
+    Defaults: 2xx up; 401/407 to OPTIONS up (the server is alive and wants auth); anything else,
+    503 included, down as bad_response with the status line as the reason."""
+    line = f"SIP {status} {printable(reason)}".rstrip()
+    action = policy.get(str(status)) or policy.get(f"{status // 100}xx")
+    if action == "up":
+        return Result(Outcome.UP, "" if 200 <= status < 300 else line)
+    if action == "degraded":
+        return Result(Outcome.DEGRADED, line)
+    if action == "down":
+        return Result(Outcome.BAD_RESPONSE, line)
+    if 200 <= status < 300:
+        return Result(Outcome.UP)
+    if status in (401, 407):
+        if method == "OPTIONS":
+            return Result(Outcome.UP, f"{line} (alive, auth required)")
+        if not credentials:
+            return Result(Outcome.BAD_RESPONSE, f"{line} (auth required, no username/password configured)")
+    if auth_answered and status in (401, 403, 407):
+        return Result(Outcome.BAD_RESPONSE, f"{line} (credentials rejected)")
+    return Result(Outcome.BAD_RESPONSE, line)
+
+
+class _PeerClosed(Exception):
+    """The stream peer closed the connection before answering."""
+
+
+class _Channel(Protocol):
+    reliable: bool
+    local: tuple[str, int]
+    received: int  # bytes of a message not complete yet (stream transports), for the reason
+
+    def send(self, data: bytes) -> None: ...
+
+    async def receive(self) -> SipMessage: ...
+
+    def close(self) -> None: ...
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue(maxsize=64)
+
+    def _put(self, item: bytes | Exception) -> None:
+        if not self.queue.full():  # a flooding peer loses datagrams, not our memory
+            self.queue.put_nowait(item)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._put(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self._put(exc)
+
+
+class _UdpChannel:
+    reliable = False
+
+    def __init__(self, transport: asyncio.DatagramTransport, protocol: _UdpProtocol) -> None:
+        self.transport, self.protocol = transport, protocol
+        sockname = transport.get_extra_info("sockname")
+        self.local = (str(sockname[0]), int(sockname[1]))
+        self.received = 0
+
+    def send(self, data: bytes) -> None:
+        self.transport.sendto(data)
+
+    async def receive(self) -> SipMessage:
+        item = await self.protocol.queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return parse_message(item)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class _StreamChannel:
+    reliable = True
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        sockname = writer.get_extra_info("sockname")
+        self.local = (str(sockname[0]), int(sockname[1]))
+        self.buffer = b""
+        self.received = 0
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def receive(self) -> SipMessage:
+        while True:
+            self.buffer = self.buffer.lstrip(b"\r\n")  # keep-alive CRLFs between messages
+            length = stream_message_length(self.buffer)  # raises past 64 KiB: every read is bounded
+            if length is not None:
+                data, self.buffer = self.buffer[:length], self.buffer[length:]
+                self.received = len(self.buffer)
+                return parse_message(data)
+            chunk = await self.reader.read(MAX_MESSAGE_BYTES)
+            if not chunk:
+                raise _PeerClosed
+            self.buffer += chunk
+            self.received = len(self.buffer)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass(slots=True)
+class _State:
+    """What the probe got to, so that a timeout can say where it stopped."""
+
+    target: Target
+    phase: str = "resolve"
+    transmissions: int = 0
+    provisional: str | None = None
+    authenticated: bool = False
+    channel: _Channel | None = field(default=None)
+
+    def timeout_reason(self, timeout_s: float) -> str:
+        t = f"{timeout_s:g}s"
+        if self.phase == "resolve":
+            return f"cannot resolve {self.target.host} within {t}"
+        if self.phase == "connect":
+            return f"TCP connect to {self.target.hostport} timed out after {t}"
+        if self.phase == "tls":
+            return f"TLS handshake with {self.target.hostport} not finished within {t}"
+        what = "to the authenticated REGISTER " if self.authenticated else ""
+        if self.provisional is not None:
+            head = f"only a provisional SIP {self.provisional} {what}within {t}"
+        else:
+            head = f"no SIP answer {what}within {t}"
+        if self.target.transport == "udp":
+            return f"{head} ({self.transmissions} UDP transmission{'s' if self.transmissions != 1 else ''})"
+        partial = self.channel.received if self.channel is not None else 0
+        tail = f", {partial} bytes of an unfinished message" if partial else ""
+        return f"{head} over {self.target.transport.upper()}{tail}"
+
+
+async def _before(aw: Awaitable[_T], deadline: float) -> _T:
+    """Await with the probe's own deadline (raises TimeoutError when it passes)."""
+    return await asyncio.wait_for(aw, max(0.0, deadline - asyncio.get_running_loop().time()))
+
+
+def _tls_context(settings: SipProbe) -> ssl.SSLContext:
+    if not settings.tls_verify:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    return ssl.create_default_context(cafile=str(settings.tls_ca) if settings.tls_ca else None)
+
+
+async def _open(settings: SipProbe, state: _State, deadline: float) -> _Channel:
+    loop = asyncio.get_running_loop()
+    target = state.target
+    kind = socket.SOCK_DGRAM if target.transport == "udp" else socket.SOCK_STREAM
+    infos = await _before(loop.getaddrinfo(target.host, target.port, type=kind), deadline)
+    family, _, _, _, sockaddr = infos[0]
+    address = (str(sockaddr[0]), int(sockaddr[1]))
+    state.phase = "connect"
+    if target.transport == "udp":
+        transport, protocol = await _before(
+            loop.create_datagram_endpoint(_UdpProtocol, remote_addr=address, family=family), deadline)
+        return _UdpChannel(transport, protocol)
+    ctx = _tls_context(settings) if target.transport == "tls" else None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await _before(loop.sock_connect(sock, address), deadline)
+    except BaseException:
+        sock.close()
+        raise
+    if ctx is not None:
+        state.phase = "tls"
+    reader, writer = await _before(asyncio.open_connection(
+        sock=sock, ssl=ctx, server_hostname=target.host if ctx else None, limit=MAX_MESSAGE_BYTES), deadline)
+    return _StreamChannel(reader, writer)
+
+
+async def _transaction(channel: _Channel, request: Request, state: _State, deadline: float) -> SipMessage:
+    """Send one request and wait for its final response, retransmitting over UDP (timers A/E)."""
+    loop = asyncio.get_running_loop()
+    data = request.encode()
+    state.phase, state.transmissions, state.provisional = "answer", 1, None
+    channel.send(data)
+    interval = T1_S
+    next_send = math.inf if channel.reliable else loop.time() + interval
+    while True:
+        wake = min(next_send, deadline)
+        try:
+            msg = await asyncio.wait_for(channel.receive(), max(0.0, wake - loop.time()))
+        except TimeoutError:
+            now = loop.time()
+            if now >= deadline:
+                raise
+            if now >= next_send:
+                channel.send(data)
+                state.transmissions += 1
+                interval = T2_S if state.provisional else min(interval * 2, T2_S)
+                next_send = now + interval
+            continue
+        if not matches(msg, request):
+            continue  # a stray or late answer to something else
+        if msg.status < 200:
+            state.provisional = msg.status_line
+            if not channel.reliable:
+                next_send = loop.time() + T2_S
+            continue
+        return msg
+
+
+def _requests(settings: SipProbe, target: Target, local: tuple[str, int]) -> Request:
+    host = format_host(target.host)
+    default_port = 5061 if target.transport == "tls" else 5060
+    hostport = host if target.port == default_port else f"{host}:{target.port}"
+    local_hp = f"{format_host(local[0])}:{local[1]}"
+    param = "" if target.transport == "udp" else f";transport={target.transport}"
+    if target.scheme == "sips" and target.transport == "tls":
+        param = ""
+    user = settings.username or target.user or "slawatch"
+    if settings.method == "REGISTER":
+        uri = f"{target.scheme}:{hostport}"
+        from_uri = to_uri = f"{target.scheme}:{user}@{host}"
+        extra: tuple[tuple[str, str], ...] = (("Expires", "0"),)  # query and leave no binding behind
+    else:
+        uri = f"{target.scheme}:{target.user + '@' if target.user else ''}{hostport}"
+        to_uri = uri
+        from_uri = f"{target.scheme}:{user}@{host}"
+        extra = (("Accept", "application/sdp"),)
+    return Request(
+        method=settings.method, uri=uri, transport=target.transport.upper(), local_host=local[0],
+        local_port=local[1], branch=f"z9hG4bK-{secrets.token_hex(8)}", from_uri=from_uri,
+        from_tag=secrets.token_hex(6), to_uri=to_uri, call_id=f"{secrets.token_hex(12)}@slawatch",
+        cseq=1, contact_uri=f"{target.scheme}:{user}@{local_hp}{param}", user_agent=USER_AGENT, extra=extra)
+
+
+async def _exchange(settings: SipProbe, state: _State, deadline: float) -> Result:
+    loop = asyncio.get_running_loop()
+    channel = await _open(settings, state, deadline)
+    state.channel = channel
+    try:
+        request = _requests(settings, state.target, channel.local)
+        started = loop.time()
+        response = await _transaction(channel, request, state, deadline)
+        credentials = settings.username is not None and settings.password is not None
+        if settings.method == "REGISTER" and response.status in (401, 407) and credentials:
+            assert settings.username is not None and settings.password is not None
+            header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+            offered = response.header_values(header)
+            challenge = pick_challenge(offered)
+            if challenge is None:
+                what = "; ".join(printable(v, 60) for v in offered) or f"no {header} header"
+                return Result(Outcome.BAD_RESPONSE,
+                              f"SIP {response.status_line}: no usable digest challenge ({what})",
+                              loop.time() - started)
+            answer = authorization(challenge, username=settings.username,
+                                   password=settings.password.get_secret_value(), method=request.method,
+                                   uri=request.uri, cnonce=secrets.token_hex(8))
+            auth_header = "Authorization" if response.status == 401 else "Proxy-Authorization"
+            request = replace(request, branch=f"z9hG4bK-{secrets.token_hex(8)}", cseq=request.cseq + 1,
+                              extra=(*request.extra, (auth_header, answer)))
+            state.authenticated = True
+            response = await _transaction(channel, request, state, deadline)
+        latency = loop.time() - started
+        verdict = classify(response.status, response.reason, settings.method, settings.responses,
+                           credentials=credentials, auth_answered=state.authenticated)
+        return Result(verdict.outcome, verdict.reason, latency)
+    finally:
+        channel.close()
+
+
+def _os_error(exc: OSError, state: _State) -> Result:
+    target = state.target
+    where = f"{target.transport.upper()} {target.hostport}"
+    if isinstance(exc, socket.gaierror):
+        return Result(Outcome.UNREACHABLE, f"cannot resolve {target.host}: {exc.strerror}")
+    if isinstance(exc, ConnectionRefusedError):
+        if target.transport == "udp":
+            return Result(Outcome.REFUSED, f"connection refused (ICMP port unreachable) by {where}")
+        return Result(Outcome.REFUSED, f"connection refused by {where}")
+    if isinstance(exc, ConnectionResetError):
+        return Result(Outcome.BAD_RESPONSE, f"connection reset by {where}")
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL):
+        return Result(Outcome.UNREACHABLE, f"{where}: {exc.strerror}")
+    return Result(Outcome.UNREACHABLE, f"{where}: {exc.strerror or exc}")
+
+
+async def probe(settings: SipProbe) -> Result:
+    """One SIP transaction against `settings.target`; never raises."""
+    from agent.probes import inner_timeout  # here, not at the top: agent.probes imports this module
+
+    state: _State | None = None
+    try:
+        state = _State(parse_target(settings.target, settings.transport))
+        deadline = asyncio.get_running_loop().time() + inner_timeout(settings)
+        return await _exchange(settings, state, deadline)
+    except TimeoutError:
+        assert state is not None
+        return Result(Outcome.TIMEOUT, state.timeout_reason(settings.timeout_s))
+    except SipParseError as exc:
+        return Result(Outcome.BAD_RESPONSE, f"malformed SIP response: {exc}")
+    except _PeerClosed:
+        return Result(Outcome.BAD_RESPONSE, "connection closed by the peer without a SIP answer")
+    except ssl.SSLCertVerificationError as exc:
+        return Result(Outcome.BAD_RESPONSE, f"TLS handshake failed: certificate verify failed: {exc.verify_message}")
+    except ssl.SSLError as exc:
+        return Result(Outcome.BAD_RESPONSE, f"TLS handshake failed: {exc.reason or exc}")
+    except OSError as exc:
+        if state is None:
+            return Result(Outcome.AGENT_ERROR, f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, FileNotFoundError | PermissionError) and exc.filename:
+            return Result(Outcome.AGENT_ERROR, f"cannot read {exc.filename}: {exc.strerror}")
+        return _os_error(exc, state)
+    except Exception as exc:  # a probe never raises: a bug becomes a visible agent_error
+        log.exception("sip probe of %s failed unexpectedly", settings.target)
+        return Result(Outcome.AGENT_ERROR, f"{type(exc).__name__}: {exc}")
