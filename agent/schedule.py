@@ -1,0 +1,154 @@
+"""Probe cadence: one timer heap for every probe, a stable phase per probe, no overlap, a concurrency bound.
+
+APScheduler's interval jobs cost a task, a trigger computation and a job-store update per run; at 10 000
+probes every 10 s the agent would spend more time scheduling than probing, so the cadence is driven by
+this heap. APScheduler still drives cron work (the monthly report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """One probe to run every `interval_s` (or `retry_interval_s` while its component is unconfirmed)."""
+
+    key: Hashable
+    interval_s: float
+    payload: Any
+    retry_interval_s: float | None = None
+    phase_s: float = 0.0
+    running: bool = field(default=False, repr=False)
+    generation: int = field(default=0, repr=False)
+
+
+def stable_phase(key: str, interval_s: float) -> float:
+    """The same offset in [0, interval) for the same probe on every agent start, spread evenly over keys."""
+    return (zlib.crc32(key.encode()) / 2**32) * interval_s
+
+
+# `run` returns True when the job should come back after its retry interval instead of its interval.
+Runner = Callable[[Job], Awaitable[bool]]
+LatenessObserver = Callable[[float], None]
+
+
+class Scheduler:
+    """Runs jobs on a monotonic timeline; each job's next start is aligned to its phase grid."""
+
+    def __init__(self, run: Runner, concurrency: int, *, jitter_s: float = 0.05,
+                 on_lateness: LatenessObserver | None = None) -> None:
+        self._run = run
+        self._sem = asyncio.Semaphore(concurrency)
+        self._jitter_s = jitter_s
+        self._on_lateness = on_lateness
+        self._jobs: dict[Hashable, Job] = {}
+        self._heap: list[tuple[float, int, Job, int]] = []
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    @property
+    def jobs(self) -> dict[Hashable, Job]:
+        return self._jobs
+
+    def set_jobs(self, jobs: list[Job]) -> None:
+        """Replace the job set: new jobs start at their phase, removed ones stop, unchanged ones go on."""
+        now = time.monotonic()
+        fresh = {job.key: job for job in jobs}
+        for key, old in self._jobs.items():
+            if key not in fresh:
+                old.generation += 1  # heap entries of a removed job are skipped
+        for key, job in fresh.items():
+            old = self._jobs.get(key)
+            if old is not None and old.interval_s == job.interval_s and old.payload == job.payload:
+                old.retry_interval_s = job.retry_interval_s
+                fresh[key] = old
+                continue
+            if old is not None:
+                old.generation += 1
+            self._push(job, self._next_slot(job, now))
+        self._jobs = fresh
+        self._wake.set()
+
+    def _next_slot(self, job: Job, after: float) -> float:
+        """The first instant of the job's grid (phase + k*interval on the wall clock) after `after`."""
+        wall_offset = time.time() - time.monotonic()
+        wall = after + wall_offset
+        k = (wall - job.phase_s) // job.interval_s + 1
+        return k * job.interval_s + job.phase_s - wall_offset
+
+    def _push(self, job: Job, due: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, job, job.generation))
+
+    async def run_forever(self) -> None:
+        while not self._stopping:
+            self._wake.clear()  # before the work, so a wake-up during it is not lost
+            now = time.monotonic()
+            while self._heap and self._heap[0][0] <= now and not self._stopping:
+                due, _, job, generation = heapq.heappop(self._heap)
+                if generation != job.generation or job.running:
+                    continue
+                await self._sem.acquire()
+                start = time.monotonic()
+                if self._on_lateness is not None:
+                    self._on_lateness(start - due)
+                job.running = True
+                task = asyncio.create_task(self._one(job, due))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+                now = start
+            if self._stopping:
+                break
+            delay = self._heap[0][0] - time.monotonic() if self._heap else 3600.0
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def _one(self, job: Job, due: float) -> None:
+        retry = False
+        try:
+            retry = await self._run(job)
+        except Exception:  # the runner must never take the scheduler down
+            log.exception("job %s failed", job.key)
+        finally:
+            job.running = False
+            self._sem.release()
+        if self._stopping or self._jobs.get(job.key) is not job:
+            return
+        now = time.monotonic()
+        if retry and job.retry_interval_s:
+            nxt = max(now, due + job.retry_interval_s)
+        else:
+            nxt = self._next_slot(job, max(now, due))
+        if self._jitter_s:
+            nxt += random.uniform(0, min(self._jitter_s, job.interval_s * 0.01))
+        self._push(job, nxt)
+        if self._heap[0][2] is job:
+            self._wake.set()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop starting probes; wait up to `grace_s` for the ones in flight."""
+        self._stopping = True
+        self._wake.set()
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
