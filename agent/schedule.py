@@ -72,11 +72,11 @@ class Scheduler:
                 old.generation += 1  # heap entries of a removed job are skipped
         for key, job in fresh.items():
             old = self._jobs.get(key)
-            if old is not None and old.interval_s == job.interval_s and old.payload == job.payload:
-                old.retry_interval_s = job.retry_interval_s
-                fresh[key] = old
-                continue
             if old is not None:
+                if old.interval_s == job.interval_s and old.payload == job.payload:
+                    old.retry_interval_s = job.retry_interval_s
+                    fresh[key] = old
+                    continue
                 old.generation += 1
             self._push(job, self._next_slot(job, now))
         self._jobs = fresh
