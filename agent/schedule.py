@@ -67,17 +67,17 @@ class Scheduler:
         """Replace the job set: new jobs start at their phase, removed ones stop, unchanged ones go on."""
         now = time.monotonic()
         fresh = {job.key: job for job in jobs}
-        for key, old in self._jobs.items():
+        for key, gone in self._jobs.items():
             if key not in fresh:
-                old.generation += 1  # heap entries of a removed job are skipped
-        for key, job in fresh.items():
-            old = self._jobs.get(key)
-            if old is not None:
-                if old.interval_s == job.interval_s and old.payload == job.payload:
-                    old.retry_interval_s = job.retry_interval_s
-                    fresh[key] = old
+                gone.generation += 1  # heap entries of a removed job are skipped
+        for key, job in list(fresh.items()):
+            previous = self._jobs.get(key)
+            if previous is not None:
+                if previous.interval_s == job.interval_s and previous.payload == job.payload:
+                    previous.retry_interval_s = job.retry_interval_s
+                    fresh[key] = previous
                     continue
-                old.generation += 1
+                previous.generation += 1
             self._push(job, self._next_slot(job, now))
         self._jobs = fresh
         self._wake.set()
