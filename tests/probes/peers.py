@@ -14,6 +14,8 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+from aiohttp import web
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 MB = 1 << 20
@@ -28,7 +30,7 @@ async def serve(handler: Handler, *, tls: ssl.SSLContext | None = None) -> Async
     async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        tasks.add(task)  # type: ignore[arg-type]
+        tasks.add(task)
         writers.add(writer)
         with contextlib.suppress(OSError, ssl.SSLError, asyncio.IncompleteReadError):
             await handler(reader, writer)
@@ -147,3 +149,16 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+@contextlib.asynccontextmanager
+async def web_peer(app: web.Application) -> AsyncIterator[int]:
+    """Serve an aiohttp app on a loopback port; handlers still running at exit are cancelled promptly."""
+    runner = web.AppRunner(app, shutdown_timeout=0.1, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site.port
+    finally:
+        await runner.cleanup()
