@@ -13,8 +13,11 @@ Layout of the spool directory:
   model's dataclasses (marshal was ~3x faster but its format is not guaranteed across Python versions).
   The record magic is not ASCII, so it never occurs inside a payload: after a bad record the reader
   resynchronises on the next magic whose length and CRC check out.
-- ``<consumer>.offset`` — one small JSON file per consumer: the segment id and byte offset just past the
-  last acknowledged point; written to a temporary file, fsync'd, renamed over the old one, directory fsync'd.
+- ``<consumer>.offset`` — one 1 KiB file per consumer holding two checksummed slots (at bytes 0 and 512) with
+  a sequence number, the segment id and the byte offset just past the last acknowledged point. An ack
+  overwrites the older slot in place and fdatasyncs; at open the valid slot with the higher sequence wins, so a
+  torn slot write falls back to the previous ack. In place rather than temporary file + rename because a rename
+  needs a free block: on a full disk the consumer could then never acknowledge, and the spool never shrink.
 - ``LOCK`` — an flock held while the spool is open, so two agents never share one spool.
 
 Guarantees:
@@ -75,6 +78,9 @@ REC_HEADER = _REC.size
 _REC_MAGIC_BYTES = struct.pack("<H", REC_MAGIC)
 MAX_RECORD = 16 << 20
 DROP_LOG_INTERVAL_S = 60.0
+_SLOT = struct.Struct("<4sQQQII")  # magic, sequence, segment, pos, flags, crc32 of the rest
+_SLOT_MAGIC = b"SWO1"
+_SLOT_STRIDE = 512
 _CONSUMER_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _TAG_SAMPLE = 0
 
@@ -285,6 +291,8 @@ class Spool:
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
         self._consumers: dict[str, _Consumer] = {}
+        self._offset_fds: dict[str, int] = {}
+        self._offset_seq: dict[str, int] = {}
         self._fd = -1  # write fd of the active (last) segment
         self._need_roll = False
         self._generation = 0
@@ -352,14 +360,32 @@ class Spool:
         self._delete_passed()
 
     def _load_offset(self, name: str) -> tuple[int, int, bool]:
-        try:
-            data = json.loads((self.path / f"{name}.offset").read_text())
-            return int(data["segment"]), int(data["pos"]), bool(data.get("compacted", False))
-        except FileNotFoundError:
+        """Open (creating if needed) the consumer's offset file; return its newest valid slot."""
+        path = self.path / f"{name}.offset"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._offset_fds[name] = fd
+        data = os.pread(fd, 2 * _SLOT_STRIDE, 0)
+        best: tuple[int, int, int, bool] | None = None
+        for at in (0, _SLOT_STRIDE):
+            raw = data[at:at + _SLOT.size]
+            if len(raw) < _SLOT.size:
+                continue
+            magic, seq, seg_id, pos, flags, crc = _SLOT.unpack(raw)
+            if magic != _SLOT_MAGIC or zlib.crc32(raw[:-4]) != crc:
+                continue
+            if best is None or seq > best[0]:
+                best = (seq, seg_id, pos, bool(flags & FLAG_COMPACTED))
+        if len(data) < 2 * _SLOT_STRIDE:  # new file: reserve both slots now, while there is room
+            _write_all(fd, bytes(2 * _SLOT_STRIDE - len(data)), len(data))
+            os.fsync(fd)
+            _fsync_dir(self.path)
+        if best is None:
+            if any(data):
+                log.warning("spool consumer %s: unreadable offset file; replaying from the oldest point", name)
+            self._offset_seq[name] = 0
             return 0, SEG_HEADER, False
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("spool consumer %s: unreadable offset file (%s); replaying from the oldest point", name, exc)
-            return 0, SEG_HEADER, False
+        self._offset_seq[name] = best[0]
+        return best[1], best[2], best[3]
 
     def _scan_segment(self, seg_id: int, wanted: set[int]) -> tuple[_Segment | None, dict[int, int]]:
         """Validate one segment: truncate a torn tail, note corrupt records; map wanted offsets to indexes."""
@@ -556,6 +582,9 @@ class Spool:
         return self._segments[i] if i < len(self._segments) else None
 
     def _release(self) -> None:
+        for fd in self._offset_fds.values():
+            os.close(fd)
+        self._offset_fds.clear()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -640,8 +669,13 @@ class Spool:
         return nxt
 
     def _save_offset(self, name: str, end: Offset, compacted: bool) -> None:
-        data = json.dumps({"segment": end.segment, "pos": end.pos, "compacted": compacted})
-        _write_file_atomic(self.path / f"{name}.offset", data.encode())
+        seq = self._offset_seq[name] + 1
+        raw = _SLOT.pack(_SLOT_MAGIC, seq, end.segment, end.pos, FLAG_COMPACTED if compacted else 0, 0)[:-4]
+        raw += struct.pack("<I", zlib.crc32(raw))
+        fd = self._offset_fds[name]
+        _write_all(fd, raw, (seq % 2) * _SLOT_STRIDE)
+        os.fdatasync(fd)
+        self._offset_seq[name] = seq
 
     def _delete_passed(self) -> None:
         """Delete the segments before the oldest consumer's segment (never the active one)."""
