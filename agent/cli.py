@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from agent import __version__, probecli
+from agent import __version__, agentcli, probecli
 from agent.configfile import ConfigError, Loaded, load
 
 EXIT_OK = 0
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Each command group adds its subcommands to the parser.
 _EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    agentcli.register,
     probecli.register,
 ]
 
