@@ -103,17 +103,17 @@ def _icmp_allowed() -> bool:
         low, high = map(int, Path("/proc/sys/net/ipv4/ping_group_range").read_text().split())
     except (OSError, ValueError):
         return False
-    return any(low <= g <= high for g in os.getgroups() + [os.getegid()])
+    return any(low <= g <= high for g in [*os.getgroups(), os.getegid()])
 
 
 def demo_config(directory: Path, ports: dict[str, int], interval_s: float) -> str:
     timeout = min(2.0, interval_s / 2)
-    icmp = f"""
+    icmp = """
   - name: core-router
     class: network
     customer: demo-telecom
     probes:
-      - {{kind: icmp, target: 127.0.0.1, count: 2, packet_interval_s: 0.05}}""" if _icmp_allowed() else ""
+      - {kind: icmp, target: 127.0.0.1, count: 2, packet_interval_s: 0.05}""" if _icmp_allowed() else ""
     return f"""# Written by `slawatch demo`: the demo's targets on loopback, watched by the real agent.
 agent: {{id: demo-agent, listen: "127.0.0.1:{ports['listen']}", heartbeat_s: {max(interval_s, 5):g}}}
 storage:
@@ -149,7 +149,7 @@ components:
 
 
 async def run_demo(directory: Path, *, duration_s: float | None = None, interval_s: float = 5.0) -> int:
-    directory.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     ports = {"sip": _free_port(socket.SOCK_DGRAM), "http": _free_port(), "tcp": _free_port(),
              "flap": _free_port(), "listen": 9810 if _port_free(9810) else _free_port()}
     loop = asyncio.get_running_loop()
@@ -168,7 +168,7 @@ async def run_demo(directory: Path, *, duration_s: float | None = None, interval
     flap_task = asyncio.create_task(flapper.run())
 
     config_path = directory / "config.yaml"
-    config_path.write_text(demo_config(directory, ports, interval_s))
+    await asyncio.to_thread(config_path.write_text, demo_config(directory, ports, interval_s))
     try:
         loaded = load(config_path)
     except ConfigError as exc:  # pragma: no cover - the demo writes a valid file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -53,10 +54,8 @@ class Metrics:
     def forget(self, refs: Iterable[ComponentRef], probes: Iterable[tuple[str, str, str]]) -> None:
         """Drop the series of components and probes that a reload removed."""
         for ref in refs:
-            try:
+            with contextlib.suppress(KeyError):
                 self.component_up.remove(ref.component, ref.klass, ref.tier, ref.customer)
-            except KeyError:
-                pass
         for key in probes:
             if self._labels.pop(key, None) is not None:
                 self.probe_success.remove(*key)

@@ -76,8 +76,9 @@ def show_ticks(ticks: int) -> str:
     days, rest = divmod(seconds, 86400)
     h, rest = divmod(rest, 3600)
     m, s = divmod(rest, 60)
-    clock = f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-    return f"{days}d{clock}" if days else clock
+    if days:
+        return f"{days}d{h:02d}h{m:02d}m{s:02d}s"
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def reboot_reason(previous: tuple[int, float] | None, ticks: int, now: float) -> str | None:

@@ -182,7 +182,7 @@ class InfluxSink:
             conflict_fix = f"ALTER RETENTION POLICY {rp} ON {db} DURATION {duration}"
         for q in statements:
             error = await self._query(q)
-            if error and conflict_fix and "conflicts with an existing policy" in error:
+            if error and conflict_fix and ("already exists" in error or "conflicts with" in error):
                 error = await self._query(conflict_fix)
             if error:
                 log.warning("%s: cannot run %r (%s); writing anyway", self.name, q, error)

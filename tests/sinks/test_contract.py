@@ -18,7 +18,7 @@ from agent.sinks import Sink, open_sinks
 from agent.sinks.influxdb import RETENTION_POLICY, InfluxSink
 from agent.sinks.lineprotocol import HEARTBEAT, PROBE, STATE, record
 from agent.sinks.sqlite import COLUMNS, SqliteSink
-from tests.sinks.influx import Influxd, influxd  # noqa: F401  (module-scoped fixture)
+from tests.sinks.influx import Influxd
 
 pytestmark = pytest.mark.timeout(60)
 
