@@ -1,0 +1,268 @@
+"""The icmp probe against loopback, and inside network namespaces made for the test (never a real network)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.model import Outcome, Result
+from agent.probes import run_probe
+from agent.probes.icmp import Echoes, judge, permission_reason
+from agent.settings import IcmpProbe
+from tests.conftest import need
+
+ROOT = Path(__file__).resolve().parents[2]
+HAS_IPV6 = Path("/proc/net/if_inet6").exists()
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+# Runs one probe in whatever namespace / uid the subprocess has, and prints the Result and the wall time.
+SCRIPT = """
+import asyncio, json, sys, time
+from agent.probes import run_probe
+from agent.settings import IcmpProbe
+settings = IcmpProbe.model_validate(json.loads(sys.argv[1]))
+t0 = time.monotonic()
+run = asyncio.run(run_probe(settings))
+r = run.result
+print(json.dumps({"outcome": str(r.outcome), "reason": r.reason, "latency_s": r.latency_s,
+                  "elapsed_s": time.monotonic() - t0}))
+"""
+
+
+def icmp(target: str, **kw: object) -> IcmpProbe:
+    return IcmpProbe.model_validate({"kind": "icmp", "target": target, **kw})
+
+
+# ---------------------------------------------------------------- pure: judging the replies
+
+LOSSY = icmp("h", count=4, max_loss_pct=50)
+SLOW = icmp("h", max_rtt_ms=10)
+
+
+@pytest.mark.parametrize(("settings", "echoes", "outcome", "reason"), [
+    (LOSSY, Echoes(4, (1.0, 1.0, 1.0, 1.0)), Outcome.UP, ""),
+    (LOSSY, Echoes(4, (1.0, 1.0, 1.0)), Outcome.DEGRADED, "h: 25% loss (3/4 replies)"),
+    (LOSSY, Echoes(4, (1.0, 1.0)), Outcome.DEGRADED, "h: 50% loss (2/4 replies)"),  # at the threshold: not down
+    (LOSSY, Echoes(4, (1.0,)), Outcome.TIMEOUT, "75% loss from h (1/4 replies), above 50%"),
+    (LOSSY, Echoes(4, (1.0,), ("h: ICMP destination unreachable (x)",)), Outcome.UNREACHABLE,
+     "75% loss from h (1/4 replies), above 50%"),
+    (LOSSY, Echoes(4), Outcome.TIMEOUT, "no echo reply from h (4 sent)"),
+    (LOSSY, Echoes(4, (), ("h: ICMP destination unreachable (Packet filtered)",)), Outcome.UNREACHABLE,
+     "h: ICMP destination unreachable (Packet filtered) (4 sent)"),
+    (SLOW, Echoes(3, (5.0, 10.0, 15.0)), Outcome.UP, ""),  # average 10: not above
+    (SLOW, Echoes(3, (5.0, 10.0, 18.0)), Outcome.DEGRADED, "h: rtt avg 11 ms above 10 ms"),
+    (SLOW, Echoes(3, (30.0, 30.0)), Outcome.DEGRADED, "h: 33% loss (2/3 replies), rtt avg 30 ms above 10 ms"),
+    (icmp("h", max_loss_pct=0), Echoes(3, (1.0, 1.0)), Outcome.TIMEOUT, "33% loss from h (2/3 replies), above 0%"),
+])
+def test_judge(settings: IcmpProbe, echoes: Echoes, outcome: Outcome, reason: str) -> None:
+    result = judge(settings, "h", echoes)
+    assert (result.outcome, result.reason) == (outcome, reason)
+    if echoes.rtts_ms:
+        assert result.latency_s == pytest.approx(sum(echoes.rtts_ms) / len(echoes.rtts_ms) / 1000)
+
+
+def test_permission_reason_names_what_is_missing() -> None:
+    assert permission_reason(65534, "1 0") == (
+        "ICMP needs root, CAP_NET_RAW, or net.ipv4.ping_group_range covering gid 65534 (it is 1 0)")
+
+
+# ---------------------------------------------------------------- loopback, in this process
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("target", ["127.0.0.1", "::1"])
+async def test_loopback_is_up(target: str) -> None:
+    if target == "::1":
+        need(HAS_IPV6, "IPv6 is disabled on this machine")
+    run = await run_probe(icmp(target, timeout_s=2))
+    assert run.result.outcome is Outcome.UP, run.result
+    assert run.result.latency_s is not None and run.result.latency_s > 0
+    assert run.result.reason == ""
+
+
+@pytest.mark.timeout(20)
+async def test_rtt_threshold_degrades() -> None:
+    run = await run_probe(icmp("127.0.0.1", count=2, max_rtt_ms=1e-6, timeout_s=2))
+    assert run.result.outcome is Outcome.DEGRADED
+    assert "rtt avg" in run.result.reason and "above 1e-06 ms" in run.result.reason
+
+
+@pytest.mark.timeout(30)
+async def test_many_concurrent_probes_match_their_own_replies() -> None:
+    runs = await asyncio.gather(*(run_probe(icmp(f"127.0.0.{1 + i % 50}", count=2, timeout_s=3))
+                                  for i in range(300)))
+    outcomes = [r.result.outcome for r in runs]
+    assert outcomes.count(Outcome.UP) == 300, [r.result for r in runs if not r.result.up][:3]
+
+
+@pytest.mark.timeout(20)
+async def test_more_packets_than_the_timeout_holds_is_a_config_error() -> None:
+    run = await run_probe(icmp("127.0.0.1", count=30, packet_interval_s=0.2, timeout_s=2))
+    assert run.result == Result(Outcome.AGENT_ERROR, "30 packets 0.2s apart do not fit in timeout_s 2")
+
+
+# ---------------------------------------------------------------- inside namespaces of our own
+
+
+class Netns:
+    """Network namespaces created for one test and deleted after it."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.links: list[tuple[str, str]] = []
+
+    def add(self) -> str:
+        name = f"swtest-{secrets.token_hex(4)}"
+        proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+        need(proc.returncode == 0, f"ip netns add is not permitted here: {proc.stderr.strip()}")
+        self.names.append(name)
+        return name
+
+    def sh(self, ns: str, *cmd: str) -> None:
+        subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True, capture_output=True)
+
+    def probe(self, ns: str, settings: IcmpProbe, *, user: list[str] | None = None) -> dict[str, object]:
+        cmd = ["ip", "netns", "exec", ns, *(user or []), sys.executable, "-c", SCRIPT,
+               settings.model_dump_json()]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=30,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, proc.stderr
+        out: dict[str, object] = json.loads(proc.stdout)
+        return out
+
+    def close(self) -> None:
+        for name in self.names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    need(shutil.which("ip") is not None, "ip not found (apt-get install -y iproute2)")
+    need(os.geteuid() == 0, "network namespaces need root")
+    spaces = Netns()
+    try:
+        yield spaces
+    finally:
+        spaces.close()
+
+
+@pytest.mark.timeout(60)
+def test_link_down_is_unreachable(netns: Netns) -> None:
+    ns = netns.add()  # a new namespace has only `lo`, and it is down
+    result = netns.probe(ns, icmp("127.0.0.1", timeout_s=2))
+    assert result["outcome"] == "unreachable"
+    assert result["reason"] == "127.0.0.1: network is unreachable (3 sent)"
+
+
+@pytest.mark.timeout(60)
+def test_unresolvable_name_is_unreachable(netns: Netns) -> None:
+    ns = netns.add()  # no link up: no DNS server can be reached, nothing leaves the namespace
+    result = netns.probe(ns, icmp("nowhere.invalid", timeout_s=2))
+    assert result["outcome"] == "unreachable"
+    assert result["reason"] == "cannot resolve nowhere.invalid"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("timeout_s", [1.0, 3.0])
+def test_no_reply_is_a_timeout_within_the_deadline(netns: Netns, timeout_s: float) -> None:
+    ns = netns.add()
+    netns.sh(ns, "ip", "link", "set", "lo", "up")
+    netns.sh(ns, "sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1")
+    result = netns.probe(ns, icmp("127.0.0.1", timeout_s=timeout_s))
+    assert result["outcome"] == "timeout"
+    assert result["reason"] == "no echo reply from 127.0.0.1 (3 sent)"
+    elapsed = result["elapsed_s"]
+    assert isinstance(elapsed, float) and timeout_s * 0.8 < elapsed <= timeout_s + 0.1
+
+
+def _routed_to_a_prohibit_route(netns: Netns) -> str:
+    """Two namespaces joined by a veth pair; the far one answers 198.51.100.0/24 with ICMP 'packet filtered'.
+    The addresses are documentation ranges that exist only inside these namespaces."""
+    near, far = netns.add(), netns.add()
+    subprocess.run(["ip", "link", "add", "swa", "netns", near, "type", "veth", "peer", "name", "swb", "netns", far],
+                   check=True, capture_output=True)
+    netns.sh(near, "ip", "addr", "add", "192.0.2.1/30", "dev", "swa")
+    netns.sh(near, "ip", "link", "set", "swa", "up")
+    netns.sh(near, "ip", "link", "set", "lo", "up")
+    netns.sh(near, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.2")
+    netns.sh(far, "ip", "addr", "add", "192.0.2.2/30", "dev", "swb")
+    netns.sh(far, "ip", "link", "set", "swb", "up")
+    netns.sh(far, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0")
+    netns.sh(far, "ip", "route", "add", "prohibit", "198.51.100.0/24")
+    return near
+
+
+@pytest.mark.timeout(60)
+def test_icmp_destination_unreachable_is_unreachable(netns: Netns) -> None:
+    near = _routed_to_a_prohibit_route(netns)
+    up = netns.probe(near, icmp("192.0.2.2", timeout_s=2))
+    assert up["outcome"] == "up"
+    result = netns.probe(near, icmp("198.51.100.7", timeout_s=2))
+    assert result["outcome"] == "unreachable"
+    assert result["reason"] == "198.51.100.7: ICMP destination unreachable (Packet filtered) (3 sent)"
+    assert isinstance(result["elapsed_s"], float) and result["elapsed_s"] < 1.5  # every packet answered
+
+
+@pytest.mark.timeout(60)
+def test_unprivileged_sees_destination_unreachable(netns: Netns) -> None:
+    need(shutil.which("setpriv") is not None, "setpriv not found (apt-get install -y util-linux)")
+    near = _routed_to_a_prohibit_route(netns)
+    netns.sh(near, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
+    result = netns.probe(near, icmp("198.51.100.7", timeout_s=2), user=NOBODY)
+    assert result["outcome"] == "unreachable"
+    assert result["reason"] == "198.51.100.7: no route to host (3 sent)"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target", ["127.0.0.1", "::1"])
+def test_unprivileged_when_ping_group_range_allows(netns: Netns, target: str) -> None:
+    need(shutil.which("setpriv") is not None, "setpriv not found (apt-get install -y util-linux)")
+    ns = netns.add()
+    netns.sh(ns, "ip", "link", "set", "lo", "up")
+    netns.sh(ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
+    result = netns.probe(ns, icmp(target, timeout_s=2), user=NOBODY)
+    assert result["outcome"] == "up", result
+    assert isinstance(result["latency_s"], float) and result["latency_s"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_unprivileged_without_permission_says_what_is_missing(netns: Netns) -> None:
+    need(shutil.which("setpriv") is not None, "setpriv not found (apt-get install -y util-linux)")
+    ns = netns.add()
+    netns.sh(ns, "ip", "link", "set", "lo", "up")
+    netns.sh(ns, "sysctl", "-qw", "net.ipv4.ping_group_range=1 0")
+    result = netns.probe(ns, icmp("127.0.0.1", timeout_s=2), user=NOBODY)
+    assert result["outcome"] == "agent_error"
+    assert result["reason"] == ("ICMP needs root, CAP_NET_RAW, or net.ipv4.ping_group_range covering gid 65534 "
+                                "(it is 1 0)")
+
+
+@pytest.mark.timeout(30)
+async def test_waiting_for_replies_leaves_the_event_loop_free() -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    t0 = time.monotonic()
+    try:
+        # 127.0.0.1 answers at once, so wait on count × interval: the loop must keep ticking meanwhile.
+        run = await run_probe(icmp("127.0.0.1", count=5, packet_interval_s=0.1, timeout_s=2))
+    finally:
+        task.cancel()
+    assert run.result.outcome is Outcome.UP
+    assert ticks >= (time.monotonic() - t0) / 0.01 * 0.5
