@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import logging
 from collections.abc import Sequence
@@ -154,7 +155,8 @@ class InfluxSink:
             return {"Authorization": f"Token {s.token.get_secret_value()}"}
         if s.api == "v1" and s.username:
             password = s.password.get_secret_value() if s.password else ""
-            return {"Authorization": aiohttp.BasicAuth(s.username, password).encode()}
+            token = base64.b64encode(f"{s.username}:{password}".encode()).decode("ascii")
+            return {"Authorization": f"Basic {token}"}
         return {}
 
     def _who(self) -> str:
