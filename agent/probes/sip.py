@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 T1_S = 0.5  # RFC 3261 timer T1: first retransmission interval over UDP, doubling each time
 T2_S = 4.0  # RFC 3261 timer T2: the cap of that interval (and the interval once a 1xx arrived)
+CLOSE_WAIT_S = 0.05  # how long a stream close may wait for the peer's side of the goodbye
 USER_AGENT = f"slawatch/{__version__}"
 
 _URI_RE = re.compile(r"(sips?):(?:([^@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[^:;\s\[\]]+)(?::(\d+))?(;[^\s]*)?")
@@ -97,6 +98,10 @@ class _PeerClosed(Exception):
     """The stream peer closed the connection before answering."""
 
 
+class _LocalProblem(Exception):
+    """Something on this side (a CA file that cannot be read) keeps the probe from running."""
+
+
 class _Channel(Protocol):
     reliable: bool
     local: tuple[str, int]
@@ -106,7 +111,7 @@ class _Channel(Protocol):
 
     async def receive(self) -> SipMessage: ...
 
-    def close(self) -> None: ...
+    async def close(self, deadline: float) -> None: ...
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -142,7 +147,7 @@ class _UdpChannel:
             raise item
         return parse_message(item)
 
-    def close(self) -> None:
+    async def close(self, deadline: float) -> None:
         self.transport.close()
 
 
@@ -173,8 +178,14 @@ class _StreamChannel:
             self.buffer += chunk
             self.received = len(self.buffer)
 
-    def close(self) -> None:
+    async def close(self, deadline: float) -> None:
+        # A polite close (TLS close_notify) if it is quick; never past the deadline, never a leaked socket.
         self.writer.close()
+        remaining = min(CLOSE_WAIT_S, deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), max(0.0, remaining))
+        except (TimeoutError, OSError):
+            self.writer.transport.abort()
 
 
 @dataclass(slots=True)
@@ -219,12 +230,16 @@ def _tls_context(settings: SipProbe) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
-    return ssl.create_default_context(cafile=str(settings.tls_ca) if settings.tls_ca else None)
+    try:
+        return ssl.create_default_context(cafile=str(settings.tls_ca) if settings.tls_ca else None)
+    except (OSError, ssl.SSLError) as exc:  # missing, unreadable or not PEM
+        raise _LocalProblem(f"cannot load tls_ca {settings.tls_ca}: {exc.strerror or exc}") from exc
 
 
 async def _open(settings: SipProbe, state: _State, deadline: float) -> _Channel:
     loop = asyncio.get_running_loop()
     target = state.target
+    ctx = _tls_context(settings) if target.transport == "tls" else None
     kind = socket.SOCK_DGRAM if target.transport == "udp" else socket.SOCK_STREAM
     infos = await _before(loop.getaddrinfo(target.host, target.port, type=kind), deadline)
     family, _, _, _, sockaddr = infos[0]
@@ -234,7 +249,6 @@ async def _open(settings: SipProbe, state: _State, deadline: float) -> _Channel:
         transport, protocol = await _before(
             loop.create_datagram_endpoint(_UdpProtocol, remote_addr=address, family=family), deadline)
         return _UdpChannel(transport, protocol)
-    ctx = _tls_context(settings) if target.transport == "tls" else None
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
@@ -289,8 +303,9 @@ def _requests(settings: SipProbe, target: Target, local: tuple[str, int]) -> Req
     param = "" if target.transport == "udp" else f";transport={target.transport}"
     if target.scheme == "sips" and target.transport == "tls":
         param = ""
-    user = settings.username or target.user or "slawatch"
+    user = settings.username or "slawatch"  # who is asking; the target's user part is who is asked
     if settings.method == "REGISTER":
+        user = settings.username or target.user or user
         uri = f"{target.scheme}:{hostport}"
         from_uri = to_uri = f"{target.scheme}:{user}@{host}"
         extra: tuple[tuple[str, str], ...] = (("Expires", "0"),)  # query and leave no binding behind
@@ -338,7 +353,7 @@ async def _exchange(settings: SipProbe, state: _State, deadline: float) -> Resul
                            credentials=credentials, auth_answered=state.authenticated)
         return Result(verdict.outcome, verdict.reason, latency)
     finally:
-        channel.close()
+        await channel.close(deadline)
 
 
 def _os_error(exc: OSError, state: _State) -> Result:
@@ -371,6 +386,8 @@ async def probe(settings: SipProbe) -> Result:
         return Result(Outcome.TIMEOUT, state.timeout_reason(settings.timeout_s))
     except SipParseError as exc:
         return Result(Outcome.BAD_RESPONSE, f"malformed SIP response: {exc}")
+    except _LocalProblem as exc:
+        return Result(Outcome.AGENT_ERROR, str(exc))
     except _PeerClosed:
         return Result(Outcome.BAD_RESPONSE, "connection closed by the peer without a SIP answer")
     except ssl.SSLCertVerificationError as exc:
@@ -380,8 +397,6 @@ async def probe(settings: SipProbe) -> Result:
     except OSError as exc:
         if state is None:
             return Result(Outcome.AGENT_ERROR, f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, FileNotFoundError | PermissionError) and exc.filename:
-            return Result(Outcome.AGENT_ERROR, f"cannot read {exc.filename}: {exc.strerror}")
         return _os_error(exc, state)
     except Exception as exc:  # a probe never raises: a bug becomes a visible agent_error
         log.exception("sip probe of %s failed unexpectedly", settings.target)
