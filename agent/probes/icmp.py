@@ -76,7 +76,7 @@ def judge(settings: IcmpProbe, host: str, echoes: Echoes) -> Result:
     if settings.max_rtt_ms is not None and avg_ms > settings.max_rtt_ms:
         problems.append(f"rtt avg {avg_ms:.3g} ms above {settings.max_rtt_ms:g} ms")
     if problems:
-        return Result(Outcome.DEGRADED, f"{host}: " + ", ".join(problems), latency_s)
+        return Result(Outcome.DEGRADED, ", ".join(problems), latency_s)
     return Result(Outcome.UP, "", latency_s)
 
 

@@ -51,8 +51,8 @@ SLOW = icmp("h", max_rtt_ms=10)
 
 @pytest.mark.parametrize(("settings", "echoes", "outcome", "reason"), [
     (LOSSY, Echoes(4, (1.0, 1.0, 1.0, 1.0)), Outcome.UP, ""),
-    (LOSSY, Echoes(4, (1.0, 1.0, 1.0)), Outcome.DEGRADED, "h: 25% loss (3/4 replies)"),
-    (LOSSY, Echoes(4, (1.0, 1.0)), Outcome.DEGRADED, "h: 50% loss (2/4 replies)"),  # at the threshold: not down
+    (LOSSY, Echoes(4, (1.0, 1.0, 1.0)), Outcome.DEGRADED, "25% loss (3/4 replies)"),
+    (LOSSY, Echoes(4, (1.0, 1.0)), Outcome.DEGRADED, "50% loss (2/4 replies)"),  # at the threshold: not down
     (LOSSY, Echoes(4, (1.0,)), Outcome.TIMEOUT, "75% loss from h (1/4 replies), above 50%"),
     (LOSSY, Echoes(4, (1.0,), ("h: ICMP destination unreachable (x)",)), Outcome.UNREACHABLE,
      "75% loss from h (1/4 replies), above 50%"),
@@ -60,8 +60,8 @@ SLOW = icmp("h", max_rtt_ms=10)
     (LOSSY, Echoes(4, (), ("h: ICMP destination unreachable (Packet filtered)",)), Outcome.UNREACHABLE,
      "h: ICMP destination unreachable (Packet filtered) (4 sent)"),
     (SLOW, Echoes(3, (5.0, 10.0, 15.0)), Outcome.UP, ""),  # average 10: not above
-    (SLOW, Echoes(3, (5.0, 10.0, 18.0)), Outcome.DEGRADED, "h: rtt avg 11 ms above 10 ms"),
-    (SLOW, Echoes(3, (30.0, 30.0)), Outcome.DEGRADED, "h: 33% loss (2/3 replies), rtt avg 30 ms above 10 ms"),
+    (SLOW, Echoes(3, (5.0, 10.0, 18.0)), Outcome.DEGRADED, "rtt avg 11 ms above 10 ms"),
+    (SLOW, Echoes(3, (30.0, 30.0)), Outcome.DEGRADED, "33% loss (2/3 replies), rtt avg 30 ms above 10 ms"),
     (icmp("h", max_loss_pct=0), Echoes(3, (1.0, 1.0)), Outcome.TIMEOUT, "33% loss from h (2/3 replies), above 0%"),
 ])
 def test_judge(settings: IcmpProbe, echoes: Echoes, outcome: Outcome, reason: str) -> None:
