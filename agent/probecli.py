@@ -41,7 +41,7 @@ _OPTION_OF = {
     "timeout_s": "--timeout", "username": "--user", "password": "--password-env", "packet_interval_s": "--interval",
     "tls_verify": "--insecure", "checks": "--oid", "auth_key": "--v3-auth-key-env", "priv_key": "--v3-priv-key-env",
     "auth_protocol": "--v3-auth-protocol", "priv_protocol": "--v3-priv-protocol", "user": "--v3-user",
-    "max_loss_pct": "--max-loss", "v3": "--v3-user", "target": "target",
+    "max_loss_pct": "--max-loss", "v3": "SNMPv3", "target": "target",
 }
 
 
