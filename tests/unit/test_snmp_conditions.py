@@ -134,13 +134,16 @@ def test_lift(raw: Any, lifted: Value) -> None:
 V2C = SnmpProbe.model_validate({"kind": "snmp", "target": "127.0.0.1:1161", "checks": [{"oid": "1.3.6.1"}]})
 V3 = SnmpProbe.model_validate({"kind": "snmp", "target": "::1", "version": 3, "checks": [{"oid": "1.3.6.1"}],
                                "v3": {"user": "mon", "auth_key": "authkey123", "priv_key": "privkey123"}})
+V3_AUTH = V3.model_copy(update={"v3": V3.v3.model_copy(update={"priv_key": None}) if V3.v3 else None})
 
 
 @pytest.mark.parametrize(("settings", "indication", "expected"), [
     (V2C, errind.requestTimedOut, Result(Outcome.TIMEOUT, "no SNMP answer from 127.0.0.1:1161 within 0.9s "
                                                           "(no agent, wrong community, or filtered)")),
     (V3, errind.requestTimedOut, Result(Outcome.TIMEOUT, "no SNMP answer from [::1]:161 within 0.9s "
-                                                         "(no agent, or filtered)")),
+                                                         "(no agent, wrong priv_key or priv_protocol, or filtered)")),
+    (V3_AUTH, errind.requestTimedOut, Result(Outcome.TIMEOUT, "no SNMP answer from [::1]:161 within 0.9s "
+                                                              "(no agent, or filtered)")),
     (V3, errind.wrongDigest, Result(Outcome.REFUSED, "SNMPv3 authentication failed at [::1]:161 for user 'mon': "
                                                      "wrong auth_key or auth_protocol (usmStatsWrongDigests)")),
     (V3, errind.unknownUserName, Result(Outcome.REFUSED, "SNMPv3 user 'mon' is unknown to [::1]:161 "
