@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -100,9 +101,9 @@ def ipv6_loopback() -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
-    """One snmpsim per module serving tests/fixtures/snmp: the community is the recording's name."""
+@contextlib.contextmanager
+def run_snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    """snmpsim serving tests/fixtures/snmp on loopback: the community is the recording's name."""
     exe = snmpsim_binary()
     tmp = tmp_path_factory.mktemp("snmpsim")
     port = free_port(socket.SOCK_DGRAM)
@@ -123,6 +124,12 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
         yield Sim(port, port6)
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    with run_snmpsim(tmp_path_factory) as peer:
+        yield peer
 
 
 @dataclass(frozen=True)
