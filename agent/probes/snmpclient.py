@@ -168,7 +168,7 @@ async def _engine(key: Hashable) -> Any:
     loop = asyncio.get_running_loop()
     engines = _loops.setdefault(loop, _LoopEngines()).engines
     task = engines.get(key)
-    if task is None:
+    if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
         task = loop.create_task(_make_engine(loop))
         engines[key] = task
     # shield: one probe's deadline must not cancel the warm-up other probes (and the next run) wait on
