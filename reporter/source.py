@@ -235,6 +235,8 @@ class SqliteSource:
             return self._rw
 
     async def _read(self, sql: str, params: Sequence[Any], *, missing_ok: bool = False) -> list[sqlite3.Row]:
+        if missing_ok and self._ro is None and self._rw is None and not self.path.exists():
+            return []  # no store yet, so no window or report recorded: the reads that may say so
         db = await self._reader()
         try:
             return list(await db.execute_fetchall(sql, params))
@@ -405,7 +407,7 @@ class InfluxSource:
         q = (f'SELECT "scope", "value", "end_ms", "announced_ms", "created_ms", "reason", "removed" '
              f'FROM {self._from(MAINTENANCE)}{where} GROUP BY "id"')
         out: list[tuple[StoredWindow, bool, int]] = []
-        async for tags, row in self._rows(q):
+        async for tags, row in self._rows(q, missing_ok=True):
             if row.get("scope") not in SCOPES or row.get("end_ms") is None:
                 continue
             window = StoredWindow(tags.get("id", ""), row["scope"], row.get("value") or "", int(row["time"]),
@@ -442,7 +444,7 @@ class InfluxSource:
     async def report_sent(self, period_key: str, customer: str) -> bool:
         q = (f'SELECT "sha256" FROM {self._from(REPORT_SENT)} WHERE "period" = {quote_string(period_key)} '
              f'AND "customer" = {quote_string(customer)} LIMIT 1')
-        return any([row async for _, row in self._rows(q)])
+        return any([row async for _, row in self._rows(q, missing_ok=True)])
 
     async def record_report_sent(self, period_key: str, customer: str, sent_ms: int, sha256: str) -> None:
         rec = Record(REPORT_SENT, (("customer", clean_text(customer)), ("period", clean_text(period_key))),
@@ -474,14 +476,19 @@ class InfluxSource:
             return {"Authorization": f"Basic {token}"}
         return {}
 
-    async def _rows(self, q: str) -> AsyncIterator[tuple[dict[str, str], dict[str, Any]]]:
-        """Run one SELECT, streamed in chunks; yield (series tags, row as column -> value)."""
+    async def _rows(self, q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], dict[str, Any]]]:
+        """Run one SELECT, streamed in chunks; yield (series tags, row as column -> value).
+
+        With `missing_ok`, a database or retention policy not created yet reads as empty.
+        """
         async for doc in self._query(q):
-            if "error" in doc:
-                raise SourceError(f"{self.name}: {doc['error']} (query: {q})")
-            for result in doc.get("results", ()):
+            for result in [doc, *doc.get("results", ())]:
                 if "error" in result:  # query errors come back with status 200
-                    raise SourceError(f"{self.name}: {result['error']} (query: {q})")
+                    error = str(result["error"])
+                    if missing_ok and ("database not found" in error or "retention policy not found" in error):
+                        return
+                    raise SourceError(f"{self.name}: {error} (query: {q})")
+            for result in doc.get("results", ()):
                 for series in result.get("series", ()):
                     tags = series.get("tags") or {}
                     columns = series["columns"]
