@@ -9,14 +9,13 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import spool as spool_mod
 from agent.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
 from agent.spool import REC_HEADER, SEG_HEADER, Spool, SpoolError, encode_point, encode_record
 
@@ -47,7 +46,7 @@ def drain(sp: Spool, consumer: str = "store", max_points: int = 5000, ack: bool 
         sp.ack(consumer, batch)
 
 
-def ts(points: list[Point]) -> list[int]:
+def ts(points: Sequence[Point]) -> list[int]:
     return [p.ts_ms for p in points]
 
 
@@ -66,7 +65,7 @@ def test_append_read_ack_in_order(spool: Spool) -> None:
     spool.append(samples(0, 10))
     spool.append(samples(10, 5))
     first = spool.read("store", 4)
-    assert ts(list(first.points)) == [0, 1, 2, 3]
+    assert ts(first.points) == [0, 1, 2, 3]
     spool.ack("store", first)
     assert spool.pending("store") == 11
     assert ts(drain(spool)) == list(range(4, 15))
@@ -81,14 +80,14 @@ def test_reread_without_ack_returns_the_same_points(spool: Spool) -> None:
     assert a.points == b.points and a.end == b.end
     spool.ack("store", a)
     spool.ack("store", a)  # a repeated ack changes nothing
-    assert ts(list(spool.read("store", 3).points)) == [7, 8, 9]
+    assert ts(spool.read("store", 3).points) == [7, 8, 9]
 
 
 def test_two_consumers_are_independent(spool: Spool) -> None:
     spool.append(samples(0, 10))
     spool.ack("store", spool.read("store", 8))
-    assert ts(list(spool.read("influx", 3).points)) == [0, 1, 2]
-    assert ts(list(spool.read("store").points)) == [8, 9]
+    assert ts(spool.read("influx", 3).points) == [0, 1, 2]
+    assert ts(spool.read("store").points) == [8, 9]
     assert spool.pending("store") == 2 and spool.pending("influx") == 10
 
 
@@ -262,7 +261,7 @@ def test_overflow_log_is_rate_limited(tmp_path: Path, caplog: pytest.LogCaptureF
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.WARNING, logger="agent.spool")
     clock = [1000.0]
-    monkeypatch.setattr(spool_mod.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("agent.spool.time.monotonic", lambda: clock[0])
     with Spool(tmp_path, 32 << 10) as sp:
         for i in range(100):
             sp.append(samples(i * 10, 10))
@@ -367,7 +366,7 @@ def test_enospc_on_write_or_fsync_is_a_spool_error(tmp_path: Path, monkeypatch: 
 
     for name in ("pwrite", "fdatasync"):
         with monkeypatch.context() as m:
-            m.setattr(spool_mod.os, name, full)
+            m.setattr(f"agent.spool.os.{name}", full)
             with pytest.raises(SpoolError, match="No space left on device"):
                 sp.append(samples(3, 3))
     sp.append(samples(3, 3))
