@@ -1,0 +1,183 @@
+"""`slawatch report`: one period's availability report as text, JSON, CSV or HTML, or emailed per customer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+from agent.configfile import ConfigError, Loaded, load
+from reporter.mail import MailError, build_message, send_message
+from reporter.periods import Period, month_period, parse_month
+from reporter.render import FORMATS, render
+from reporter.report import Progress, ReportError, build_report, select_components
+from reporter.source import Source, SourceError, open_source
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+log = logging.getLogger(__name__)
+
+
+class UsageError(Exception):
+    """The command line asks for something impossible; exit 2 with the message."""
+
+
+def parse_instant(option: str, text: str, tz: str) -> int:
+    """An ISO 8601 date or date-time as epoch ms; without an offset it is local time in `tz`."""
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"invalid {option} {text!r}: write ISO 8601, e.g. 2026-03-01 or "
+                         f"2026-03-01T06:00:00Z") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=ZoneInfo(tz))
+    return (dt - _EPOCH) // timedelta(milliseconds=1)
+
+
+def resolve_period(args: argparse.Namespace, tz: str) -> tuple[Period, tuple[int, int] | None]:
+    """The report period from --month, or --from/--to; UsageError when they do not make one."""
+    if args.month is not None:
+        if args.end is not None:
+            raise UsageError("--to goes with --from, not with --month")
+        try:
+            year, month = parse_month(args.month)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return month_period(year, month, tz), (year, month)
+    if args.end is None:
+        raise UsageError("--from needs --to")
+    start = parse_instant("--from", args.start, tz)
+    end = parse_instant("--to", args.end, tz)
+    if start >= end:
+        raise UsageError(f"--from must be before --to (got {args.start} and {args.end})")
+    return Period(start, end), None
+
+
+def progress_bar(stream: TextIO, width: int = 30) -> Progress | None:
+    """A one-line progress bar on a terminal; nothing when `stream` is a file or a pipe."""
+    if not stream.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        filled = width * done // max(1, total)
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} components")
+        if done >= total:
+            stream.write("\r" + " " * (width + 30) + "\r")
+        stream.flush()
+
+    return show
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report", help="availability report of one period (text, json, csv, html; --email to send it)",
+        description="Compute each component's availability over a calendar month (--month, in report.timezone) "
+                    "or a custom range (--from/--to, measured on its real length) against the contract. "
+                    "Exit 0 on success, 1 when the store or SMTP fails, 2 on a bad command line or config.")
+    report.add_argument("--config", "-c", required=True, metavar="FILE")
+    when = report.add_mutually_exclusive_group(required=True)
+    when.add_argument("--month", metavar="YYYY-MM", help="a calendar month in report.timezone")
+    when.add_argument("--from", dest="start", metavar="ISO", help="start of a custom range (ISO 8601)")
+    report.add_argument("--to", dest="end", metavar="ISO", help="end of a custom range (exclusive)")
+    report.add_argument("--customer", metavar="NAME", help="only this customer's components")
+    report.add_argument("--component", action="extend", nargs="+", metavar="NAME", default=None,
+                        help="only these components")
+    report.add_argument("--format", choices=FORMATS, default="text")
+    report.add_argument("--out", metavar="FILE", help="write the report here instead of standard output")
+    report.add_argument("--email", action="store_true",
+                        help="send each customer its report (HTML, text and CSV) to its report_to addresses")
+    report.set_defaults(func=report_cmd)
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        loaded = load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        period, month = resolve_period(args, loaded.config.report.timezone)
+        select_components(loaded, args.customer, args.component)
+        if args.email and loaded.config.report.smtp is None:
+            raise UsageError("--email needs report.smtp in the config")
+    except (UsageError, ReportError) as exc:
+        print(f"slawatch report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(_run(args, loaded, period, month))
+
+
+async def _run(args: argparse.Namespace, loaded: Loaded, period: Period, month: tuple[int, int] | None) -> int:
+    source = open_source(loaded.config.storage)
+    try:
+        if args.out is not None or not args.email:
+            show = progress_bar(sys.stderr) if args.format == "text" or args.out is not None else None
+            report = await build_report(loaded, source, period, month=month, customer=args.customer,
+                                        components=args.component, progress=show)
+            text = render(report, args.format)
+            if args.out is not None:
+                await asyncio.to_thread(Path(args.out).write_bytes, text.encode("utf-8"))
+            else:
+                sys.stdout.write(text)
+        if args.email:
+            return await _email(args, loaded, source, period, month)
+        return EXIT_OK
+    except ReportError as exc:
+        print(f"slawatch report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SourceError, OSError) as exc:
+        print(f"slawatch report: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        await source.close()
+
+
+async def _email(args: argparse.Namespace, loaded: Loaded, store: Source, period: Period,
+                 month: tuple[int, int] | None) -> int:
+    """Send one report per customer; every failure is told, and any failure makes exit 1."""
+    config = loaded.config
+    smtp = config.report.smtp
+    assert smtp is not None  # checked before the store was opened
+    names = _email_customers(loaded, args.customer, args.component)
+    status = EXIT_OK
+    for name in names:
+        customer = config.customer(name)
+        assert customer is not None
+        if not customer.report_to:
+            print(f"slawatch report: customer {name} has no report_to address: not sent", file=sys.stderr)
+            continue
+        report = await build_report(loaded, store, period, month=month, customer=name, components=args.component)
+        now_ms = time.time_ns() // 1_000_000
+        msg = build_message(report, name, customer.report_to, smtp.from_, now_ms=now_ms)
+        try:
+            refused = await send_message(msg, smtp)
+        except MailError as exc:
+            print(f"slawatch report: sending {report.label} to {name} failed: {exc}", file=sys.stderr)
+            status = EXIT_FAILURE
+            continue
+        if month is not None:
+            # The agent's monthly job then knows this month went out and does not send it again.
+            await store.record_report_sent(report.label, name, now_ms, report.inputs_sha256)
+        for r in refused:
+            print(f"slawatch report: {name}: recipient refused: {r}", file=sys.stderr)
+        print(f"sent {report.label} to {name} ({', '.join(customer.report_to)})", file=sys.stderr)
+    return status
+
+
+def _email_customers(loaded: Loaded, customer: str | None, components: Sequence[str] | None) -> list[str]:
+    if customer is not None:
+        return [customer]
+    selected = {c.customer for c in select_components(loaded, None, components) if c.customer is not None}
+    return [c.name for c in loaded.config.customers if c.name in selected]

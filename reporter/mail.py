@@ -1,0 +1,85 @@
+"""The report email: built as an EmailMessage apart from sending it, sent over SMTP with aiosmtplib."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from agent.settings import SmtpSettings
+from reporter.render import render_csv, render_html, render_text
+from reporter.report import Report
+
+
+class MailError(Exception):
+    """The report could not be sent; the message says why (server reply, refused connection...)."""
+
+
+def subject(report: Report, customer: str) -> str:
+    return f"SLA availability report {report.label} — {customer}"
+
+
+def attachment_name(report: Report, customer: str) -> str:
+    # A custom range label holds ':' and '/', which mail clients and file systems dislike.
+    key = report.label.replace(":", "").replace("/", "_")
+    return f"slawatch-{customer}-{key}.csv"
+
+
+def build_message(
+    report: Report,
+    customer: str,
+    recipients: Sequence[str],
+    sender: str,
+    *,
+    now_ms: int,
+    html: str | None = None,
+    text: str | None = None,
+    csv: str | None = None,
+) -> EmailMessage:
+    """One customer's report: text body, HTML alternative, the CSV attached. Pure: no clock, no network."""
+    if not recipients:
+        raise ValueError(f"customer {customer!r} has no report_to address")
+    msg = EmailMessage()
+    msg["Subject"] = subject(report, customer)
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=now_ms)
+    msg["Date"] = email.utils.format_datetime(when)
+    domain = sender.rpartition("@")[2] or "localhost"
+    msg["Message-ID"] = f"<slawatch.{report.inputs_sha256[:16]}.{customer}.{now_ms}@{domain}>"
+    msg["X-Slawatch-Inputs-SHA256"] = report.inputs_sha256
+    msg.set_content(text if text is not None else render_text(report))
+    msg.add_alternative(html if html is not None else render_html(report), subtype="html")
+    msg.add_attachment((csv if csv is not None else render_csv(report)).encode("utf-8"), maintype="text",
+                       subtype="csv", filename=attachment_name(report, customer))
+    return msg
+
+
+async def send_message(msg: EmailMessage, smtp: SmtpSettings) -> list[str]:
+    """Send over SMTP as configured (implicit TLS, STARTTLS, auth); MailError with the reason on failure.
+
+    Returns the recipients the server refused while accepting others ("addr: 550 reason"), usually [].
+    """
+    password = smtp.password.get_secret_value() if smtp.password is not None else None
+    try:
+        errors, _ = await aiosmtplib.send(
+            msg,
+            hostname=smtp.host,
+            port=smtp.port,
+            use_tls=smtp.ssl,
+            start_tls=smtp.starttls,
+            username=smtp.username,
+            password=password,
+            timeout=smtp.timeout_s,
+        )
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        refused = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        raise MailError(f"SMTP {smtp.host}:{smtp.port} refused the recipients ({refused})") from exc
+    except aiosmtplib.SMTPResponseException as exc:
+        raise MailError(f"SMTP {smtp.host}:{smtp.port} answered {exc.code} {exc.message}") from exc
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        raise MailError(f"SMTP {smtp.host}:{smtp.port}: {exc}") from exc
+    return [f"{addr}: {resp.code} {resp.message}" for addr, resp in sorted(errors.items())]

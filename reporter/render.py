@@ -1,0 +1,344 @@
+"""Renders a Report as text, JSON, CSV or one self-contained HTML page: pure functions of the Report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+
+from reporter.availability import BASIS_720H_MS, Outage
+from reporter.report import ComponentReport, CustomerInfo, Report, ReportPolicy, iso_ms
+
+FORMATS = ("text", "json", "csv", "html")
+JSON_FORMAT = "slawatch-report/1"
+CSV_COLUMNS = (
+    "period", "period_from", "period_to", "customer", "tier", "component", "class", "target_pct",
+    "availability_pct", "met", "downtime_s", "maintenance_s", "unmonitored_s", "up_s", "basis_s",
+    "error_budget_s", "outages", "inputs_sha256",
+)
+NO_CUSTOMER = "(no customer)"
+
+
+# ---------------------------------------------------------------- numbers as people read them
+
+
+def human_ms(ms: int) -> str:
+    """A duration as 1h02m03s (2d01h00m00s past a day; milliseconds only when there are some)."""
+    sign = "-" if ms < 0 else ""
+    ms = abs(ms)
+    secs, frac = divmod(ms, 1000)
+    days, secs = divmod(secs, 86400)
+    hours, secs = divmod(secs, 3600)
+    minutes, secs = divmod(secs, 60)
+    s = f"{secs}.{frac:03d}s" if frac else f"{secs}s"
+    if days:
+        return f"{sign}{days}d{hours:02d}h{minutes:02d}m{s.zfill(3 if not frac else 7)}"
+    if hours:
+        return f"{sign}{hours}h{minutes:02d}m{s.zfill(3 if not frac else 7)}"
+    if minutes:
+        return f"{sign}{minutes}m{s.zfill(3 if not frac else 7)}"
+    return f"{sign}{s}"
+
+
+def seconds_text(ms: int) -> str:
+    """Exact seconds: 300, 259.2, 0.001."""
+    whole, frac = divmod(abs(ms), 1000)
+    text = f"{whole}" if not frac else f"{whole}.{frac:03d}".rstrip("0")
+    return f"-{text}" if ms < 0 else text
+
+
+def duration_text(ms: int) -> str:
+    return f"{human_ms(ms)} ({seconds_text(ms)} s)"
+
+
+def pct_text(pct: float | None, decimals: int) -> str:
+    return "n/a" if pct is None else f"{pct:.{decimals}f} %"
+
+
+def target_text(target: float) -> str:
+    return f"{target:g} %"
+
+
+def met_text(met: bool | None) -> str:
+    return "no data" if met is None else ("met" if met else "BREACHED")
+
+
+def policy_text(policy: ReportPolicy) -> str:
+    quorum = policy.quorum if policy.quorum == "majority" else f"{policy.quorum} agent(s)"
+    return (f"basis {policy.basis}, unmonitored time counts as {policy.unmonitored}, maintenance notice "
+            f"{human_ms(round(policy.maintenance_notice_s * 1000))}, quorum {quorum}, {policy.decimals} decimals")
+
+
+def _budget_ms(comp: ComponentReport) -> int:
+    return round(comp.result.error_budget_s * 1000)
+
+
+def _outage_notes(o: Outage) -> str:
+    notes = []
+    if o.late_notice:
+        notes.append("late notice")
+    if o.maintenance_ms:
+        notes.append(f"maintenance {human_ms(o.maintenance_ms)}")
+    if o.window_ids:
+        notes.append("window " + ", ".join(o.window_ids))
+    return "; ".join(notes)
+
+
+def _groups(report: Report) -> list[tuple[CustomerInfo | None, tuple[ComponentReport, ...]]]:
+    groups: list[tuple[CustomerInfo | None, tuple[ComponentReport, ...]]] = [
+        (c, report.components_of(c.name)) for c in report.customers]
+    orphans = report.components_of(None)
+    if orphans:
+        groups.append((None, orphans))
+    return [(c, comps) for c, comps in groups if comps]
+
+
+# ---------------------------------------------------------------- text
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [(indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))).rstrip()
+            for row in [header, *rows]]
+
+
+def render_text(report: Report) -> str:
+    """A readable report: per customer, the component table and the outage ledger."""
+    p = report.period
+    lines = [
+        f"SLA availability report {report.label}",
+        f"period {iso_ms(p.start_ms)} – {iso_ms(p.end_ms)} ({human_ms(p.duration_ms)}, time zone {report.timezone})",
+        f"contract {report.contract_name} {report.contract_version}; inputs sha256 {report.inputs_sha256}",
+    ]
+    if not report.components:
+        lines += ["", "no components selected"]
+    for customer, comps in _groups(report):
+        lines.append("")
+        if customer is not None:
+            lines.append(f"{customer.name} ({customer.tier}) — {policy_text(customer.policy)}")
+        else:
+            lines.append(f"{NO_CUSTOMER} — {policy_text(report.policy)}")
+        rows = []
+        for c in comps:
+            r = c.result
+            rows.append((c.name, c.klass, c.tier, target_text(c.target_pct),
+                         pct_text(r.availability_pct, c.policy.decimals), duration_text(r.downtime_ms),
+                         duration_text(r.maintenance_ms), duration_text(r.unmonitored_ms),
+                         human_ms(_budget_ms(c)), met_text(r.met)))
+        lines += _table(("component", "class", "tier", "target", "availability", "downtime", "maintenance",
+                         "unmonitored", "budget left", "met"), rows)
+        ledger = [(c.name, iso_ms(o.start_ms), iso_ms(o.end_ms), duration_text(o.end_ms - o.start_ms),
+                   duration_text(o.counted_ms), o.reason or "-", ", ".join(o.agents) or "-", _outage_notes(o))
+                  for c in comps for o in c.result.outages]
+        lines.append("")
+        if ledger:
+            lines.append(f"  outages ({len(ledger)})")
+            lines += _table(("component", "start", "end", "duration", "counted", "reason", "agents", "notes"),
+                            ledger, indent="    ")
+        else:
+            lines.append("  outages: none")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- json
+
+
+def _basis_ms(report: Report) -> int:
+    return BASIS_720H_MS if report.policy.basis == "720h" else report.period.duration_ms
+
+
+def _outage_doc(o: Outage) -> dict[str, Any]:
+    return {
+        "start": iso_ms(o.start_ms), "end": iso_ms(o.end_ms), "duration_s": (o.end_ms - o.start_ms) / 1000,
+        "counted_s": o.counted_ms / 1000, "reason": o.reason, "agents": list(o.agents),
+        "maintenance_s": o.maintenance_ms / 1000, "late_notice": o.late_notice, "window_ids": list(o.window_ids),
+    }
+
+
+def _component_doc(c: ComponentReport) -> dict[str, Any]:
+    r = c.result
+    return {
+        "name": c.name, "class": c.klass, "tier": c.tier, "customer": c.customer, "target_pct": c.target_pct,
+        "availability_pct": r.availability_pct, "ratio": r.ratio, "met": r.met,
+        "downtime_s": r.downtime_ms / 1000, "down_s": r.down_ms / 1000, "up_s": r.up_ms / 1000,
+        "maintenance_s": r.maintenance_ms / 1000, "unmonitored_s": r.unmonitored_ms / 1000,
+        "basis_s": r.basis_ms / 1000, "error_budget_s": r.error_budget_s,
+        "outages": [_outage_doc(o) for o in r.outages],
+        "unmonitored": [{"start": iso_ms(g.start_ms), "end": iso_ms(g.end_ms),
+                         "duration_s": (g.end_ms - g.start_ms) / 1000} for g in r.unmonitored],
+    }
+
+
+def report_doc(report: Report) -> dict[str, Any]:
+    """The JSON document (docs/report.md): figures in seconds and percent, ISO 8601 UTC times."""
+    return {
+        "format": JSON_FORMAT,
+        "period": {"from": iso_ms(report.period.start_ms), "to": iso_ms(report.period.end_ms),
+                   "basis_s": _basis_ms(report) / 1000, "length_s": report.period.duration_ms / 1000,
+                   "label": report.label, "timezone": report.timezone,
+                   "kind": "month" if report.month is not None else "range"},
+        "contract": dict(report.contract),
+        "policy": report.policy.as_dict(),
+        "customers": [{"name": c.name, "tier": c.tier, "report_to": list(c.report_to), "policy": c.policy.as_dict()}
+                      for c in report.customers],
+        "inputs_sha256": report.inputs_sha256,
+        "components": [_component_doc(c) for c in report.components],
+    }
+
+
+def render_json(report: Report) -> str:
+    """Byte-identical for identical inputs: sorted keys, no generation time."""
+    return json.dumps(report_doc(report), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# ---------------------------------------------------------------- csv
+
+
+def render_csv(report: Report) -> str:
+    """One row per component and period, columns in CSV_COLUMNS order (RFC 4180, CRLF line ends)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for c in report.components:
+        r = c.result
+        writer.writerow((
+            report.label, iso_ms(report.period.start_ms), iso_ms(report.period.end_ms), c.customer or "", c.tier,
+            c.name, c.klass, f"{c.target_pct:g}",
+            "" if r.availability_pct is None else f"{r.availability_pct:.{c.policy.decimals}f}",
+            "" if r.met is None else ("true" if r.met else "false"),
+            seconds_text(r.downtime_ms), seconds_text(r.maintenance_ms), seconds_text(r.unmonitored_ms),
+            seconds_text(r.up_ms), seconds_text(r.basis_ms), seconds_text(_budget_ms(c)), len(r.outages),
+            report.inputs_sha256,
+        ))
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- html
+
+_SVG_WIDTH = 720
+_LABEL_W = 150
+_PLOT_W = _SVG_WIDTH - _LABEL_W - 10
+_ROW_H = 22
+_AXIS_H = 18
+
+
+@dataclass(frozen=True, slots=True)
+class _Rect:
+    x: float
+    y: float
+    w: float
+    h: float
+    fill: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    x: float
+    label: str
+
+
+def _x(report: Report, ts_ms: int) -> float:
+    p = report.period
+    span = max(1, p.duration_ms)
+    return round(_LABEL_W + (min(max(ts_ms, p.start_ms), p.end_ms) - p.start_ms) / span * _PLOT_W, 2)
+
+
+def _ticks(report: Report) -> list[_Tick]:
+    """Local midnights in the period (every 7th past two months), labelled with the day of the month."""
+    p = report.period
+    zone = ZoneInfo(report.timezone)
+    start = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=p.start_ms)).astimezone(zone)
+    day = datetime(start.year, start.month, start.day, tzinfo=zone)
+    ticks: list[_Tick] = []
+    n_days = p.duration_ms // 86_400_000 + 2
+    step = 1 if n_days <= 62 else 7
+    for i in range(0, n_days + 1, step):
+        local = datetime.combine((day + timedelta(days=i)).date(), datetime.min.time(), tzinfo=zone)
+        ts = (local - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        if p.start_ms <= ts < p.end_ms:
+            label = str(local.day) if (local.day == 1 or local.day % 5 == 0 or step > 1) else ""
+            ticks.append(_Tick(_x(report, ts), label))
+    return ticks
+
+
+def _timeline(report: Report, comps: tuple[ComponentReport, ...]) -> dict[str, Any]:
+    rects: list[_Rect] = []
+    for row, c in enumerate(comps):
+        y = _AXIS_H + row * _ROW_H + 4
+        for g in c.result.unmonitored:
+            x0, x1 = _x(report, g.start_ms), _x(report, g.end_ms)
+            rects.append(_Rect(x0, y, max(1.0, round(x1 - x0, 2)), _ROW_H - 8, "#c7ccd1",
+                               f"unmonitored {iso_ms(g.start_ms)} – {iso_ms(g.end_ms)}"))
+        for o in c.result.outages:
+            x0, x1 = _x(report, o.start_ms), _x(report, o.end_ms)
+            if o.counted_ms == 0:
+                fill, what = "#7aa6d6", "maintenance"
+            elif o.late_notice:
+                fill, what = "#e8710a", "outage (late notice)"
+            else:
+                fill, what = "#d93025", "outage"
+            rects.append(_Rect(x0, y, max(1.5, round(x1 - x0, 2)), _ROW_H - 8, fill,
+                               f"{what} {iso_ms(o.start_ms)} – {iso_ms(o.end_ms)} "
+                               f"({human_ms(o.end_ms - o.start_ms)}) {o.reason}".rstrip()))
+    height = _AXIS_H + len(comps) * _ROW_H + 4
+    return {"width": _SVG_WIDTH, "height": height, "label_w": _LABEL_W, "plot_w": _PLOT_W, "row_h": _ROW_H,
+            "axis_h": _AXIS_H, "rects": rects, "ticks": _ticks(report),
+            "rows": [{"y": _AXIS_H + i * _ROW_H, "name": c.name} for i, c in enumerate(comps)]}
+
+
+def _bar(c: ComponentReport) -> dict[str, Any]:
+    """Availability on a scale zoomed so that the target sits in the middle: 99.99 % -> 99.98-100 %."""
+    floor = 100 - 2 * (100 - c.target_pct) if c.target_pct < 100 else 99.0
+    pct = c.result.availability_pct
+    fill = 0.0 if pct is None else min(100.0, max(0.0, (pct - floor) / (100 - floor) * 100))
+    target = (c.target_pct - floor) / (100 - floor) * 100
+    color = "#9aa0a6" if c.result.met is None else ("#188038" if c.result.met else "#d93025")
+    return {"fill": round(fill, 2), "target": round(target, 2), "color": color, "floor": f"{floor:g}"}
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reporter", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(iso=iso_ms, human=human_ms, duration=duration_text, target=target_text)
+    return env
+
+
+def render_html(report: Report) -> str:
+    """One self-contained, email-ready page: inline styles, inline SVG, no external resources."""
+    sections = []
+    for customer, comps in _groups(report):
+        policy = customer.policy if customer is not None else report.policy
+        sections.append({
+            "title": f"{customer.name} ({customer.tier})" if customer is not None else NO_CUSTOMER,
+            "policy": policy_text(policy),
+            "components": [{"c": c, "r": c.result, "bar": _bar(c),
+                            "availability": pct_text(c.result.availability_pct, c.policy.decimals),
+                            "met": met_text(c.result.met), "budget": human_ms(_budget_ms(c))} for c in comps],
+            "timeline": _timeline(report, comps),
+            "ledger": [{"component": c.name, "o": o, "notes": _outage_notes(o)}
+                       for c in comps for o in c.result.outages],
+        })
+    return _environment().get_template("report.html.j2").render(
+        report=report, sections=sections, period_from=iso_ms(report.period.start_ms),
+        period_to=iso_ms(report.period.end_ms), length=human_ms(report.period.duration_ms))
+
+
+def render(report: Report, fmt: str) -> str:
+    renderers = {"text": render_text, "json": render_json, "csv": render_csv, "html": render_html}
+    if fmt not in renderers:
+        raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+    return renderers[fmt](report)
