@@ -1,4 +1,4 @@
-"""ICMP echo probe on icmplib's asyncio sockets (aioping is not used: each of its raw sockets receives every
+"""ICMP echo probe on icmplib's sockets and packets (aioping is not used: each of its raw sockets receives every
 reply, and above ~100 concurrent pings it collapses to ~330/s with ~20 % false timeouts)."""
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ import ipaddress
 import os
 import socket
 import struct
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from icmplib import (
-    AsyncSocket,
     DestinationUnreachable,
     ICMPError,
     ICMPReply,
@@ -26,7 +29,6 @@ from icmplib import (
     SocketBroadcastError,
     SocketPermissionError,
     TimeExceeded,
-    TimeoutExceeded,
     async_resolve,
 )
 from icmplib.utils import unique_identifier
@@ -39,6 +41,10 @@ _UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAI
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux values; the socket module has them from 3.12 on
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_EE_ORIGIN_ICMP, _SO_EE_ORIGIN_ICMP6 = 2, 3
+_RAW_RCVBUF = 8 << 20
+_MAX_READS = 256
 PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
 
 
@@ -93,25 +99,19 @@ def _ping_group_range() -> str | None:
         return None
 
 
-def echo_filter(version: int, ident: int) -> bytes:
-    """A classic BPF program that keeps only echo replies and ICMP errors about requests carrying `ident`.
+def reply_filter(version: int) -> bytes:
+    """A classic BPF program keeping only echo replies and the ICMP errors that can answer an echo request.
 
-    Every raw ICMP socket gets a copy of every ICMP packet; without this, N concurrent probes each parse N × count
-    packets, and the copies overflow the receive buffers (false loss from ~100 concurrent probes on). An IPv4 raw
-    socket sees the IP header first; an IPv6 one starts at the ICMPv6 header. An error quotes our request after
-    its own 8-byte header and the quoted IP header (20 bytes for IPv4, 40 for IPv6), so its id sits further on."""
-    echo_reply, unreachable, exceeded, quoted_id = (129, 1, 3, 52) if version == 6 else (0, 3, 11, 32)
-    first = (0x01, 0, 0, 0) if version == 6 else (0xB1, 0, 0, 0)  # X = 0  |  X = 4 * (IP header length)
+    A raw ICMP socket gets a copy of every ICMP packet of the host, the echo requests we send to loopback included;
+    dropping the rest in the kernel spares the event loop. An IPv4 raw socket sees the IP header first, an IPv6 one
+    starts at the ICMPv6 header."""
+    echo_reply, unreachable, exceeded = (129, 1, 3) if version == 6 else (0, 3, 11)
     program = [
-        first,
-        (0x50, 0, 0, 0),                  # A = type
-        (0x15, 0, 2, echo_reply),         # echo reply? else to the error checks
-        (0x48, 0, 0, 4),                  # A = id of the reply
-        (0x15, 4, 5, ident),              # ours: accept, else drop
+        (0x01, 0, 0, 0) if version == 6 else (0xB1, 0, 0, 0),  # X = 0  |  X = 4 * (IP header length)
+        (0x50, 0, 0, 0),                  # A = ICMP type
+        (0x15, 2, 0, echo_reply),
         (0x15, 1, 0, unreachable),
-        (0x15, 0, 3, exceeded),
-        (0x48, 0, 0, quoted_id),          # A = id of the quoted request
-        (0x15, 0, 1, ident),
+        (0x15, 0, 1, exceeded),
         (0x06, 0, 0, 0x40000),            # accept (up to 256 KiB)
         (0x06, 0, 0, 0),                  # drop
     ]
@@ -124,7 +124,128 @@ def _attach_filter(sock: socket.socket, program: bytes) -> None:
     sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
 
 
-def open_socket(version: int, ident: int) -> AsyncSocket:
+class Collector:
+    """One probe run's packets: the requests sent, and the replies or errors that answered them."""
+
+    def __init__(self, count: int, version: int, address: str) -> None:
+        self.count, self.version, self.address = count, version, address
+        self.requests: dict[int, ICMPRequest] = {}
+        self.rtts: dict[int, float] = {}
+        self.errors: dict[int, str] = {}
+        self.settled = asyncio.Event()
+
+    def sent(self, request: ICMPRequest, error: ICMPSocketError | None = None) -> None:
+        self.requests[request.sequence] = request
+        if error is not None:
+            self.errors[request.sequence] = _socket_error(error, self.address)
+        self._check()
+
+    def reply(self, reply: ICMPReply) -> None:
+        seq = reply.sequence
+        mine = self.requests.get(seq)
+        if mine is None or seq in self.rtts or seq in self.errors:
+            return
+        if reply.type == _ECHO_REPLY[self.version]:
+            self.rtts[seq] = (reply.time - mine.time) * 1000.0
+        else:
+            try:
+                reply.raise_for_status()
+            except DestinationUnreachable as exc:
+                self.errors[seq] = f"{self.address}: ICMP destination unreachable ({exc})"
+            except TimeExceeded as exc:
+                self.errors[seq] = f"{self.address}: ICMP time exceeded ({exc})"
+            except ICMPError:
+                return
+        self._check()
+
+    def local_error(self, seq: int, code: int) -> None:
+        if seq in self.requests and seq not in self.rtts and seq not in self.errors:
+            self.errors[seq] = f"{self.address}: {os.strerror(code).lower()}"
+            self._check()
+
+    def _check(self) -> None:
+        if len(self.requests) == self.count and len(self.rtts) + len(self.errors) >= self.count:
+            self.settled.set()
+
+    def echoes(self) -> Echoes:
+        return Echoes(len(self.requests), tuple(self.rtts.values()), tuple(self.errors.values()))
+
+
+class EchoSocket:
+    """An ICMP socket read by one event-loop callback that hands each reply to the run whose id it carries.
+
+    A raw socket is shared by every run of its event loop: one socket per probe would make each of N concurrent
+    runs receive (and the kernel copy) all N runs' replies, which at 1000 concurrent probes costs seconds of CPU
+    and overflows receive buffers into false loss. A datagram socket is the kernel's per-socket demultiplexing
+    already, so each run has its own."""
+
+    def __init__(self, icmp_sock: ICMPv4Socket | ICMPv6Socket, version: int) -> None:
+        self.icmp, self.version = icmp_sock, version
+        self.privileged: bool = icmp_sock.is_privileged
+        self.runs: dict[int, Collector] = {}
+        self.users = 0
+        self._sock: socket.socket = icmp_sock.sock
+        self._sock.setblocking(False)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self._readable)
+
+    def send(self, request: ICMPRequest) -> None:
+        self.icmp.send(request)
+
+    def _route(self, ident: int) -> Collector | None:
+        if self.privileged:
+            return self.runs.get(ident)
+        return next(iter(self.runs.values()), None)  # the kernel already matched the id
+
+    def _readable(self) -> None:
+        if not self.privileged:
+            self._drain_errors()
+        for _ in range(_MAX_READS):  # then let other callbacks run; the reader is called again if more is queued
+            try:
+                packet = self._sock.recv(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # the pending error of a datagram socket: its details came from the error queue
+            reply = self.icmp._parse_reply(packet, None, time.time())
+            run = self._route(reply.id) if reply is not None else None
+            if run is not None:
+                run.reply(reply)
+
+    def _drain_errors(self) -> None:
+        # With RECVERR, each ICMP error a datagram socket gets waits in its error queue, quoting our request (so
+        # its sequence) with the ICMP type and code; left there, it would keep the socket readable for ever.
+        while True:
+            try:
+                data, ancdata, _, _ = self._sock.recvmsg(2048, 512, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            run = self._route(0)
+            if run is None or len(data) < 8:
+                continue
+            seq = struct.unpack_from("!H", data, 6)[0]
+            for _, _, cmsg in ancdata:
+                if len(cmsg) < 8:
+                    continue
+                code, origin, icmp_type, icmp_code = struct.unpack_from("=IBBB", cmsg)
+                if origin in (_SO_EE_ORIGIN_ICMP, _SO_EE_ORIGIN_ICMP6):
+                    run.reply(ICMPReply(source=None, family=self.version, id=0, sequence=seq, type=icmp_type,
+                                        code=icmp_code, bytes_received=len(data), time=time.time()))
+                else:
+                    run.local_error(seq, code)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self.icmp.close()
+
+
+# Raw sockets shared per event loop and IP version, closed when their last run ends.
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, EchoSocket]] = weakref.WeakKeyDictionary()
+
+
+def _open(version: int) -> EchoSocket:
     """A raw socket when root (icmplib builds the packets), else a kernel-managed datagram socket; each falls
     back to the other, because CAP_NET_RAW and ping_group_range are independent of the uid."""
     kind = ICMPv6Socket if version == 6 else ICMPv4Socket
@@ -134,15 +255,39 @@ def open_socket(version: int, ident: int) -> AsyncSocket:
             icmp_sock = kind(None, privileged)
         except SocketPermissionError:
             continue
+        raw = icmp_sock.sock
         if privileged:
-            _attach_filter(icmp_sock.sock, echo_filter(version, ident))
+            _attach_filter(raw, reply_filter(version))
+            try:  # room for a burst of replies to every concurrent run while the loop is busy
+                raw.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RAW_RCVBUF)
+            except OSError:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RAW_RCVBUF)
         else:
-            # Without RECVERR a datagram ICMP socket drops the ICMP errors (destination unreachable) it gets;
-            # with it, they surface as the errno of the next receive.
+            # Without RECVERR a datagram ICMP socket drops the ICMP errors (destination unreachable) it gets.
             level, option = (socket.IPPROTO_IPV6, _IPV6_RECVERR) if version == 6 else (socket.IPPROTO_IP, _IP_RECVERR)
-            icmp_sock.sock.setsockopt(level, option, 1)
-        return AsyncSocket(icmp_sock)
+            raw.setsockopt(level, option, 1)
+        return EchoSocket(icmp_sock, version)
     raise NoPermission(permission_reason(os.getegid(), _ping_group_range()))
+
+
+@contextmanager
+def echo_socket(version: int) -> Iterator[EchoSocket]:
+    """The loop's shared raw socket for `version`, or a datagram socket of this run's own."""
+    shared = _SHARED.setdefault(asyncio.get_running_loop(), {})
+    sock = shared.get(version)
+    if sock is None:
+        sock = _open(version)
+        if sock.privileged:
+            shared[version] = sock
+    sock.users += 1
+    try:
+        yield sock
+    finally:
+        sock.users -= 1
+        if sock.users == 0:
+            if shared.get(version) is sock:
+                del shared[version]
+            sock.close()
 
 
 async def _resolve(host: str) -> tuple[str, int]:
@@ -164,74 +309,38 @@ def _socket_error(exc: ICMPSocketError, address: str) -> str:
     return f"{address}: {text}"
 
 
-async def exchange(sock: AsyncSocket, address: str, version: int, ident: int, count: int, interval_s: float,
-                   deadline: float) -> Echoes:
-    """Send `count` echo requests `interval_s` apart and collect the answers until all came or `deadline`
-    (event-loop time). Replies are matched on id and sequence, so one raw socket ignores other probes' echoes.
-
-    Sending and receiving are separate tasks, and every receive waits up to the deadline: icmplib drops a packet it
-    read after the timeout it was given, which short per-packet timeouts on a busy loop turn into false loss."""
-    loop = asyncio.get_running_loop()
-    requests: dict[int, ICMPRequest] = {}
-    rtts: dict[int, float] = {}
-    errors: dict[int, str] = {}
-    settled = asyncio.Event()
-
-    def check() -> None:
-        if len(requests) == count and len(rtts) + len(errors) >= count:
-            settled.set()
+async def exchange(sock: EchoSocket, address: str, count: int, interval_s: float, deadline: float) -> Echoes:
+    """Send `count` echo requests `interval_s` apart; collect the answers until all came or `deadline`
+    (event-loop time)."""
+    ident = unique_identifier()
+    while ident in sock.runs:  # 65536 runs in flight on one loop would be needed to wrap around
+        ident = unique_identifier()
+    run = Collector(count, sock.version, address)
+    sock.runs[ident] = run
 
     async def send_all() -> None:
         for seq in range(count):
             if seq:
                 await asyncio.sleep(interval_s)
             request = ICMPRequest(destination=address, id=ident, sequence=seq)
-            requests[seq] = request
             try:
                 sock.send(request)
             except ICMPSocketError as exc:
-                errors[seq] = _socket_error(exc, address)
-            check()
-
-    async def receive_all() -> None:
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                reply: ICMPReply = await sock.receive(None, remaining)
-            except TimeoutExceeded:
-                return
-            except ICMPSocketError as exc:  # a datagram socket reports ICMP errors as a socket error
-                pending = [seq for seq in requests if seq not in rtts and seq not in errors]
-                if pending:
-                    errors[pending[0]] = _socket_error(exc, address)
-                    check()
-                continue
-            mine = requests.get(reply.sequence)
-            if mine is None or reply.id != mine.id or reply.sequence in rtts or reply.sequence in errors:
-                continue
-            if reply.type == _ECHO_REPLY[version]:
-                rtts[reply.sequence] = (reply.time - mine.time) * 1000.0
+                run.sent(request, exc)
             else:
-                try:
-                    reply.raise_for_status()
-                except DestinationUnreachable as exc:
-                    errors[reply.sequence] = f"{address}: ICMP destination unreachable ({exc})"
-                except TimeExceeded as exc:
-                    errors[reply.sequence] = f"{address}: ICMP time exceeded ({exc})"
-                except ICMPError:
-                    continue
-            check()
+                run.sent(request)
 
-    tasks = [asyncio.create_task(send_all()), asyncio.create_task(receive_all())]
+    sender = asyncio.create_task(send_all())
     try:
         async with asyncio.timeout_at(deadline):
-            await settled.wait()
+            await run.settled.wait()
     except TimeoutError:
         pass
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return Echoes(len(requests), tuple(rtts.values()), tuple(errors.values()))
+        del sock.runs[ident]
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    return run.echoes()
 
 
 async def probe(settings: IcmpProbe) -> Result:
@@ -253,13 +362,11 @@ async def probe(settings: IcmpProbe) -> Result:
     except TimeoutError:
         return Result(Outcome.TIMEOUT, f"resolving {host} took over {budget:g}s")
     try:
-        ident = unique_identifier()
-        sock = open_socket(version, ident)
+        with echo_socket(version) as sock:
+            echoes = await exchange(sock, address, settings.count, settings.packet_interval_s, deadline)
     except NoPermission as exc:
         return Result(Outcome.AGENT_ERROR, str(exc))
     except ICMPSocketError as exc:
         return Result(Outcome.AGENT_ERROR, f"cannot open an ICMPv{version} socket: {exc}")
-    with sock:
-        echoes = await exchange(sock, address, version, ident, settings.count, settings.packet_interval_s, deadline)
     shown = host if address == host else f"{host} ({address})"
     return judge(settings, shown, echoes)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.model import Outcome, Result
+from agent.probes import icmp as icmp_module
 from agent.probes import run_probe
 from agent.probes.icmp import Echoes, judge, permission_reason
 from agent.settings import IcmpProbe
@@ -98,11 +99,14 @@ async def test_rtt_threshold_degrades() -> None:
 
 
 @pytest.mark.timeout(30)
-async def test_many_concurrent_probes_match_their_own_replies() -> None:
-    runs = await asyncio.gather(*(run_probe(icmp(f"127.0.0.{1 + i % 50}", count=2, timeout_s=3))
-                                  for i in range(300)))
-    outcomes = [r.result.outcome for r in runs]
-    assert outcomes.count(Outcome.UP) == 300, [r.result for r in runs if not r.result.up][:3]
+@pytest.mark.parametrize("targets", [[f"127.0.0.{n}" for n in range(1, 51)], ["::1"]])
+async def test_many_concurrent_probes_match_their_own_replies(targets: list[str]) -> None:
+    if targets == ["::1"]:
+        need(HAS_IPV6, "IPv6 is disabled on this machine")
+    runs = await asyncio.gather(*(run_probe(icmp(targets[i % len(targets)], count=2, timeout_s=4))
+                                  for i in range(1000)))
+    assert [r.result for r in runs if not r.result.up][:3] == []
+    assert not icmp_module._SHARED.get(asyncio.get_running_loop()), "the shared socket outlived its last run"
 
 
 @pytest.mark.timeout(20)
@@ -210,7 +214,9 @@ def test_icmp_destination_unreachable_is_unreachable(netns: Netns) -> None:
     result = netns.probe(near, icmp("198.51.100.7", timeout_s=2))
     assert result["outcome"] == "unreachable"
     assert result["reason"] == "198.51.100.7: ICMP destination unreachable (Packet filtered) (3 sent)"
-    assert isinstance(result["elapsed_s"], float) and result["elapsed_s"] < 1.5  # every packet answered
+    # Not "every packet answered at once": the kernel's global ICMP rate limit, shared with the whole host, may eat
+    # an error message or two.
+    assert isinstance(result["elapsed_s"], float) and result["elapsed_s"] <= 2.1
 
 
 @pytest.mark.timeout(60)
@@ -220,7 +226,7 @@ def test_unprivileged_sees_destination_unreachable(netns: Netns) -> None:
     netns.sh(near, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
     result = netns.probe(near, icmp("198.51.100.7", timeout_s=2), user=NOBODY)
     assert result["outcome"] == "unreachable"
-    assert result["reason"] == "198.51.100.7: no route to host (3 sent)"
+    assert result["reason"] == "198.51.100.7: ICMP destination unreachable (Packet filtered) (3 sent)"
 
 
 @pytest.mark.timeout(60)
