@@ -57,10 +57,10 @@ def iso_time(ts_ms: int) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """'3d 4h', '72h' style: days and hours, or hours and minutes, or minutes and seconds."""
+    """'72h', '3h 15m', '8d 4h': hours below 100 h (as contracts write notices), days above."""
     sign = "-" if seconds < 0 else ""
     s = round(abs(seconds))
-    days, rest = divmod(s, 86400)
+    days, rest = divmod(s, 86400) if s >= 100 * 3600 else (0, s)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     if days:

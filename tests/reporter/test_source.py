@@ -124,7 +124,8 @@ async def test_changes_filtered_by_component(store: Store) -> None:
     await store.write([change("sip-1", "mon-a", START + H, False, "x"), change("sip-2", "mon-a", START + H, True),
                        change("sip-2", "mon-a", START - H, False, "y"), change("sip-3", "mon-a", START - H, True)])
     got = await store.source.changes(START, END, components=["sip-2", "not-there"])
-    assert got == [StoredChange("sip-2", "mon-a", START - H, False, "y"), StoredChange("sip-2", "mon-a", START + H, True, "")]
+    assert got == [StoredChange("sip-2", "mon-a", START - H, False, "y"),
+                   StoredChange("sip-2", "mon-a", START + H, True, "")]
     assert await store.source.changes(START, END, components=[]) == []
 
 
