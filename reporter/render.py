@@ -72,8 +72,10 @@ def met_text(met: bool | None) -> str:
 
 def policy_text(policy: ReportPolicy) -> str:
     quorum = policy.quorum if policy.quorum == "majority" else f"{policy.quorum} agent(s)"
+    notice_s = policy.maintenance_notice_s
+    notice = f"{notice_s / 3600:g}h" if notice_s % 3600 == 0 else human_ms(round(notice_s * 1000))
     return (f"basis {policy.basis}, unmonitored time counts as {policy.unmonitored}, maintenance notice "
-            f"{human_ms(round(policy.maintenance_notice_s * 1000))}, quorum {quorum}, {policy.decimals} decimals")
+            f"{notice}, quorum {quorum}, {policy.decimals} decimals")
 
 
 def _budget_ms(comp: ComponentReport) -> int:

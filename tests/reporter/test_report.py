@@ -389,10 +389,15 @@ def test_cli_json_from_a_real_sqlite_store(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_cli_custom_range_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
     path = write_config(tmp_path)
-    assert run_cli(["report", "--config", str(path), "--from", "2026-04-01", "--to", "2026-04-08T00:00:00+00:00",
+    asyncio.run(fill_sqlite_store(load(path)))
+    assert run_cli(["report", "--config", str(path), "--from", "2026-04-08", "--to", "2026-04-15T00:00:00+00:00",
                     "--component", "core-router"]) == 0
     out = capsys.readouterr().out
-    assert "SLA availability report 2026-04-01T00:00:00.000Z/2026-04-08T00:00:00.000Z" in out
+    assert "SLA availability report 2026-04-08T00:00:00.000Z/2026-04-15T00:00:00.000Z" in out
     assert "basis period" in out
-    assert "core-router" in out and "sip-core" not in out
+    assert "99.950 %" in out  # 300 s of 7 days
+    assert "2026-04-10T12:00:00.000Z" in out
+    assert "sip-core" not in out
