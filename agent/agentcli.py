@@ -50,7 +50,7 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, agent.reload)
+    loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
     host, port = split_host_port(agent.loaded.config.agent.listen)
     runner = await serve(agent, host, port)
     log.info("serving /metrics, /healthz and the status page on http://%s:%d/", host, port)

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ValidationError
 from agent.settings import PROBE_KINDS, Config, Contract, cross_check
 
 Loc = tuple[str | int, ...]
+# libyaml's parser when present: a 10 000-component file loads in a fraction of the pure-Python time.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 M = TypeVar("M", bound=BaseModel)
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -99,14 +101,18 @@ def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, dict[Loc, int]]
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(path, None, (), f"cannot read the file: {exc}")]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _LOADER(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         col = f", column {mark.column + 1}" if mark else ""
         what = exc.problem or exc.context or "syntax error"
-        if "not allowed here" in what or "expected <block end>" in what:
+        if "not allowed" in what or "expected <block end>" in what:
             what += " (check the indentation)"
         raise ConfigError([Problem(path, line, (), f"YAML syntax error{col}: {what}")]) from None
     except yaml.YAMLError as exc:

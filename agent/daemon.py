@@ -75,6 +75,7 @@ class Agent:
         self._draining = True
         self._spool_error_logged = 0.0
         self.probe_runs = 0
+        self._reloads: set[asyncio.Task[bool]] = set()
         self.started = time.time()
         self.metrics.watch(self._live_metrics)
         self._apply(loaded)
@@ -116,11 +117,17 @@ class Agent:
                             retry_interval_s=probe.retry_interval_s, phase_s=stable_phase(key, probe.interval_s)))
         return jobs
 
-    def reload(self) -> bool:
+    def request_reload(self) -> None:
+        """SIGHUP: reload in the background (parsing a large file must not stall the probes)."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> bool:
         """Re-read the config file; a bad one keeps the running config."""
         path = self.loaded.path
         try:
-            loaded = load(path)
+            loaded = await asyncio.to_thread(load, path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload rejected, keeping the running config: %s", problem)
@@ -287,6 +294,7 @@ class Agent:
             await self._flush()
             await self._drain_until_empty(drains, drain_grace_s)
             await self._close()
+            log.info("stopped after %d probe runs", self.probe_runs)
 
     async def _drain_until_empty(self, drains: Sequence[asyncio.Task[None]], grace_s: float) -> None:
         deadline = time.monotonic() + grace_s
