@@ -287,7 +287,7 @@ def _timeline(report: Report, comps: tuple[ComponentReport, ...]) -> dict[str, A
                 fill, what = "#e8710a", "outage (late notice)"
             else:
                 fill, what = "#d93025", "outage"
-            rects.append(_Rect(x0, y, max(1.5, round(x1 - x0, 2)), _ROW_H - 8, fill,
+            rects.append(_Rect(x0, y, max(2.0, round(x1 - x0, 2)), _ROW_H - 8, fill,
                                f"{what} {iso_ms(o.start_ms)} – {iso_ms(o.end_ms)} "
                                f"({human_ms(o.end_ms - o.start_ms)}) {o.reason}".rstrip()))
     height = _AXIS_H + len(comps) * _ROW_H + 4
@@ -303,7 +303,9 @@ def _bar(c: ComponentReport) -> dict[str, Any]:
     fill = 0.0 if pct is None else min(100.0, max(0.0, (pct - floor) / (100 - floor) * 100))
     target = (c.target_pct - floor) / (100 - floor) * 100
     color = "#9aa0a6" if c.result.met is None else ("#188038" if c.result.met else "#d93025")
-    return {"fill": round(fill, 2), "target": round(target, 2), "color": color, "floor": f"{floor:g}"}
+    # Below the scale the bar is empty: tint its track so that reads as "far below", not "no data".
+    track = "#fce8e6" if pct is not None and pct < floor else "#e8eaed"
+    return {"fill": round(fill, 2), "target": round(target, 2), "color": color, "floor": f"{floor:g}", "track": track}
 
 
 def _environment() -> jinja2.Environment:
