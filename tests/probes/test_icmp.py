@@ -24,6 +24,14 @@ from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_IPV6 = Path("/proc/net/if_inet6").exists()
+
+
+def _may_ping() -> bool:
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ping_group_range").read_text().split())
+    return os.geteuid() == 0 or low <= os.getegid() <= high
+
+
+MAY_PING = _may_ping()
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 # Runs one probe in whatever namespace / uid the subprocess has, and prints the Result and the wall time.
@@ -80,9 +88,14 @@ def test_permission_reason_names_what_is_missing() -> None:
 # ---------------------------------------------------------------- loopback, in this process
 
 
+@pytest.fixture
+def may_ping() -> None:
+    need(MAY_PING, "ICMP needs root or a net.ipv4.ping_group_range covering this gid")
+
+
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("target", ["127.0.0.1", "::1"])
-async def test_loopback_is_up(target: str) -> None:
+async def test_loopback_is_up(target: str, may_ping: None) -> None:
     if target == "::1":
         need(HAS_IPV6, "IPv6 is disabled on this machine")
     run = await run_probe(icmp(target, timeout_s=2))
@@ -92,7 +105,7 @@ async def test_loopback_is_up(target: str) -> None:
 
 
 @pytest.mark.timeout(20)
-async def test_rtt_threshold_degrades() -> None:
+async def test_rtt_threshold_degrades(may_ping: None) -> None:
     run = await run_probe(icmp("127.0.0.1", count=2, max_rtt_ms=1e-6, timeout_s=2))
     assert run.result.outcome is Outcome.DEGRADED
     assert "rtt avg" in run.result.reason and "above 1e-06 ms" in run.result.reason
@@ -100,7 +113,7 @@ async def test_rtt_threshold_degrades() -> None:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("targets", [[f"127.0.0.{n}" for n in range(1, 51)], ["::1"]])
-async def test_many_concurrent_probes_match_their_own_replies(targets: list[str]) -> None:
+async def test_many_concurrent_probes_match_their_own_replies(targets: list[str], may_ping: None) -> None:
     if targets == ["::1"]:
         need(HAS_IPV6, "IPv6 is disabled on this machine")
     runs = await asyncio.gather(*(run_probe(icmp(targets[i % len(targets)], count=2, timeout_s=4))
@@ -254,7 +267,7 @@ def test_unprivileged_without_permission_says_what_is_missing(netns: Netns) -> N
 
 
 @pytest.mark.timeout(30)
-async def test_waiting_for_replies_leaves_the_event_loop_free() -> None:
+async def test_waiting_for_replies_leaves_the_event_loop_free(may_ping: None) -> None:
     ticks = 0
 
     async def ticker() -> None:
@@ -272,3 +285,18 @@ async def test_waiting_for_replies_leaves_the_event_loop_free() -> None:
         task.cancel()
     assert run.result.outcome is Outcome.UP
     assert ticks >= (time.monotonic() - t0) / 0.01 * 0.5
+
+
+@pytest.mark.timeout(30)
+async def test_cancelled_runs_release_the_shared_socket(may_ping: None) -> None:
+    loop = asyncio.get_running_loop()
+    # 127.0.0.1 answers at once: wait on the interval so the runs are mid-flight when cancelled.
+    tasks = [asyncio.create_task(run_probe(icmp("127.0.0.1", count=5, packet_interval_s=0.2, timeout_s=3)))
+             for _ in range(50)]
+    await asyncio.sleep(0.3)
+    if os.geteuid() == 0:  # raw sockets are shared; datagram sockets are each run's own
+        assert icmp_module._SHARED.get(loop), "the runs should be sharing a socket by now"
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert not icmp_module._SHARED.get(loop)
