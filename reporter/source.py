@@ -376,15 +376,20 @@ class InfluxSource:
                      f"AND time < {time_ms(end_ms)}{where} {by}")
         # LAST is a selector: "reason" comes from the same point.
         before = f'SELECT LAST("up") AS "up", "reason" FROM {src} WHERE time < {time_ms(start_ms)}{where} {by}'
-        out: list[StoredChange] = []
-        for q in (before, in_period):
+
+        async def collect(q: str) -> list[StoredChange]:
+            found: list[StoredChange] = []
             async for tags, row in self._rows(q):
                 component, agent = tags.get("component", ""), tags.get("agent", "")
-                if wanted is not None and component not in wanted:
+                if (wanted is not None and component not in wanted) or row.get("up") is None:
                     continue
-                if row.get("up") is None:
-                    continue
-                out.append(StoredChange(component, agent, int(row["time"]), bool(row["up"]), row.get("reason") or ""))
+                found.append(StoredChange(component, agent, int(row["time"]), bool(row["up"]),
+                                          row.get("reason") or ""))
+            return found
+
+        # The two queries are independent and each mostly waits on the server: run them side by side.
+        last, inside = await asyncio.gather(collect(before), collect(in_period))
+        out = last + inside
         out.sort(key=lambda c: (c.component, c.ts_ms, c.agent))
         return out
 
