@@ -11,11 +11,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.configfile import ConfigError, Loaded, load
 from agent.daemon import Agent
 from agent.model import StateChange
 from agent.settings import split_host_port
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +58,40 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
     host, port = split_host_port(agent.loaded.config.agent.listen)
     runner = await serve(agent, host, port)
     log.info("serving /metrics, /healthz and the status page on http://%s:%d/", host, port)
+    reports = MonthlyReports()
+    reports.start(agent.loaded)
+    agent.on_reload.append(reports.start)
     try:
         await agent.run(stop)
     finally:
+        reports.stop()
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+class MonthlyReports:
+    """The monthly report job (the reporter's), restarted when a reload changes the config."""
+
+    def __init__(self) -> None:
+        self.scheduler: AsyncIOScheduler | None = None
+
+    def start(self, loaded: Loaded) -> None:
+        from reporter.schedule import start_report_scheduler
+        from reporter.source import open_source
+
+        self.stop()
+        report = loaded.config.report
+        if report.smtp is None:
+            log.info("no report.smtp configured: monthly reports are not emailed")
+            return
+        self.scheduler = start_report_scheduler(loaded, open_source)
+        log.info("monthly reports scheduled: %r in %s", report.schedule, report.timezone)
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
 
 
 def _agent_cmd(args: argparse.Namespace) -> int:

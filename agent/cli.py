@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from agent import __version__, agentcli, probecli
+from reporter import cli as reportcli
+from reporter import maintenance
 from agent.configfile import ConfigError, Loaded, load
 
 EXIT_OK = 0
@@ -74,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     agentcli.register,
     probecli.register,
+    reportcli.register,
+    maintenance.register,
 ]
 
 

@@ -76,6 +76,7 @@ class Agent:
         self._spool_error_logged = 0.0
         self.probe_runs = 0
         self._reloads: set[asyncio.Task[bool]] = set()
+        self.on_reload: list[Callable[[Loaded], None]] = []
         self.started = time.time()
         self.metrics.watch(self._live_metrics)
         self._apply(loaded)
@@ -138,6 +139,8 @@ class Agent:
             log.warning("storage and agent settings change at the next restart; components are reloaded now")
         self._apply(loaded)
         self.metrics.reload_ok.set(1)
+        for hook in self.on_reload:
+            hook(loaded)
         log.info("config reloaded from %s: %d components", path, len(self.states))
         return True
 
