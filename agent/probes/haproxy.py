@@ -1,11 +1,133 @@
-"""Placeholder until the haproxy probe lands."""
+"""HAProxy pool probe: a backend's members from the stats CSV, judged against `min_up`.
+
+Which member statuses count as serving (HAProxy 2.x stats `status` column):
+- "UP", "UP 2/3" (still in rotation, failing checks but not yet `fall` times) and "no check"
+  (in rotation without health checks): serving.
+- "DOWN", "DOWN 1/2" (passing checks but not yet `rise` times: not back in rotation), "NOLB"
+  (`http-check disable-on-404`: no new load-balanced traffic), "DRAIN" (weight 0 or drain state: no new
+  traffic), "MAINT", "MAINT (via b/s)", "MAINT (resolution)" and anything unknown: not serving.
+
+Outcomes: all members serving → UP; at least `min_up` → DEGRADED "2 of 3 members UP (web3 DOWN)";
+fewer → BAD_RESPONSE "1 of 3 members UP, need 2 (web2 DOWN, web3 MAINT)". The stats endpoint answered,
+and its answer says the pool cannot carry the service: that is the same shape as an HTTP 503 or a SIP 503,
+so it is BAD_RESPONSE (the model has no DOWN outcome; TIMEOUT/REFUSED/UNREACHABLE would blame the network
+path to the load balancer, which is exactly what a network engineer must not be sent chasing). Failures to
+reach the stats page itself keep the http probe's outcomes (REFUSED, TIMEOUT, ...).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import csv
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from agent.model import Outcome, Result
+from agent.probes.http import check_status, fetch, status_line
+from agent.probes.tcp import quote
+from agent.settings import HaproxyProbe
+
+MAX_STATS_BYTES = 32 << 20
+"""A stats CSV is ~1 KB per server; this allows tens of thousands and still bounds memory."""
+
+MAX_NAMED = 8
+"""At most this many not-serving members are named in a reason; the rest are counted."""
 
 
-async def probe(target: Any) -> Result:
-    return Result(Outcome.AGENT_ERROR, "haproxy probe not implemented yet")
+@dataclass(frozen=True, slots=True)
+class Member:
+    name: str
+    status: str
+
+    @property
+    def serving(self) -> bool:
+        return self.status == "UP" or self.status.startswith("UP ") or self.status == "no check"
+
+
+Pools = Mapping[str, Sequence[Member]]
+
+
+# ---------------------------------------------------------------- interpretation (pure)
+
+
+def parse_stats(text: str) -> dict[str, list[Member]]:
+    """Backends (proxies with a BACKEND row, in CSV order) and their member servers.
+
+    ValueError when `text` is not HAProxy's stats CSV (e.g. the HTML page, when the URL lacks `;csv`).
+    """
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("# pxname,svname,"):
+        first = lines[0] if lines else ""
+        raise ValueError(f"not HAProxy stats CSV (first line {quote(first.encode())})")
+    header = lines[0][2:].split(",")
+    if "status" not in header:
+        raise ValueError("HAProxy stats CSV without a status column")
+    pools: dict[str, list[Member]] = {}
+    members: dict[str, list[Member]] = {}
+    for row in csv.DictReader(lines[1:], fieldnames=header):
+        pxname, svname = row.get("pxname") or "", row.get("svname") or ""
+        if not pxname or pxname.startswith("#"):
+            continue
+        if svname == "BACKEND":
+            pools[pxname] = members.setdefault(pxname, [])
+        elif svname != "FRONTEND":
+            members.setdefault(pxname, []).append(Member(svname, (row.get("status") or "").strip()))
+    return pools
+
+
+def pool_result(pools: Pools, backend: str, min_up: int) -> Result:
+    """Judge one backend's members: UP, DEGRADED or (below `min_up`) BAD_RESPONSE, naming who is out."""
+    if backend not in pools:
+        names = ", ".join(pools) or "none"
+        return Result(Outcome.BAD_RESPONSE, f"backend {backend!r} not in stats (backends: {names})")
+    members = pools[backend]
+    out = [m for m in members if not m.serving]
+    up = len(members) - len(out)
+    named = ", ".join(f"{m.name} {m.status or '(no status)'}" for m in out[:MAX_NAMED])
+    if len(out) > MAX_NAMED:
+        named += f" and {len(out) - MAX_NAMED} more"
+    if not members:
+        return Result(Outcome.BAD_RESPONSE, f"0 of 0 members UP, need {min_up} (backend has no servers)")
+    if up < min_up:
+        return Result(Outcome.BAD_RESPONSE, f"{up} of {len(members)} members UP, need {min_up} ({named})")
+    if out:
+        return Result(Outcome.DEGRADED, f"{up} of {len(members)} members UP ({named})")
+    return Result(Outcome.UP)
+
+
+def csv_url(url: str) -> str:
+    """The stats URL asking for CSV: `;csv` appended to the path unless it is there already."""
+    parts = urlsplit(url)
+    if ";csv" in parts.path:
+        return url
+    return urlunsplit(parts._replace(path=(parts.path or "/") + ";csv"))
+
+
+# ---------------------------------------------------------------- transport
+
+
+async def probe(target: HaproxyProbe) -> Result:
+    """Fetch the stats CSV and judge the backend; never raises."""
+    from agent.probes import inner_timeout  # the registry imports this module: resolve at call time
+
+    t0 = time.perf_counter()
+    auth = None
+    if target.username is not None:
+        auth = (target.username, target.password.get_secret_value() if target.password else "")
+    reply = await fetch(csv_url(target.target), budget_s=inner_timeout(target), auth=auth, read_body=True,
+                        max_body_bytes=MAX_STATS_BYTES)
+    if isinstance(reply, Result):
+        return reply
+    failure = check_status(reply.status, reply.phrase, None)
+    if failure is not None:
+        if reply.status in (401, 403):
+            hint = "check username/password" if target.username else "the stats page needs username/password"
+            return Result(Outcome.BAD_RESPONSE, f"{status_line(reply.status, reply.phrase)} ({hint})")
+        return Result(Outcome.BAD_RESPONSE, f"stats page: {failure.reason}")
+    try:
+        pools = parse_stats((reply.body or b"").decode("utf-8", "replace"))
+    except ValueError as exc:
+        return Result(Outcome.BAD_RESPONSE, str(exc))
+    result = pool_result(pools, target.backend, target.min_up)
+    return Result(result.outcome, result.reason, time.perf_counter() - t0) if result.up else result
