@@ -90,17 +90,22 @@ def pool_result(pools: Pools, backend: str, min_up: int) -> Result:
     if not members:
         return Result(Outcome.BAD_RESPONSE, f"0 of 0 members UP, need {min_up} (backend has no servers)")
     if up < min_up:
-        return Result(Outcome.BAD_RESPONSE, f"{up} of {len(members)} members UP, need {min_up} ({named})")
+        return Result(Outcome.BAD_RESPONSE, f"{up} of {len(members)} members UP, need {min_up}"
+                                            + (f" ({named})" if named else ""))
     if out:
         return Result(Outcome.DEGRADED, f"{up} of {len(members)} members UP ({named})")
     return Result(Outcome.UP)
 
 
 def csv_url(url: str) -> str:
-    """The stats URL asking for CSV: `;csv` appended to the path unless it is there already."""
+    """The stats URL asking for CSV: `;csv` appended unless present. HAProxy looks for its `;csv`/`;up`/`scope=`
+    options anywhere after the `stats uri` prefix, so it goes at the very end (`/haproxy?stats;csv` for
+    the default `stats uri /haproxy?stats`)."""
     parts = urlsplit(url)
-    if ";csv" in parts.path:
+    if ";csv" in parts.path or ";csv" in parts.query:
         return url
+    if parts.query:
+        return urlunsplit(parts._replace(query=parts.query + ";csv"))
     return urlunsplit(parts._replace(path=(parts.path or "/") + ";csv"))
 
 
