@@ -2,8 +2,10 @@
 
 One aiohttp ClientSession per probe run (with its own one-connection connector): every run opens a fresh
 connection, so it measures connect + TLS like a user's first request would, and nothing outlives the run
-(no session to close at shutdown, no leak warnings). Measured here: creating and closing the session costs
-~0.1 ms against ~1.3 ms for a loopback request, so sharing one per loop would save little.
+(no session to close at shutdown, no leak warnings). Measured here against a loopback aiohttp server
+(median of 6 × 300 sequential requests): 0.59 ms per run this way, 0.57 ms with one shared session that
+also opens a fresh connection per request; 200 concurrent runs 1.14 s against 1.08 s. Not worth a shared,
+per-loop session with a lifecycle to manage.
 """
 
 from __future__ import annotations
