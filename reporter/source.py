@@ -214,11 +214,12 @@ class SqliteSource:
                 if not self.path.exists():
                     raise SourceError(f"SQLite store {self.path} does not exist (the agent creates it on its "
                                       f"first write; check storage.sqlite.path)")
+                self._check_file()
                 uri = f"file:{pathname2url(str(self.path.resolve()))}?mode=ro"
                 try:
                     db = await aiosqlite.connect(uri, uri=True, timeout=10.0, isolation_level=None)
-                    await db.execute("PRAGMA busy_timeout=10000")
                 except sqlite3.Error as exc:
+                    await _let_aiosqlite_stop()
                     raise SourceError(f"cannot open SQLite store {self.path} read-only: {exc}") from exc
                 self._ro = db
             return self._ro
@@ -228,11 +229,18 @@ class SqliteSource:
             if self._rw is None:
                 from agent.sinks.sqlite import SqliteSink
 
+                if self.path.exists():
+                    self._check_file()
                 try:  # the sink's own set-up: WAL, and the schema's tables if they are not there yet
                     self._rw = await SqliteSink(self.settings).connect()
                 except SinkError as exc:
+                    await _let_aiosqlite_stop()
                     raise SourceError(str(exc)) from exc
             return self._rw
+
+    def _check_file(self) -> None:
+        if not self.path.is_file():
+            raise SourceError(f"SQLite store {self.path} is not a file (check storage.sqlite.path)")
 
     async def _read(self, sql: str, params: Sequence[Any], *, missing_ok: bool = False) -> list[sqlite3.Row]:
         if missing_ok and self._ro is None and self._rw is None and not self.path.exists():
@@ -310,6 +318,13 @@ class SqliteSource:
             if db is not None:
                 await db.close()
         self._ro = self._rw = None
+
+
+async def _let_aiosqlite_stop() -> None:
+    # A failed aiosqlite.connect stops its worker thread without awaiting it; the thread then reports to
+    # this event loop. Give it a moment so that a CLI leaving asyncio.run right after does not close the
+    # loop under it.
+    await asyncio.sleep(0.05)
 
 
 def _check_window(window: StoredWindow) -> None:
