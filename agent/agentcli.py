@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.configfile import ConfigError, Loaded, load
-from agent.daemon import Agent
 from agent.model import StateChange
 from agent.settings import split_host_port
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from agent.daemon import Agent
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ def _agent_cmd(args: argparse.Namespace) -> int:
 
 
 async def _main(loaded: Loaded) -> None:
+    from agent.daemon import Agent
+
     await run_agent(Agent(loaded))
 
 

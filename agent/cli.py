@@ -8,9 +8,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from agent import __version__, agentcli, probecli
+from agent.configfile import ConfigError, Loaded, load
 from reporter import cli as reportcli
 from reporter import maintenance
-from agent.configfile import ConfigError, Loaded, load
 
 EXIT_OK = 0
 EXIT_CONFIG = 2

@@ -16,7 +16,6 @@ from typing import Any, NoReturn, TypeAlias
 from pydantic import TypeAdapter, ValidationError
 
 from agent.model import Outcome, Result
-from agent.probes import run_probe
 from agent.settings import ProbeBase, ProbeSettings
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -291,6 +290,8 @@ def _run(args: argparse.Namespace) -> int:
     except InputError as exc:
         result = Result(Outcome.AGENT_ERROR, str(exc))
     else:
+        from agent.probes import run_probe  # the probe libraries load only when a probe runs
+
         run = asyncio.run(run_probe(settings))
         started_ms, result = run.started_ms, run.result
     if args.json:

@@ -629,6 +629,9 @@ def cross_check(config: Config, contract: Contract) -> list[tuple[tuple[str | in
             if probe.timeout_s >= probe.interval_s:
                 errors.append(((*ploc, "timeout_s"), f"timeout_s ({probe.timeout_s:g}) must be less than "
                                                       f"interval_s ({probe.interval_s:g})"))
+            if isinstance(probe, IcmpProbe) and (probe.count - 1) * probe.packet_interval_s >= probe.timeout_s:
+                errors.append(((*ploc, "count"), f"{probe.count} packets {probe.packet_interval_s:g}s apart do not "
+                                                 f"fit in timeout_s {probe.timeout_s:g}"))
             if probe.label in labels:
                 errors.append((ploc, f"two probes are both named {probe.label!r}: give each a distinct `name`"))
             labels.setdefault(probe.label, j)
