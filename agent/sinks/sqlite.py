@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -131,9 +132,15 @@ class SqliteSink:
         self.write_errors = 0
         self.bad_points = 0
         self._db: aiosqlite.Connection | None = None
+        # One connection, one transaction at a time: concurrent write()/prune() calls take turns.
+        self._lock = asyncio.Lock()
 
     async def connect(self) -> aiosqlite.Connection:
         """Open the file, switch to WAL and create the schema (idempotent; `write` calls it)."""
+        async with self._lock:
+            return await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
         if self._db is not None:
             return self._db
         try:
@@ -159,8 +166,12 @@ class SqliteSink:
     async def write(self, batch: Sequence[Point]) -> None:
         if not batch:
             return
-        per_table = rows(batch)
-        db = await self.connect()
+        per_table = await asyncio.to_thread(rows, batch)  # ~100 ms for 40 000 points: not on the loop
+        async with self._lock:
+            await self._write(per_table, len(batch))
+
+    async def _write(self, per_table: dict[str, list[Row]], n: int) -> None:
+        db = await self._connect()
         try:
             await db.execute("BEGIN IMMEDIATE")
             for table, params in per_table.items():
@@ -169,11 +180,18 @@ class SqliteSink:
             await db.commit()
         except sqlite3.Error as exc:
             await self._rollback(db)
-            raise self._error(f"cannot write {len(batch)} points to", exc) from exc
+            raise self._error(f"cannot write {n} points to", exc) from exc
 
     async def prune(self, older_than_ms: int) -> int:
         """Delete measurements (and ended maintenance windows, acks) older than `older_than_ms`."""
-        db = await self.connect()
+        async with self._lock:
+            removed = await self._prune(older_than_ms)
+        if removed:
+            log.info("pruned %d rows older than %d from %s", removed, older_than_ms, self.path)
+        return removed
+
+    async def _prune(self, older_than_ms: int) -> int:
+        db = await self._connect()
         removed = 0
         try:
             await db.execute("BEGIN IMMEDIATE")
@@ -184,16 +202,17 @@ class SqliteSink:
         except sqlite3.Error as exc:
             await self._rollback(db)
             raise self._error("cannot prune", exc) from exc
-        if removed:
-            log.info("pruned %d rows older than %d from %s", removed, older_than_ms, self.path)
         return removed
 
     async def close(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await db.close()
+        async with self._lock:
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
 
     async def _rollback(self, db: aiosqlite.Connection) -> None:
+        if not db.in_transaction:
+            return
         try:
             await db.rollback()
         except sqlite3.Error:

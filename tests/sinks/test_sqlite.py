@@ -1,0 +1,153 @@
+"""What is particular to the SQLite sink: WAL, the schema and its indexes, pruning, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
+from agent.settings import SqliteSettings
+from agent.sinks import SinkError
+from agent.sinks.sqlite import SCHEMA_VERSION, SqliteSink
+
+pytestmark = pytest.mark.timeout(60)
+
+REF = ComponentRef("sip-core", "sip", "Gold", "acme")
+T0 = 1_700_000_000_000
+
+
+def batch(n: int, start_ms: int = T0) -> list[Point]:
+    out: list[Point] = []
+    for i in range(n):
+        out.append(Sample(REF, "options", "sip", "a1", start_ms + i * 1000, Outcome.UP, "", 1.0))
+        out.append(Heartbeat("a1", start_ms + i * 1000, 60.0))
+    out.append(StateChange(REF, "a1", start_ms, False, "down"))
+    return out
+
+
+@pytest.fixture
+async def sink(tmp_path: Path) -> AsyncIterator[SqliteSink]:
+    s = SqliteSink(SqliteSettings(path=tmp_path / "sub" / "slawatch.db"))
+    yield s
+    await s.close()
+
+
+def plan(db: sqlite3.Connection, sql: str, *args: object) -> str:
+    return " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, args))
+
+
+async def test_wal_schema_and_version(sink: SqliteSink) -> None:
+    await sink.write(batch(1))
+    with sqlite3.connect(sink.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"slawatch_probe", "slawatch_state", "slawatch_heartbeat", "slawatch_maintenance",
+                      "slawatch_ack", "slawatch_report_sent"}
+
+
+async def test_reporter_reads_use_the_keys(sink: SqliteSink) -> None:
+    await sink.write(batch(3))
+    with sqlite3.connect(sink.path) as db:
+        for sql in ("SELECT * FROM slawatch_probe WHERE component = ? AND ts_ms >= ? AND ts_ms < ?",
+                    "SELECT * FROM slawatch_state WHERE component = ? AND ts_ms >= ? AND ts_ms < ?"):
+            assert "USING PRIMARY KEY (component=? AND ts_ms>? AND ts_ms<?)" in plan(db, sql, "c", 0, 1)
+        sql = "SELECT * FROM slawatch_heartbeat WHERE agent = ? AND ts_ms >= ? AND ts_ms < ?"
+        assert "USING PRIMARY KEY (agent=? AND ts_ms>? AND ts_ms<?)" in plan(db, sql, "a", 0, 1)
+        assert "slawatch_probe_ts" in plan(db, "DELETE FROM slawatch_probe WHERE ts_ms < ?", 5)
+
+
+async def test_prune_deletes_only_older_rows(sink: SqliteSink) -> None:
+    await sink.write(batch(10))
+    removed = await sink.prune(T0 + 5_000)
+    assert removed == 5 + 5 + 1  # probes and heartbeats at T0..T0+4s, the state change at T0
+    assert await sink.prune(T0 + 5_000) == 0
+    with sqlite3.connect(sink.path) as db:
+        assert db.execute("SELECT min(ts_ms), count(*) FROM slawatch_probe").fetchone() == (T0 + 5_000, 5)
+
+
+async def test_maintenance_ack_and_report_tables_accept_documented_rows(sink: SqliteSink) -> None:
+    await sink.connect()
+    with sqlite3.connect(sink.path) as db:
+        db.execute("INSERT INTO slawatch_maintenance (id, scope, value, start_ms, end_ms, announced_ms, reason, "
+                   "created_ms) VALUES ('mw-1', 'component', 'sip-core', 10, 20, 1, 'firmware', 2)")
+        db.execute("INSERT INTO slawatch_ack VALUES ('sip-core', 'a1', 100, 160, 'ops@example.net', 'on it')")
+        db.execute("INSERT INTO slawatch_report_sent VALUES ('2024-05', 'acme', 99, 'ab' || '00')")
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute("INSERT INTO slawatch_maintenance (id, scope, value, start_ms, end_ms, announced_ms, "
+                       "created_ms) VALUES ('mw-2', 'planet', 'x', 10, 20, 1, 2)")
+        assert db.execute("SELECT removed FROM slawatch_maintenance").fetchone() == (0,)
+    await sink.prune(50)  # ended windows and old acks go with the retention
+    with sqlite3.connect(sink.path) as db:
+        assert db.execute("SELECT count(*) FROM slawatch_maintenance").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM slawatch_ack").fetchone() == (1,)
+
+
+async def test_survives_reopen(tmp_path: Path) -> None:
+    settings = SqliteSettings(path=tmp_path / "x.db")
+    first = SqliteSink(settings)
+    await first.write(batch(2))
+    await first.close()
+    second = SqliteSink(settings)
+    await second.write(batch(2))  # replay after a restart
+    await second.close()
+    with sqlite3.connect(settings.path) as db:
+        assert db.execute("SELECT count(*) FROM slawatch_probe").fetchone() == (2,)
+
+
+async def test_two_writers_on_one_file(tmp_path: Path) -> None:
+    settings = SqliteSettings(path=tmp_path / "x.db")
+    a, b = SqliteSink(settings), SqliteSink(settings)
+    await a.connect()
+    await asyncio.gather(*(s.write(batch(200, T0 + k * 1_000_000)) for k, s in enumerate((a, b, a, b))))
+    await a.close()
+    await b.close()
+    with sqlite3.connect(settings.path) as db:
+        assert db.execute("SELECT count(*) FROM slawatch_probe").fetchone() == (800,)
+
+
+async def test_unopenable_path_is_a_sink_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    s = SqliteSink(SqliteSettings(path=tmp_path / "dir.db"))
+    with pytest.raises(SinkError) as err:
+        await s.write(batch(1))
+    await s.close()
+    assert "dir.db" in str(err.value) and s.write_errors == 1
+
+
+async def test_a_failed_batch_is_rolled_back_whole(sink: SqliteSink) -> None:
+    await sink.connect()
+    with sqlite3.connect(sink.path) as db:  # a trigger that refuses one row in the middle of the batch
+        db.execute("CREATE TRIGGER no_bad BEFORE INSERT ON slawatch_heartbeat WHEN NEW.ts_ms = 1700000002000 "
+                   "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    with pytest.raises(SinkError) as err:
+        await sink.write(batch(5))
+    assert not err.value.retryable and "refused" in str(err.value)
+    with sqlite3.connect(sink.path) as db:
+        assert db.execute("SELECT count(*) FROM slawatch_probe").fetchone() == (0,)
+    await sink.write(batch(1))  # the connection is usable afterwards
+    assert sink.write_errors == 1
+
+
+async def test_writes_do_not_block_the_event_loop(sink: SqliteSink) -> None:
+    await sink.connect()
+    big = batch(20_000)
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await sink.write(big)
+    task.cancel()
+    assert len(gaps) > 3 and max(gaps) < 0.25
