@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import re
 import socket
@@ -166,3 +167,14 @@ async def test_tls_to_a_silent_peer_times_out_in_the_handshake() -> None:
     async with silent_peer() as port:
         r = await tcp.probe(settings(port, tls=True, timeout_s=0.5))
     assert r == Result(Outcome.TIMEOUT, "TLS handshake timed out after 0.45s")
+
+
+async def test_ipv6_loopback_target() -> None:
+    try:
+        server = await asyncio.start_server(lambda r, w: w.close(), "::1", 0)
+    except OSError:
+        pytest.skip("IPv6 loopback (::1) is not available on this machine")
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        r = await tcp.probe(TcpProbe(kind="tcp", target=f"[::1]:{port}", timeout_s=2.0))
+    assert r.outcome is Outcome.UP, r.reason
