@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from agent.model import Heartbeat, Point, Sample, StateChange
 
@@ -38,6 +39,8 @@ class Record:
 
 def clean_text(value: str) -> str:
     """Make a string storable anywhere: lone surrogates become U+FFFD, length is capped at MAX_TEXT_CHARS."""
+    if value.isascii() and len(value) <= MAX_TEXT_CHARS:  # the common case, and fast
+        return value
     if len(value) > MAX_TEXT_CHARS:
         value = value[:MAX_TEXT_CHARS]
     return _SURROGATE.sub("\ufffd", value)
@@ -67,6 +70,8 @@ def record(point: Point) -> Record:
 
 
 def _clean_tags(tags: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    if all(v.isascii() and len(v) <= MAX_TEXT_CHARS for _, v in tags):
+        return tags
     return tuple((k, clean_text(v)) for k, v in tags)
 
 
@@ -88,6 +93,7 @@ def escape_tag(text: str) -> str:
 
 
 escape_field_key = escape_tag
+_field_key = lru_cache(maxsize=1024)(escape_tag)  # field names are a fixed handful
 
 
 def _escape_name(text: str, special: str) -> str:
@@ -120,13 +126,20 @@ def format_field(value: FieldValue) -> str:
 
 def line(rec: Record) -> str:
     """One point as a line (no trailing newline); tags sorted, empty tag values left out, ms timestamp."""
-    head = escape_measurement(rec.measurement)
-    for key, value in sorted(rec.tags):
+    head = series_key(rec.measurement, rec.tags)
+    fields = ",".join(f"{_field_key(k)}={format_field(v)}" for k, v in rec.fields
+                      if not (type(v) is float and not math.isfinite(v)))
+    return f"{head} {fields} {rec.ts_ms}"
+
+
+@lru_cache(maxsize=16384)
+def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """`measurement,tag=value,...` escaped. Cached: an agent writes the same few thousand series again and again."""
+    head = escape_measurement(measurement)
+    for key, value in sorted(tags):
         if value:  # an empty tag value is not allowed; a missing tag reads back as ""
             head += f",{escape_tag(key)}={escape_tag(value)}"
-    fields = ",".join(f"{escape_field_key(k)}={format_field(v)}" for k, v in rec.fields
-                      if not (isinstance(v, float) and not math.isfinite(v)))
-    return f"{head} {fields} {rec.ts_ms}"
+    return head
 
 
 def lines(records: Iterable[Record]) -> str:
