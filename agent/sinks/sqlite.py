@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 import aiosqlite
 
-from agent.model import Point
+from agent.model import Heartbeat, Point, Sample, StateChange
 from agent.settings import SqliteSettings
 from agent.sinks import SinkError
-from agent.sinks.lineprotocol import HEARTBEAT, PROBE, STATE, FieldValue, record
+from agent.sinks.lineprotocol import HEARTBEAT, PROBE, STATE, FieldValue, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +112,29 @@ Row = tuple[FieldValue | None, ...]
 
 
 def rows(batch: Sequence[Point]) -> dict[str, list[Row]]:
-    """The batch as INSERT parameters per table (missing fields, e.g. latency_ms, become NULL)."""
-    out: dict[str, list[Row]] = {table: [] for table in COLUMNS}
-    for point in batch:
-        rec = record(point)
-        values: dict[str, FieldValue] = dict(rec.tags)
-        values.update(rec.fields)
-        values["ts_ms"] = rec.ts_ms
-        out[rec.measurement].append(tuple(values.get(col) for col in COLUMNS[rec.measurement]))
-    return out
+    """The batch as INSERT parameters per table, in COLUMNS order (a missing latency_ms becomes NULL).
+
+    The same values as `lineprotocol.record` gives InfluxDB, built directly: this runs for every point.
+    """
+    c = clean_text
+    probe: list[Row] = []
+    state: list[Row] = []
+    beat: list[Row] = []
+    for p in batch:
+        if isinstance(p, Sample):
+            r, lat = p.ref, p.latency_ms
+            probe.append((c(r.component), c(r.klass), c(r.tier), c(r.customer), c(p.probe), c(p.kind), c(p.agent),
+                          p.ts_ms, int(p.up), float(lat) if lat is not None and math.isfinite(lat) else None,
+                          c(str(p.outcome)), c(p.reason)))
+        elif isinstance(p, StateChange):
+            r = p.ref
+            state.append((c(r.component), c(r.klass), c(r.tier), c(r.customer), c(p.agent), p.ts_ms, int(p.up),
+                          c(p.reason)))
+        elif isinstance(p, Heartbeat):
+            beat.append((c(p.agent), p.ts_ms, float(p.period_s)))
+        else:
+            raise TypeError(f"not a point: {p!r}")
+    return {PROBE: probe, STATE: state, HEARTBEAT: beat}
 
 
 class SqliteSink:

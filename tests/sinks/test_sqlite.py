@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
 from agent.settings import SqliteSettings
 from agent.sinks import SinkError
-from agent.sinks.sqlite import SCHEMA_VERSION, SqliteSink
+from agent.sinks.lineprotocol import record
+from agent.sinks.sqlite import COLUMNS, SCHEMA_VERSION, SqliteSink, rows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,3 +154,26 @@ async def test_writes_do_not_block_the_event_loop(sink: SqliteSink) -> None:
     await sink.write(big)
     task.cancel()
     assert len(gaps) > 3 and max(gaps) < 0.25
+
+
+names = st.text(min_size=0, max_size=12)
+refs = st.builds(ComponentRef, component=names, klass=names, tier=names, customer=names)
+points = st.one_of(
+    st.builds(Sample, ref=refs, probe=names, kind=names, agent=names, ts_ms=st.integers(0, 2**53),
+              outcome=st.sampled_from(Outcome), reason=st.text(max_size=30),
+              latency_ms=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))),
+    st.builds(StateChange, ref=refs, agent=names, ts_ms=st.integers(0, 2**53), up=st.booleans(),
+              reason=st.text(max_size=30)),
+    st.builds(Heartbeat, agent=names, ts_ms=st.integers(0, 2**53), period_s=st.floats(0.001, 1e6)))
+
+
+@given(st.lists(points, max_size=8))
+def test_rows_are_the_records_every_sink_shares(batch: list[Point]) -> None:
+    """SQLite builds its rows directly for speed; they must equal the shared `record` mapping."""
+    got = rows(batch)
+    want: dict[str, list[tuple[object, ...]]] = {table: [] for table in COLUMNS}
+    for point in batch:
+        rec = record(point)
+        values = {**dict(rec.tags), **dict(rec.fields), "ts_ms": rec.ts_ms}
+        want[rec.measurement].append(tuple(values.get(col) for col in COLUMNS[rec.measurement]))
+    assert got == want
