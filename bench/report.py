@@ -1,0 +1,291 @@
+"""Report time: a month of stored history for many components, then `slawatch report --month` end to end.
+
+    python bench/report.py [--components 10000] [--store sqlite|influxdb|both] [--month YYYY-MM] [--seed 1]
+                           [--timeout 600] [--profile]
+
+Generates one calendar month (default: the last full month, inside InfluxDB's 6-month retention) of state
+changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a few seconds apart) and the two
+agents' heartbeats (every 60 s, with a few gaps), writes them through the real sinks (SqliteSink, InfluxSink;
+batches of 5 000) to SQLite and/or a fresh influxd started in a temp dir, adds a few maintenance windows through
+the reporter's Source (timely and late notice), then times
+
+    python -m agent.cli report --config CFG --month YYYY-MM --format json --out FILE
+
+as a subprocess, start to exit (config load of N components included). Prints per store: points written, write
+time, report wall time, peak RSS of the report process, the goal, and whether the report's outage count matches
+the generated one. A missed goal (or --profile) reruns the report under cProfile and prints the top functions by
+cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import calendar
+import io
+import json
+import os
+import pstats
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.configfile import bundled_contract  # noqa: E402
+from agent.model import ComponentRef, Heartbeat, Point, StateChange  # noqa: E402
+from agent.settings import InfluxSettings, SqliteSettings  # noqa: E402
+from agent.sinks.influxdb import InfluxSink  # noqa: E402
+from agent.sinks.sqlite import SqliteSink  # noqa: E402
+from reporter.source import InfluxSource, Source, SqliteSource, StoredWindow  # noqa: E402
+
+BATCH = 5000
+AGENTS = ("agent-a", "agent-b")
+HEARTBEAT_S = 60.0
+CLASSES = ("network", "power", "sip", "load_balancer", "vlan", "san")
+TIERS = ("base", "silver", "gold", "platinum")
+CUSTOMERS = 100
+GOAL_S = {"sqlite": 10.0, "influxdb": 30.0}
+HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
+
+
+@dataclass
+class History:
+    points: list[Point]
+    states: int
+    heartbeats: int
+    outages: int
+    month: str
+    start_ms: int
+    end_ms: int
+
+
+def last_full_month() -> str:
+    now = datetime.now(UTC)
+    year, month = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
+    return f"{year:04d}-{month:02d}"
+
+
+def month_bounds(month: str) -> tuple[int, int]:
+    year, mon = (int(x) for x in month.split("-"))
+    start = datetime(year, mon, 1, tzinfo=UTC)
+    days = calendar.monthrange(year, mon)[1]
+    return int(start.timestamp() * 1000), int(start.timestamp() * 1000) + days * 86_400_000
+
+
+def component_name(i: int) -> str:
+    return f"comp-{i:05d}"
+
+
+def ref_of(i: int) -> ComponentRef:
+    customer = i % CUSTOMERS
+    return ComponentRef(component_name(i), CLASSES[i % len(CLASSES)], TIERS[customer % len(TIERS)],
+                        f"cust-{customer:03d}")
+
+
+def generate(n: int, month: str, rng: random.Random) -> History:
+    """Every component up from a day before the month; k outages each, one per equal slot of the month so they
+    never overlap; agent-b sees each a few seconds off agent-a. Heartbeats every 60 s with a few gaps."""
+    start_ms, end_ms = month_bounds(month)
+    points: list[Point] = []
+    outages = 0
+    for i in range(n):
+        ref = ref_of(i)
+        for agent in AGENTS:
+            points.append(StateChange(ref, agent, start_ms - 86_400_000 + rng.randrange(MINUTE_MS), True, ""))
+        k = rng.randint(0, 20)
+        outages += k
+        if k == 0:
+            continue
+        slot = (end_ms - start_ms) // k
+        for j in range(k):
+            duration = rng.randint(MINUTE_MS, 2 * HOUR_MS)
+            begin = start_ms + j * slot + rng.randrange(10_000, slot - duration - 10_000)
+            reason = rng.choice(("connection refused", "SIP 503 Service Unavailable", "ICMP 100 % loss",
+                                 "no answer within 5s"))
+            for agent in AGENTS:
+                skew_down, skew_up = (0, 0) if agent == AGENTS[0] else (rng.randint(-5000, 5000),
+                                                                         rng.randint(-5000, 5000))
+                points.append(StateChange(ref, agent, begin + skew_down, False, reason))
+                points.append(StateChange(ref, agent, begin + duration + skew_up, True, ""))
+    states = len(points)
+    # Heartbeat gaps (agent, start offset h, length h): an agent host rebooted, a network partition.
+    gaps = {AGENTS[0]: [(100, 2.0), (400, 0.5)], AGENTS[1]: [(250, 6.0)]}
+    period_ms = int(HEARTBEAT_S * 1000)
+    for n_agent, agent in enumerate(AGENTS):
+        cut = [(start_ms + int(at * HOUR_MS), start_ms + int((at + length) * HOUR_MS)) for at, length in gaps[agent]]
+        ts = start_ms - 86_400_000 + n_agent * 7_000
+        while ts < end_ms + HOUR_MS:
+            if not any(a <= ts < b for a, b in cut):
+                points.append(Heartbeat(agent, ts, HEARTBEAT_S))
+            ts += period_ms
+    return History(points, states, len(points) - states, outages, month, start_ms, end_ms)
+
+
+def windows(start_ms: int) -> list[StoredWindow]:
+    """A few maintenance windows: by class, customer and component; one announced too late (24 h < 72 h)."""
+    day = 24 * HOUR_MS
+    spec = [("w-san", "class", "san", 3 * day, 4 * HOUR_MS, 7 * day),
+            ("w-network", "class", "network", 10 * day, 30 * MINUTE_MS, 4 * day),
+            ("w-cust-007", "customer", "cust-007", 15 * day, 2 * HOUR_MS, 1 * day),
+            ("w-comp-42", "component", component_name(42), 20 * day, HOUR_MS, 30 * day)]
+    return [StoredWindow(wid, scope, value, start_ms + at, start_ms + at + length,  # type: ignore[arg-type]
+                         start_ms + at - notice, f"bench window {wid}", start_ms + at - notice)
+            for wid, scope, value, at, length, notice in spec]
+
+
+def config_text(n: int, storage: str) -> str:
+    customers = "\n".join(f"  - {{name: cust-{c:03d}, tier: {TIERS[c % len(TIERS)]}}}" for c in range(CUSTOMERS))
+    components = "\n".join(
+        f"  - {{name: {component_name(i)}, class: {CLASSES[i % len(CLASSES)]}, customer: cust-{i % CUSTOMERS:03d}, "
+        f'probes: [{{kind: tcp, target: "127.0.0.1:9"}}]}}' for i in range(n))
+    return f"""agent: {{id: {AGENTS[0]}, heartbeat_s: {HEARTBEAT_S:g}}}
+storage:
+  {storage}
+  spool: {{path: spool}}
+contract: {bundled_contract()}
+report: {{timezone: UTC}}
+customers:
+{customers}
+components:
+{components}
+"""
+
+
+async def write_store(store: str, history: History, work: Path, influx_url: str | None) -> tuple[float, str]:
+    """Write every point through the store's sink, then the windows through its Source; (seconds, storage yaml)."""
+    if store == "sqlite":
+        path = work / "bench.db"
+        sink: SqliteSink | InfluxSink = SqliteSink(SqliteSettings(path=path))
+        source: Source = SqliteSource(SqliteSettings(path=path))
+        storage = f"sqlite: {{path: {path}}}"
+    else:
+        assert influx_url is not None
+        settings = InfluxSettings(url=influx_url, api="v1", database="slawatch")
+        sink = InfluxSink(settings)
+        source = InfluxSource(settings)
+        storage = f'influxdb: {{url: "{influx_url}", api: v1, database: slawatch}}'
+    t0 = time.perf_counter()
+    try:
+        for i in range(0, len(history.points), BATCH):
+            await sink.write(history.points[i:i + BATCH])
+    finally:
+        await sink.close()
+    elapsed = time.perf_counter() - t0
+    if sink.bad_points:
+        raise SystemExit(f"{store}: the store refused {sink.bad_points} points")
+    try:
+        for w in windows(history.start_ms):
+            await source.add_window(w)
+    finally:
+        await source.close()
+    return elapsed, storage
+
+
+def run_report(cfg: Path, month: str, out: Path, timeout_s: float, profile: Path | None = None) -> tuple[float, float]:
+    """Run `slawatch report` as a child; (wall seconds, peak RSS MiB of that child, from its rusage)."""
+    pre = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
+    cmd = [sys.executable, *pre, "-m", "agent.cli", "report", "--config", str(cfg), "--month", month,
+           "--format", "json", "--out", str(out)]
+    err_path = out.with_suffix(".stderr")
+    with err_path.open("wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        try:
+            # wait4: this child's own rusage (what getrusage(RUSAGE_CHILDREN) sums over every child waited for).
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"report exited {proc.returncode} (killed after {timeout_s:g} s?): "
+                         f"{err_path.read_text(errors='replace')[-3000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def top_cumulative(profile: Path, n: int = 25) -> str:
+    buf = io.StringIO()
+    pstats.Stats(str(profile), stream=buf).sort_stats("cumulative").print_stats(n)
+    return buf.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--components", type=int, default=10000)
+    parser.add_argument("--store", choices=("sqlite", "influxdb", "both"), default="both")
+    parser.add_argument("--month", default=last_full_month(), help="YYYY-MM (default: the last full month)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=600.0, help="kill a report running longer (s)")
+    parser.add_argument("--profile", action="store_true", help="profile the report even when the goal is met")
+    args = parser.parse_args()
+    stores = ("sqlite", "influxdb") if args.store == "both" else (args.store,)
+
+    t0 = time.perf_counter()
+    history = generate(args.components, args.month, random.Random(args.seed))
+    print(f"generated {len(history.points):,} points for {args.components:,} components in {args.month} "
+          f"({history.states:,} state changes, {history.heartbeats:,} heartbeats, {history.outages:,} outages) "
+          f"in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    rows = []
+    profiles: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="slawatch-bench-report-") as tmp:
+        work = Path(tmp)
+        influxd = None
+        try:
+            if "influxdb" in stores:
+                from tests.sinks.influx import Influxd
+
+                binary = shutil.which("influxd")
+                if binary is None:
+                    sys.exit("influxd not found (apt-get install -y influxdb)")
+                influxd = Influxd(binary=binary, dir=work / "influx")
+                influxd.start()
+            for store in stores:
+                store_dir = work / store
+                store_dir.mkdir()
+                write_s, storage = asyncio.run(write_store(store, history, store_dir,
+                                                           influxd.url if influxd else None))
+                cfg = store_dir / "slawatch.yaml"
+                cfg.write_text(config_text(args.components, storage))
+                out = store_dir / "report.json"
+                wall, rss = run_report(cfg, args.month, out, args.timeout)
+                doc = json.loads(out.read_text())
+                reported = sum(len(c["outages"]) for c in doc["components"])
+                assert len(doc["components"]) == args.components, len(doc["components"])
+                rows.append((store, len(history.points), write_s, wall, rss, GOAL_S[store], reported))
+                print(f"{store}: written in {write_s:.1f} s, report in {wall:.1f} s", flush=True)
+                if wall >= GOAL_S[store] or args.profile:
+                    prof = store_dir / "report.prof"
+                    run_report(cfg, args.month, store_dir / "report-profiled.json", args.timeout, profile=prof)
+                    profiles[store] = top_cumulative(prof)
+        finally:
+            if influxd is not None:
+                influxd.stop()
+
+    print()
+    print(f"{args.components:,} components, month {args.month}, {history.outages:,} outages generated")
+    print()
+    print("| store | points written | write time | report wall time | report peak RSS | goal | outages reported |")
+    print("|---|---:|---:|---:|---:|---|---:|")
+    for store, points, write_s, wall, rss, goal, reported in rows:
+        verdict = "met" if wall < goal else "MISSED"
+        print(f"| {store} | {points:,} | {write_s:.1f} s | {wall:.1f} s | {rss:.0f} MiB | < {goal:g} s: {verdict} "
+              f"| {reported:,} |")
+    for store, text in profiles.items():
+        print(f"\n--- {store}: report under cProfile, top functions by cumulative time ---\n{text}")
+
+
+if __name__ == "__main__":
+    main()
