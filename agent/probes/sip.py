@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 
 from agent import __version__
 from agent.model import Outcome, Result
+from agent.probes.address import resolve
 from agent.probes.sipmessage import (
     MAX_MESSAGE_BYTES,
     Request,
@@ -241,7 +242,7 @@ async def _open(settings: SipProbe, state: _State, deadline: float) -> _Channel:
     target = state.target
     ctx = _tls_context(settings) if target.transport == "tls" else None
     kind = socket.SOCK_DGRAM if target.transport == "udp" else socket.SOCK_STREAM
-    infos = await _before(loop.getaddrinfo(target.host, target.port, type=kind), deadline)
+    infos = await _before(resolve(target.host, target.port, kind), deadline)
     family, _, _, _, sockaddr = infos[0]
     address = (str(sockaddr[0]), int(sockaddr[1]))
     state.phase = "connect"

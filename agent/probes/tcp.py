@@ -11,6 +11,7 @@ import ssl
 import time
 
 from agent.model import Outcome, Result
+from agent.probes.address import resolve
 from agent.settings import TcpProbe, split_host_port
 
 QUOTE_LIMIT = 80
@@ -150,7 +151,7 @@ async def probe(target: TcpProbe) -> Result:
 async def connect(host: str, port: int, limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Try each address of `host` in turn; raise the first failure (Python 3.11 merges several into one OSError
     without an errno, which would hide "connection refused")."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = await resolve(host, port, socket.SOCK_STREAM)
     first: OSError | None = None
     for _family, _type, _proto, _name, sockaddr in infos:
         try:
