@@ -1,7 +1,7 @@
 """Report time: a month of stored history for many components, then `slawatch report --month` end to end.
 
     python bench/report.py [--components 10000] [--store sqlite|influxdb|both] [--month YYYY-MM] [--seed 1]
-                           [--timeout 600] [--profile]
+                           [--timeout 600] [--profile] [--workdir DIR]
 
 Generates one calendar month (default: the last full month, inside InfluxDB's 6-month retention) of state
 changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a few seconds apart) and the two
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
+import contextlib
 import io
 import json
 import os
@@ -229,6 +230,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600.0, help="kill a report running longer (s)")
     parser.add_argument("--profile", action="store_true", help="profile the report even when the goal is met")
+    parser.add_argument("--workdir", type=Path, help="keep stores, configs, reports and profiles here "
+                        "(must not exist yet; default: a temp dir, removed)")
     args = parser.parse_args()
     stores = ("sqlite", "influxdb") if args.store == "both" else (args.store,)
 
@@ -240,8 +243,12 @@ def main() -> None:
 
     rows = []
     profiles: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="slawatch-bench-report-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.workdir is not None:
+            args.workdir.mkdir(parents=True)
+            work = args.workdir.resolve()
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="slawatch-bench-report-")))
         influxd = None
         try:
             if "influxdb" in stores:
