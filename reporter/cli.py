@@ -44,8 +44,13 @@ def parse_instant(option: str, text: str, tz: str) -> int:
     return (dt - _EPOCH) // timedelta(milliseconds=1)
 
 
-def resolve_period(args: argparse.Namespace, tz: str) -> tuple[Period, tuple[int, int] | None]:
-    """The report period from --month, or --from/--to; UsageError when they do not make one."""
+def resolve_period(args: argparse.Namespace, tz: str,
+                   now_ms: int | None = None) -> tuple[Period, tuple[int, int] | None]:
+    """The report period from --month, or --from/--to; UsageError when they do not make one.
+
+    A month still in progress is reported to `now_ms` ("to date"): the time that has not happened yet is
+    neither up, down nor unmonitored. The 720 h basis still applies to the month's downtime so far.
+    """
     if args.month is not None:
         if args.end is not None:
             raise UsageError("--to goes with --from, not with --month")
@@ -53,7 +58,13 @@ def resolve_period(args: argparse.Namespace, tz: str) -> tuple[Period, tuple[int
             year, month = parse_month(args.month)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        return month_period(year, month, tz), (year, month)
+        period = month_period(year, month, tz)
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        if period.start_ms >= now:
+            raise UsageError(f"month {args.month} has not started yet")
+        if period.end_ms > now:
+            period = Period(period.start_ms, now)
+        return period, (year, month)
     if args.end is None:
         raise UsageError("--from needs --to")
     start = parse_instant("--from", args.start, tz)
