@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import sqlite3
@@ -19,7 +18,7 @@ import aiosqlite
 
 from agent.settings import InfluxSettings, SqliteSettings, StorageSettings
 from agent.sinks import SinkError
-from agent.sinks.influxdb import RETENTION_POLICY, quote_ident
+from agent.sinks.influxdb import RETENTION_POLICY, auth_headers, quote_ident
 from agent.sinks.lineprotocol import HEARTBEAT, MAINTENANCE, STATE, FieldValue, Record, clean_text, line
 from reporter.availability import AgentView, Change, coverage_from_heartbeats
 
@@ -487,14 +486,7 @@ class InfluxSource:
         return self._session
 
     def _auth_headers(self) -> dict[str, str]:
-        s = self.settings
-        if s.api == "v2" and s.token is not None:
-            return {"Authorization": f"Token {s.token.get_secret_value()}"}
-        if s.api == "v1" and s.username:
-            password = s.password.get_secret_value() if s.password else ""
-            token = base64.b64encode(f"{s.username}:{password}".encode()).decode("ascii")
-            return {"Authorization": f"Basic {token}"}
-        return {}
+        return auth_headers(self.settings)
 
     async def _rows(self, q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], dict[str, Any]]]:
         """Run one SELECT, streamed in chunks; yield (series tags, row as column -> value).

@@ -24,6 +24,17 @@ RETENTION_POLICY = "slawatch"
 GZIP_LEVEL = 1  # line protocol shrinks ~8x even at level 1; higher levels cost CPU for a few % more
 
 
+def auth_headers(s: InfluxSettings) -> dict[str, str]:
+    """The Authorization header for the API in use: Token (v2) or Basic (v1, when a user is set)."""
+    if s.api == "v2" and s.token is not None:
+        return {"Authorization": f"Token {s.token.get_secret_value()}"}
+    if s.api == "v1" and s.username:
+        password = s.password.get_secret_value() if s.password else ""
+        token = base64.b64encode(f"{s.username}:{password}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
+    return {}
+
+
 def quote_ident(name: str) -> str:
     """An InfluxQL identifier in double quotes."""
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -150,14 +161,7 @@ class InfluxSink:
         return self._session
 
     def _auth_headers(self) -> dict[str, str]:
-        s = self.settings
-        if s.api == "v2" and s.token is not None:
-            return {"Authorization": f"Token {s.token.get_secret_value()}"}
-        if s.api == "v1" and s.username:
-            password = s.password.get_secret_value() if s.password else ""
-            token = base64.b64encode(f"{s.username}:{password}".encode()).decode("ascii")
-            return {"Authorization": f"Basic {token}"}
-        return {}
+        return auth_headers(self.settings)
 
     def _who(self) -> str:
         s = self.settings
