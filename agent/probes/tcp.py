@@ -100,12 +100,18 @@ async def probe(target: TcpProbe) -> Result:
     loop = asyncio.get_running_loop()
     budget = inner_timeout(target)
     deadline = loop.time() + budget
-    host, port = split_host_port(target.target)
+    host, port = _address(target.target)
     phase = "connect"
     writer: asyncio.StreamWriter | None = None
     received = b""
     try:
         async with asyncio.timeout_at(deadline):
+            if not target.tls and target.send is None and target.expect is None:
+                try:
+                    await connect_only(host, port)
+                except OSError as exc:
+                    return connect_failure(exc)
+                return Result(Outcome.UP, latency_s=time.perf_counter() - t0)
             try:
                 reader, writer = await connect(host, port, limit=min(target.max_read_bytes, 1 << 16))
             except OSError as exc:
@@ -146,6 +152,28 @@ async def probe(target: TcpProbe) -> Result:
         if writer is not None:
             await close(writer)
     return Result(Outcome.UP, latency_s=time.perf_counter() - t0)
+
+
+# Targets are parsed once per distinct string, not on every run.
+_address = functools.lru_cache(maxsize=65536)(split_host_port)
+
+
+async def connect_only(host: str, port: int) -> None:
+    """Connect and close, with a bare non-blocking socket: a probe that sends and reads nothing needs no
+    stream objects (they cost about a third of a connect-only probe's CPU). Each address in turn, as below."""
+    loop = asyncio.get_running_loop()
+    first: OSError | None = None
+    for family, _type, _proto, _name, sockaddr in await resolve(host, port, socket.SOCK_STREAM):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, sockaddr)
+            return
+        except OSError as exc:
+            first = first or exc
+        finally:
+            sock.close()
+    raise first or OSError(errno.EADDRNOTAVAIL, "no address")
 
 
 async def connect(host: str, port: int, limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
