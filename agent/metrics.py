@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.model import ComponentRef, Result
+from agent.model import ComponentRef, Outcome, Result
 
 LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -36,7 +36,9 @@ class Metrics:
         self.reload_ok.set(1)
         self.spool_errors = Counter("slawatch_spool_append_errors_total",
                                     "Spool appends that failed (disk full, I/O error) and were retried", registry=r)
+        # Children looked up once: label resolution costs more than the update on the hot path.
         self._labels: dict[tuple[str, str, str], tuple[Gauge, Gauge]] = {}
+        self._runs: dict[tuple[str, Outcome], Counter] = {}
 
     def observe_probe(self, ref: ComponentRef, probe: str, kind: str, result: Result, duration_s: float) -> None:
         key = (ref.component, probe, kind)
@@ -46,7 +48,10 @@ class Metrics:
             self._labels[key] = children
         children[0].set(1 if result.outcome.is_up else 0)
         children[1].set(duration_s)
-        self.probe_runs.labels(kind, result.outcome.value).inc()
+        runs = self._runs.get((kind, result.outcome))
+        if runs is None:
+            runs = self._runs[(kind, result.outcome)] = self.probe_runs.labels(kind, result.outcome.value)
+        runs.inc()
 
     def set_component(self, ref: ComponentRef, up: bool) -> None:
         self.component_up.labels(ref.component, ref.klass, ref.tier, ref.customer).set(1 if up else 0)
