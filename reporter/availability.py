@@ -6,7 +6,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from reporter.periods import Period
 
@@ -29,9 +29,12 @@ class Interval:
             raise ValueError(f"interval ends before it starts: [{self.start_ms}, {self.end_ms})")
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A confirmed state change of the component as one agent saw it, effective at ts_ms."""
+class Change(NamedTuple):
+    """A confirmed state change of the component as one agent saw it, effective at ts_ms.
+
+    A NamedTuple rather than a frozen dataclass: a month of 10 000 components holds ~400 000 of them, and
+    building a tuple costs a fifth of a frozen dataclass's __init__.
+    """
 
     ts_ms: int
     up: bool

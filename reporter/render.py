@@ -197,7 +197,10 @@ def report_doc(report: Report) -> dict[str, Any]:
 
 def render_json(report: Report) -> str:
     """Byte-identical for identical inputs: sorted keys, no generation time."""
-    return json.dumps(report_doc(report), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    # Compact: with `indent` CPython falls back to its pure-Python encoder (5x slower on a 10 000-component
+    # report); `jq .` pretty-prints it.
+    return json.dumps(report_doc(report), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False) + "\n"
 
 
 # ---------------------------------------------------------------- csv

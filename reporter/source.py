@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import operator
 import sqlite3
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.request import pathname2url
 
 import aiohttp
@@ -39,9 +40,9 @@ class SourceError(Exception):
     """The store could not be read or written: unreachable, refused, missing or corrupt."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoredChange:
-    """One row of `slawatch_state`: a confirmed change of a component as one agent saw it."""
+class StoredChange(NamedTuple):
+    """One row of `slawatch_state`: a confirmed change of a component as one agent saw it (a NamedTuple for
+    speed: a month's read holds hundreds of thousands)."""
 
     component: str
     agent: str
@@ -112,6 +113,9 @@ def open_source(storage: StorageSettings) -> Source:
 
 
 # ---------------------------------------------------------------- glue to the pure engine
+
+
+_change_order = operator.itemgetter(0, 2, 1)  # component, ts_ms, agent
 
 
 class AgentViews:
@@ -271,7 +275,7 @@ class SqliteSource:
         in_period = await self._read(f"{_SQL_CHANGES} {filter_sql}", [start_ms, end_ms, *extra])
         before = await self._read(_SQL_LAST_CHANGES.format(filter=filter_sql), [start_ms, *extra])
         out = [StoredChange(r[0], r[1], int(r[2]), bool(r[3]), r[4]) for r in (*before, *in_period)]
-        out.sort(key=lambda c: (c.component, c.ts_ms, c.agent))
+        out.sort(key=_change_order)
         return out
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> dict[str, tuple[list[int], float]]:
@@ -404,7 +408,7 @@ class InfluxSource:
         # The two queries are independent and each mostly waits on the server: run them side by side.
         last, inside = await asyncio.gather(collect(before), collect(in_period))
         out = last + inside
-        out.sort(key=lambda c: (c.component, c.ts_ms, c.agent))
+        out.sort(key=_change_order)
         return out
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> dict[str, tuple[list[int], float]]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reporter.cli import UsageError, resolve_period
 from reporter.periods import month_period
+from reporter.report import iso_ms
 
 NOV = month_period(2026, 11, "UTC")
 
@@ -31,3 +35,9 @@ def test_month_in_progress_stops_at_now() -> None:
 def test_future_month_is_refused() -> None:
     with pytest.raises(UsageError, match="has not started yet"):
         resolve_period(args("2026-12"), "UTC", now_ms=NOV.start_ms + 1)
+
+
+@given(st.integers(min_value=-(10**13), max_value=253402300799999))
+def test_iso_ms_matches_datetime(ms: int) -> None:
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    assert iso_ms(ms) == dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
