@@ -83,7 +83,14 @@ _EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # `slawatch probe` is a Nagios plugin: a usage error there is UNKNOWN (3), not argparse's 2.
+        if exc.code == 2 and argv[:1] == ["probe"]:
+            raise SystemExit(3) from None
+        raise
     func: Command | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

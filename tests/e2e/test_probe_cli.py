@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -113,3 +114,9 @@ async def test_usage_error_is_unknown() -> None:
     assert code == 3
     assert out == "UNKNOWN - slawatch probe icmp: the following arguments are required: HOST\n"
     assert "usage:" in err
+
+
+@pytest.mark.parametrize("argv", [["probe"], ["probe", "tcp", "127.0.0.1:1", "--bogus"]])
+def test_probe_usage_errors_are_nagios_unknown(argv: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", *argv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
