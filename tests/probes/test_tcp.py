@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need_binary
+from conftest import need, need_binary
 from peers import closed_port, line_peer, self_signed_cert, server_context, silent_peer, syn_blackhole
 
 from agent.model import Outcome, Result
@@ -172,8 +172,9 @@ async def test_tls_to_a_silent_peer_times_out_in_the_handshake() -> None:
 async def test_ipv6_loopback_target() -> None:
     try:
         server = await asyncio.start_server(lambda r, w: w.close(), "::1", 0)
-    except OSError:
-        pytest.skip("IPv6 loopback (::1) is not available on this machine")
+    except OSError as exc:
+        need(False, f"IPv6 loopback (::1) is not available on this machine: {exc}")
+        raise
     async with server:
         port = server.sockets[0].getsockname()[1]
         r = await tcp.probe(TcpProbe(kind="tcp", target=f"[::1]:{port}", timeout_s=2.0))

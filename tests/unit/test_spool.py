@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from agent.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
 from agent.spool import REC_HEADER, SEG_HEADER, Spool, SpoolError, encode_point, encode_record
+from tests.conftest import need
 
 REF = ComponentRef("sip-core-01", "sip", "gold", "acme")
 
@@ -326,7 +327,7 @@ def tiny_fs() -> Iterator[Path]:
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
     if proc.returncode != 0:
         mnt.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+        need(False, f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
     try:
         yield mnt
     finally:
