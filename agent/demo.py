@@ -1,4 +1,4 @@
-"""`slawatch demo`: loopback targets (SIP, TCP, HTTP, one that fails on a schedule) and the real agent."""
+"""`slawatch demo`: loopback targets (SIP, TCP, HTTP, SNMP/UPS, ones that fail on a schedule) and the real agent."""
 
 from __future__ import annotations
 
@@ -7,20 +7,30 @@ import contextlib
 import logging
 import os
 import socket
+import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from agent import demoups
 from agent.agentcli import print_change, run_agent
 from agent.configfile import ConfigError, bundled_contract, load
 from agent.daemon import Agent
+from agent.model import Outcome
 from agent.probes.sipmessage import SipParseError, parse_message
 
 log = logging.getLogger(__name__)
 
 FLAP_CYCLE_S = 240.0  # the flapping target goes down for FLAP_DOWN_S every FLAP_CYCLE_S
 FLAP_DOWN_S = 60.0
+# The demo UPS runs on battery (degraded, not down) for UPS_BATTERY_S every UPS_CYCLE_S, the first time
+# UPS_OFFSET_S after start: at 1 min, while the flapper first goes down at 3 min. (The two cycles meet
+# once every 20 min: 240 s and 300 s cannot keep 60 s and 30 s windows apart for good.)
+UPS_CYCLE_S = 300.0
+UPS_BATTERY_S = 30.0
+UPS_OFFSET_S = 60.0
 
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -96,6 +106,53 @@ class Flapper:
             self.server.close()
 
 
+class DegradedWatch:
+    """Says when a component's probe runs turn DEGRADED and when they stop. Degraded counts as up, so the
+    agent reports no state change for it; this reads the runs the agent stores (`slawatch_probe`)."""
+
+    WINDOW_MS = 60_000  # rows are stored by start time, and a slow run lands after quicker later ones
+
+    def __init__(self, db: Path, out: Callable[[str], None]) -> None:
+        self.db, self.out = db, out
+        self.seen: dict[tuple[str, str], int] = {}  # (component, probe) -> start of the newest run read
+        self.degraded: dict[tuple[str, str], bool] = {}
+        self.since_ms = time.time_ns() // 1_000_000
+
+    def _rows(self) -> list[tuple[str, str, str, int, str, str]]:
+        if not self.db.exists():
+            return []
+        since = max([self.since_ms, *self.seen.values()]) - self.WINDOW_MS
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=2)) as con:
+            return con.execute("SELECT component, probe, class, ts_ms, outcome, reason FROM slawatch_probe "
+                               "WHERE ts_ms > ? ORDER BY ts_ms", (since,)).fetchall()
+
+    def poll(self) -> None:
+        """Read the runs stored since the last poll and print the transitions (blocking: run in a thread)."""
+        try:
+            rows = self._rows()
+        except sqlite3.Error as exc:  # busy or not created yet: the next poll catches up
+            log.debug("demo: cannot read %s: %s", self.db, exc)
+            return
+        for component, probe, klass, ts_ms, outcome, reason in rows:
+            key = (component, probe)
+            if ts_ms <= self.seen.get(key, self.since_ms):
+                continue
+            self.seen[key] = ts_ms
+            now_degraded = outcome == Outcome.DEGRADED.value
+            was_degraded = self.degraded.get(key, False)
+            self.degraded[key] = now_degraded
+            at = time.strftime("%H:%M:%S", time.gmtime(ts_ms / 1000))
+            if now_degraded and not was_degraded:
+                self.out(f"{at} DEGR {component:<14} ({klass})  {reason}")
+            elif was_degraded and outcome == Outcome.UP.value:
+                self.out(f"{at} UP   {component:<14} ({klass})  no longer degraded")
+
+    async def run(self, every_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await asyncio.to_thread(self.poll)
+
+
 def _icmp_allowed() -> bool:
     if os.geteuid() == 0:
         return True
@@ -144,17 +201,25 @@ components:
     class: vlan
     customer: demo-telecom
     probes:
-      - {{kind: tcp, target: "127.0.0.1:{ports['flap']}"}}{icmp}
+      - {{kind: tcp, target: "127.0.0.1:{ports['flap']}"}}
+  - name: ups-rack-a
+    class: power
+    customer: demo-telecom
+    probes:
+      - {{kind: ups, target: "127.0.0.1:{ports['snmp']}", community: public}}{icmp}
 """
 
 
 async def run_demo(directory: Path, *, duration_s: float | None = None, interval_s: float = 5.0) -> int:
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     ports = {"sip": _free_port(socket.SOCK_DGRAM), "http": _free_port(), "tcp": _free_port(),
-             "flap": _free_port(), "listen": 9810 if _port_free(9810) else _free_port()}
+             "flap": _free_port(), "snmp": _free_port(socket.SOCK_DGRAM),
+             "listen": 9810 if _port_free(9810) else _free_port()}
     loop = asyncio.get_running_loop()
     sip_transport, _ = await loop.create_datagram_endpoint(SipResponder, local_addr=("127.0.0.1", ports["sip"]))
     tcp_server = await asyncio.start_server(_tcp_service, "127.0.0.1", ports["tcp"])
+    ups = demoups.DemoUps(UPS_CYCLE_S, UPS_BATTERY_S, UPS_OFFSET_S)
+    ups_transport, _ = await demoups.start(ups, "127.0.0.1", ports["snmp"])
     app = web.Application()
 
     async def health(_: web.Request) -> web.Response:
@@ -178,22 +243,31 @@ async def run_demo(directory: Path, *, duration_s: float | None = None, interval
     store = loaded.config.storage.sqlite.path if loaded.config.storage.sqlite else "-"
     print(f"  config  {config_path}\n  store   {store}")
     print(f"  status  http://127.0.0.1:{ports['listen']}/  (metrics at /metrics)")
-    print(f"  'vlan-flappy' goes down for {FLAP_DOWN_S:g}s every {FLAP_CYCLE_S:g}s. Ctrl-C stops the demo.")
+    print(f"  'vlan-flappy' goes down for {FLAP_DOWN_S:g}s every {FLAP_CYCLE_S:g}s; 'ups-rack-a' runs on battery "
+          f"(degraded) for {UPS_BATTERY_S:g}s every {UPS_CYCLE_S:g}s, first after {UPS_OFFSET_S:g}s.")
+    print("  Ctrl-C stops the demo.")
     print(f"  Then: slawatch report --config {config_path} --month {time.strftime('%Y-%m', time.gmtime())}\n",
           flush=True)
     stop = asyncio.Event()
     if duration_s is not None:
         loop.call_later(duration_s, stop.set)
     agent = Agent(loaded, on_change=print_change(lambda line: print(line, flush=True)))
+    watch_task = None
+    if loaded.config.storage.sqlite is not None:
+        watch = DegradedWatch(loaded.config.storage.sqlite.path, lambda line: print(line, flush=True))
+        watch_task = asyncio.create_task(watch.run(min(1.0, interval_s)))
     try:
         await run_agent(agent, stop)
     finally:
-        flap_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flap_task
+        for task in (flap_task, watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         flapper.close()
         tcp_server.close()
         sip_transport.close()
+        ups_transport.close()
         await runner.cleanup()
     print(f"demo stopped; {agent.probe_runs} probe runs stored in {directory}")
     return 0
