@@ -139,10 +139,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agent.set_defaults(func=_agent_cmd)
 
     demo = sub.add_parser("demo", help="run the agent against built-in loopback demo targets",
-                          description="Start loopback demo targets (SIP, TCP, HTTP, a flapping service) and the "
-                                      "real agent watching them with the embedded SQLite store; print state "
-                                      "changes as they happen. Ctrl-C stops it; `slawatch report` then reads "
-                                      "the same store.")
+                          description="Start loopback demo targets (SIP, TCP, HTTP, a UPS over SNMP, a flapping "
+                                      "service) and the real agent watching them with the embedded SQLite "
+                                      "store; print state changes as they happen. Ctrl-C stops it; "
+                                      "`slawatch report` then reads the same store.")
     demo.add_argument("--dir", default="slawatch-demo", help="where the demo writes its config, store and spool "
                                                             "(default: ./slawatch-demo)")
     demo.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")

@@ -56,10 +56,11 @@ class Agent:
     """One monitoring agent. `run()` until `stop` is set; `reload()` on SIGHUP."""
 
     def __init__(self, loaded: Loaded, *, on_change: Callable[[StateChange], None] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 on_sample: Callable[[Sample], None] | None = None, metrics: Metrics | None = None) -> None:
         self.loaded = loaded
         self.metrics = metrics or Metrics()
         self.on_change = on_change
+        self.on_sample = on_sample
         cfg = loaded.config
         self.agent_id = cfg.agent.id
         self.sinks: list[Sink] = open_sinks(cfg.storage, retention_s=loaded.contract.retention_s)
@@ -157,8 +158,11 @@ class Agent:
         result = run.result
         ref = state.ref
         latency_ms = None if result.latency_s is None else result.latency_s * 1000.0
-        self._outbox.append(Sample(ref, pj.probe, pj.settings.kind, self.agent_id, run.started_ms,
-                                   result.outcome, result.reason, latency_ms))
+        sample = Sample(ref, pj.probe, pj.settings.kind, self.agent_id, run.started_ms, result.outcome,
+                        result.reason, latency_ms)
+        self._outbox.append(sample)
+        if self.on_sample is not None:
+            self.on_sample(sample)
         self.probe_runs += 1
         change = state.observe(pj.probe, run.started_ms, result)
         if change is not None:

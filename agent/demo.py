@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from agent import demoups
 from agent.agentcli import print_change, run_agent
 from agent.configfile import ConfigError, bundled_contract, load
 from agent.daemon import Agent
-from agent.model import Outcome
+from agent.model import Outcome, Sample
 from agent.probes.sipmessage import SipParseError, parse_message
 
 log = logging.getLogger(__name__)
@@ -108,49 +107,23 @@ class Flapper:
 
 class DegradedWatch:
     """Says when a component's probe runs turn DEGRADED and when they stop. Degraded counts as up, so the
-    agent reports no state change for it; this reads the runs the agent stores (`slawatch_probe`)."""
+    agent reports no state change for it; this follows the agent's samples as they are taken."""
 
-    WINDOW_MS = 60_000  # rows are stored by start time, and a slow run lands after quicker later ones
-
-    def __init__(self, db: Path, out: Callable[[str], None]) -> None:
-        self.db, self.out = db, out
-        self.seen: dict[tuple[str, str], int] = {}  # (component, probe) -> start of the newest run read
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self.out = out
         self.degraded: dict[tuple[str, str], bool] = {}
-        self.since_ms = time.time_ns() // 1_000_000
 
-    def _rows(self) -> list[tuple[str, str, str, int, str, str]]:
-        if not self.db.exists():
-            return []
-        since = max([self.since_ms, *self.seen.values()]) - self.WINDOW_MS
-        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=2)) as con:
-            return con.execute("SELECT component, probe, class, ts_ms, outcome, reason FROM slawatch_probe "
-                               "WHERE ts_ms > ? ORDER BY ts_ms", (since,)).fetchall()
-
-    def poll(self) -> None:
-        """Read the runs stored since the last poll and print the transitions (blocking: run in a thread)."""
-        try:
-            rows = self._rows()
-        except sqlite3.Error as exc:  # busy or not created yet: the next poll catches up
-            log.debug("demo: cannot read %s: %s", self.db, exc)
-            return
-        for component, probe, klass, ts_ms, outcome, reason in rows:
-            key = (component, probe)
-            if ts_ms <= self.seen.get(key, self.since_ms):
-                continue
-            self.seen[key] = ts_ms
-            now_degraded = outcome == Outcome.DEGRADED.value
-            was_degraded = self.degraded.get(key, False)
-            self.degraded[key] = now_degraded
-            at = time.strftime("%H:%M:%S", time.gmtime(ts_ms / 1000))
-            if now_degraded and not was_degraded:
-                self.out(f"{at} DEGR {component:<14} ({klass})  {reason}")
-            elif was_degraded and outcome == Outcome.UP.value:
-                self.out(f"{at} UP   {component:<14} ({klass})  no longer degraded")
-
-    async def run(self, every_s: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            await asyncio.to_thread(self.poll)
+    def observe(self, sample: Sample) -> None:
+        key = (sample.ref.component, sample.probe)
+        now_degraded = sample.outcome is Outcome.DEGRADED
+        was_degraded = self.degraded.get(key, False)
+        self.degraded[key] = now_degraded
+        at = time.strftime("%H:%M:%S", time.gmtime(sample.ts_ms / 1000))
+        name, klass = sample.ref.component, sample.ref.klass
+        if now_degraded and not was_degraded:
+            self.out(f"{at} DEGR {name:<14} ({klass})  {sample.reason}")
+        elif was_degraded and sample.outcome is Outcome.UP:
+            self.out(f"{at} UP   {name:<14} ({klass})  no longer degraded")
 
 
 def _icmp_allowed() -> bool:
@@ -251,19 +224,14 @@ async def run_demo(directory: Path, *, duration_s: float | None = None, interval
     stop = asyncio.Event()
     if duration_s is not None:
         loop.call_later(duration_s, stop.set)
-    agent = Agent(loaded, on_change=print_change(lambda line: print(line, flush=True)))
-    watch_task = None
-    if loaded.config.storage.sqlite is not None:
-        watch = DegradedWatch(loaded.config.storage.sqlite.path, lambda line: print(line, flush=True))
-        watch_task = asyncio.create_task(watch.run(min(1.0, interval_s)))
+    watch = DegradedWatch(lambda line: print(line, flush=True))
+    agent = Agent(loaded, on_change=print_change(lambda line: print(line, flush=True)), on_sample=watch.observe)
     try:
         await run_agent(agent, stop)
     finally:
-        for task in (flap_task, watch_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        flap_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flap_task
         flapper.close()
         tcp_server.close()
         sip_transport.close()

@@ -49,6 +49,7 @@ class ComponentState:
         self.confirm_up = confirm_up
         self._streaks: dict[str, _Streak | None] = dict.fromkeys(probes)
         self.up: bool | None = None  # None until the first state is confirmed
+        self.degraded: dict[str, str] = {}  # probe -> reason, while its latest run is DEGRADED (shown, counts as up)
         self.since_ms: int | None = None
 
     @property
@@ -65,6 +66,10 @@ class ComponentState:
         if probe not in self._streaks:
             return None
         ok = result.outcome.is_up
+        if result.outcome is Outcome.DEGRADED:
+            self.degraded[probe] = result.reason
+        else:
+            self.degraded.pop(probe, None)
         streak = self._streaks[probe]
         reason = result.reason if result.outcome is not Outcome.UP else ""
         if streak is not None and streak.up == ok:

@@ -36,20 +36,23 @@ async def _status(request: web.Request) -> web.Response:
     for name in sorted(agent.states):
         st = agent.states[name]
         label, css = ("UP", "up") if st.up else (("DOWN", "down") if st.up is False else ("PENDING", "pending"))
+        if st.up and st.degraded:
+            label, css = "DEGRADED", "degraded"
         since = "" if st.since_ms is None else (
             f"{datetime.fromtimestamp(st.since_ms / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC "
             f"({format_duration(now_ms - st.since_ms)})")
         rows.append(f"<tr class={css}><td>{html.escape(name)}</td><td>{html.escape(st.ref.klass)}</td>"
                     f"<td>{html.escape(st.ref.tier)}</td><td>{html.escape(st.ref.customer)}</td>"
-                    f"<td class=state>{label}</td><td>{since}</td></tr>")
+                    f"<td class=state>{label}</td><td>{since}</td>"
+                    f"<td>{html.escape('; '.join(st.degraded.values()))}</td></tr>")
     page = f"""<!doctype html><html><head><meta charset=utf-8><title>slawatch {html.escape(agent.agent_id)}</title>
 <meta http-equiv=refresh content=10><style>
 body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}}
 .up .state{{color:#137333;font-weight:bold}} .down .state{{color:#c5221f;font-weight:bold}}
-.pending .state{{color:#b06000}}</style></head><body>
+.pending .state{{color:#b06000}} .degraded .state{{color:#b06000;font-weight:bold}}</style></head><body>
 <h1>slawatch — agent {html.escape(agent.agent_id)}</h1>
-<table><tr><th>component</th><th>class</th><th>tier</th><th>customer</th><th>state</th><th>since</th></tr>
+<table><tr><th>component</th><th>class</th><th>tier</th><th>customer</th><th>state</th><th>since</th><th>note</th></tr>
 {''.join(rows)}</table></body></html>"""
     return web.Response(text=page, content_type="text/html")
 

@@ -17,10 +17,9 @@ import pytest
 from agent import demoups
 from agent.configfile import load
 from agent.demo import DegradedWatch
-from agent.model import Outcome
+from agent.model import ComponentRef, Outcome, Sample
 from agent.probes import run_probe, snmpclient
 from agent.settings import SnmpProbe, UpsProbe
-from agent.sinks.sqlite import SCHEMA
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,20 +104,13 @@ def test_battery_schedule() -> None:
                       390: False}
 
 
-def test_degraded_watch_prints_transitions_from_the_store(tmp_path: Path) -> None:
-    db_path = tmp_path / "slawatch.db"
+def test_degraded_watch_prints_transitions() -> None:
     lines: list[str] = []
-    watch = DegradedWatch(db_path, lines.append)
-    watch.poll()  # no store yet: nothing, no error
-    with closing(sqlite3.connect(db_path)) as db:
-        db.executescript(SCHEMA)
-        t0 = watch.since_ms + 1
-        for i, (outcome, reason) in enumerate([("up", ""), ("degraded", ON_BATTERY), ("degraded", ON_BATTERY),
-                                               ("up", ""), ("up", "")]):
-            db.execute("INSERT INTO slawatch_probe VALUES ('ups-rack-a', ?, 'demo-agent', 'ups', 'power', 'gold', "
-                       "'demo-telecom', 'ups', 1, 3.0, ?, ?)", (t0 + 1000 * i, outcome, reason))
-            db.commit()
-            watch.poll()
+    watch = DegradedWatch(lines.append)
+    ref = ComponentRef("ups-rack-a", "power", "gold", "demo-telecom")
+    for i, (outcome, reason) in enumerate([(Outcome.UP, ""), (Outcome.DEGRADED, ON_BATTERY),
+                                           (Outcome.DEGRADED, ON_BATTERY), (Outcome.UP, ""), (Outcome.UP, "")]):
+        watch.observe(Sample(ref, "ups", "ups", "demo-agent", 1_000_000 + 1000 * i, outcome, reason, 3.0))
     assert [line[9:] for line in lines] == [f"DEGR ups-rack-a     (power)  {ON_BATTERY}",
                                             "UP   ups-rack-a     (power)  no longer degraded"]
 

@@ -99,3 +99,11 @@ def test_with_confirmation_one_the_state_follows_every_run(runs: list[bool]) -> 
     s = machine(down=1, up=1)
     feed(s, [("p", i, UP if ok else DOWN) for i, ok in enumerate(runs)])
     assert s.up == runs[-1]
+
+
+def test_degraded_is_up_and_remembered_until_a_plain_up() -> None:
+    s = machine(down=1)
+    feed(s, [("p", 0, DEG)])
+    assert s.up is True and s.degraded == {"p": "on battery"}
+    feed(s, [("p", 10, UP)])
+    assert s.degraded == {}
