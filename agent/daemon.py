@@ -35,7 +35,7 @@ FLUSH_INTERVAL_S = 0.2
 FLUSH_POINTS = 2000
 DRAIN_BATCH = 5000
 BACKOFF_MIN_S = 0.5
-BACKOFF_MAX_S = 30.0
+BACKOFF_MAX_S = 10.0  # a store back from an outage waits at most this long for the next try
 OUTBOX_LIMIT = 1_000_000  # points held in memory while the spool cannot be written (disk full)
 PRUNE_EVERY_S = 3600.0
 
