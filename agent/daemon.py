@@ -233,8 +233,8 @@ class Agent:
                 if time.monotonic() - last_log > 60:
                     last_log = time.monotonic()
                     level = logging.WARNING if exc.retryable else logging.ERROR
-                    log.log(level, "%s: %s; %d points wait in the spool, retrying", sink.name, exc,
-                            self.spool.pending(consumer))
+                    # the sink's message names the store already
+                    log.log(level, "%s; %d points wait in the spool, retrying", exc, self.spool.pending(consumer))
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, BACKOFF_MAX_S if exc.retryable else BACKOFF_MAX_S * 10)
                 continue
