@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from apscheduler.triggers.date import DateTrigger
 from agent.configfile import Loaded
 from agent.settings import SmtpSettings, StorageSettings
 from reporter.mail import MailError, build_message, send_message
-from reporter.periods import month_of, previous_month
+from reporter.periods import month_of, next_month, previous_month
 from reporter.render import render_csv, render_html, render_json, render_text
 from reporter.report import build_month_report
 from reporter.source import Source
@@ -97,7 +99,31 @@ async def run_monthly_reports(loaded: Loaded, source: Source, year: int, month: 
     for name, why in run.skipped.items():
         if why != "already sent":
             log.warning("report %s for %s not emailed: %s", key, name, why)
+    if config.report.archive is not None:
+        try:
+            await asyncio.to_thread(prune_archive, config.report.archive, loaded.contract.retention_s, now_ms)
+        except OSError as exc:
+            log.error("cannot prune the report archive %s: %s", config.report.archive, exc)
     return run
+
+
+def prune_archive(root: Path, retention_s: float, now_ms: int) -> list[str]:
+    """Delete archived months (root/YYYY-MM/) that ended longer than the contract's retention ago."""
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for folder in sorted(root.iterdir()):
+        m = re.fullmatch(r"(\d{4})-(\d{2})", folder.name)
+        if not folder.is_dir() or m is None or not 1 <= int(m.group(2)) <= 12:
+            continue
+        year, month = next_month(int(m.group(1)), int(m.group(2)))
+        ended_ms = int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
+        if ended_ms + retention_s * 1000 < now_ms:
+            shutil.rmtree(folder)
+            removed.append(folder.name)
+    if removed:
+        log.info("report archive: removed %s (older than the retention)", ", ".join(removed))
+    return removed
 
 
 def archive(root: Path, key: str, customer: str, files: dict[str, str]) -> list[Path]:
