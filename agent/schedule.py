@@ -1,8 +1,11 @@
 """Probe cadence: one timer heap for every probe, a stable phase per probe, no overlap, a concurrency bound.
 
-APScheduler's interval jobs cost a task, a trigger computation and a job-store update per run; at 10 000
-probes every 10 s the agent would spend more time scheduling than probing, so the cadence is driven by
-this heap. APScheduler still drives cron work (the monthly report).
+Measured with bench/schedule.py (10 000 empty jobs every 10 s): APScheduler 3's AsyncIOScheduler costs
+41-65 us of CPU per run, this heap 33 us with its 20 ms tick (69-79 us with a 5 ms tick: each dispatcher
+wake-up costs ~0.2 ms, so wake-ups are batched). The heap is kept for what the agent needs beyond cost: the
+same phase for a probe on every start (crc32 of its key), switching a probe between its interval and its
+retry interval after each run without rescheduling a job, lateness measured against the grid, and reloads
+that diff the job set by key. APScheduler drives the cron work (the monthly report).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.005
+TICK_S = 0.02  # at most 50 dispatcher wake-ups a second; each costs ~0.2 ms of CPU (epoll, timer)
 
 
 @dataclass(eq=False, slots=True)
