@@ -83,8 +83,8 @@ class MonthlyReports:
 
         self.stop()
         report = loaded.config.report
-        if report.smtp is None:
-            log.info("no report.smtp configured: monthly reports are not emailed")
+        if report.smtp is None and report.archive is None:
+            log.info("neither report.smtp nor report.archive is set: no monthly report job")
             return
         self.scheduler = start_report_scheduler(loaded, open_source)
         log.info("monthly reports scheduled: %r in %s", report.schedule, report.timezone)
