@@ -70,6 +70,10 @@ async def run_monthly_reports(loaded: Loaded, source: Source, year: int, month: 
             run.skipped[name] = "already sent"
             continue
         report = await build_month_report(loaded, source, year, month, customer=name)
+        if all(c.result.ratio is None for c in report.components):
+            # Nothing was monitored that month (e.g. the agent was installed later): no report to send.
+            run.skipped[name] = "no monitoring data for the month"
+            continue
         html, text, csv = render_html(report), render_text(report), render_csv(report)
         if config.report.archive is not None:
             try:

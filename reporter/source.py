@@ -252,8 +252,10 @@ class SqliteSource:
         try:
             return list(await db.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
-            if missing_ok and "no such table" in str(exc):
-                return []  # a store written before the table existed: nothing recorded yet
+            if "no such table" in str(exc):
+                # The file is there but the agent has not written its first batch (or this table) yet:
+                # nothing was recorded, which a report shows as "no data" rather than as an error.
+                return []
             raise SourceError(f"cannot read SQLite store {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise SourceError(f"cannot read SQLite store {self.path}: {exc}") from exc

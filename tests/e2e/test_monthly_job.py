@@ -1,0 +1,82 @@
+"""The agent's composition root runs the reporter's monthly job: started late in a month, it catches up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from agent.agentcli import run_agent
+from agent.configfile import bundled_contract, load
+from agent.daemon import Agent
+from agent.model import ComponentRef, Heartbeat, StateChange
+from agent.settings import SqliteSettings
+from agent.sinks.sqlite import SqliteSink
+from reporter.periods import month_period
+from reporter.schedule import period_key, report_month, run_monthly_reports
+from reporter.source import open_source
+from tests.conftest import free_port
+
+
+async def test_agent_archives_last_months_report_at_start(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"""
+agent: {{id: a1, listen: "127.0.0.1:{free_port()}", heartbeat_s: 1}}
+storage: {{sqlite: {{path: store.db}}, spool: {{path: spool}}}}
+contract: {bundled_contract()}
+defaults: {{interval_s: 1, timeout_s: 0.5}}
+customers: [{{name: acme, tier: gold}}]
+components:
+  - {{name: san-1, class: san, customer: acme, probes: [{{kind: tcp, target: "127.0.0.1:{free_port()}"}}]}}
+report: {{timezone: UTC, schedule: "0 0 1 * *", archive: archive}}
+""")
+    # Last month had data: one state change and heartbeats written through the real sink.
+    loaded = load(cfg)
+    key_month = report_month(time.time_ns() // 1_000_000, "UTC")
+    start = month_period(*key_month, "UTC").start_ms
+    ref = ComponentRef("san-1", "san", "gold", "acme")
+    sink = SqliteSink(SqliteSettings(path=tmp_path / "store.db"))
+    await sink.write([StateChange(ref, "a1", start + 1000, True, ""),
+                      *(Heartbeat("a1", start + i * 60_000, 60.0) for i in range(100))])
+    await sink.close()
+    agent = Agent(loaded)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(agent, stop))
+    key = period_key(*report_month(time.time_ns() // 1_000_000, "UTC"))
+    target = tmp_path / "archive" / key / "acme.json"
+    for _ in range(100):
+        if target.exists():
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 20)
+    doc = json.loads(target.read_text())
+    assert [c["name"] for c in doc["components"]] == ["san-1"]
+    assert doc["components"][0]["availability_pct"] == 100.0
+    assert (tmp_path / "archive" / key / "acme.html").exists()
+
+
+async def test_a_month_without_monitoring_data_is_not_reported(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"""
+agent: {{id: a1, listen: "127.0.0.1:{free_port()}"}}
+storage: {{sqlite: {{path: store.db}}}}
+contract: {bundled_contract()}
+customers: [{{name: acme, tier: gold}}]
+components:
+  - {{name: san-1, class: san, customer: acme, probes: [{{kind: tcp, target: "127.0.0.1:{free_port()}"}}]}}
+report: {{archive: archive}}
+""")
+    loaded = load(cfg)
+    sink = SqliteSink(SqliteSettings(path=tmp_path / "store.db"))
+    await sink.connect()  # the agent's store exists, but holds nothing for last month
+    await sink.close()
+    year, month = report_month(time.time_ns() // 1_000_000, "UTC")
+    source = open_source(loaded.config.storage)
+    try:
+        run = await run_monthly_reports(loaded, source, year, month, now_ms=time.time_ns() // 1_000_000)
+    finally:
+        await source.close()
+    assert run.skipped == {"acme": "no monitoring data for the month"}
+    assert not (tmp_path / "archive").exists()
