@@ -19,7 +19,7 @@ import aiosqlite
 
 from agent.settings import InfluxSettings, SqliteSettings, StorageSettings
 from agent.sinks import SinkError
-from agent.sinks.influxdb import RETENTION_POLICY, auth_headers, quote_ident
+from agent.sinks.influxdb import RETENTION_POLICY, auth_headers, quote_ident, write_endpoint
 from agent.sinks.lineprotocol import HEARTBEAT, MAINTENANCE, STATE, FieldValue, Record, clean_text, line
 from reporter.availability import AgentView, Change, coverage_from_heartbeats
 
@@ -538,14 +538,7 @@ class InfluxSource:
 
     async def _write(self, records: Sequence[Record]) -> None:
         body = "".join(line(r) + "\n" for r in records).encode("utf-8")
-        s = self.settings
-        if s.api == "v1":
-            url = f"{self.base_url}/write"
-            params = {"db": self.database, "rp": self.retention_policy, "precision": "ms"}
-        else:
-            assert s.org is not None and s.bucket is not None
-            url = f"{self.base_url}/api/v2/write"
-            params = {"org": s.org, "bucket": s.bucket, "precision": "ms"}
+        url, params = write_endpoint(self.settings, self.retention_policy)
         for attempt in range(2):
             headers = {"Content-Type": "text/plain; charset=utf-8", **self._auth_headers()}
             try:
@@ -558,7 +551,7 @@ class InfluxSource:
             if 200 <= status < 300:
                 return
             missing = "database not found" in text or "retention policy not found" in text
-            if missing and s.api == "v1" and attempt == 0:
+            if missing and self.settings.api == "v1" and attempt == 0:
                 await self._set_up()
                 continue
             raise SourceError(f"{self.name}: write answered {status}: {text}")

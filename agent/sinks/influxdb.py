@@ -24,6 +24,16 @@ RETENTION_POLICY = "slawatch"
 GZIP_LEVEL = 1  # line protocol shrinks ~8x even at level 1; higher levels cost CPU for a few % more
 
 
+def write_endpoint(s: InfluxSettings, retention_policy: str) -> tuple[str, dict[str, str]]:
+    """URL and query parameters of a line-protocol write: /write (v1, with the RP) or /api/v2/write."""
+    base = s.url.rstrip("/")
+    if s.api == "v1":
+        assert s.database is not None
+        return f"{base}/write", {"db": s.database, "rp": retention_policy, "precision": "ms"}
+    assert s.org is not None and s.bucket is not None
+    return f"{base}/api/v2/write", {"org": s.org, "bucket": s.bucket, "precision": "ms"}
+
+
 def auth_headers(s: InfluxSettings) -> dict[str, str]:
     """The Authorization header for the API in use: Token (v2) or Basic (v1, when a user is set)."""
     if s.api == "v2" and s.token is not None:
@@ -132,13 +142,7 @@ class InfluxSink:
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if s.gzip:
             headers["Content-Encoding"] = "gzip"
-        if s.api == "v1":
-            url = f"{self.base_url}/write"
-            params = {"db": self.database, "rp": self.retention_policy, "precision": "ms"}
-        else:
-            assert s.org is not None and s.bucket is not None
-            url = f"{self.base_url}/api/v2/write"
-            params = {"org": s.org, "bucket": s.bucket, "precision": "ms"}
+        url, params = write_endpoint(s, self.retention_policy)
         return await self._request("POST", url, params=params, data=body, headers=headers)
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> tuple[int, str]:
