@@ -99,16 +99,21 @@ class Agent:
             else:
                 states[comp.name] = ComponentState(ref, self.agent_id, labels, comp.require, confirm.down, confirm.up)
             jobs.extend(self._jobs_of(comp))
-        removed = [s for name, s in self.states.items() if states.get(name) is not s]
-        removed_probes = [(s.ref.component, p, k) for s in removed for p, k in self._kinds_of(s)]
-        self.metrics.forget((s.ref for s in removed if s.ref.component not in states), removed_probes)
+        # Metric series of replaced or removed components go; they come back on their next run.
+        old_components = {c.name: c for c in self.loaded.config.components}
+        stale_refs: list[ComponentRef] = []
+        stale_probes: list[tuple[str, str, str]] = []
+        for name, st in self.states.items():
+            if states.get(name) is st:
+                continue
+            if name not in states or states[name].ref != st.ref:
+                stale_refs.append(st.ref)
+            if name in old_components:
+                stale_probes.extend((name, p.label, p.kind) for p in old_components[name].probes)
+        self.metrics.forget(stale_refs, stale_probes)
         self.states = states
         self.loaded = loaded
         self.scheduler.set_jobs(jobs)
-
-    def _kinds_of(self, state: ComponentState) -> Iterable[tuple[str, str]]:
-        comp = next((c for c in self.loaded.config.components if c.name == state.ref.component), None)
-        return [(p.label, p.kind) for p in comp.probes] if comp else []
 
     @staticmethod
     def _jobs_of(comp: Component) -> list[Job]:

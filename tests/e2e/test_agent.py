@@ -207,3 +207,27 @@ def test_sigterm_exits_zero_and_flushes(tmp_path: Path) -> None:
     assert f"stopped after {n} probe runs" in log
     assert n >= 5
     assert db_rows(tmp_path / "store.db", "SELECT up FROM slawatch_state") == [(0,)]
+
+
+def test_reload_drops_the_metric_series_of_removed_and_retagged_components(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from agent.model import Outcome, Result
+
+    extra = """  - name: san-2
+    class: san
+    customer: acme
+    probes: [{kind: tcp, target: "127.0.0.1:9"}]
+"""
+    cfg = write_config(tmp_path, 9, extra_components=extra)
+    agent = Agent(load(cfg))
+    for st in agent.states.values():
+        agent.metrics.set_component(st.ref, True)
+        agent.metrics.observe_probe(st.ref, "tcp", "tcp", Result(Outcome.UP), 0.001)
+    # san-2 removed, san-1 moves to another tier
+    cfg.write_text(cfg.read_text().replace(extra, "").replace("customer: acme\n    probes", "tier: silver\n    probes"))
+    agent._apply(load(cfg))
+    text = generate_latest(agent.metrics.registry).decode()
+    assert 'component="san-2"' not in text
+    assert 'tier="gold"' not in text
+    agent.spool.close()
