@@ -136,7 +136,7 @@ def _icmp_allowed() -> bool:
     return any(low <= g <= high for g in [*os.getgroups(), os.getegid()])
 
 
-def demo_config(directory: Path, ports: dict[str, int], interval_s: float) -> str:
+def demo_config(ports: dict[str, int], interval_s: float) -> str:
     timeout = min(2.0, interval_s / 2)
     icmp = """
   - name: core-router
@@ -206,7 +206,7 @@ async def run_demo(directory: Path, *, duration_s: float | None = None, interval
     flap_task = asyncio.create_task(flapper.run())
 
     config_path = directory / "config.yaml"
-    await asyncio.to_thread(config_path.write_text, demo_config(directory, ports, interval_s))
+    await asyncio.to_thread(config_path.write_text, demo_config(ports, interval_s))
     try:
         loaded = load(config_path)
     except ConfigError as exc:  # pragma: no cover - the demo writes a valid file
