@@ -18,9 +18,8 @@ from agent.model import StateChange
 from agent.settings import split_host_port
 
 if TYPE_CHECKING:
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
     from agent.daemon import Agent
+    from reporter.schedule import MonthlyJob
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ def setup_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiohttp.access", "pysnmp", "asyncio"):
+    for noisy in ("aiohttp.access", "pysnmp", "asyncio", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -72,27 +71,22 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
 
 
 class MonthlyReports:
-    """The monthly report job (the reporter's), restarted when a reload changes the config."""
+    """The monthly report job (the reporter's): started once, and reconfigured, not restarted, by a reload."""
 
     def __init__(self) -> None:
-        self.scheduler: AsyncIOScheduler | None = None
+        self.job: MonthlyJob | None = None
 
     def start(self, loaded: Loaded) -> None:
-        from reporter.schedule import start_report_scheduler
+        from reporter.schedule import MonthlyJob
         from reporter.source import open_source
 
-        self.stop()
-        report = loaded.config.report
-        if report.smtp is None and report.archive is None:
-            log.info("neither report.smtp nor report.archive is set: no monthly report job")
-            return
-        self.scheduler = start_report_scheduler(loaded, open_source)
-        log.info("monthly reports scheduled: %r in %s", report.schedule, report.timezone)
+        if self.job is None:
+            self.job = MonthlyJob(open_source)
+        self.job.configure(loaded)
 
     def stop(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
-            self.scheduler = None
+        if self.job is not None:
+            self.job.stop()
 
 
 def _agent_cmd(args: argparse.Namespace) -> int:
