@@ -103,7 +103,7 @@ class Listener:
     async def start(self, host: str, port: int) -> None:
         await self._runner.setup()
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Connection(self), host, port, reuse_address=True)
+            lambda: _Connection(self), host, port, backlog=128)
 
     async def close(self) -> None:
         if self._server is not None:

@@ -206,27 +206,8 @@ def test_idle_connection_flood_neither_starves_probes_nor_floods_the_log(tmp_pat
         held_fds = open_fds(proc.pid)
         assert held_fds < CAP + 100, held_fds
 
-        # a client that trickles its headers is closed after the header timeout as well
-        slow = socket.create_connection(("127.0.0.1", listen), timeout=1)
-        slow_start = time.monotonic()
-        with pytest.raises(OSError):  # closed at once while capped, or after the header timeout
-            slow.sendall(b"GET /metrics HTTP/1.1\r\n")
-            while time.monotonic() - slow_start < HEADER_TIMEOUT_S + 3:
-                slow.sendall(b"X")
-                time.sleep(0.2)
-                slow.setblocking(False)
-                try:
-                    if slow.recv(1) == b"":
-                        raise ConnectionResetError("closed by the agent")
-                except BlockingIOError:
-                    pass
-                slow.setblocking(True)
-        slow_closed_after = time.monotonic() - slow_start
-        slow.close()
-        assert slow_closed_after < HEADER_TIMEOUT_S + 2
-
         # every idle connection is closed by the header timeout; then /metrics answers again
-        flood.pump(HEADER_TIMEOUT_S + 3 - (time.monotonic() - slow_start))
+        flood.pump(HEADER_TIMEOUT_S + 2)
         assert flood.pending == 0
         assert flood.open == 0, flood.open
         kept = [flood.closed[fd] - flood.connected[fd] for fd in flood.connected
@@ -237,7 +218,7 @@ def test_idle_connection_flood_neither_starves_probes_nor_floods_the_log(tmp_pat
         assert status == 200
         refused = next(float(line.split()[-1]) for line in metrics.splitlines()
                        if line.startswith("slawatch_http_connections_refused_total"))
-        assert refused >= FLOOD - CAP - 10
+        assert refused >= FLOOD - CAP
         time.sleep(2 * INTERVAL_S)
         flood_end_ms = time.time_ns() // 1_000_000
     finally:
@@ -259,7 +240,80 @@ def test_idle_connection_flood_neither_starves_probes_nor_floods_the_log(tmp_pat
     assert states == [(1,)]
     # every component kept being probed on schedule through the flood
     expected = COMPONENTS * (flood_end_ms - flood_start_ms) / 1000 / INTERVAL_S
-    assert during >= 0.8 * expected, (during, expected)
+    assert during >= 0.7 * expected, (during, expected)
+
+
+def test_a_client_slow_to_send_its_request_head_is_closed_after_the_header_timeout(
+        tmp_path: Path, target_port: int) -> None:
+    listen = free_port()
+    log = tmp_path / "agent.log"
+    proc = start_agent(write_config(tmp_path, target_port, listen), log)
+    socks: list[socket.socket] = []
+    try:
+        wait_ready(listen, proc, log)
+        silent = [socket.create_connection(("127.0.0.1", listen), timeout=1) for _ in range(3)]
+        partial = socket.create_connection(("127.0.0.1", listen), timeout=1)
+        partial.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        trickle = socket.create_connection(("127.0.0.1", listen), timeout=1)
+        trickle.sendall(b"GET /metrics HTTP/1.1\r\n")
+        kept_alive = socket.create_connection(("127.0.0.1", listen), timeout=1)
+        kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks = [*silent, partial, trickle, kept_alive]
+        start = time.monotonic()
+        assert kept_alive.recv(4096).startswith(b"HTTP/1.1 200")
+        # `trickle` sends one more byte of a header line every 0.2 s and never ends its head
+        for s in socks:
+            s.setblocking(False)
+        closed: dict[int, float] = {}
+        while len(closed) < len(socks) and time.monotonic() - start < HEADER_TIMEOUT_S + 5:
+            if trickle.fileno() not in closed:
+                try:
+                    trickle.send(b"X")
+                except OSError:
+                    closed[trickle.fileno()] = time.monotonic() - start
+            for s in socks:
+                if s.fileno() in closed:
+                    continue
+                try:
+                    if s.recv(4096) == b"":
+                        closed[s.fileno()] = time.monotonic() - start
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed[s.fileno()] = time.monotonic() - start
+            time.sleep(0.2)
+        assert sorted(closed) == sorted(s.fileno() for s in socks), "not closed by the agent"
+        assert all(HEADER_TIMEOUT_S - 0.3 <= at <= HEADER_TIMEOUT_S + 2.5 for at in closed.values()), closed
+        status, metrics = get(listen, "/metrics")
+        assert status == 200
+        assert "slawatch_http_header_timeouts_total 5.0" in metrics
+    finally:
+        for s in socks:
+            s.close()
+        stop(proc)
+
+
+def test_the_agent_log_throttles_a_repeated_line(tmp_path: Path, target_port: int) -> None:
+    """30 reloads of a broken config: the same error 30 times costs 10 lines and one count, not 30 lines."""
+    listen = free_port()
+    cfg = write_config(tmp_path, target_port, listen)
+    log = tmp_path / "agent.log"
+    proc = start_agent(cfg, log)
+    try:
+        wait_ready(listen, proc, log)
+        cfg.write_text(cfg.read_text() + "bogus_key: 1\n")
+        for _ in range(30):
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while "reload_successful 0.0" not in get(listen, "/metrics")[1] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+    finally:
+        assert stop(proc) == 0
+    bogus = [ln for ln in log.read_text().splitlines() if "bogus_key" in ln]
+    assert len(bogus) == 11, "\n".join(bogus)
+    assert "(… repeated 20 more times in " in bogus[-1], bogus[-1]  # written at the latest at shutdown
 
 
 def test_agent_raises_its_soft_descriptor_limit_to_the_hard_limit(tmp_path: Path, target_port: int) -> None:
