@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import resource
 import signal
 import sys
 import time
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.configfile import ConfigError, Loaded, load
+from agent.logthrottle import throttle_repeats
 from agent.model import StateChange
 from agent.settings import split_host_port
+from agent.spool import SpoolError
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -56,7 +59,7 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
     host, port = split_host_port(agent.loaded.config.agent.listen)
-    runner = await serve(agent, host, port)
+    listener = await serve(agent, host, port)
     log.info("serving /metrics, /healthz and the status page on http://%s:%d/", host, port)
     reports = MonthlyReports()
     reports.start(agent.loaded)
@@ -65,7 +68,7 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
         await agent.run(stop)
     finally:
         reports.stop()
-        await runner.cleanup()
+        await listener.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
@@ -91,20 +94,50 @@ class MonthlyReports:
 
 def _agent_cmd(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
+    flush_log_counts = throttle_repeats(logging.getLogger())
     try:
         loaded = load(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
         return 2
-    asyncio.run(_main(loaded))
+    raise_open_file_limit()
+    try:
+        return asyncio.run(_main(loaded))
+    finally:
+        flush_log_counts()
+
+
+async def _main(loaded: Loaded) -> int:
+    from agent.daemon import Agent
+
+    try:
+        agent = Agent(loaded)
+    except SpoolError as exc:  # in use by another agent, or unreadable: a start-up error, not a crash
+        log.error("%s", exc)
+        return 2
+    await run_agent(agent)
     return 0
 
 
-async def _main(loaded: Loaded) -> None:
-    from agent.daemon import Agent
-
-    await run_agent(Agent(loaded))
+def raise_open_file_limit() -> None:
+    """Raise the soft open-file limit to the hard one: probes, the spool and the listener share it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft == hard:
+        log.info("open-file limit: %s", "unlimited" if soft == resource.RLIM_INFINITY else soft)
+        return
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:  # Linux refuses more than fs.nr_open
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            target = 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("open-file limit stays at %d: cannot raise it to %d: %s", soft, target, exc)
+        return
+    log.info("open-file limit raised from %d to %d", soft, target)
 
 
 def print_change(out: Callable[[str], None] = print) -> Callable[[StateChange], None]:

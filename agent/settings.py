@@ -433,6 +433,9 @@ class AgentSettings(Strict):
     listen: str = "127.0.0.1:9810"
     heartbeat_s: PositiveFloat = 60.0
     concurrency: PositiveInt = 2000
+    # The listener's limits: idle or slow clients must not take the descriptors the probes need.
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("listen")
     @classmethod
