@@ -15,7 +15,7 @@ import base64
 import json
 import re
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import SimpleNamespace
@@ -180,11 +180,12 @@ def _trace() -> aiohttp.TraceConfig:
 
 async def fetch(url: str, *, budget_s: float, method: str = "GET", headers: Mapping[str, str] | None = None,
                 data: bytes | None = None, auth: tuple[str, str] | None = None, verify: bool = True,
-                follow_redirects: bool = True, read_body: bool = False,
+                follow_redirects: bool = True, read_body: bool | Callable[[int], bool] = False,
                 max_body_bytes: int = 1 << 20) -> Reply | Result:
     """One request within `budget_s`; a Reply, or the failure as a Result. Never raises (but cancellation).
 
     `auth` is (username, password) for HTTP Basic; aiohttp drops the header on a redirect to another origin.
+    `read_body` is a yes or no, or a function of the status code that says whether the body is worth reading.
     """
     all_headers = dict(headers or {})
     if auth is not None:
@@ -202,7 +203,7 @@ async def fetch(url: str, *, budget_s: float, method: str = "GET", headers: Mapp
                                        allow_redirects=follow_redirects, max_redirects=MAX_REDIRECTS,
                                        trace_request_ctx=state) as resp:
                 body: bytes | None = None
-                if read_body:
+                if read_body if isinstance(read_body, bool) else read_body(resp.status):
                     state["phase"] = "body"
                     declared = resp.content_length
                     if declared is not None and declared > max_body_bytes:
@@ -250,18 +251,21 @@ async def _close(session: aiohttp.ClientSession, connector: aiohttp.TCPConnector
 
 
 async def probe(target: HttpProbe) -> Result:
-    """Request, then check status, and the body only when a body condition asks for it; never raises."""
+    """Request, check the status, then read the whole body (up to `max_body_bytes`) within the deadline and hold
+    it to any body condition; never raises. The body is read even without a condition, as blackbox_exporter
+    does: a server that sends its headers and then never finishes the response is not healthy. A failing status
+    is the reason by itself: that body is not read."""
     from agent.probes import inner_timeout  # the registry imports this module: resolve at call time
 
     t0 = time.perf_counter()
     auth = None
     if target.username is not None:
         auth = (target.username, target.password.get_secret_value() if target.password else "")
-    want_body = target.expect_body is not None or target.expect_json is not None
     reply = await fetch(target.target, budget_s=inner_timeout(target), method=target.method,
                         headers=target.headers, data=None if target.body is None else target.body.encode(),
                         auth=auth, verify=target.tls_verify, follow_redirects=target.follow_redirects,
-                        read_body=want_body, max_body_bytes=target.max_body_bytes)
+                        read_body=lambda status: check_status(status, None, target.expect_status) is None,
+                        max_body_bytes=target.max_body_bytes)
     if isinstance(reply, Result):
         return reply
     failure = check_status(reply.status, reply.phrase, target.expect_status,

@@ -108,6 +108,16 @@ class _Channel(Protocol):
     local: tuple[str, int]
     received: int  # bytes of a message not complete yet (stream transports), for the reason
 
+    @property
+    def strays(self) -> int:
+        """Messages that answered something else (datagram transports), for the reason."""
+
+    @property
+    def malformed(self) -> SipParseError | None:
+        """The first undecodable datagram, reported only when nothing valid came before the deadline."""
+
+    def expect(self, request: Request) -> None: ...
+
     def send(self, data: bytes) -> None: ...
 
     async def receive(self) -> SipMessage: ...
@@ -116,18 +126,49 @@ class _Channel(Protocol):
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue(maxsize=64)
+    """Judges each datagram as it arrives against the transaction in progress and keeps only what answers it:
+    the latest provisional and the first final response. A flood of strays costs no memory and cannot push
+    the real answer out; garbage is remembered, not fatal, since a valid answer may still follow."""
 
-    def _put(self, item: bytes | Exception) -> None:
-        if not self.queue.full():  # a flooding peer loses datagrams, not our memory
-            self.queue.put_nowait(item)
+    def __init__(self) -> None:
+        self.request: Request | None = None
+        self.final: SipMessage | None = None
+        self.provisional: SipMessage | None = None  # not yet handed to the transaction
+        self.error: Exception | None = None
+        self.malformed: SipParseError | None = None
+        self.strays = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    def expect(self, request: Request) -> None:
+        self.request, self.final, self.provisional, self.error = request, None, None, None
+        self.malformed, self.strays = None, 0
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self._put(data)
+        if self.request is None or self.final is not None:
+            return
+        try:
+            msg = parse_message(data)
+        except SipParseError as exc:
+            if self.malformed is None:
+                self.malformed = exc
+            return
+        if not matches(msg, self.request):
+            self.strays += 1  # a stray or late answer to something else
+            return
+        if msg.status < 200:
+            self.provisional = msg
+        else:
+            self.final = msg
+        self._wake()
 
     def error_received(self, exc: Exception) -> None:
-        self._put(exc)
+        if self.error is None:
+            self.error = exc
+        self._wake()
 
 
 class _UdpChannel:
@@ -139,14 +180,36 @@ class _UdpChannel:
         self.local = (str(sockname[0]), int(sockname[1]))
         self.received = 0
 
+    @property
+    def strays(self) -> int:
+        return self.protocol.strays
+
+    @property
+    def malformed(self) -> SipParseError | None:
+        return self.protocol.malformed
+
+    def expect(self, request: Request) -> None:
+        self.protocol.expect(request)
+
     def send(self, data: bytes) -> None:
         self.transport.sendto(data)
 
     async def receive(self) -> SipMessage:
-        item = await self.protocol.queue.get()
-        if isinstance(item, Exception):
-            raise item
-        return parse_message(item)
+        p = self.protocol
+        while True:
+            if p.final is not None:
+                return p.final
+            if p.provisional is not None:
+                msg, p.provisional = p.provisional, None
+                return msg
+            if p.error is not None:
+                exc, p.error = p.error, None
+                raise exc
+            p.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await p.waiter
+            finally:
+                p.waiter = None
 
     async def close(self, deadline: float) -> None:
         self.transport.close()
@@ -161,6 +224,11 @@ class _StreamChannel:
         self.local = (str(sockname[0]), int(sockname[1]))
         self.buffer = b""
         self.received = 0
+        self.strays = 0
+        self.malformed: SipParseError | None = None  # a stream cannot resync after garbage: parsing raises
+
+    def expect(self, request: Request) -> None:
+        pass
 
     def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -214,7 +282,10 @@ class _State:
         else:
             head = f"no SIP answer {what}within {t}"
         if self.target.transport == "udp":
-            return f"{head} ({self.transmissions} UDP transmission{'s' if self.transmissions != 1 else ''})"
+            sent = f"{self.transmissions} UDP transmission{'s' if self.transmissions != 1 else ''}"
+            strays = self.channel.strays if self.channel is not None else 0
+            ignored = f"; {strays} SIP message{'s' if strays != 1 else ''} for other transactions ignored"
+            return f"{head} ({sent}{ignored if strays else ''})"
         partial = self.channel.received if self.channel is not None else 0
         tail = f", {partial} bytes of an unfinished message" if partial else ""
         return f"{head} over {self.target.transport.upper()}{tail}"
@@ -269,6 +340,7 @@ async def _transaction(channel: _Channel, request: Request, state: _State, deadl
     loop = asyncio.get_running_loop()
     data = request.encode()
     state.phase, state.transmissions, state.provisional = "answer", 1, None
+    channel.expect(request)
     channel.send(data)
     interval = T1_S
     next_send = math.inf if channel.reliable else loop.time() + interval
@@ -279,6 +351,8 @@ async def _transaction(channel: _Channel, request: Request, state: _State, deadl
         except TimeoutError:
             now = loop.time()
             if now >= deadline:
+                if channel.malformed is not None:  # garbage, and nothing valid after it
+                    raise channel.malformed from None
                 raise
             if now >= next_send:
                 channel.send(data)

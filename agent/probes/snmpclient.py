@@ -77,6 +77,9 @@ CIPHERS = importlib.util.find_spec("cryptography") is not None
 
 MISSING = ("noSuchObject", "noSuchInstance", "endOfMibView")
 
+# How many senders of undecodable datagrams a dispatcher remembers (the oldest is forgotten first).
+MALFORMED_SENDERS = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Value:
@@ -175,11 +178,54 @@ async def _engine(key: Hashable) -> Any:
     return await asyncio.shield(task)
 
 
+class _Dispatcher(AsyncioDispatcher):  # type: ignore[misc]  # pysnmp has no type hints
+    """pysnmp's asyncio dispatcher, noting per sender (host, port) when it last sent a datagram pysnmp could not
+    decode. pysnmp drops most garbage silently (counting it in snmpInASNParseErrs) but lets some decoder errors
+    escape into the event loop's exception handler, a traceback in the log; either way the probe would only say
+    "no answer". A note, not a failure: a valid answer may still follow before the deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.malformed: dict[tuple[str, int], float] = {}
+        self._counters: tuple[Any, ...] = ()
+
+    def watch(self, engine: Any) -> None:
+        """Read the engine's parse error counters to tell what it dropped as undecodable."""
+        self._counters = engine.get_mib_builder().import_symbols(
+            "__SNMPv2-MIB", "snmpInASNParseErrs", "snmpInBadVersions")
+
+    def _parse_errors(self) -> int:
+        return sum(int(counter.syntax) for counter in self._counters)
+
+    def _callback_function(self, transport: Any, address: Any, message: Any) -> None:
+        before = self._parse_errors()
+        try:
+            super()._callback_function(transport, address, message)
+        except Exception as exc:  # a decoder bug on hostile input (pyasn1 raises TypeError for some)
+            log.debug("undecodable SNMP datagram from %s: %s: %s", address, type(exc).__name__, exc)
+            self._note(address)
+            return
+        if self._parse_errors() != before:
+            self._note(address)
+
+    def _note(self, address: Any) -> None:
+        key = (str(address[0]), int(address[1]))
+        self.malformed.pop(key, None)
+        self.malformed[key] = self.loop.time()
+        if len(self.malformed) > MALFORMED_SENDERS:
+            del self.malformed[next(iter(self.malformed))]
+
+    def malformed_since(self, address: Any, since: float) -> bool:
+        seen = self.malformed.get((str(address[0]), int(address[1])))
+        return seen is not None and seen >= since
+
+
 async def _make_engine(loop: asyncio.AbstractEventLoop) -> Any:
     engine = await asyncio.to_thread(_new_engine)
-    dispatcher = AsyncioDispatcher(loop=loop)
+    dispatcher = _Dispatcher(loop)
     dispatcher.set_timer_resolution(TIMER_RESOLUTION_S)
     engine.register_transport_dispatcher(dispatcher)
+    dispatcher.watch(engine)
     return engine
 
 
@@ -303,6 +349,11 @@ def timeout_result(settings: SnmpAccess, budget_s: float) -> Result:
     return Result(Outcome.TIMEOUT, f"no SNMP answer from {where(settings)} within {budget_s:.3g}s{hint}")
 
 
+def malformed_result(settings: SnmpAccess, budget_s: float) -> Result:
+    return Result(Outcome.BAD_RESPONSE, f"malformed SNMP response from {where(settings)} "
+                                        f"(no valid answer within {budget_s:.3g}s)")
+
+
 async def get(settings: SnmpAccess, oids: Sequence[str], deadline: float | None = None) -> Reply | Result:
     """GET `oids` from the settings' target within `inner_timeout(settings)` (or by `deadline`, in loop
     time, for a second request of the same run). Returns the values, or a Result saying why there are
@@ -318,11 +369,22 @@ async def get(settings: SnmpAccess, oids: Sequence[str], deadline: float | None 
         deadline = loop.time() + budget_s
     host, port = split_host_port(settings.target, 161)
     per_try_s, retries = attempts(budget_s)
+    engine: Any = None
+    target: Any = None
+    sent = loop.time()
+
+    def garbled() -> bool:
+        """Whether the target sent undecodable datagrams during this request."""
+        dispatcher = engine.transport_dispatcher if engine is not None else None
+        return isinstance(dispatcher, _Dispatcher) and target is not None and dispatcher.malformed_since(
+            target.transport_address, sent)
+
     try:
         async with asyncio.timeout_at(deadline):
             engine = await _engine(_engine_key(settings))
             target_cls = Udp6TransportTarget if ":" in host else UdpTransportTarget
             target = await target_cls.create((host, port), timeout=per_try_s, retries=retries)
+            sent = loop.time()
             t0 = time.perf_counter()
             indication, status, index, var_binds = await get_cmd(
                 engine, auth_data(settings), target, ContextData(),
@@ -331,12 +393,14 @@ async def get(settings: SnmpAccess, oids: Sequence[str], deadline: float | None 
             )
             latency_s = time.perf_counter() - t0
     except TimeoutError:
-        return timeout_result(settings, budget_s)
+        return malformed_result(settings, budget_s) if garbled() else timeout_result(settings, budget_s)
     except PySnmpError as exc:
         if "transport address" in str(exc):
             return Result(Outcome.UNREACHABLE, f"cannot resolve {host}: {exc}")
         return Result(Outcome.AGENT_ERROR, f"SNMP engine error: {exc}")
     if indication:
+        if isinstance(indication, errind.RequestTimedOut) and garbled():
+            return malformed_result(settings, budget_s)
         return indication_result(indication, settings, budget_s)
     values = {str(name): lift(value) for name, value in var_binds}
     if int(status):

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from conftest import need_binary
-from peers import closed_port, self_signed_cert, server_context, web_peer
+from peers import Handler, closed_port, self_signed_cert, serve, server_context, web_peer
 
 from agent.model import Outcome, Result
-from agent.probes import http
+from agent.probes import http, run_probe
 from agent.settings import HttpProbe, JsonCondition
 
 pytestmark = pytest.mark.timeout(15)
@@ -182,10 +182,10 @@ async def test_slow_server_times_out_naming_the_phase(base: str) -> None:
     assert time.perf_counter() - t0 < 0.55
 
 
-async def test_endless_body_not_read_without_a_body_condition(base: str) -> None:
+async def test_endless_body_fails_at_the_size_limit_without_a_body_condition(base: str) -> None:
     t0 = time.perf_counter()
-    r = await http.probe(settings(base + "/endless"))
-    assert r.outcome is Outcome.UP
+    r = await http.probe(settings(base + "/endless", max_body_bytes=100_000))
+    assert r == Result(Outcome.BAD_RESPONSE, "body larger than 100000 bytes")
     assert time.perf_counter() - t0 < 0.5
 
 
@@ -204,6 +204,44 @@ async def test_slow_body_times_out_with_bytes_read(base: str) -> None:
     r = await http.probe(settings(base + "/slow-body", expect_body="never", timeout_s=0.5))
     assert r.outcome is Outcome.TIMEOUT
     assert r.reason.startswith("body not complete within 0.45s (") and r.reason.endswith(" bytes read)")
+
+
+async def test_body_too_large_by_content_length_without_a_body_condition(base: str) -> None:
+    r = await http.probe(settings(base + "/health", max_body_bytes=10))
+    assert r.outcome is Outcome.BAD_RESPONSE
+    assert r.reason.startswith("body larger than 10 bytes (Content-Length ")
+
+
+async def test_failing_status_is_the_reason_whatever_the_body(base: str) -> None:
+    r = await http.probe(settings(base + "/fail", max_body_bytes=1))  # "boom" is over the limit: not read
+    assert r == Result(Outcome.BAD_RESPONSE, "HTTP 500 Internal Server Error")
+
+
+def _headers_then_stall(head: bytes, body: bytes) -> Handler:
+    """A server that answers the request head with `head` and part of the body, then never finishes."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head + body)
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    return handler
+
+
+@pytest.mark.parametrize(("head", "body", "read"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", b"x" * 10, 10),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"5\r\nhello\r\n", 5),
+], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("rule", [{}, {"expect_body": "."}], ids=["no-rule", "body-rule"])
+async def test_headers_then_an_unfinished_body_is_a_timeout(head: bytes, body: bytes, read: int,
+                                                           rule: dict[str, str]) -> None:
+    async with serve(_headers_then_stall(head, body)) as port:
+        t0 = time.perf_counter()
+        run = await run_probe(settings(f"http://127.0.0.1:{port}/", timeout_s=1.0, **rule))
+        elapsed = time.perf_counter() - t0
+    assert run.result == Result(Outcome.TIMEOUT, f"body not complete within 0.9s ({read} bytes read)")
+    assert elapsed < 1.0
 
 
 async def test_body_regex(base: str) -> None:

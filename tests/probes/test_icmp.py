@@ -32,19 +32,30 @@ def _may_ping() -> bool:
 
 
 MAY_PING = _may_ping()
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+NOBODY = 65534
 
-# Runs one probe in whatever namespace / uid the subprocess has, and prints the Result and the wall time.
+# Runs one probe in whatever namespace the subprocess has, and prints the Result and the wall time. Given a uid
+# (argv[2]) it drops to that uid and gid, with no groups and so no capabilities, once everything is imported: the
+# checkout may sit under a directory only root can enter (a mode-0700 home), which that user could not import from.
 SCRIPT = """
-import asyncio, json, sys, time
+import asyncio, json, os, sys, time
 from agent.probes import run_probe
 from agent.settings import IcmpProbe
 settings = IcmpProbe.model_validate(json.loads(sys.argv[1]))
+if len(sys.argv) > 2:
+    ident = int(sys.argv[2])
+    os.setgroups([])
+    os.setresgid(ident, ident, ident)
+    os.setresuid(ident, ident, ident)
+    os.chdir("/")
+with open("/proc/self/status") as status:
+    cap_eff = next(int(line.split()[1], 16) for line in status if line.startswith("CapEff:"))
 t0 = time.monotonic()
 run = asyncio.run(run_probe(settings))
 r = run.result
 print(json.dumps({"outcome": str(r.outcome), "reason": r.reason, "latency_s": r.latency_s,
-                  "elapsed_s": time.monotonic() - t0}))
+                  "elapsed_s": time.monotonic() - t0, "uid": os.getuid(), "gid": os.getgid(),
+                  "groups": os.getgroups(), "cap_eff": cap_eff}))
 """
 
 
@@ -148,13 +159,15 @@ class Netns:
     def sh(self, ns: str, *cmd: str) -> None:
         subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True, capture_output=True)
 
-    def probe(self, ns: str, settings: IcmpProbe, *, user: list[str] | None = None) -> dict[str, object]:
-        cmd = ["ip", "netns", "exec", ns, *(user or []), sys.executable, "-c", SCRIPT,
-               settings.model_dump_json()]
+    def probe(self, ns: str, settings: IcmpProbe, *, uid: int | None = None) -> dict[str, object]:
+        cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT, settings.model_dump_json(),
+               *([] if uid is None else [str(uid)])]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=30,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert proc.returncode == 0, proc.stderr
         out: dict[str, object] = json.loads(proc.stdout)
+        if uid is not None:  # the probe really ran unprivileged
+            assert (out["uid"], out["gid"], out["groups"], out["cap_eff"]) == (uid, uid, [], 0), out
         return out
 
     def close(self) -> None:
@@ -234,10 +247,9 @@ def test_icmp_destination_unreachable_is_unreachable(netns: Netns) -> None:
 
 @pytest.mark.timeout(60)
 def test_unprivileged_sees_destination_unreachable(netns: Netns) -> None:
-    need(shutil.which("setpriv") is not None, "setpriv not found (apt-get install -y util-linux)")
     near = _routed_to_a_prohibit_route(netns)
     netns.sh(near, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
-    result = netns.probe(near, icmp("198.51.100.7", timeout_s=2), user=NOBODY)
+    result = netns.probe(near, icmp("198.51.100.7", timeout_s=2), uid=NOBODY)
     assert result["outcome"] == "unreachable"
     assert result["reason"] == "198.51.100.7: ICMP destination unreachable (Packet filtered) (3 sent)"
 
@@ -245,22 +257,20 @@ def test_unprivileged_sees_destination_unreachable(netns: Netns) -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("target", ["127.0.0.1", "::1"])
 def test_unprivileged_when_ping_group_range_allows(netns: Netns, target: str) -> None:
-    need(shutil.which("setpriv") is not None, "setpriv not found (apt-get install -y util-linux)")
     ns = netns.add()
     netns.sh(ns, "ip", "link", "set", "lo", "up")
     netns.sh(ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
-    result = netns.probe(ns, icmp(target, timeout_s=2), user=NOBODY)
+    result = netns.probe(ns, icmp(target, timeout_s=2), uid=NOBODY)
     assert result["outcome"] == "up", result
     assert isinstance(result["latency_s"], float) and result["latency_s"] > 0
 
 
 @pytest.mark.timeout(60)
 def test_unprivileged_without_permission_says_what_is_missing(netns: Netns) -> None:
-    need(shutil.which("setpriv") is not None, "setpriv not found (apt-get install -y util-linux)")
     ns = netns.add()
     netns.sh(ns, "ip", "link", "set", "lo", "up")
     netns.sh(ns, "sysctl", "-qw", "net.ipv4.ping_group_range=1 0")
-    result = netns.probe(ns, icmp("127.0.0.1", timeout_s=2), user=NOBODY)
+    result = netns.probe(ns, icmp("127.0.0.1", timeout_s=2), uid=NOBODY)
     assert result["outcome"] == "agent_error"
     assert result["reason"] == ("ICMP needs root, CAP_NET_RAW, or net.ipv4.ping_group_range covering gid 65534 "
                                 "(it is 1 0)")

@@ -478,3 +478,85 @@ async def test_probe_never_raises_on_a_missing_ca_file(tmp_path: Path) -> None:
     result = await probe(sip(f"sip:127.0.0.1:{port}", transport="tls", tls_ca=tmp_path / "missing.pem"))
     assert result.outcome is Outcome.AGENT_ERROR and result.reason.startswith("cannot load tls_ca ")
     assert result.reason.endswith("missing.pem: No such file or directory")
+
+
+def _response(request: bytes, status: str = "200 OK", **changed: str) -> bytes:
+    """A response to `request` echoing the headers that identify it; `changed` replaces some (call_id=...)."""
+    req = parse_message(request)
+    names = ("via", "from", "to", "call-id", "cseq")
+    lines = [f"SIP/2.0 {status}"] + [f"{n}: {changed.get(n.replace('-', '_'), req.header(n))}" for n in names]
+    return ("\r\n".join([*lines, "Content-Length: 0"]) + "\r\n\r\n").encode()
+
+
+class _Scripted(asyncio.DatagramProtocol):
+    """Answers every request with the datagrams `script(request)` makes, all at once (one burst)."""
+
+    def __init__(self, script: Callable[[bytes], list[bytes]]) -> None:
+        self.script = script
+        self.transport: asyncio.DatagramTransport | None = None
+        self.requests = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.requests += 1
+        assert self.transport is not None
+        for datagram in self.script(data):
+            self.transport.sendto(datagram, addr)
+
+
+@contextlib.asynccontextmanager
+async def udp_peer(script: Callable[[bytes], list[bytes]]) -> AsyncIterator[_Scripted]:
+    loop = asyncio.get_running_loop()
+    transport, peer = await loop.create_datagram_endpoint(lambda: _Scripted(script), local_addr=("127.0.0.1", 0))
+    try:
+        yield peer
+    finally:
+        transport.close()
+
+
+def _port(peer: _Scripted) -> int:
+    assert peer.transport is not None
+    return int(peer.transport.get_extra_info("sockname")[1])
+
+
+def _strays(request: bytes, count: int) -> list[bytes]:
+    """Answers to other transactions: another Via branch or another Call-ID, alternately."""
+    via = parse_message(request).header("via") or ""
+    other_branch = via.replace("branch=z9hG4bK-", "branch=z9hG4bK-other")
+    return [_response(request, "200 OK", via=other_branch) if i % 2 else
+            _response(request, "200 OK", call_id=f"stray-{i}@elsewhere") for i in range(count)]
+
+
+@pytest.mark.parametrize("strays", [99, 150])  # a burst of 160+ overflows the socket buffer
+async def test_udp_flood_of_strays_does_not_hide_the_answer(strays: int) -> None:
+    """Answers to other transactions arrive in one burst just before the real one (the probe once kept a
+    bounded queue of whatever arrived, and lost the answer behind them)."""
+    async with udp_peer(lambda request: [*_strays(request, strays), _response(request)]) as peer:
+        result, elapsed = await timed(sip(f"sip:127.0.0.1:{_port(peer)}"))
+    assert (result.outcome, result.reason) == (Outcome.UP, "")
+    assert peer.requests == 1 and elapsed < 0.4  # answered on the first transmission, not a retransmission
+
+
+async def test_udp_timeout_counts_the_strays() -> None:
+    async with udp_peer(lambda request: _strays(request, 5)) as peer:
+        result, _ = await timed(sip(f"sip:127.0.0.1:{_port(peer)}", timeout_s=1.0))
+    assert result == Result(Outcome.TIMEOUT, "no SIP answer within 1s (2 UDP transmissions; "
+                                             "10 SIP messages for other transactions ignored)")
+
+
+async def test_udp_garbage_then_a_valid_answer_is_up() -> None:
+    async with udp_peer(lambda request: [b"\x00\xffnot SIP at all", b"SIP/2.0 200 OK\r\n\r\n",
+                                         _response(request, "200 OK")]) as peer:
+        result, _ = await timed(sip(f"sip:127.0.0.1:{_port(peer)}"))
+    assert (result.outcome, result.reason) == (Outcome.UP, "")
+
+
+async def test_udp_garbage_only_is_malformed_by_the_deadline() -> None:
+    async with udp_peer(lambda request: [b"\x00\xffnot SIP at all", b"SIP/2.0 200 OK\r\n\r\n"]) as peer:
+        result, elapsed = await timed(sip(f"sip:127.0.0.1:{_port(peer)}", timeout_s=1.0))
+    # the first garbage is reported, at the inner deadline (0.9 s), not as a timeout
+    assert result == Result(Outcome.BAD_RESPONSE, "malformed SIP response: no end of headers (blank line)")
+    assert 0.85 < elapsed < 1.0
+    assert peer.requests == 2  # retransmitted meanwhile (timer A), in case a valid answer comes

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conftest import free_port, need, need_binary
@@ -313,6 +314,76 @@ async def test_timeout_within_the_deadline(timeout_s: float) -> None:
     assert run.result.reason.startswith(f"no SNMP answer from 127.0.0.1:{port} within ")
     assert elapsed <= timeout_s + SLACK_S
     assert silent.received == (2 if timeout_s >= 2.5 else 1)  # one retry once each try gets >= 1 s
+
+
+# ---------------------------------------------------------------- garbage from the peer (test_ups.py uses these too)
+
+# A constructed context tag where pysnmp expects a SEQUENCE: pyasn1 raises TypeError from inside pysnmp's receive
+# callback, which once reached the event loop's exception handler (a traceback in the log).
+DECODER_CRASH = bytes.fromhex("b700")
+NOT_BER = b"\x00garbage\xff"  # dropped quietly by pysnmp (snmpInASNParseErrs)
+
+
+def echo_as_response(request: bytes) -> bytes:
+    """The GET sent back as a GetResponse (PDU tag 0xA0 -> 0xA2): a valid answer, every value NULL."""
+    i = request.index(b"\xa0")
+    return request[:i] + b"\xa2" + request[i + 1:]
+
+
+class Garbage(asyncio.DatagramProtocol):
+    """Answers each request with the datagrams `answer(request)` makes."""
+
+    def __init__(self, answer: Callable[[bytes], list[bytes]]) -> None:
+        self.answer = answer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received += 1
+        assert self.transport is not None
+        for datagram in self.answer(data):
+            self.transport.sendto(datagram, addr)
+
+
+@contextlib.asynccontextmanager
+async def garbage_peer(answer: Callable[[bytes], list[bytes]]) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: Garbage(answer), local_addr=("127.0.0.1", 0))
+    try:
+        await snmpclient.warm()  # the deadline is for the peer, not for building the engine
+        yield f"127.0.0.1:{transport.get_extra_info('sockname')[1]}"
+    finally:
+        transport.close()
+
+
+def assert_no_traceback(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("garbage", [DECODER_CRASH, NOT_BER], ids=["decoder-crash", "not-ber"])
+async def test_garbage_is_a_malformed_response_without_a_traceback(
+        garbage: bytes, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with garbage_peer(lambda request: [garbage]) as target:
+        t0 = time.perf_counter()
+        run = await run_probe(settings(target, [{"oid": "1.3.6.1.2.1.1.3.0"}], timeout_s=1.0))
+        elapsed = time.perf_counter() - t0
+    assert run.result == Result(Outcome.BAD_RESPONSE,
+                                f"malformed SNMP response from {target} (no valid answer within 0.9s)")
+    assert elapsed <= 1.0 + SLACK_S
+    assert_no_traceback(caplog, capsys)
+
+
+async def test_garbage_then_a_valid_answer_is_up(caplog: pytest.LogCaptureFixture,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    async with garbage_peer(lambda request: [DECODER_CRASH, NOT_BER, echo_as_response(request)]) as target:
+        run = await run_probe(settings(target, [{"oid": "1.3.6.1.2.1.1.3.0"}], timeout_s=1.0))
+    assert run.result.outcome is Outcome.UP, run.result
+    assert_no_traceback(caplog, capsys)
 
 
 def test_first_probe_of_a_fresh_process_fits_a_1s_timeout(sim: Sim) -> None:

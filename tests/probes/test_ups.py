@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
 import pytest
-from test_snmp import SLACK_S, Sim, fresh_snmp_state, run_snmpsim  # noqa: F401  (an autouse fixture)
+from test_snmp import (  # noqa: F401  (fresh_snmp_state is an autouse fixture)
+    DECODER_CRASH,
+    SLACK_S,
+    Sim,
+    assert_no_traceback,
+    fresh_snmp_state,
+    garbage_peer,
+    run_snmpsim,
+)
 
 from agent.model import Outcome, Result
 from agent.probes import run_probe
@@ -72,3 +81,17 @@ async def test_no_answer_is_a_timeout_within_the_deadline(sim: Sim) -> None:
     assert run.result == Result(Outcome.TIMEOUT, f"no SNMP answer from {sim.target} within 0.45s "
                                                  "(no agent, wrong community, or filtered)")
     assert time.perf_counter() - t0 <= 0.5 + SLACK_S
+
+
+async def test_garbage_is_a_malformed_response_without_a_traceback(caplog: pytest.LogCaptureFixture,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with garbage_peer(lambda request: [DECODER_CRASH]) as target:
+        t0 = time.perf_counter()
+        run = await run_probe(UpsProbe.model_validate({"kind": "ups", "target": target, "community": "x",
+                                                       "timeout_s": 1.0}))
+        elapsed = time.perf_counter() - t0
+    assert run.result == Result(Outcome.BAD_RESPONSE,
+                                f"malformed SNMP response from {target} (no valid answer within 0.9s)")
+    assert elapsed <= 1.0 + SLACK_S
+    assert_no_traceback(caplog, capsys)
