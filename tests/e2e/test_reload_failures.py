@@ -88,3 +88,24 @@ async def test_an_unexpected_reload_error_keeps_the_config_and_sets_the_metric(t
         assert set(agent.states) == {"san-1"}
     finally:
         agent.spool.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("setting", ["interval_s: .inf", "interval_s: 1e300", "timeout_s: .nan"])
+def test_the_agent_refuses_to_start_on_an_absurd_duration(tmp_path: Path, setting: str) -> None:
+    """An infinite interval made NaN due times: the agent spun at 100 % CPU and ignored SIGTERM."""
+    cfg = write_config(tmp_path, free_port(), interval=0.5)
+    cfg.write_text(cfg.read_text().replace('probes: [{kind: tcp, target: "127.0.0.1:',
+                                           f'probes: [{{kind: tcp, {setting}, target: "127.0.0.1:'))
+    assert setting in cfg.read_text()
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 2, err[-2000:]
+    field = setting.split(":")[0]
+    assert f"components[0].probes[0].{field}: must be from" in err
