@@ -111,7 +111,7 @@ Notice = Annotated[float, _within(0, 366 * 86400)]  # 0: any announced maintenan
 Retention = Annotated[float, _within(86400, 100 * 366 * 86400)]
 Interval = Annotated[float, _within(0.1, 86400)]
 Timeout = Annotated[float, _within(0.001, 3600)]
-HeartbeatPeriod = Annotated[float, _within(1, 3600)]
+HeartbeatPeriod = Annotated[float, _within(0.1, 3600)]
 ClientTimeout = Annotated[float, _within(0.1, 600)]
 PacketInterval = Annotated[float, _within(0.001, 10)]
 Milliseconds = Annotated[float, _within(0, 3_600_000, low_open=True)]

@@ -203,8 +203,8 @@ components:
 
 
 @pytest.mark.parametrize(("setting", "message"), [
-    ("agent: {heartbeat_s: .inf}", "agent.heartbeat_s: must be from 1 s to 1 h, got inf"),
-    ("agent: {heartbeat_s: 7200}", "agent.heartbeat_s: must be from 1 s to 1 h, got 7200"),
+    ("agent: {heartbeat_s: .inf}", "agent.heartbeat_s: must be from 0.1 s to 1 h, got inf"),
+    ("agent: {heartbeat_s: 7200}", "agent.heartbeat_s: must be from 0.1 s to 1 h, got 7200"),
     ("agent: {concurrency: 100000000}", "agent.concurrency: must be from 1 to 1000000, got 100000000"),
     ("defaults: {interval_s: .nan}", "defaults.interval_s: must be from 0.1 s to 1 day, got nan"),
     ("defaults: {interval_s: 0.01}", "defaults.interval_s: must be from 0.1 s to 1 day, got 0.01"),
