@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import resource
 import signal
 import sys
 import time
@@ -14,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.configfile import ConfigError, Loaded, load
+from agent.logthrottle import throttle_repeats
 from agent.model import StateChange
 from agent.settings import split_host_port
+from agent.spool import SpoolError
 
 if TYPE_CHECKING:
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
     from agent.daemon import Agent
+    from reporter.schedule import MonthlyJob
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def setup_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiohttp.access", "pysnmp", "asyncio"):
+    for noisy in ("aiohttp.access", "pysnmp", "asyncio", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -57,7 +59,7 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
     host, port = split_host_port(agent.loaded.config.agent.listen)
-    runner = await serve(agent, host, port)
+    listener = await serve(agent, host, port)
     log.info("serving /metrics, /healthz and the status page on http://%s:%d/", host, port)
     reports = MonthlyReports()
     reports.start(agent.loaded)
@@ -66,51 +68,76 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
         await agent.run(stop)
     finally:
         reports.stop()
-        await runner.cleanup()
+        await listener.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
 class MonthlyReports:
-    """The monthly report job (the reporter's), restarted when a reload changes the config."""
+    """The monthly report job (the reporter's): started once, and reconfigured, not restarted, by a reload."""
 
     def __init__(self) -> None:
-        self.scheduler: AsyncIOScheduler | None = None
+        self.job: MonthlyJob | None = None
 
     def start(self, loaded: Loaded) -> None:
-        from reporter.schedule import start_report_scheduler
+        from reporter.schedule import MonthlyJob
         from reporter.source import open_source
 
-        self.stop()
-        report = loaded.config.report
-        if report.smtp is None and report.archive is None:
-            log.info("neither report.smtp nor report.archive is set: no monthly report job")
-            return
-        self.scheduler = start_report_scheduler(loaded, open_source)
-        log.info("monthly reports scheduled: %r in %s", report.schedule, report.timezone)
+        if self.job is None:
+            self.job = MonthlyJob(open_source)
+        self.job.configure(loaded)
 
     def stop(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
-            self.scheduler = None
+        if self.job is not None:
+            self.job.stop()
 
 
 def _agent_cmd(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
+    flush_log_counts = throttle_repeats(logging.getLogger())
     try:
         loaded = load(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
         return 2
-    asyncio.run(_main(loaded))
+    raise_open_file_limit()
+    try:
+        return asyncio.run(_main(loaded))
+    finally:
+        flush_log_counts()
+
+
+async def _main(loaded: Loaded) -> int:
+    from agent.daemon import Agent
+
+    try:
+        agent = Agent(loaded)
+    except SpoolError as exc:  # in use by another agent, or unreadable: a start-up error, not a crash
+        log.error("%s", exc)
+        return 2
+    await run_agent(agent)
     return 0
 
 
-async def _main(loaded: Loaded) -> None:
-    from agent.daemon import Agent
-
-    await run_agent(Agent(loaded))
+def raise_open_file_limit() -> None:
+    """Raise the soft open-file limit to the hard one: probes, the spool and the listener share it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft == hard:
+        log.info("open-file limit: %s", "unlimited" if soft == resource.RLIM_INFINITY else soft)
+        return
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:  # Linux refuses more than fs.nr_open
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            target = 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("open-file limit stays at %d: cannot raise it to %d: %s", soft, target, exc)
+        return
+    log.info("open-file limit raised from %d to %d", soft, target)
 
 
 def print_change(out: Callable[[str], None] = print) -> Callable[[StateChange], None]:

@@ -523,6 +523,9 @@ class AgentSettings(Strict):
     listen: str = "127.0.0.1:9810"
     heartbeat_s: HeartbeatPeriod = 60.0
     concurrency: Annotated[int, _count_within(1, 1_000_000)] = 2000
+    # The listener's limits: idle or slow clients must not take the descriptors the probes need.
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
 
     @field_validator("listen")
     @classmethod

@@ -18,7 +18,8 @@ Layout of the spool directory:
   overwrites the older slot in place and fdatasyncs; at open the valid slot with the higher sequence wins, so a
   torn slot write falls back to the previous ack. In place rather than temporary file + rename because a rename
   needs a free block: on a full disk the consumer could then never acknowledge, and the spool never shrink.
-- ``LOCK`` — an flock held while the spool is open, so two agents never share one spool.
+- ``LOCK`` — an flock held while the spool is open, so two agents never share one spool; it holds the PID of
+  the holder, which a second agent names in its error.
 
 Guarantees:
 
@@ -282,6 +283,25 @@ def _write_file_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _write_holder(fd: int) -> None:
+    """Put our PID in the held LOCK file, for the message another agent gets; advisory, so never fatal."""
+    pid = f"{os.getpid()}\n".encode()
+    try:
+        os.pwrite(fd, pid, 0)
+        os.ftruncate(fd, len(pid))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)  # shrinking needs no free block: at least name no stale holder
+
+
+def _lock_holder(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
 class Spool:
     """An append-only, checksummed, bounded on-disk queue of points with durable per-consumer offsets."""
 
@@ -319,8 +339,11 @@ class Spool:
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            holder = _lock_holder(self._lock_fd)
             os.close(self._lock_fd)
-            raise SpoolError(f"spool {self.path} is in use by another process") from exc
+            by = f"process {holder}" if holder else "another process"
+            raise SpoolError(f"spool {self.path} is in use by {by}") from exc
+        _write_holder(self._lock_fd)
         try:
             self._recover(consumers)
         except OSError as exc:

@@ -17,7 +17,7 @@ from agent.configfile import ConfigError, Loaded, load
 from reporter.mail import MailError, build_message, send_message
 from reporter.periods import Period, month_period, parse_month
 from reporter.render import FORMATS, render
-from reporter.report import Progress, ReportError, build_report, select_components
+from reporter.report import Progress, ReportError, build_report, select_components, why_not_final, why_not_sent
 from reporter.source import Source, SourceError, open_source
 
 EXIT_OK = 0
@@ -170,6 +170,10 @@ async def _email(args: argparse.Namespace, loaded: Loaded, store: Source, period
             print(f"slawatch report: customer {name} has no report_to address: not sent", file=sys.stderr)
             continue
         report = await build_report(loaded, store, period, month=month, customer=name, components=args.component)
+        why = why_not_sent(report)
+        if why is not None:
+            print(f"slawatch report: {report.label} for {name}: {why}: not sent", file=sys.stderr)
+            continue
         now_ms = time.time_ns() // 1_000_000
         msg = build_message(report, name, customer.report_to, smtp.from_, now_ms=now_ms)
         try:
@@ -178,12 +182,21 @@ async def _email(args: argparse.Namespace, loaded: Loaded, store: Source, period
             print(f"slawatch report: sending {report.label} to {name} failed: {exc}", file=sys.stderr)
             status = EXIT_FAILURE
             continue
-        if month is not None:
-            # The agent's monthly job then knows this month went out and does not send it again.
-            await store.record_report_sent(report.label, name, now_ms, report.inputs_sha256)
         for r in refused:
             print(f"slawatch report: {name}: recipient refused: {r}", file=sys.stderr)
         print(f"sent {report.label} to {name} ({', '.join(customer.report_to)})", file=sys.stderr)
+        partial = why_not_final(loaded, report, name)
+        if partial is None:
+            # The agent's monthly job then knows this month went out and does not send it again.
+            try:
+                await store.record_report_sent(report.label, name, now_ms, report.inputs_sha256)
+            except SourceError as exc:
+                print(f"slawatch report: {report.label} for {name} sent but not recorded, so the monthly job may "
+                      f"send it again: {exc}", file=sys.stderr)
+                status = EXIT_FAILURE
+        elif month is not None:
+            print(f"slawatch report: {report.label} for {name} not recorded as sent ({partial}): the monthly job "
+                  f"will still send the whole month", file=sys.stderr)
     return status
 
 

@@ -220,6 +220,34 @@ async def build_month_report(loaded: Loaded, source: Source, year: int, month: i
     return await build_report(loaded, source, period, month=(year, month), **kwargs)
 
 
+def why_not_sent(report: Report) -> str | None:
+    """Why a customer's report is not emailed (None: send it); the monthly job and `report --email` both ask.
+
+    A report in which no component has any data (the agent was not running, or not installed yet, or the store
+    is new) tells the customer nothing: it is neither sent nor recorded as sent.
+    """
+    if all(c.result.ratio is None for c in report.components):
+        return f"no monitoring data for the {'month' if report.month is not None else 'period'}"
+    return None
+
+
+def why_not_final(loaded: Loaded, report: Report, customer: str) -> str | None:
+    """Why sending `report` to `customer` does not stand for its monthly report (None: it does).
+
+    Only a report of a whole past calendar month over all the customer's components is recorded as sent, so
+    that the monthly job does not send that month again; a month in progress or a few components sent by hand
+    leave the month to the job.
+    """
+    if report.month is None:
+        return "not a calendar month"
+    if report.period != month_period(*report.month, report.timezone):
+        return "the month is still in progress"
+    expected = {c.name for c in loaded.config.components if c.customer == customer}
+    if {c.name for c in report.components} != expected:
+        return f"only some of {customer}'s components"
+    return None
+
+
 def inputs_sha256(
     *,
     period: Period,

@@ -40,6 +40,10 @@ class SourceError(Exception):
     """The store could not be read or written: unreachable, refused, missing or corrupt."""
 
 
+class StoreUnavailable(SourceError):
+    """The store cannot be reached or opened at all: every read fails the same way until it is back."""
+
+
 class StoredChange(NamedTuple):
     """One row of `slawatch_state`: a confirmed change of a component as one agent saw it (a NamedTuple for
     speed: a month's read holds hundreds of thousands)."""
@@ -215,7 +219,7 @@ class SqliteSource:
         async with self._lock:
             if self._ro is None:
                 if not self.path.exists():
-                    raise SourceError(f"SQLite store {self.path} does not exist (the agent creates it on its "
+                    raise StoreUnavailable(f"SQLite store {self.path} does not exist (the agent creates it on its "
                                       f"first write; check storage.sqlite.path)")
                 self._check_file()
                 uri = f"file:{pathname2url(str(self.path.resolve()))}?mode=ro"
@@ -223,7 +227,7 @@ class SqliteSource:
                     db = await aiosqlite.connect(uri, uri=True, timeout=10.0, isolation_level=None)
                 except sqlite3.Error as exc:
                     await _let_aiosqlite_stop()
-                    raise SourceError(f"cannot open SQLite store {self.path} read-only: {exc}") from exc
+                    raise StoreUnavailable(f"cannot open SQLite store {self.path} read-only: {exc}") from exc
                 self._ro = db
             return self._ro
 
@@ -238,12 +242,12 @@ class SqliteSource:
                     self._rw = await SqliteSink(self.settings).connect()
                 except SinkError as exc:
                     await _let_aiosqlite_stop()
-                    raise SourceError(str(exc)) from exc
+                    raise StoreUnavailable(str(exc)) from exc
             return self._rw
 
     def _check_file(self) -> None:
         if not self.path.is_file():
-            raise SourceError(f"SQLite store {self.path} is not a file (check storage.sqlite.path)")
+            raise StoreUnavailable(f"SQLite store {self.path} is not a file (check storage.sqlite.path)")
 
     async def _read(self, sql: str, params: Sequence[Any], *, missing_ok: bool = False) -> list[sqlite3.Row]:
         if missing_ok and self._ro is None and self._rw is None and not self.path.exists():
@@ -399,7 +403,7 @@ class InfluxSource:
 
         async def collect(q: str) -> list[StoredChange]:
             found: list[StoredChange] = []
-            async for tags, row in self._rows(q):
+            async for tags, row in self._rows(q, missing_ok=True):
                 component, agent = tags.get("component", ""), tags.get("agent", "")
                 if (wanted is not None and component not in wanted) or row.get("up") is None:
                     continue
@@ -417,13 +421,14 @@ class InfluxSource:
         src = self._from(HEARTBEAT)
         lookback: dict[str, int] = {}
         async for tags, row in self._rows(f'SELECT LAST("period_s") AS "period_s" FROM {src} '
-                                          f'WHERE time < {time_ms(start_ms)} GROUP BY "agent"'):
+                                          f'WHERE time < {time_ms(start_ms)} GROUP BY "agent"', missing_ok=True):
             if row.get("period_s") is not None:
                 lookback[tags.get("agent", "")] = _margin_ms(float(row["period_s"]))
         low = start_ms - max(lookback.values(), default=0)
         rows = [(tags.get("agent", ""), int(row["time"]), float(row["period_s"]))
                 async for tags, row in self._rows(f'SELECT "period_s" FROM {src} WHERE time >= {time_ms(low)} '
-                                                  f'AND time < {time_ms(end_ms)} GROUP BY "agent"')
+                                                  f'AND time < {time_ms(end_ms)} GROUP BY "agent"',
+                                                  missing_ok=True)
                 if row.get("period_s") is not None]
         return _heartbeat_result(rows, start_ms, lookback)
 
@@ -497,7 +502,8 @@ class InfluxSource:
     async def _rows(self, q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], dict[str, Any]]]:
         """Run one SELECT, streamed in chunks; yield (series tags, row as column -> value).
 
-        With `missing_ok`, a database or retention policy not created yet reads as empty.
+        With `missing_ok`, a database or retention policy not created yet reads as empty: the agent creates
+        them on its first write, so until then nothing was recorded (as with SQLite's tables).
         """
         async for doc in self._query(q):
             for result in [doc, *doc.get("results", ())]:
@@ -521,7 +527,9 @@ class InfluxSource:
                                              headers=self._auth_headers()) as resp:
                 if resp.status != 200:
                     text = (await resp.text(errors="replace")).strip()[:500]
-                    raise SourceError(f"{self.name}: query answered {resp.status}: {text}")
+                    # A 400 is this query's own fault; refused credentials or a server error fail every query.
+                    error = SourceError if resp.status == 400 else StoreUnavailable
+                    raise error(f"{self.name}: query answered {resp.status}: {text}")
                 buffer = b""
                 async for chunk in resp.content.iter_any():
                     buffer += chunk
@@ -532,9 +540,9 @@ class InfluxSource:
                 if buffer.strip():
                     yield await _parse(buffer)
         except TimeoutError:
-            raise SourceError(f"{self.name}: no answer in time") from None
+            raise StoreUnavailable(f"{self.name}: no answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise SourceError(f"{self.name}: cannot reach the server: {type(exc).__name__}: {exc}") from exc
+            raise StoreUnavailable(f"{self.name}: cannot reach the server: {type(exc).__name__}: {exc}") from exc
 
     async def _write(self, records: Sequence[Record]) -> None:
         body = "".join(line(r) + "\n" for r in records).encode("utf-8")
@@ -545,9 +553,9 @@ class InfluxSource:
                 async with self._session_().post(url, params=params, data=body, headers=headers) as resp:
                     status, text = resp.status, (await resp.text(errors="replace")).strip()[:500]
             except TimeoutError:
-                raise SourceError(f"{self.name}: no answer in time") from None
+                raise StoreUnavailable(f"{self.name}: no answer in time") from None
             except (aiohttp.ClientError, OSError) as exc:
-                raise SourceError(f"{self.name}: cannot reach the server: {type(exc).__name__}: {exc}") from exc
+                raise StoreUnavailable(f"{self.name}: cannot reach the server: {type(exc).__name__}: {exc}") from exc
             if 200 <= status < 300:
                 return
             missing = "database not found" in text or "retention policy not found" in text
@@ -585,6 +593,7 @@ def _window_record(window: StoredWindow, *, removed: bool) -> Record:
 
 
 __all__ = [
-    "AgentViews", "InfluxSource", "Source", "SourceError", "SqliteSource", "StoredChange", "StoredWindow",
+    "AgentViews", "InfluxSource", "Source", "SourceError", "SqliteSource", "StoreUnavailable", "StoredChange",
+    "StoredWindow",
     "agent_views", "open_source", "quote_string",
 ]

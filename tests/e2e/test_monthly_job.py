@@ -80,3 +80,67 @@ report: {{archive: archive}}
         await source.close()
     assert run.skipped == {"acme": "no monitoring data for the month"}
     assert not (tmp_path / "archive").exists()
+
+
+def test_sighup_does_not_rerun_the_catch_up_nor_repeat_log_lines(tmp_path: Path) -> None:
+    """A real agent, started after this month's run time, reloaded twice: the catch-up runs once, no line twice."""
+    import asyncio as aio
+    import collections
+    import signal
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"""
+agent: {{id: a1, listen: "127.0.0.1:{free_port()}", heartbeat_s: 1}}
+storage: {{sqlite: {{path: store.db}}, spool: {{path: spool}}}}
+contract: {bundled_contract()}
+defaults: {{interval_s: 1, timeout_s: 0.5}}
+customers: [{{name: acme, tier: gold}}, {{name: globex, tier: gold}}]
+components:
+  - {{name: san-1, class: san, customer: acme, probes: [{{kind: tcp, target: "127.0.0.1:{free_port()}"}}]}}
+  - {{name: san-2, class: san, customer: globex, probes: [{{kind: tcp, target: "127.0.0.1:{free_port()}"}}]}}
+report: {{timezone: UTC, schedule: "0 0 1 * *", archive: archive}}
+""")
+    # The store exists (as after the agent's first start) but holds nothing for last month.
+    sink = SqliteSink(SqliteSettings(path=tmp_path / "store.db"))
+    aio.run(sink.connect())
+    aio.run(sink.close())
+    log_path = tmp_path / "agent.log"
+    root = Path(__file__).resolve().parents[2]
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg)], cwd=root,
+                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+
+    def lines() -> list[str]:
+        return log_path.read_text(errors="replace").splitlines()
+
+    def wait_for(text: str, count: int) -> None:
+        for _ in range(200):
+            if sum(text in line for line in lines()) >= count:
+                return
+            assert proc.poll() is None, "\n".join(lines())
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not logged {count} time(s):\n" + "\n".join(lines()))
+
+    try:
+        wait_for("no monitoring data", 1)
+        for n in (1, 2):
+            proc.send_signal(signal.SIGHUP)
+            wait_for("config reloaded", n)
+        time.sleep(1.0)  # a catch-up started by the reload would have run by now
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert proc.returncode == 0
+    out = lines()
+    key = period_key(*report_month(time.time_ns() // 1_000_000, "UTC"))
+    # Without the time stamp, every line of the job and of its scheduler is said once.
+    messages = [line.split(" ", 2)[2] for line in out
+                if " reporter." in line or " apscheduler." in line]
+    repeated = {m: n for m, n in collections.Counter(messages).items() if n > 1}
+    assert repeated == {}, "\n".join(out)
+    no_data = [line for line in out if "no monitoring data" in line]
+    assert len(no_data) == 1 and key in no_data[0] and "acme, globex" in no_data[0], "\n".join(out)
+    assert sum("config reloaded" in line for line in out) == 2
+    assert not (tmp_path / "archive").exists()

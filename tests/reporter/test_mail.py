@@ -219,7 +219,8 @@ def test_cli_email_smtp_failure_exits_1_with_the_reason(tmp_path: Path, smtpd: S
     assert run_cli(["report", "--config", str(path), "--month", "2026-04", "--email"]) == 1
     err = capsys.readouterr().err
     assert "sending 2026-04 to acme failed" in err and "550 5.7.1 relaying denied" in err
-    assert "sending 2026-04 to globex failed" in err
+    # The next customer is still tried (globex has no data for April: not sent, by the same rule as the job).
+    assert "2026-04 for globex: no monitoring data for the month: not sent" in err
 
 
 # ---------------------------------------------------------------- the scheduler
@@ -259,3 +260,126 @@ async def test_scheduler_catches_up_a_missed_run_and_schedules_the_next(tmp_path
         scheduler.shutdown(wait=False)
     await asyncio.sleep(0)
     assert len(smtpd.handler.received) == 2
+
+
+# ---------------------------------------------------------------- what `report --email` records as sent
+
+
+def was_recorded(loaded: Loaded, key: str, customer: str) -> bool:
+    from reporter.source import SqliteSource
+
+    async def check() -> bool:
+        assert loaded.config.storage.sqlite is not None
+        source = SqliteSource(loaded.config.storage.sqlite)
+        try:
+            return await source.report_sent(key, customer)
+        finally:
+            await source.close()
+    return asyncio.run(check())
+
+
+def monthly_job(loaded: Loaded, year: int, month: int, now_ms: int) -> tuple[list[str], dict[str, str]]:
+    """Run the monthly job on the SQLite store: (customers sent, customers skipped and why)."""
+    from reporter.schedule import run_monthly_reports
+    from reporter.source import open_source
+
+    async def run() -> tuple[list[str], dict[str, str]]:
+        source = open_source(loaded.config.storage)
+        try:
+            done = await run_monthly_reports(loaded, source, year, month, now_ms=now_ms)
+        finally:
+            await source.close()
+        return done.sent, done.skipped
+    return asyncio.run(run())
+
+
+def test_cli_email_of_the_month_in_progress_is_not_recorded(tmp_path: Path, smtpd: Smtpd,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    from agent.model import ComponentRef, Heartbeat, StateChange
+    from agent.sinks.sqlite import SqliteSink
+    from reporter.periods import month_of, month_period
+    from tests.reporter.test_report import beats
+
+    path = write_config(tmp_path, smtp_port=smtpd.port)
+    loaded = load(path)
+    now_ms = time.time_ns() // 1_000_000
+    year, month = month_of(now_ms, "UTC")
+    this_month = month_period(year, month, "UTC")
+    key = f"{year:04d}-{month:02d}"
+
+    async def fill() -> None:
+        assert loaded.config.storage.sqlite is not None
+        sink = SqliteSink(loaded.config.storage.sqlite)
+        core = ComponentRef("core-router", "network", "gold", "acme")
+        sip = ComponentRef("sip-core", "sip", "gold", "acme")
+        try:
+            await sink.write([StateChange(core, "mon-1", this_month.start_ms - 1000, True, ""),
+                              StateChange(sip, "mon-1", this_month.start_ms - 1000, True, ""),
+                              *(Heartbeat("mon-1", t, 60.0) for t in beats(this_month.start_ms, now_ms))])
+        finally:
+            await sink.close()
+
+    asyncio.run(fill())
+    assert run_cli(["report", "--config", str(path), "--month", key, "--email", "--customer", "acme"]) == 0
+    assert [r.rcpt_tos for r in smtpd.handler.received] == [["noc@acme.example", "cto@acme.example"]]
+    err = capsys.readouterr().err
+    assert f"sent {key} to acme" in err
+    assert f"{key} for acme not recorded as sent (the month is still in progress)" in err
+    assert not was_recorded(loaded, key, "acme")
+    # Once the month is over, the job sends acme the whole month.
+    sent, _ = monthly_job(loaded, year, month, this_month.end_ms + 6 * 3_600_000)
+    assert sent == ["acme"]
+    assert len(smtpd.handler.received) == 2
+
+
+def test_cli_email_of_some_components_is_not_recorded(tmp_path: Path, smtpd: Smtpd,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, smtp_port=smtpd.port)
+    loaded = load(path)
+    asyncio.run(fill_sqlite_store(loaded))
+    assert run_cli(["report", "--config", str(path), "--month", "2026-04", "--email",
+                    "--component", "core-router"]) == 0
+    assert [r.rcpt_tos for r in smtpd.handler.received] == [["noc@acme.example", "cto@acme.example"]]
+    _, _, attachments = parts(smtpd.handler.received[0].message)
+    assert "sip-core" not in attachments[0][1]
+    err = capsys.readouterr().err
+    assert "2026-04 for acme not recorded as sent (only some of acme's components)" in err
+    assert not was_recorded(loaded, "2026-04", "acme")
+    # The job still sends acme its whole report (globex has no data for April: not sent).
+    sent, skipped = monthly_job(loaded, 2026, 4, NOW_MS)
+    assert sent == ["acme"] and skipped == {"globex": "no monitoring data for the month"}
+    _, _, attachments = parts(smtpd.handler.received[1].message)
+    assert "core-router" in attachments[0][1] and "sip-core" in attachments[0][1]
+
+
+def test_cli_email_of_a_whole_past_month_is_recorded(tmp_path: Path, smtpd: Smtpd,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, smtp_port=smtpd.port)
+    loaded = load(path)
+    asyncio.run(fill_sqlite_store(loaded))
+    # All of acme's components, named one by one: the same as the customer's whole report.
+    assert run_cli(["report", "--config", str(path), "--month", "2026-04", "--email",
+                    "--component", "core-router", "sip-core"]) == 0
+    assert "not recorded" not in capsys.readouterr().err
+    assert was_recorded(loaded, "2026-04", "acme")
+    sent, skipped = monthly_job(loaded, 2026, 4, NOW_MS)
+    assert sent == [] and skipped["acme"] == "already sent"
+    assert len(smtpd.handler.received) == 1
+
+
+def test_a_month_without_data_is_sent_by_neither_the_command_nor_the_job(
+        tmp_path: Path, smtpd: Smtpd, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, smtp_port=smtpd.port)
+    loaded = load(path)
+    asyncio.run(fill_sqlite_store(loaded))  # April only: February has no data at all
+    assert run_cli(["report", "--config", str(path), "--month", "2026-02", "--email"]) == 0
+    err = capsys.readouterr().err
+    assert "2026-02 for acme: no monitoring data for the month: not sent" in err
+    assert "2026-02 for globex: no monitoring data for the month: not sent" in err
+    sent, skipped = monthly_job(loaded, 2026, 2, NOW_MS)
+    assert sent == [] and skipped == {"acme": "no monitoring data for the month",
+                                      "globex": "no monitoring data for the month"}
+    assert smtpd.handler.received == []
+    assert not was_recorded(loaded, "2026-02", "acme") and not was_recorded(loaded, "2026-02", "globex")
