@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -92,10 +93,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(3) from None
         raise
     func: Command | None = getattr(args, "func", None)
-    if func is None:
-        parser.print_help()
-        return EXIT_OK
-    return func(args)
+    try:
+        if func is None:
+            parser.print_help()
+            code = EXIT_OK
+        else:
+            code = func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`slawatch check-config FILE | head -1`): not an error worth a traceback.
+        # Point stdout at /dev/null so that the flush at exit does not fail again (Python docs, "SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
 
 
 if __name__ == "__main__":

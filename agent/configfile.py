@@ -12,15 +12,20 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
-from agent.settings import PROBE_KINDS, Config, Contract, cross_check
+from agent.settings import PROBE_KINDS, VALUE_SHOWN, Config, Contract, cross_check, shown
 
 Loc = tuple[str | int, ...]
 # libyaml's parser when present: a 10 000-component file loads in a fraction of the pure-Python time.
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 M = TypeVar("M", bound=BaseModel)
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Limits checked on the parser's events, before any node or object is built: a few hundred bytes of YAML
+# aliases can otherwise expand to billions of nodes, and deep nesting exhausts the recursion limit.
+MAX_FILE_BYTES = 16 << 20
+MAX_DEPTH = 64
+ALIAS_NODES_MIN = 100_000  # nodes aliases may add: this many, or as many as the file itself holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,8 @@ class Loaded:
 def format_loc(loc: Loc) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and len(part) > VALUE_SHOWN:
+            part = part[:VALUE_SHOWN - 1] + "…"
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -95,12 +102,20 @@ def load_contract(path: Path, environ: Mapping[str, str] | None = None) -> Contr
 
 def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, dict[Loc, int]]:
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError([Problem(path, None, (), f"the file is {size / (1 << 20):.1f} MiB: "
+                                                       f"more than the {MAX_FILE_BYTES >> 20} MiB a config may be")])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([Problem(path, None, (), "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(path, None, (), f"cannot read the file: {exc}")]) from None
+    if len(text) > MAX_FILE_BYTES:  # grew between stat() and read
+        raise ConfigError([Problem(path, None, (), f"the file is more than the {MAX_FILE_BYTES >> 20} MiB "
+                                                   "a config may be")])
     try:
+        _check_shape(text, path)
         loader = _LOADER(text)
         try:
             node = loader.get_single_node()
@@ -125,6 +140,57 @@ def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, dict[Loc, int]]
     if problems:
         raise ConfigError(problems)
     return data, lines
+
+
+def _check_shape(text: str, path: Path) -> None:
+    """Refuse deep nesting and alias expansion before building anything, from the parser's events alone.
+
+    Counts the nodes the document holds once aliases are expanded (an alias counts the nodes of what it
+    names), which is what the line index, `${VAR}` expansion and validation would walk."""
+    loader = _LOADER(text)
+    try:
+        sizes: dict[str, int] = {}  # anchor -> expanded node count
+        open_nodes: list[tuple[str | None, int]] = []  # (anchor, expanded node count so far)
+        nodes = expanded = 0
+        while (event := loader.get_event()) is not None:  # type: ignore[no-untyped-call]
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.AliasEvent):
+                if event.anchor in (anchor for anchor, _ in open_nodes):
+                    raise ConfigError([Problem(path, line, (), f"alias *{event.anchor} refers to a node "
+                                                               "that contains it")])
+                if event.anchor not in sizes:
+                    return  # the composer reports the undefined alias with its line
+                count = sizes[event.anchor]
+            elif isinstance(event, yaml.ScalarEvent):
+                count = 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, yaml.CollectionStartEvent):
+                nodes += 1
+                expanded += 1
+                open_nodes.append((event.anchor, 1))
+                if len(open_nodes) > MAX_DEPTH:
+                    raise ConfigError([Problem(path, line, (), f"nested more than {MAX_DEPTH} levels deep")])
+                continue
+            elif isinstance(event, yaml.CollectionEndEvent):
+                anchor, count = open_nodes.pop()
+                if anchor is not None:
+                    sizes[anchor] = count
+                if open_nodes:
+                    open_nodes[-1] = (open_nodes[-1][0], open_nodes[-1][1] + count)
+                continue
+            else:
+                continue
+            nodes += isinstance(event, yaml.ScalarEvent)
+            expanded += count
+            if open_nodes:
+                open_nodes[-1] = (open_nodes[-1][0], open_nodes[-1][1] + count)
+            allowed = max(ALIAS_NODES_MIN, nodes)
+            if expanded - nodes > allowed:
+                raise ConfigError([Problem(path, line, (), f"YAML aliases expand to more than {allowed} nodes "
+                                                           "beyond those written in the file: write the values out")])
+    finally:
+        loader.dispose()
 
 
 def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
@@ -175,7 +241,7 @@ def _validate(model: type[M], data: dict[str, Any], lines: dict[Loc, int], path:
         for err in exc.errors():
             loc = _data_loc(data, err["loc"])
             problems.setdefault(loc, [])
-            message = _message(err)
+            message = _message(err, secret=bool(loc) and loc[-1] in _SECRET_KEYS)
             if err["type"] == "extra_forbidden":
                 allowed = _allowed_keys(model, data, loc[:-1])
                 close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -277,32 +343,59 @@ _TYPE_WORDS = {
 }
 
 
-def _message(err: Any) -> str:
+def _secret_keys(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]:
+    """The keys, anywhere under `model`, whose value is a secret: an error never repeats their value."""
+    seen.add(model)
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        todo: list[Any] = [field.annotation]
+        while todo:
+            annotation = todo.pop()
+            if annotation is SecretStr:
+                keys.add(field.alias or name)
+            elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                if annotation not in seen:
+                    keys |= _secret_keys(annotation, seen)
+            else:
+                todo.extend(get_args(annotation))
+    return keys
+
+
+_SECRET_KEYS = frozenset(_secret_keys(Config, set()) | _secret_keys(Contract, set()))
+
+
+def _message(err: Any, *, secret: bool = False) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if secret and kind not in ("missing", "extra_forbidden", "value_error"):
+        # A secret of the wrong type is still a secret: say what is wrong, never what was written.
+        return ("must be text (put it in quotes; the value is not shown)" if kind == "string_type"
+                else "bad value (not shown: this is a secret)")
     if kind == "missing":
         return "required key is missing"
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "union_tag_invalid":
-        return f"unknown probe kind {ctx.get('tag')!r} (known kinds: {', '.join(PROBE_KINDS)})"
+        return f"unknown probe kind {shown(ctx.get('tag'))} (known kinds: {', '.join(PROBE_KINDS)})"
     if kind == "union_tag_not_found":
         return f"missing `kind` (one of: {', '.join(PROBE_KINDS)})"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}, got {value!r}"
+        return f"must be one of {ctx.get('expected')}, got {shown(value)}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         words = {"greater_than": "greater than", "greater_than_equal": "at least",
                  "less_than": "less than", "less_than_equal": "at most"}[kind]
         limit = next(iter(ctx.values()), "?")
-        return f"must be {words} {limit}, got {value!r}"
+        return f"must be {words} {limit}, got {shown(value)}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {shown(value)}"
     if kind == "string_pattern_mismatch":
-        return f"bad value {value!r}: use letters, digits and - _ . : only" if "A-Za-z0-9_.:-" in str(
-            ctx.get("pattern")) else f"bad value {value!r} (must match {ctx.get('pattern')})"
+        return f"bad value {shown(value)}: use letters, digits and - _ . : only" if "A-Za-z0-9_.:-" in str(
+            ctx.get("pattern")) else f"bad value {shown(value)} (must match {ctx.get('pattern')})"
     if kind == "too_short":
         return "must not be empty"
     if kind in _TYPE_WORDS:
-        return f"{_TYPE_WORDS[kind]}, got {value!r}"
+        return f"{_TYPE_WORDS[kind]}, got {shown(value)}"
     msg = str(err["msg"])
     return msg[0].lower() + msg[1:] if msg else kind
 

@@ -140,6 +140,11 @@ class Agent:
                 log.error("reload rejected, keeping the running config: %s", problem)
             self.metrics.reload_ok.set(0)
             return False
+        except Exception as exc:  # a failed reload never ends the agent, and always shows in the metric
+            log.error("reload of %s failed, keeping the running config: %s: %s", path, type(exc).__name__,
+                      str(exc)[:200], exc_info=not isinstance(exc, RecursionError))
+            self.metrics.reload_ok.set(0)
+            return False
         old = self.loaded.config
         if loaded.config.storage != old.storage or loaded.config.agent != old.agent:
             log.warning("storage and agent settings change at the next restart; components are reloaded now")

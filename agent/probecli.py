@@ -68,6 +68,31 @@ def secret_from_env(option: str, name: str | None, environ: Env) -> str | None:
     return value
 
 
+def secret_from_file(option: str, path: str | None) -> str | None:
+    """A secret read from a file (`--x-file PATH`), its final line break dropped."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read(65537).rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{option}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not value or len(value) > 65536:
+        raise InputError(f"{option}: {path} must hold the secret on one line")
+    return value
+
+
+def _community(args: argparse.Namespace, env: Env) -> str | None:
+    given = [o for o, v in (("--community", args.community), ("--community-env", args.community_env),
+                            ("--community-file", args.community_file)) if v is not None]
+    if len(given) > 1:
+        raise InputError(f"{' and '.join(given)} exclude each other")
+    if args.community is not None:
+        return str(args.community)
+    return secret_from_env("--community-env", args.community_env, env) or secret_from_file(
+        "--community-file", args.community_file)
+
+
 def _status_list(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
@@ -105,9 +130,10 @@ def _snmp_access(args: argparse.Namespace, env: Env) -> dict[str, Any]:
         for option in ("v3_auth_key_env", "v3_priv_key_env", "v3_auth_protocol", "v3_priv_protocol"):
             if getattr(args, option) is not None:
                 raise InputError(f"--{option.replace('_', '-')} needs --v3-user")
-        return {"version": args.snmp_version, "community": args.community}
-    if args.community is not None:
-        raise InputError("--community and --v3-user exclude each other")
+        return {"version": args.snmp_version, "community": _community(args, env)}
+    for option in ("community", "community_env", "community_file"):
+        if getattr(args, option) is not None:
+            raise InputError(f"--{option.replace('_', '-')} and --v3-user exclude each other")
     v3 = {"user": args.v3_user, "auth_protocol": args.v3_auth_protocol, "priv_protocol": args.v3_priv_protocol,
           "auth_key": secret_from_env("--v3-auth-key-env", args.v3_auth_key_env, env),
           "priv_key": secret_from_env("--v3-priv-key-env", args.v3_priv_key_env, env)}
@@ -190,7 +216,10 @@ def _haproxy_args(p: argparse.ArgumentParser) -> None:
 
 
 def _snmp_access_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--community", metavar="C", help="v1/v2c community (default public)")
+    p.add_argument("--community-env", metavar="VAR", help="read the v1/v2c community from environment variable VAR")
+    p.add_argument("--community-file", metavar="PATH", help="read the v1/v2c community from the file PATH")
+    p.add_argument("--community", metavar="C", help="v1/v2c community (default public); visible to every user in "
+                                                    "`ps`: prefer --community-env or --community-file")
     p.add_argument("--snmp-version", choices=("1", "2c"), help="without --v3-user (default 2c)")
     p.add_argument("--v3-user", metavar="U", help="SNMPv3 user (implies version 3)")
     p.add_argument("--v3-auth-protocol", choices=("MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"))

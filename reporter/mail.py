@@ -64,6 +64,10 @@ async def send_message(msg: EmailMessage, smtp: SmtpSettings) -> list[str]:
     Returns the recipients the server refused while accepting others ("addr: 550 reason"), usually [].
     """
     password = smtp.password.get_secret_value() if smtp.password is not None else None
+    if (smtp.username is not None or password is not None) and not (
+            smtp.ssl or smtp.starttls or smtp.allow_plaintext_auth):
+        raise MailError(f"SMTP {smtp.host}:{smtp.port}: refusing to send the password over an unencrypted "
+                        "connection (set starttls or ssl, or allow_plaintext_auth for a trusted local relay)")
     try:
         errors, _ = await aiosmtplib.send(
             msg,

@@ -206,6 +206,15 @@ def render_json(report: Report) -> str:
 # ---------------------------------------------------------------- csv
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A text cell a spreadsheet will not run as a formula (OWASP "CSV injection"): a leading = + - @ tab or
+    CR gets a quote in front. Numbers are written as they are."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def render_csv(report: Report) -> str:
     """One row per component and period, columns in CSV_COLUMNS order (RFC 4180, CRLF line ends)."""
     out = io.StringIO()
@@ -214,8 +223,8 @@ def render_csv(report: Report) -> str:
     for c in report.components:
         r = c.result
         writer.writerow((
-            report.label, iso_ms(report.period.start_ms), iso_ms(report.period.end_ms), c.customer or "", c.tier,
-            c.name, c.klass, f"{c.target_pct:g}",
+            csv_text(report.label), iso_ms(report.period.start_ms), iso_ms(report.period.end_ms),
+            csv_text(c.customer or ""), csv_text(c.tier), csv_text(c.name), csv_text(c.klass), f"{c.target_pct:g}",
             "" if r.availability_pct is None else f"{r.availability_pct:.{c.policy.decimals}f}",
             "" if r.met is None else ("true" if r.met else "false"),
             seconds_text(r.downtime_ms), seconds_text(r.maintenance_ms), seconds_text(r.unmonitored_ms),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.configfile import ConfigError, bundled_contract, load, load_contract
-from agent.settings import parse_duration_s, split_host_port
+from agent.settings import parse_duration_s, redact_url, split_host_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "config"
@@ -50,7 +51,7 @@ def test_env_vars_expand_and_secrets_never_print(tmp_path: Path) -> None:
 contract: {bundled_contract()}
 storage:
   influxdb: {{url: "http://127.0.0.1:8086", database: sw, username: u, password: "${{INFLUX_PW}}"}}
-report: {{smtp: {{host: 127.0.0.1, password: "${{SMTP_PW:-fallback-secret}}"}}}}
+report: {{smtp: {{host: 127.0.0.1, starttls: true, password: "${{SMTP_PW:-fallback-secret}}"}}}}
 """)
     loaded = load(cfg, {"INFLUX_PW": "hunter2-very-secret"})
     db = loaded.config.storage.influxdb
@@ -150,3 +151,129 @@ def test_host_port_raises_only_value_error(text: str) -> None:
     except ValueError:
         return
     assert host and 0 < port < 65536
+
+
+# ---------------------------------------------------------------- hostile and absurd input
+
+
+def test_alias_bomb_is_refused_in_little_memory_and_time(tmp_path: Path) -> None:
+    """A few hundred bytes of nested aliases (9 levels of 9: 387 million nodes) are refused from the parser's
+    events, under a 512 MiB address-space limit."""
+    import resource
+
+    lines = ["contract: ../c.yaml", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    assert cfg.stat().st_size < 800
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
+
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", str(cfg)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"{cfg}:7: YAML aliases expand to more than 100000 nodes"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_file_larger_than_the_limit_is_refused_unread(tmp_path: Path) -> None:
+    cfg = tmp_path / "big.yaml"
+    with cfg.open("w") as f:
+        f.write("components: []\n")
+        f.truncate(17 << 20)
+    with pytest.raises(ConfigError) as info:
+        load(cfg)
+    assert [str(p) for p in info.value.problems] == [
+        f"{cfg}: the file is 17.0 MiB: more than the 16 MiB a config may be"]
+
+
+def test_a_huge_value_from_the_environment_is_cut_in_the_message(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""contract: {bundled_contract()}
+components:
+  - {{name: "${{NAME}}", class: network, tier: gold, probes: [{{kind: icmp, target: 127.0.0.1}}]}}
+""")
+    with pytest.raises(ConfigError) as info:
+        load(cfg, {"NAME": "a/" * (25 << 20)})
+    message = str(info.value.problems[0])
+    assert len(message) < 300
+    assert message.endswith("components[0].name: bad component name 'a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/"
+                            "a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/…: use letters, digits and - _ . : only")
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("agent: {heartbeat_s: .inf}", "agent.heartbeat_s: must be from 0.1 s to 1 h, got inf"),
+    ("agent: {heartbeat_s: 7200}", "agent.heartbeat_s: must be from 0.1 s to 1 h, got 7200"),
+    ("agent: {concurrency: 100000000}", "agent.concurrency: must be from 1 to 1000000, got 100000000"),
+    ("defaults: {interval_s: .nan}", "defaults.interval_s: must be from 0.1 s to 1 day, got nan"),
+    ("defaults: {interval_s: 0.01}", "defaults.interval_s: must be from 0.1 s to 1 day, got 0.01"),
+    ("defaults: {retry_interval_s: -.inf}", "defaults.retry_interval_s: must be from 0.1 s to 1 day, got -inf"),
+    ("defaults: {timeout_s: 1e300}", "defaults.timeout_s: must be from 0.001 s to 1 h, got 1e+300"),
+    ("defaults: {confirm: {down: 1000000}}", "defaults.confirm.down: must be from 1 to 1000, got 1000000"),
+    ("storage: {influxdb: {url: 'http://127.0.0.1:8086', database: d, timeout_s: .inf}}",
+     "storage.influxdb.timeout_s: must be from 0.1 s to 10 min, got inf"),
+    ("storage: {spool: {max_bytes: 100TiB}}", "storage.spool.max_bytes: max_bytes must be from 1MiB to 16TiB, "
+                                              "got 100.0TiB"),
+    ("report: {smtp: {timeout_s: 0}}", "report.smtp.timeout_s: must be from 0.1 s to 10 min, got 0"),
+])
+def test_every_duration_and_size_is_bounded(tmp_path: Path, setting: str, message: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"contract: {bundled_contract()}\n{setting}\n")
+    with pytest.raises(ConfigError) as info:
+        load(cfg)
+    assert [str(p).split(": ", 1)[1] for p in info.value.problems] == [message]
+
+
+@pytest.mark.parametrize(("probe", "message"), [
+    ("{kind: icmp, target: 127.0.0.1, packet_interval_s: .inf}",
+     "packet_interval_s: must be from 0.001 s to 10 s, got inf"),
+    ("{kind: icmp, target: 127.0.0.1, max_rtt_ms: .nan}", "max_rtt_ms: must be from more than 0 s to 1000 h, "
+                                                          "got nan"),
+    ("{kind: http, target: 'http://127.0.0.1/', max_body_bytes: 99999999999}",
+     "max_body_bytes: must be from 1 to 1073741824, got 99999999999"),
+    ("{kind: snmp, target: 127.0.0.1, checks: [{oid: 1.3.6.1.2.1.1.3.0, gt: .nan}]}",
+     "checks[0].gt: must be a finite number, got nan"),
+    ("{kind: http, target: 'https://u:p4ssw0rd@127.0.0.1/'}",
+     "target: bad URL 'https://***@127.0.0.1/': no user:password@ in the URL, set the username and "
+     "password settings"),
+])
+def test_probe_settings_are_bounded(tmp_path: Path, probe: str, message: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"contract: {bundled_contract()}\ncomponents:\n"
+                   f"  - {{name: a, class: network, tier: gold, probes: [{probe}]}}\n")
+    with pytest.raises(ConfigError) as info:
+        load(cfg)
+    assert [str(p).split(": ", 1)[1] for p in info.value.problems] == [f"components[0].probes[0].{message}"]
+
+
+def test_zero_maintenance_notice_is_valid(tmp_path: Path) -> None:
+    """A contract that excludes any announced maintenance has no notice rule: `0h`."""
+    contract = tmp_path / "contract.yaml"
+    contract.write_text("tiers: [gold]\nclasses: {network: {gold: 99.9}}\nmaintenance_notice: 0h\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("contract: contract.yaml\ncustomers: [{name: acme, tier: gold, policy: {maintenance_notice: 0}}]\n")
+    loaded = load(cfg)
+    assert loaded.contract.maintenance_notice_s == 0
+    assert loaded.config.customers[0].policy.maintenance_notice_s == 0
+    assert parse_duration_s("0h", allow_zero=True) == 0
+    with pytest.raises(ValueError, match="duration must be zero or positive"):
+        parse_duration_s(-1, allow_zero=True)
+
+
+def test_urls_are_redacted_in_messages() -> None:
+    assert redact_url("http://user:pw@db.example:8086/x?y=1") == "http://***@db.example:8086/x?y=1"
+    assert redact_url("http://db.example:8086/") == "http://db.example:8086/"
+
+
+def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
+    """`slawatch check-config FILE | head -1`: the reader is gone before the summary is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "config/example.yaml"], cwd=ROOT,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert proc.stderr == ""
+    assert proc.returncode == 1

@@ -90,7 +90,7 @@ def test_ups_settings() -> None:
 @pytest.mark.parametrize(("argv", "env", "reason"), [
     (("icmp", "bad_host!"), {}, "target: bad host 'bad_host!'"),
     (("icmp", "127.0.0.1", "--count", "0"), {}, "--count: Input should be greater than or equal to 1"),
-    (("icmp", "127.0.0.1", "--timeout", "-1"), {}, "--timeout: Input should be greater than 0"),
+    (("icmp", "127.0.0.1", "--timeout", "-1"), {}, "--timeout: must be from 0.001 s to 1 h, got -1"),
     (("tcp", "127.0.0.1"), {}, "target: '127.0.0.1' has no port: write host:port"),
     (("tcp", "127.0.0.1:80", "--expect", "("), {},
      "--expect: bad regular expression '(': missing ), unterminated subpattern at position 0"),
