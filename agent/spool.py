@@ -479,6 +479,7 @@ class Spool:
             self._make_room(len(data))
             if self._need_roll or (self._active.size > SEG_HEADER
                                    and self._active.size + len(data) > self.segment_bytes):
+                self._release_abandoned()  # consumed before the write failed: no ack would release it
                 try:
                     self._roll(data, len(points))  # the new segment appears with the batch in it, or not at all
                 except OSError as exc:

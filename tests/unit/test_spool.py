@@ -404,6 +404,20 @@ def test_a_batch_larger_than_the_free_space_leaves_no_empty_segments(tiny_fs: Pa
         assert ts(drain(sp)) == list(range(20))
 
 
+def test_a_failure_after_the_last_ack_still_gives_the_space_back(tiny_fs: Path) -> None:
+    path = tiny_fs / "spool"
+    with Spool(path, 1 << 30) as sp:
+        i = 0
+        while os.statvfs(tiny_fs).f_bavail * os.statvfs(tiny_fs).f_frsize > 16 << 10:
+            sp.append([sample(i * 10 + j, "w" * 200) for j in range(10)])
+            i += 1
+        assert len(drain(sp)) == i * 10  # all acknowledged; then a write fails: no ack comes to release it
+        with pytest.raises(SpoolError, match="No space left on device"):
+            sp.append([sample(10**8 + j, "w" * 200) for j in range(1000)])
+        sp.append([sample(10**9 + j, "w" * 200) for j in range(200)])  # more than was left free
+        assert ts(drain(sp)) == [10**9 + j for j in range(200)]
+
+
 def test_a_batch_read_before_a_segment_was_released_acks_harmlessly(tiny_fs: Path) -> None:
     path = tiny_fs / "spool"
     with Spool(path, 1 << 30, consumers=("store", "influx")) as sp:

@@ -1,0 +1,149 @@
+"""The real agent on a full disk and with its store down: every sample is stored or dropped and counted, and it
+recovers by itself; a dying task is restarted and /healthz says what is wrong meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.configfile import bundled_contract, load
+from agent.daemon import Agent
+from agent.spool import SEG_HEADER
+from agent.web import serve
+from tests.conftest import free_port, need, need_binary
+from tests.sinks.influx import Influxd
+
+COMPONENTS = 40
+INTERVAL_S = 0.1
+
+
+@pytest.fixture
+def tiny_fs() -> Iterator[Path]:
+    """A real 2 MB tmpfs (root only)."""
+    mnt = Path(tempfile.mkdtemp(prefix="slawatch-fullfs-"))
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode != 0:
+        mnt.rmdir()
+        need(False, f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        mnt.rmdir()
+
+
+@pytest.fixture
+async def tcp_target() -> AsyncIterator[int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield int(server.sockets[0].getsockname()[1])
+    server.close()
+    await server.wait_closed()
+
+
+def write_config(tmp: Path, target_port: int, storage: str, *, listen_port: int | None = None,
+                 components: int = COMPONENTS, interval_s: float = INTERVAL_S) -> Path:
+    cfg = tmp / "agent.yaml"
+    comps = "\n".join(f"""  - name: san-{i}
+    class: san
+    tier: gold
+    probes: [{{kind: tcp, target: "127.0.0.1:{target_port}"}}]""" for i in range(components))
+    cfg.write_text(f"""
+agent: {{id: agent-a, listen: "127.0.0.1:{listen_port or free_port()}", heartbeat_s: 1}}
+storage:
+{storage}
+contract: {bundled_contract()}
+defaults: {{interval_s: {interval_s}, timeout_s: {interval_s * 0.9:g}}}
+components:
+{comps}
+""")
+    return cfg
+
+
+def metric(agent: Agent, name: str) -> float:
+    """The sum of a metric's samples over all its label values."""
+    total = 0.0
+    for family in agent.metrics.registry.collect():
+        for s in family.samples:
+            if s.name == name:
+                total += s.value
+    return total
+
+
+async def wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.timeout(240)
+async def test_full_disk_with_the_store_down_counts_every_drop_and_recovers_by_itself(
+        tmp_path: Path, tiny_fs: Path, tcp_target: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.daemon.OUTBOX_LIMIT", 8000)  # more than fits on the disk, yet fills in seconds
+    influx = Influxd(binary=need_binary("influxd", "influxdb"), dir=tmp_path / "influx")  # not started yet
+    try:
+        # The spool shares a 2 MB disk with 1.5 MB of ballast, so the store outage fills it in a few seconds.
+        ballast = tiny_fs / "ballast"
+        ballast.write_bytes(b"\0" * (1536 << 10))
+        spool = tiny_fs / "spool"
+        cfg = write_config(tmp_path, tcp_target, f"""  influxdb: {{url: "{influx.url}", api: v1, database: slawatch,
+              timeout_s: 2}}
+  spool: {{path: {spool}}}""")
+        agent = Agent(load(cfg))
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+
+        await wait_for("the disk to fill", lambda: metric(agent, "slawatch_spool_append_errors_total") > 0, 60)
+        await wait_for("samples to be dropped from memory",
+                       lambda: metric(agent, "slawatch_samples_dropped_total") > 0, 60)
+        assert metric(agent, "slawatch_outbox_samples") >= 8000  # the backlog in memory is visible
+        for _ in range(20):  # tries go on while the disk is full, each leaving no file behind
+            await asyncio.sleep(0.1)
+            assert len([p for p in spool.glob("*.seg") if p.stat().st_size <= SEG_HEADER]) <= 1
+        assert not list(spool.glob("*.tmp"))
+
+        # The store comes back: the spool drains, makes room, and the backlog in memory follows by itself.
+        await asyncio.to_thread(influx.start)
+        back = time.monotonic()
+        await wait_for("the memory backlog to be spooled",
+                       lambda: metric(agent, "slawatch_outbox_samples") < 1000, 60)
+        recovered_s = time.monotonic() - back
+        await wait_for("the store to catch up", lambda: agent.spool.pending("influxdb") < 2000, 60)
+        dropped = metric(agent, "slawatch_samples_dropped_total")
+        await asyncio.sleep(2.0)
+        assert metric(agent, "slawatch_outbox_samples") < 1000
+        assert metric(agent, "slawatch_samples_dropped_total") == dropped  # nothing dropped once it is back
+        assert len([p for p in spool.glob("*.seg") if p.stat().st_size <= SEG_HEADER]) <= 1
+
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        rows = influx.rows('SELECT count("up") FROM "slawatch"."slawatch"."slawatch_probe"', "slawatch")
+        stored = rows[0]["count"] if rows else 0
+        counted = sum(agent.dropped_samples().values())
+        assert counted > 0 and agent.dropped_samples()["stopped"] == 0
+        assert stored + counted == agent.probe_runs  # probed = stored + dropped-and-counted
+        print(f"full disk, store down: probed {agent.probe_runs}, stored {stored}, dropped and counted {counted}; "
+              f"memory backlog spooled {recovered_s:.1f}s after the store came back")
+        states = influx.rows('SELECT "up" FROM "slawatch"."slawatch"."slawatch_state"', "slawatch")
+        assert len(states) == COMPONENTS  # state changes are never dropped
+    finally:
+        await asyncio.to_thread(influx.stop)
