@@ -4,7 +4,13 @@ recovers by itself; a dying task is restarted and /healthz says what is wrong me
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import resource
+import signal
+import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -17,10 +23,10 @@ import pytest
 from agent.configfile import bundled_contract, load
 from agent.daemon import Agent
 from agent.spool import SEG_HEADER
-from agent.web import serve
 from tests.conftest import free_port, need, need_binary
 from tests.sinks.influx import Influxd
 
+ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = 40
 INTERVAL_S = 0.1
 
@@ -146,4 +152,122 @@ async def test_full_disk_with_the_store_down_counts_every_drop_and_recovers_by_i
         states = influx.rows('SELECT "up" FROM "slawatch"."slawatch"."slawatch_state"', "slawatch")
         assert len(states) == COMPONENTS  # state changes are never dropped
     finally:
+        await asyncio.to_thread(influx.stop)
+
+
+class AgentProcess:
+    """`slawatch agent` as a real process, its log in a file, its HTTP face on a loopback port."""
+
+    def __init__(self, cfg: Path, listen_port: int, log: Path) -> None:
+        self.base = f"http://127.0.0.1:{listen_port}"
+        self.log = log
+        with log.open("wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg)],
+                                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+
+    async def get(self, path: str) -> tuple[int, str]:
+        try:
+            return await asyncio.to_thread(get, self.base + path)
+        except OSError as exc:
+            return 0, str(exc)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    async def until(self, what: str, check: Callable[[int, str], bool], path: str = "/healthz",
+                    timeout_s: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, body = await self.get(path)
+            if check(status, body):
+                return body
+            assert time.monotonic() < deadline, f"timed out waiting for {what}; last {status} {body[:500]}\n" \
+                                                f"{self.log_text()[-3000:]}"
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> int:
+        """SIGTERM; the number of probe runs the agent reports at exit."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(self.proc.wait, 30) == 0, self.log_text()[-3000:]
+        m = re.search(r"stopped after (\d+) probe runs", self.log_text())
+        assert m, self.log_text()[-3000:]
+        return int(m.group(1))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def exhaust_descriptors(pid: int, limit: int) -> int:
+    """Lower the process's soft RLIMIT_NOFILE to its lowest free descriptor: it can open nothing more."""
+    fds = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+    lowest_free = next(i for i in range(len(fds) + 1) if i not in fds)
+    if lowest_free < limit:
+        _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
+        return lowest_free
+    return limit
+
+
+@pytest.mark.timeout(180)
+async def test_a_drain_that_dies_of_emfile_is_restarted_and_healthz_says_so_meanwhile(
+        tmp_path: Path, tcp_target: int) -> None:
+    listen = free_port()
+    cfg = write_config(tmp_path, tcp_target, "  sqlite: {path: store.db}\n  spool: {path: spool}",
+                       listen_port=listen, components=2, interval_s=0.5)
+    agent = AgentProcess(cfg, listen, tmp_path / "agent.log")
+    try:
+        await agent.until("the agent to serve", lambda status, _: status == 200)
+        soft, hard = resource.prlimit(agent.proc.pid, resource.RLIMIT_NOFILE)
+        # No descriptor left: the drain's next spool read fails with EMFILE (Too many open files).
+        limit = soft
+        deadline = time.monotonic() + 30
+        exhausted_at: float | None = None
+        while exhausted_at is None or time.monotonic() < exhausted_at + 3.0:  # the drain reads at least each 1 s
+            assert time.monotonic() < deadline, agent.log_text()[-3000:]
+            limit = exhaust_descriptors(agent.proc.pid, limit)  # a probe socket that closed left a hole
+            if exhausted_at is None and "Too many open files" in agent.log_text():
+                exhausted_at = time.monotonic()
+            await asyncio.sleep(0.05)
+        resource.prlimit(agent.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+
+        body = await agent.until("/healthz to name the dead drain", lambda status, _: status != 0)
+        status, body = await agent.get("/healthz")
+        assert status == 503, body
+        assert "task drain-sqlite failed" in body and "Too many open files" in body
+        assert re.search(r"ERROR +agent.supervisor: task drain-sqlite failed, restarting in .*Too many open files",
+                         agent.log_text())
+        metrics = await agent.until("metrics", lambda status, _: status == 200, "/metrics")
+        m = re.search(r'slawatch_task_restarts_total\{task="drain-sqlite"\} (\S+)', metrics)
+        assert m and float(m.group(1)) >= 1, metrics
+        await agent.until("/healthz to be ok again", lambda status, _: status == 200, timeout_s=60)
+        probe_runs = await agent.stop()
+    finally:
+        agent.kill()
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        stored = db.execute("SELECT count(*) FROM slawatch_probe").fetchone()[0]
+    assert stored == probe_runs > 0  # the restarted drain caught up: every sample stored
+    assert "Task exception was never retrieved" not in agent.log_text()
+
+
+@pytest.mark.timeout(180)
+async def test_healthz_is_unhealthy_through_a_store_outage_and_ok_after_it(tmp_path: Path, tcp_target: int) -> None:
+    influx = Influxd(binary=need_binary("influxd", "influxdb"), dir=tmp_path / "influx")  # not started: port closed
+    listen = free_port()
+    cfg = write_config(tmp_path, tcp_target, f"""  influxdb: {{url: "{influx.url}", api: v1, database: slawatch}}
+  spool: {{path: spool, unhealthy_failing_s: 2, unhealthy_backlog_s: 3}}""",
+                       listen_port=listen, components=4, interval_s=0.25)
+    agent = AgentProcess(cfg, listen, tmp_path / "agent.log")
+    try:
+        body = await agent.until("/healthz to report the failing store", lambda status, body: status == 503
+                                 and "store influxdb: writes failing for" in body and "backlog growing" in body)
+        assert "cannot reach the server" in body
+        await asyncio.to_thread(influx.start)
+        await agent.until("/healthz to be ok again", lambda status, _: status == 200)
+        probe_runs = await agent.stop()
+        rows = influx.rows('SELECT count("up") FROM "slawatch"."slawatch"."slawatch_probe"', "slawatch")
+        assert rows and rows[0]["count"] == probe_runs
+    finally:
+        agent.kill()
         await asyncio.to_thread(influx.stop)
