@@ -4,6 +4,8 @@ recovers by itself; a dying task is restarted and /healthz says what is wrong me
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import re
 import resource
@@ -103,7 +105,9 @@ def get(url: str) -> tuple[int, str]:
 
 @pytest.mark.timeout(240)
 async def test_full_disk_with_the_store_down_counts_every_drop_and_recovers_by_itself(
-        tmp_path: Path, tiny_fs: Path, tcp_target: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, tiny_fs: Path, tcp_target: int, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agent")
     monkeypatch.setattr("agent.daemon.OUTBOX_LIMIT", 8000)  # more than fits on the disk, yet fills in seconds
     influx = Influxd(binary=need_binary("influxd", "influxdb"), dir=tmp_path / "influx")  # not started yet
     try:
@@ -147,12 +151,41 @@ async def test_full_disk_with_the_store_down_counts_every_drop_and_recovers_by_i
         counted = sum(agent.dropped_samples().values())
         assert counted > 0 and agent.dropped_samples()["stopped"] == 0
         assert stored + counted == agent.probe_runs  # probed = stored + dropped-and-counted
+        assert f"stopping: samples dropped since start: {counted} ({counted} outbox_full)" in caplog.text
+        assert "spool writable again after" in caplog.text
         print(f"full disk, store down: probed {agent.probe_runs}, stored {stored}, dropped and counted {counted}; "
               f"memory backlog spooled {recovered_s:.1f}s after the store came back")
         states = influx.rows('SELECT "up" FROM "slawatch"."slawatch"."slawatch_state"', "slawatch")
         assert len(states) == COMPONENTS  # state changes are never dropped
     finally:
         await asyncio.to_thread(influx.stop)
+
+
+@pytest.mark.timeout(120)
+async def test_points_the_spool_cannot_take_at_stop_are_counted_and_logged(
+        tmp_path: Path, tiny_fs: Path, tcp_target: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agent")
+    cfg = write_config(tmp_path, tcp_target, f"""  sqlite: {{path: {tmp_path / "store.db"}}}
+  spool: {{path: {tiny_fs / "spool"}}}""", components=10)
+    agent = Agent(load(cfg))
+    fd = os.open(tiny_fs / "ballast", os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):  # the disk is full from the start
+        for _ in range(1024):
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    await wait_for("a failed append", lambda: metric(agent, "slawatch_spool_append_errors_total") > 0, 30)
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    lost = agent.dropped_samples()["stopped"]
+    with sqlite3.connect(tmp_path / "store.db") as db:  # what fitted in the segment's first block is stored
+        stored = db.execute("SELECT count(*) FROM slawatch_probe").fetchone()[0]
+    assert lost > stored and stored + lost == agent.probe_runs  # probed = stored + dropped-and-counted
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("stopping: LOST"))
+    assert f"LOST {lost} samples, " in line and "No space left on device" in line
+    assert f"samples dropped since start: {lost} ({lost} stopped)" in line
 
 
 class AgentProcess:
