@@ -1,15 +1,18 @@
 """The agent daemon: schedules probes, keeps component state, spools everything, drains the spool to the stores.
 
-Data path of one probe run: result -> Sample (+ StateChange) -> outbox -> spool (fsync per batch, every
-~200 ms) -> one drain task per sink (batches of 5 000, exponential backoff with jitter while the store is
-down) -> ack. Nothing is written to a store that was not first in the spool, so a store outage or an agent
-crash costs no sample.
+Data path of one probe run: result -> Sample (+ StateChange) -> outbox -> spool (fsync per batch of at most
+2 000, every ~200 ms) -> one drain task per sink (batches of 5 000, exponential backoff with jitter while the
+store is down) -> ack. Nothing is written to a store that was not first in the spool, so a store outage or an
+agent crash costs no sample. While the spool cannot be written (disk full) the outbox holds the points, bounded:
+samples beyond the bound are dropped and counted, state changes and heartbeats kept. Every long-lived task runs
+under a supervisor that restarts it after an error; `health()` says what is wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import re
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.configfile import ConfigError, Loaded, load
+from agent.health import Growth, Streak
 from agent.metrics import Metrics
 from agent.model import ComponentRef, Heartbeat, Point, Sample, StateChange
 from agent.probes import run_probe, snmpclient
@@ -27,17 +31,22 @@ from agent.schedule import Job, Scheduler, stable_phase
 from agent.settings import Component, ProbeBase
 from agent.sinks import Sink, SinkError, open_sinks
 from agent.spool import Spool, SpoolError
-from agent.state import ComponentState
+from agent.state import ComponentState, format_duration
+from agent.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.2
 FLUSH_POINTS = 2000
+SPOOL_BATCH = 2000  # points per spool append: a batch that does not fit on the disk fails alone
+SPOOL_RETRY_S = 1.0  # while the spool cannot be written, try again this often
 DRAIN_BATCH = 5000
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0  # a store back from an outage waits at most this long for the next try
 OUTBOX_LIMIT = 1_000_000  # points held in memory while the spool cannot be written (disk full)
 PRUNE_EVERY_S = 3600.0
+WATCH_EVERY_S = 1.0
+ERROR_LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +83,18 @@ class Agent:
         self._spooled = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._draining = True
-        self._spool_error_logged = 0.0
+        self._stopping = False
+        self._spool_error_logged = -ERROR_LOG_EVERY_S
+        self.outbox_limit = OUTBOX_LIMIT
+        self._dropped = {"outbox_full": 0, "stopped": 0}  # samples dropped from memory, by reason
+        self._shed_unlogged = 0
+        self._shed_logged = -ERROR_LOG_EVERY_S
+        self._spool_failing = Streak()
+        self._store_failing = {c: Streak() for c in self._consumers}
+        self._backlog = {c: Growth() for c in self._consumers}
+        self.unhealthy_backlog_s = spool_cfg.unhealthy_backlog_s
+        self.unhealthy_failing_s = spool_cfg.unhealthy_failing_s
+        self.supervisor = Supervisor(on_error=lambda task: self.metrics.task_restarts.labels(task).inc())
         self.probe_runs = 0
         self._reloads: set[asyncio.Task[bool]] = set()
         self.on_reload: list[Callable[[Loaded], None]] = []
@@ -187,44 +207,56 @@ class Agent:
 
     # ------------------------------------------------------------ spool and sinks
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> bool:
+        """Move the outbox to the spool in bounded batches; False when the spool could not take all of it."""
         async with self._flush_lock:
-            if not self._outbox:
-                return
-            batch, self._outbox = self._outbox, []
             self._outbox_full.clear()
-            try:
-                await asyncio.to_thread(self.spool.append, batch)
-            except SpoolError as exc:
-                self._outbox[:0] = batch
-                self.metrics.spool_errors.inc()
-                if len(self._outbox) > OUTBOX_LIMIT:
-                    self._shed_outbox()
-                if time.monotonic() - self._spool_error_logged > 60:
-                    self._spool_error_logged = time.monotonic()
-                    log.error("spool append failed, %d points held in memory: %s", len(self._outbox), exc)
-                return
-            self._spooled.set()
+            while self._outbox:
+                batch = self._outbox[:SPOOL_BATCH]
+                try:
+                    await asyncio.to_thread(self.spool.append, batch)
+                except SpoolError as exc:
+                    self.metrics.spool_errors.inc()
+                    self._spool_failing.fail(time.monotonic(), str(exc))
+                    if len(self._outbox) > self.outbox_limit:
+                        self._shed_outbox()
+                    if time.monotonic() - self._spool_error_logged >= ERROR_LOG_EVERY_S:
+                        self._spool_error_logged = time.monotonic()
+                        log.error("spool append failed, %d points held in memory: %s", len(self._outbox), exc)
+                    return False
+                del self._outbox[:len(batch)]  # points added meanwhile are behind it
+                self._spooled.set()
+                lasted = self._spool_failing.ok(time.monotonic())
+                if lasted is not None:
+                    log.info("spool writable again after %s", format_duration(int(lasted * 1000)))
+            return True
 
     def _shed_outbox(self) -> None:
-        """Disk full for long: keep state changes and heartbeats, drop the oldest samples."""
-        excess = len(self._outbox) - OUTBOX_LIMIT
+        """Disk full for long: keep state changes and heartbeats, drop the oldest samples, count them."""
+        excess = len(self._outbox) - self.outbox_limit
         kept: list[Point] = []
         for point in self._outbox:
             if excess > 0 and isinstance(point, Sample):
                 excess -= 1
                 continue
             kept.append(point)
-        log.error("dropped %d samples held in memory: the spool cannot be written",
-                  len(self._outbox) - len(kept))
+        dropped = len(self._outbox) - len(kept)
         self._outbox = kept
+        self._dropped["outbox_full"] += dropped
+        self._shed_unlogged += dropped
+        if self._shed_unlogged and time.monotonic() - self._shed_logged >= ERROR_LOG_EVERY_S:
+            self._shed_logged = time.monotonic()
+            log.error("dropped %d samples held in memory (%d since start): the spool cannot be written; "
+                      "state changes and heartbeats kept", self._shed_unlogged, self._dropped["outbox_full"])
+            self._shed_unlogged = 0
 
     async def _flush_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_INTERVAL_S):
                     await self._outbox_full.wait()
-            await self._flush()
+            if not await self._flush():
+                await asyncio.sleep(SPOOL_RETRY_S)
 
     async def _drain(self, consumer: str, sink: Sink) -> None:
         backoff = BACKOFF_MIN_S
@@ -240,6 +272,7 @@ class Agent:
             try:
                 await sink.write(batch.points)
             except SinkError as exc:
+                self._store_failing[consumer].fail(time.monotonic(), str(exc))
                 if time.monotonic() - last_log > 60:
                     last_log = time.monotonic()
                     level = logging.WARNING if exc.retryable else logging.ERROR
@@ -248,6 +281,7 @@ class Agent:
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, BACKOFF_MAX_S if exc.retryable else BACKOFF_MAX_S * 10)
                 continue
+            self._store_failing[consumer].ok(time.monotonic())
             await asyncio.to_thread(self.spool.ack, consumer, batch)
             if backoff > BACKOFF_MIN_S:
                 log.info("%s: writing again", sink.name)
@@ -269,6 +303,46 @@ class Agent:
                     log.warning("%s: retention prune failed: %s", sink.name, exc)
             await asyncio.sleep(PRUNE_EVERY_S)
 
+    async def _watch_loop(self) -> None:
+        """Follow each store's backlog (spool and memory) so that health() can tell a growing one."""
+        while True:
+            for consumer, growth in self._backlog.items():
+                pending = await asyncio.to_thread(self.spool.pending, consumer)
+                growth.observe(time.monotonic(), pending + len(self._outbox))
+            await asyncio.sleep(WATCH_EVERY_S)
+
+    def dropped_samples(self) -> dict[str, int]:
+        """Samples dropped since start, by reason (`slawatch_samples_dropped_total`)."""
+        return {"spool_full": self.spool.dropped_samples, **self._dropped}
+
+    def health(self) -> list[str]:
+        """What is wrong, one reason a line; empty when healthy (served by /healthz)."""
+        now = time.monotonic()
+        reasons = []
+        for task in self.supervisor.tasks.values():
+            if task.failing(now, self.supervisor.stable_s):
+                assert task.failed_at is not None
+                state = "restarted" if task.restarted_at is not None else "waiting to restart"
+                reasons.append(f"task {task.name} failed {format_duration(int((now - task.failed_at) * 1000))} ago "
+                               f"({state}, {task.restarts} restarts): {task.last_error}")
+            elif task.done and not self._stopping:
+                reasons.append(f"task {task.name} has ended")
+        failing = self._spool_failing.failing_for(now)
+        if failing >= self.unhealthy_failing_s:
+            reasons.append(f"spool appends failing for {format_duration(int(failing * 1000))}, "
+                           f"{len(self._outbox)} points held in memory: {self._spool_failing.error}")
+        for consumer, streak in self._store_failing.items():
+            failing = streak.failing_for(now)
+            if failing >= self.unhealthy_failing_s:
+                reasons.append(f"store {consumer}: writes failing for {format_duration(int(failing * 1000))}: "
+                               f"{streak.error}")
+        for consumer, growth in self._backlog.items():
+            growing = growth.growing_for(now)
+            if growing >= self.unhealthy_backlog_s:
+                reasons.append(f"store {consumer}: backlog growing for {format_duration(int(growing * 1000))}, "
+                               f"{growth.last} points waiting")
+        return reasons
+
     def _live_metrics(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         spool_bytes = GaugeMetricFamily("slawatch_spool_bytes", "Bytes in the on-disk spool")
         spool_bytes.add_metric([], self.spool.bytes)
@@ -278,8 +352,15 @@ class Agent:
         for consumer in self._consumers:
             pending.add_metric([consumer], self.spool.pending(consumer))
         yield pending
-        dropped = CounterMetricFamily("slawatch_samples_dropped", "Samples dropped because the spool was full")
-        dropped.add_metric([], self.spool.dropped_samples)
+        outbox = GaugeMetricFamily("slawatch_outbox_samples", "Points held in memory, not yet in the spool")
+        outbox.add_metric([], len(self._outbox))
+        yield outbox
+        dropped = CounterMetricFamily("slawatch_samples_dropped", "Samples dropped and never stored, by reason: "
+                                      "spool_full (over max_bytes), outbox_full (the spool could not be written "
+                                      "and memory was full), stopped (in memory at stop, unspoolable)",
+                                      labels=["reason"])
+        for reason, n in self.dropped_samples().items():
+            dropped.add_metric([reason], n)
         yield dropped
         errors = CounterMetricFamily("slawatch_sink_write_errors", "Failed store writes", labels=["sink"])
         bad = CounterMetricFamily("slawatch_sink_bad_points", "Points a store refused", labels=["sink"])
@@ -297,14 +378,15 @@ class Agent:
         log.info("agent %s watching %d components (%d probes), storing to %s", self.agent_id, len(self.states),
                  len(self.scheduler.jobs), ", ".join(s.name for s in self.sinks))
         await self._warm_probes()
-        background = [asyncio.create_task(self._flush_loop(), name="flush"),
-                      asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                      asyncio.create_task(self._prune_loop(), name="prune")]
-        drains = [asyncio.create_task(self._drain(c, s), name=f"drain-{c}") for c, s in self._consumers.items()]
-        sched = asyncio.create_task(self.scheduler.run_forever(), name="scheduler")
+        start = self.supervisor.start
+        background = [start("flush", self._flush_loop), start("heartbeat", self._heartbeat_loop),
+                      start("prune", self._prune_loop), start("watch", self._watch_loop)]
+        drains = [start(f"drain-{c}", functools.partial(self._drain, c, s)) for c, s in self._consumers.items()]
+        sched = start("scheduler", self.scheduler.run_forever)
         try:
             await stop.wait()
         finally:
+            self._stopping = True
             log.info("stopping: waiting for probes in flight")
             grace = max((j.payload.settings.timeout_s for j in self.scheduler.jobs.values()), default=1.0)
             await self.scheduler.stop(grace + 0.5)
@@ -317,7 +399,9 @@ class Agent:
     async def _drain_until_empty(self, drains: Sequence[asyncio.Task[None]], grace_s: float) -> None:
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            if all(self.spool.pending(c) == 0 for c in self._consumers):
+            if self._outbox:  # the drains may have made room on a full disk
+                await self._flush()
+            if not self._outbox and all(self.spool.pending(c) == 0 for c in self._consumers):
                 break
             self._spooled.set()
             await asyncio.sleep(0.05)
@@ -325,9 +409,27 @@ class Agent:
         self._spooled.set()
         _, running = await asyncio.wait(drains, timeout=1.5)  # let a write in progress finish and be acked
         await _cancel(list(running))
+        self._log_losses()
+
+    def _log_losses(self) -> None:
+        """One line at stop: what could not be spooled (lost), what waits in the spool, what was dropped."""
+        parts = []
+        if self._outbox:
+            samples = sum(1 for p in self._outbox if isinstance(p, Sample))
+            changes = sum(1 for p in self._outbox if isinstance(p, StateChange))
+            self._dropped["stopped"] += samples
+            parts.append(f"LOST {samples} samples, {changes} state changes and {len(self._outbox) - samples - changes} "
+                         f"heartbeats held in memory: the spool could not take them ({self._spool_failing.error})")
+            self._outbox = []
         left = {c: self.spool.pending(c) for c in self._consumers}
         if any(left.values()):
-            log.warning("stopped with points still in the spool (written at next start): %s", left)
+            parts.append(f"points kept in the spool, written at next start: {left}")
+        dropped = self.dropped_samples()
+        if any(dropped.values()):
+            parts.append(f"samples dropped since start: {sum(dropped.values())} "
+                         f"({', '.join(f'{n} {r}' for r, n in dropped.items() if n)})")
+        if parts:
+            log.log(logging.ERROR if self._dropped["stopped"] else logging.WARNING, "stopping: %s", "; ".join(parts))
 
     async def _warm_probes(self) -> None:
         """Build the SNMP engine before the first deadline starts (it takes 0.1-0.3 s once)."""

@@ -36,6 +36,8 @@ class Metrics:
         self.reload_ok.set(1)
         self.spool_errors = Counter("slawatch_spool_append_errors_total",
                                     "Spool appends that failed (disk full, I/O error) and were retried", registry=r)
+        self.task_restarts = Counter("slawatch_task_restarts_total",
+                                     "Restarts of a long-lived task of the agent after an error", ["task"], registry=r)
         # Children looked up once: label resolution costs more than the update on the hot path.
         self._labels: dict[tuple[str, str, str], tuple[Gauge, Gauge]] = {}
         self._runs: dict[tuple[str, Outcome], Counter] = {}

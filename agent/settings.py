@@ -568,6 +568,9 @@ class InfluxSettings(Strict):
 class SpoolSettings(Strict):
     path: Path = Path("spool")
     max_bytes: ByteSize = ByteSize(1 << 30)
+    # /healthz turns unhealthy when a store's backlog has grown this long, or writes have failed this long.
+    unhealthy_backlog_s: Annotated[float, Field(ge=1, le=7 * 86400)] = 600.0
+    unhealthy_failing_s: Annotated[float, Field(ge=1, le=7 * 86400)] = 60.0
 
     @field_validator("max_bytes")
     @classmethod

@@ -26,7 +26,9 @@ Guarantees:
 - ``append`` writes one batch with one ``pwrite`` and one ``fdatasync``; when it returns the batch survives
   SIGKILL and power loss. On any OSError (ENOSPC on write or fsync) the segment is truncated back to its last
   good length, the next append starts a fresh segment, and ``SpoolError`` is raised; earlier records stay
-  readable.
+  readable. A new segment is written with its first batch in it (temporary file, fsync, rename), so an append
+  that does not fit leaves no file behind. The abandoned segment is cut back to its header once every consumer
+  has passed it: on a full disk that is the space the next segment needs.
 - At open every segment is scanned: a torn tail (crash mid-write) is truncated, a corrupt record in the
   middle (bad CRC, bad length, undecodable payload) is skipped and counted in ``corrupt_records``, never
   mis-decoded.
@@ -498,12 +500,15 @@ class Spool:
             self._check_open()
             self._log_drops()
             self._make_room(len(data))
-            try:
-                if self._need_roll or (self._active.size > SEG_HEADER
-                                       and self._active.size + len(data) > self.segment_bytes):
-                    self._roll()
-            except OSError as exc:
-                raise SpoolError(f"spool {self.path}: cannot start a new segment: {exc}") from exc
+            if self._need_roll or (self._active.size > SEG_HEADER
+                                   and self._active.size + len(data) > self.segment_bytes):
+                self._release_abandoned()  # consumed before the write failed: no ack would release it
+                try:
+                    self._roll(data, len(points))  # the new segment appears with the batch in it, or not at all
+                except OSError as exc:
+                    raise SpoolError(f"spool {self.path}: cannot start a new segment with {len(points)} points: "
+                                     f"{os.strerror(exc.errno) if exc.errno else exc}") from exc
+                return
             seg = self._active
             try:
                 _write_all(self._fd, data, seg.size)
@@ -571,6 +576,7 @@ class Spool:
                 raise SpoolError(f"spool {self.path}: cannot save offset of {consumer}: {exc}") from exc
             c.segment, c.pos, c.index = end.segment, end.pos, index
             self._delete_passed()
+            self._release_abandoned()
 
     def close(self) -> None:
         """Close files and release the lock; further calls raise SpoolError."""
@@ -622,21 +628,36 @@ class Spool:
             self._fd = -1
         os.close(self._lock_fd)
 
-    def _create_segment(self, seg_id: int, compacted: bool = False) -> _Segment:
-        path = self.path / _seg_name(seg_id)
-        _write_file_atomic(path, _seg_header(compacted))
-        seg = _Segment(seg_id, path, compacted=compacted)
-        self._open_active(seg)
-        return seg
+    def _create_segment(self, seg_id: int, compacted: bool = False, data: _Bytes = b"", count: int = 0) -> _Segment:
+        """A new active segment holding its header and `data`, or an OSError and no file at all.
 
-    def _open_active(self, seg: _Segment) -> None:
+        Written as a temporary file, fsynced, then renamed: a full disk never leaves a segment behind that
+        holds a header only (on a small disk each would pin a block, and the next try would make another).
+        """
+        path = self.path / _seg_name(seg_id)
+        tmp = path.with_name(path.name + ".tmp")
+        content = _seg_header(compacted) + data
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, content, 0)
+            os.fdatasync(fd)  # a new file's size is data for fdatasync; the rename is made durable below
+            os.replace(tmp, path)
+            try:
+                _fsync_dir(self.path)
+            except OSError:
+                path.unlink(missing_ok=True)
+                raise
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
         if self._fd >= 0:
             os.close(self._fd)
-            self._fd = -1
-        self._fd = os.open(seg.path, os.O_RDWR)
+        self._fd = fd
+        return _Segment(seg_id, path, size=len(content), count=count, compacted=compacted)
 
-    def _roll(self) -> None:
-        seg = self._create_segment(self._active.id + 1)
+    def _roll(self, data: _Bytes = b"", count: int = 0) -> None:
+        seg = self._create_segment(self._active.id + 1, data=data, count=count)
         self._segments.append(seg)
         self._need_roll = False
 
@@ -715,6 +736,31 @@ class Spool:
         while len(self._segments) > 1 and self._segments[0].id < oldest:
             seg = self._segments.pop(0)
             seg.path.unlink(missing_ok=True)
+
+    def _release_abandoned(self) -> None:
+        """Give back the space of an abandoned active segment that every consumer has passed.
+
+        After a failed write the last segment is never appended to again, but it is not deleted either (it is
+        the last one, and its id must stay the highest). On a full disk its space is what the next segment
+        needs, so once it is consumed it is cut back to its header; offsets move to that header first, so a
+        crash in between only replays nothing.
+        """
+        seg = self._active
+        if not self._need_roll or seg.size <= SEG_HEADER:
+            return
+        if any(c.segment != seg.id or c.pos < seg.size for c in self._consumers.values()):
+            return
+        try:
+            for name in self._consumers:
+                self._save_offset(name, Offset(seg.id, SEG_HEADER), seg.compacted)
+            os.truncate(seg.path, SEG_HEADER)
+        except OSError as exc:
+            log.warning("spool %s: cannot release segment %d: %s", self.path, seg.id, exc)
+            return
+        self._generation += 1  # a batch read before this acknowledges as the segment's start, like compaction
+        seg.size, seg.count, seg.skips, seg.compacted_gen = SEG_HEADER, 0, {}, self._generation
+        for c in self._consumers.values():
+            c.pos, c.index = SEG_HEADER, 0
 
     # ------------------------------------------------------------ overflow
 

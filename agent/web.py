@@ -32,11 +32,14 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _healthz(request: web.Request) -> web.Response:
+    """200 and status "ok", or 503 and status "unhealthy" with the reasons (a dead drain, a failing store...)."""
     agent = request.app[AGENT_KEY]
+    reasons = agent.health()
     return web.json_response({
-        "status": "ok", "agent": agent.agent_id, "uptime_s": round(time.time() - agent.started, 3),
-        "components": len(agent.states), "probe_runs": agent.probe_runs,
-    })
+        "status": "unhealthy" if reasons else "ok", "reasons": reasons, "agent": agent.agent_id,
+        "uptime_s": round(time.time() - agent.started, 3), "components": len(agent.states),
+        "probe_runs": agent.probe_runs,
+    }, status=503 if reasons else 200)
 
 
 async def _status(request: web.Request) -> web.Response:
