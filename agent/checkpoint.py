@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,6 +74,8 @@ class Checkpoint:
         self.path = Path(directory) / FILE_NAME
         self.agent = agent
         self.writes = 0
+        # A write goes on in its thread when the task that awaited it is cancelled: never two at once.
+        self._lock = threading.Lock()
 
     def load(self) -> dict[str, Saved]:
         """The saved components, or none when there is no usable checkpoint (said in a log line)."""
@@ -97,6 +100,11 @@ class Checkpoint:
     def save(self, saved: Iterable[Saved]) -> None:
         """Replace the checkpoint durably; raises OSError."""
         data = encode(self.agent, saved)
+        with self._lock:
+            self._replace(data)
+        self.writes += 1
+
+    def _replace(self, data: bytes) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -116,4 +124,3 @@ class Checkpoint:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self.writes += 1

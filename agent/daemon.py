@@ -40,7 +40,10 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0  # a store back from an outage waits at most this long for the next try
 OUTBOX_LIMIT = 1_000_000  # points held in memory while the spool cannot be written (disk full)
 PRUNE_EVERY_S = 3600.0
-RESUME_GAP_INTERVALS = 3  # a streak open at a restart goes on if its probe last ran at most this many intervals ago
+# A streak open at a restart goes on when its probe last ran at most this many intervals (or heartbeat periods,
+# if longer) ago: a gap the reporter counts as watched (heartbeats < 3 periods apart) must not split an outage.
+RESUME_GAP_INTERVALS = 3
+CHECKPOINT_DELAY_S = 0.1  # streak updates within this long share one checkpoint write
 MAX_BRIDGE_S = 86400.0  # a forward step of the wall clock up to this long is covered by heartbeats
 
 
@@ -79,7 +82,7 @@ class Agent:
         self._saved: dict[str, Saved] = self.checkpoint.load()  # taken over by the first _apply
         self._checkpoint_dirty = False
         self._checkpoint_lock = asyncio.Lock()
-        self._checkpoint_tasks: set[asyncio.Task[None]] = set()
+        self._checkpoint_later: asyncio.Task[None] | None = None
         self._checkpoint_error_logged = -3600.0
         self._held: dict[str, tuple[StateChange, Saved]] = {}  # changes the spool could not take yet
         self._beat_period_s = cfg.agent.heartbeat_s
@@ -118,7 +121,9 @@ class Agent:
                 if saved is not None:
                     # A restart (or a reload that changed the probes) goes on from the confirmed state: seeing
                     # it again writes no change, and an outage in confirmation keeps its first failed run.
-                    gaps = {p.label: round(RESUME_GAP_INTERVALS * p.interval_s * 1000) for p in comp.probes}
+                    beat_s = cfg.agent.heartbeat_s
+                    gaps = {p.label: round(RESUME_GAP_INTERVALS * max(p.interval_s, beat_s) * 1000)
+                            for p in comp.probes}
                     state.restore(saved, self.clock.now_ms(), gaps)
                     if state.up is not None:
                         self.metrics.set_component(ref, state.up)
@@ -250,14 +255,21 @@ class Agent:
                               self.checkpoint.path, exc)
 
     def _checkpoint_soon(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._save_checkpoint())
-        self._checkpoint_tasks.add(task)
-        task.add_done_callback(self._checkpoint_tasks.discard)
+        """A write shortly (a mass outage opens thousands of streaks at once: one write for many)."""
+        if self._checkpoint_later is None:
+            self._checkpoint_later = asyncio.get_running_loop().create_task(self._checkpoint_after_delay())
+
+    async def _checkpoint_after_delay(self) -> None:
+        try:
+            await asyncio.sleep(CHECKPOINT_DELAY_S)
+        finally:
+            self._checkpoint_later = None  # from here on an update needs another write
+        await self._save_checkpoint()
 
     async def _checkpoint_final(self) -> None:
         """At shutdown, after the last probe: the checkpoint holds every streak."""
-        if self._checkpoint_tasks:
-            await asyncio.wait(set(self._checkpoint_tasks))
+        if self._checkpoint_later is not None:
+            await self._checkpoint_later
         await self._save_checkpoint()
 
     # ------------------------------------------------------------ clock
