@@ -68,7 +68,7 @@ def test_restarts_write_no_redundant_up(tmp_path: Path, tcp_target: TcpTarget, s
 def test_restart_inside_the_confirmation_window_dates_the_outage_from_the_first_failure(
         tmp_path: Path, tcp_target: TcpTarget, spawn: Spawn) -> None:
     # the window is 3 heartbeat periods (15 s): the reporter sees a shorter gap as watched
-    cfg = write_config(tmp_path, tcp_target.port, interval=1.0, confirm_down=3, heartbeat_s=5.0)
+    cfg = write_config(tmp_path, tcp_target.port, interval=2.0, confirm_down=3, heartbeat_s=5.0)
     db = tmp_path / "store.db"
     agent = spawn(cfg)
     agent.wait_for("san-1 is up")

@@ -72,12 +72,13 @@ def check_store_and_report(tmp_path: Path, cfg: Path, outage_s: float) -> None:
     last_beat = int(rows(db, "SELECT max(ts_ms) FROM slawatch_heartbeat")[0][0])  # type: ignore[call-overload]
     doc = report(cfg, int(states[0][0]), last_beat + 1)  # type: ignore[call-overload]
     assert doc["unmonitored_s"] == 0, doc["unmonitored"]
-    # the stored outage lasts what it really lasted (first failed run to first good one, runs 0.5 s apart)
+    # the stored outage lasts what it really lasted: first failed run to first good one, runs 0.5 s apart
+    # (give or take their lateness on a busy machine)
     stored_s = (int(states[2][0]) - int(states[1][0])) / 1000  # type: ignore[call-overload]
-    assert outage_s - 1.0 <= stored_s <= outage_s + 0.6, (stored_s, outage_s)
+    assert outage_s - 1.0 <= stored_s <= outage_s + 1.0, (stored_s, outage_s)
     (outage,) = doc["outages"]
     assert outage["duration_s"] == stored_s  # it ended: the component recovered
-    assert outage_s - 1.0 <= doc["down_s"] <= outage_s + 0.6
+    assert outage_s - 1.0 <= doc["down_s"] <= outage_s + 1.0
 
 
 @pytest.mark.timeout(180)
