@@ -55,6 +55,10 @@ class Clock:
     to the wall clock. Every stamp compares the two: when they differ by more than `threshold_s` the wall
     clock was stepped; the step is logged, the clock re-anchors on the wall clock (which NTP just set
     right) and each `on_step` hook is called with the step.
+
+    After a step back, stamps run again over instants already handed out, and a store keys a probe run by
+    its instant: a run must not overwrite one taken before the step. So stamps are even milliseconds, and
+    odd ones while they are at or below the highest stamp handed out before the step; the two never meet.
     """
 
     def __init__(self, *, threshold_s: float = STEP_THRESHOLD_S, wall_ns: Callable[[], int] = time.time_ns,
@@ -65,6 +69,8 @@ class Clock:
         self._anchor_wall = wall_ns()
         self._anchor_elapsed = self._elapsed_ns()
         self.epoch = 0
+        self._high_ms = 0  # the highest stamp handed out
+        self._overlap_ms = -1  # odd; stamps up to this instant were handed out before the last step back
         self.on_step: list[Callable[[Step], None]] = []
 
     def stamp(self) -> Stamp:
@@ -83,7 +89,12 @@ class Clock:
                 except Exception:  # a stamp is taken inside probe runs, which must never raise
                     log.exception("clock step hook failed")
             anchored = wall
-        return Stamp(anchored // 1_000_000, elapsed // 1_000_000, self.epoch)
+            if step.offset_ms < 0:
+                self._overlap_ms = self._high_ms | 1
+        ms = anchored // 1_000_000
+        ms = ms | 1 if ms <= self._overlap_ms else ms & ~1
+        self._high_ms = max(self._high_ms, ms)
+        return Stamp(ms, elapsed // 1_000_000, self.epoch)
 
     def now_ms(self) -> int:
         return self.stamp().ms

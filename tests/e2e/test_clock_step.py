@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -85,6 +86,9 @@ def check_store_and_report(tmp_path: Path, cfg: Path, outage_s: float) -> None:
 def test_a_step_back_keeps_the_recovery_after_its_down(tmp_path: Path, tcp_target: TcpTarget, spawn: Spawn) -> None:
     cfg, agent, outage_s = outage_across_a_step(tmp_path, tcp_target, spawn, "-60")
     check_store_and_report(tmp_path, cfg, outage_s)
+    # every probe run is stored: none shares its instant with a run taken before the step
+    runs = int(re.search(r"stopped after (\d+) probe runs", agent.log).group(1))  # type: ignore[union-attr]
+    assert rows(tmp_path / "store.db", "SELECT count(*) FROM slawatch_probe") == [(runs,)]
     assert "wall clock stepped by -60.0 s" in agent.log
 
 

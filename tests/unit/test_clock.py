@@ -6,6 +6,8 @@ import logging
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.clock import Clock, Step
 
@@ -52,9 +54,10 @@ def test_a_step_is_logged_and_the_clock_re_anchors(offset_s: float, caplog: pyte
     t.wall += int(offset_s * S)
     with caplog.at_level(logging.WARNING, "agent.clock"):
         stamp = clock.stamp()
-    assert stamp.ms == before + 2000 + int(offset_s * 1000)  # the wall clock, which NTP just set
+    # the wall clock, which NTP just set (odd after a step back: those instants were handed out before)
+    assert stamp.ms == before + 2000 + int(offset_s * 1000) + (offset_s < 0)
     assert stamp.epoch == 1
-    assert steps == [Step(before + 2000, stamp.ms)]
+    assert steps == [Step(before + 2000, before + 2000 + int(offset_s * 1000))]
     assert steps[0].offset_ms == int(offset_s * 1000)
     assert [r.getMessage() for r in caplog.records] == [
         f"wall clock stepped by {offset_s:+.1f} s; time stamps follow it from now on"]
@@ -81,3 +84,40 @@ def test_the_real_clock_agrees_with_the_wall_clock() -> None:
     clock = Clock()
     assert abs(clock.now_ms() - time.time_ns() // 1_000_000) < 50
     assert clock.epoch == 0
+
+
+def test_after_a_step_back_stamps_never_meet_those_handed_out_before() -> None:
+    t = Times()
+    clock = t.clock()
+    before = []
+    for _ in range(100):
+        t.advance(0.25)
+        before.append(clock.now_ms())
+    assert all(ms % 2 == 0 for ms in before)
+    t.wall -= 20 * S  # back 20 s: the next 20 s of stamps run over instants already handed out
+    after = []
+    for _ in range(100):
+        after.append(clock.now_ms())
+        t.advance(0.25)
+    overlap = [ms for ms in after if ms <= before[-1] + 1]
+    assert len(overlap) == 81 and all(ms % 2 == 1 for ms in overlap)
+    assert all(ms % 2 == 0 for ms in after[81:])
+    assert not set(before) & set(after)
+    assert after == sorted(after)
+
+
+@given(st.lists(st.tuples(st.integers(2, 5_000), st.integers(0, 400_000)), min_size=1, max_size=200),
+       st.integers(0, 199), st.integers(1_001, 300_000))
+def test_no_stamp_is_handed_out_twice_across_a_step_back(moves: list[tuple[int, int]], back_at: int,
+                                                         back_ms: int) -> None:
+    # runs at least 2 ms apart (one probe), forward steps anywhere, one step back
+    t = Times()
+    clock = t.clock()
+    stamps = []
+    for i, (advance_ms, forward_ms) in enumerate(moves):
+        t.advance(advance_ms / 1000)
+        t.wall += forward_ms * 1_000_000
+        if i == back_at:
+            t.wall -= back_ms * 1_000_000
+        stamps.append(clock.now_ms())
+    assert len(set(stamps)) == len(stamps)
