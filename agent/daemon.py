@@ -210,8 +210,7 @@ class Agent:
             # log line or a notification can no longer lose the change.
             await self._flush()
             if any(p is change for p in self._outbox):  # the spool refused it (disk full): held in memory
-                self._held[state.ref.component] = (
-                    change, Saved(state.ref, previous_up, previous_since, state.save().streaks))
+                self._held[state.ref.component] = (change, state.save((previous_up, previous_since)))
             await self._save_checkpoint()
             log_change(change, previous_up, previous_since)
             self.metrics.set_component(ref, change.up)

@@ -159,10 +159,13 @@ class ComponentState:
 
     # ------------------------------------------------------------ across restarts
 
-    def save(self) -> Saved:
+    def save(self, before: tuple[bool | None, int | None] | None = None) -> Saved:
+        """The confirmed state (or `before`, the (up, since_ms) it had before its last change) and the streaks
+        that disagree with it, the only ones a restart needs."""
+        up, since = (self.up, self.since_ms) if before is None else before
         streaks = {p: SavedStreak(s.up, s.length, s.start_ms, s.last_ms, s.reason)
-                   for p, s in self._streaks.items() if s is not None}
-        return Saved(self.ref, self.up, self.since_ms, streaks)
+                   for p, s in self._streaks.items() if s is not None and s.up != up}
+        return Saved(self.ref, up, since, streaks)
 
     def restore(self, saved: Saved, now_ms: int, max_gap_ms: Mapping[str, int]) -> None:
         """Take over the state saved by a previous run of the agent (or before a reload).

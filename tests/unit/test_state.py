@@ -231,3 +231,21 @@ def test_degraded_is_logged_when_it_starts_and_ends(caplog: pytest.LogCaptureFix
     assert got == [("WARNING", "c1 is DEGRADED: on battery", "degraded", "on battery"),
                    ("INFO", "c1 is no longer degraded", "up", ""),
                    ("WARNING", "c1 is DEGRADED: on battery", "degraded", "on battery")]
+
+
+def test_only_streaks_in_confirmation_are_saved() -> None:
+    s = machine(("a", "b"), down=2)
+    feed(s, [("a", 0, UP), ("b", 0, UP), ("a", 1_000, DOWN)])
+    saved = s.save()
+    assert (saved.up, saved.since_ms, set(saved.streaks)) == (True, 0, {"a"})
+
+
+def test_a_change_the_spool_did_not_take_is_saved_as_before_it_and_confirmed_again_with_its_date() -> None:
+    s = machine(down=2)
+    feed(s, [("p", 0, UP), ("p", 1_000, DOWN)])
+    assert feed(s, [("p", 2_000, DOWN)]) == [(1_000, False, "no answer within 2s")]
+    saved = s.save((True, 0))  # what the daemon keeps while the change waits in memory
+    assert (saved.up, saved.since_ms, saved.streaks["p"].start_ms) == (True, 0, 1_000)
+    again = machine(down=2)
+    again.restore(saved, now_ms=2_500, max_gap_ms={"p": 3_000})
+    assert feed(again, [("p", 3_000, DOWN)]) == [(1_000, False, "no answer within 2s")]
