@@ -81,6 +81,7 @@ class ComponentState:
         self.since_ms: int | None = None
         self._since_mono: int | None = None
         self._since_epoch = 0
+        self._since_moved = False  # the last change is not dated at its first run (kept in order after a step)
 
     @property
     def probes(self) -> tuple[str, ...]:
@@ -149,12 +150,14 @@ class ComponentState:
         at_ms = streak.start_ms
         if self.since_ms is not None:
             if (up and self.up is False and streak.start_mono is not None and self._since_mono is not None
-                    and streak.start_epoch != self._since_epoch):
-                # The wall clock stepped during the outage: its length is what the monotonic clock measured.
+                    and (streak.start_epoch != self._since_epoch or self._since_moved)):
+                # The wall clock stepped during the outage, or its start had to be moved to stay in order: its
+                # length is what the monotonic clock measured.
                 at_ms = self.since_ms + (streak.start_mono - self._since_mono)
             at_ms = max(at_ms, self.since_ms + 1)  # never before the previous change (a step back)
         self.up, self.since_ms = up, at_ms
         self._since_mono, self._since_epoch = streak.start_mono, streak.start_epoch
+        self._since_moved = at_ms != streak.start_ms
         return StateChange(self.ref, self.agent, at_ms, up, reason)
 
     # ------------------------------------------------------------ across restarts
@@ -178,7 +181,7 @@ class ComponentState:
         if saved.ref != self.ref:
             return
         self.up, self.since_ms = saved.up, saved.since_ms
-        self._since_mono, self._since_epoch = None, 0
+        self._since_mono, self._since_epoch, self._since_moved = None, 0, False
         for probe, st in saved.streaks.items():
             if probe in self._streaks and 0 <= now_ms - st.last_ms <= max_gap_ms.get(probe, 0):
                 self._streaks[probe] = _Streak(st.up, st.length, st.start_ms, st.reason, st.last_ms)

@@ -137,6 +137,19 @@ def test_a_recovery_across_a_clock_step_lasts_what_the_monotonic_clock_measured(
     assert down2 is not None and down2.ts_ms == max(200_000 + step_ms, 114_001)
 
 
+def test_an_outage_moved_to_stay_in_order_keeps_its_measured_length() -> None:
+    s = machine(down=1)
+    s.observe("p", 100_000, UP, mono_ms=1_000, epoch=0)
+    s.observe("p", 110_000, DOWN, mono_ms=11_000, epoch=0)
+    s.observe("p", 54_000, UP, mono_ms=15_000, epoch=1)  # back 60 s: the recovery at 114 000 (4 s measured)
+    down = s.observe("p", 60_000, DOWN, mono_ms=21_000, epoch=1)  # still before 114 000: moved after it
+    assert down is not None and down.ts_ms == 114_001
+    up = s.observe("p", 67_000, UP, mono_ms=28_000, epoch=1)  # 7 s later by the monotonic clock
+    assert up is not None and up.ts_ms == 114_001 + 7_000
+    down = s.observe("p", 200_000, DOWN, mono_ms=161_000, epoch=1)  # past the old instants: its own time again
+    assert down is not None and down.ts_ms == 200_000
+
+
 def test_a_down_after_a_forward_step_is_dated_on_the_new_clock() -> None:
     s = machine(down=1)
     s.observe("p", 100_000, UP, mono_ms=1_000, epoch=0)
