@@ -27,10 +27,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Fields a log call may attach with `extra=` (state changes: component, state, reason), kept as JSON fields.
+JSON_FIELDS = ("component", "state", "reason", "offset_s")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
                "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        for name in JSON_FIELDS:
+            if name in record.__dict__:
+                doc[name] = record.__dict__[name]
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)
@@ -60,7 +67,8 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
     loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
     host, port = split_host_port(agent.loaded.config.agent.listen)
     listener = await serve(agent, host, port)
-    log.info("serving /metrics, /healthz and the status page on http://%s:%d/", host, port)
+    log.info("serving /metrics, /healthz and the status page on http://%s:%d/",
+             f"[{host}]" if ":" in host else host, port)
     reports = MonthlyReports()
     reports.start(agent.loaded)
     agent.on_reload.append(reports.start)

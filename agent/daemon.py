@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from agent.checkpoint import Checkpoint
+from agent.clock import Clock, Step
 from agent.configfile import ConfigError, Loaded, load
 from agent.health import Growth, Streak
 from agent.metrics import Metrics
@@ -31,7 +33,7 @@ from agent.schedule import Job, Scheduler, stable_phase
 from agent.settings import Component, ProbeBase
 from agent.sinks import Sink, SinkError, open_sinks
 from agent.spool import Spool, SpoolError
-from agent.state import ComponentState, format_duration
+from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
 from agent.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,11 @@ OUTBOX_LIMIT = 1_000_000  # points held in memory while the spool cannot be writ
 PRUNE_EVERY_S = 3600.0
 WATCH_EVERY_S = 1.0
 ERROR_LOG_EVERY_S = 60.0
+# A streak open at a restart goes on when its probe last ran at most this many intervals (or heartbeat periods,
+# if longer) ago: a gap the reporter counts as watched (heartbeats < 3 periods apart) must not split an outage.
+RESUME_GAP_INTERVALS = 3
+CHECKPOINT_DELAY_S = 0.1  # streak updates within this long share one checkpoint write
+MAX_BRIDGE_S = 86400.0  # a forward step of the wall clock up to this long is covered by heartbeats
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +72,12 @@ class Agent:
     """One monitoring agent. `run()` until `stop` is set; `reload()` on SIGHUP."""
 
     def __init__(self, loaded: Loaded, *, on_change: Callable[[StateChange], None] | None = None,
-                 on_sample: Callable[[Sample], None] | None = None, metrics: Metrics | None = None) -> None:
+                 on_sample: Callable[[Sample], None] | None = None, metrics: Metrics | None = None,
+                 clock: Clock | None = None) -> None:
         self.loaded = loaded
         self.metrics = metrics or Metrics()
+        self.clock = clock or Clock()
+        self.clock.on_step.append(self._on_clock_step)
         self.on_change = on_change
         self.on_sample = on_sample
         cfg = loaded.config
@@ -77,6 +87,15 @@ class Agent:
         spool_cfg = cfg.storage.spool
         self.spool = Spool(spool_cfg.path, int(spool_cfg.max_bytes), consumers=tuple(self._consumers))
         self.states: dict[str, ComponentState] = {}
+        self.checkpoint = Checkpoint(spool_cfg.path, self.agent_id)
+        self._saved: dict[str, Saved] = self.checkpoint.load()  # taken over by the first _apply
+        self._checkpoint_dirty = False
+        self._checkpoint_lock = asyncio.Lock()
+        self._checkpoint_later: asyncio.Task[None] | None = None
+        self._checkpoint_error_logged = -3600.0
+        self._held: dict[str, tuple[StateChange, Saved]] = {}  # changes the spool could not take yet
+        self._beat_period_s = cfg.agent.heartbeat_s
+        self._last_beat_ms: int | None = None
         self.scheduler = Scheduler(self._run_job, cfg.agent.concurrency, on_lateness=self.metrics.lateness.observe)
         self._outbox: list[Point] = []
         self._outbox_full = asyncio.Event()
@@ -117,8 +136,20 @@ class Agent:
                     and (old.confirm_down, old.confirm_up) == (confirm.down, confirm.up)):
                 states[comp.name] = old
             else:
-                states[comp.name] = ComponentState(ref, self.agent_id, labels, comp.require, confirm.down, confirm.up)
+                state = ComponentState(ref, self.agent_id, labels, comp.require, confirm.down, confirm.up)
+                saved = old.save() if old is not None else self._saved.get(comp.name)
+                if saved is not None:
+                    # A restart (or a reload that changed the probes) goes on from the confirmed state: seeing
+                    # it again writes no change, and an outage in confirmation keeps its first failed run.
+                    beat_s = cfg.agent.heartbeat_s
+                    gaps = {p.label: round(RESUME_GAP_INTERVALS * max(p.interval_s, beat_s) * 1000)
+                            for p in comp.probes}
+                    state.restore(saved, self.clock.now_ms(), gaps)
+                    if state.up is not None:
+                        self.metrics.set_component(ref, state.up)
+                states[comp.name] = state
             jobs.extend(self._jobs_of(comp))
+        self._saved = {}
         # Metric series of replaced or removed components go; they come back on their next run.
         old_components = {c.name: c for c in self.loaded.config.components}
         stale_refs: list[ComponentRef] = []
@@ -180,7 +211,7 @@ class Agent:
     async def _run_job(self, job: Job) -> bool:
         pj: ProbeJob = job.payload
         t0 = time.perf_counter()
-        run = await run_probe(pj.settings)
+        run = await run_probe(pj.settings, self.clock)
         duration = time.perf_counter() - t0
         state = self.states.get(pj.component)
         if state is None:  # removed by a reload while the probe ran
@@ -194,16 +225,95 @@ class Agent:
         if self.on_sample is not None:
             self.on_sample(sample)
         self.probe_runs += 1
-        change = state.observe(pj.probe, run.started_ms, result)
+        was_pending, was_degraded = state.pending(pj.probe), state.is_degraded
+        previous_up, previous_since = state.up, state.since_ms
+        change = state.observe(pj.probe, run.started_ms, result, run.mono_ms, run.epoch)
+        self.metrics.observe_probe(ref, pj.probe, pj.settings.kind, result, duration)
         if change is not None:
             self._outbox.append(change)
+            # On disk (with the runs that confirmed it) before anything acts on it: a SIGKILL after the
+            # log line or a notification can no longer lose the change.
+            await self._flush()
+            if any(p is change for p in self._outbox):  # the spool refused it (disk full): held in memory
+                self._held[state.ref.component] = (change, state.save((previous_up, previous_since)))
+            await self._save_checkpoint()
+            log_change(change, previous_up, previous_since)
             self.metrics.set_component(ref, change.up)
             if self.on_change is not None:
                 self.on_change(change)
-        self.metrics.observe_probe(ref, pj.probe, pj.settings.kind, result, duration)
+        elif was_pending or state.pending(pj.probe):
+            self._checkpoint_soon()  # a streak in confirmation began, grew or ended
+        log_degraded(state, was_degraded)
         if len(self._outbox) >= FLUSH_POINTS:
             self._outbox_full.set()
         return state.pending(pj.probe)
+
+    # ------------------------------------------------------------ checkpoint of component state
+
+    def _snapshot(self) -> list[Saved]:
+        held: dict[str, Saved] = {}
+        if self._held:
+            waiting = {id(p) for p in self._outbox if isinstance(p, StateChange)}
+            for name, (change, before) in list(self._held.items()):
+                if id(change) in waiting:
+                    held[name] = before  # not spooled yet: a restart must confirm it again
+                else:
+                    del self._held[name]
+        return [held.get(name) or st.save() for name, st in self.states.items()
+                if st.up is not None or st.pending_any()]
+
+    async def _save_checkpoint(self) -> None:
+        """Write the checkpoint now, or wait for a write that started after this call (coalesced)."""
+        self._checkpoint_dirty = True
+        async with self._checkpoint_lock:
+            if not self._checkpoint_dirty:
+                return  # a write that began after our update has it
+            self._checkpoint_dirty = False
+            saved = self._snapshot()
+            try:
+                await asyncio.to_thread(self.checkpoint.save, saved)
+            except OSError as exc:
+                if time.monotonic() - self._checkpoint_error_logged > 60:
+                    self._checkpoint_error_logged = time.monotonic()
+                    log.error("cannot write the state checkpoint %s (a restart then confirms states anew): %s",
+                              self.checkpoint.path, exc)
+
+    def _checkpoint_soon(self) -> None:
+        """A write shortly (a mass outage opens thousands of streaks at once: one write for many)."""
+        if self._checkpoint_later is None:
+            self._checkpoint_later = asyncio.get_running_loop().create_task(self._checkpoint_after_delay())
+
+    async def _checkpoint_after_delay(self) -> None:
+        try:
+            await asyncio.sleep(CHECKPOINT_DELAY_S)
+        finally:
+            self._checkpoint_later = None  # from here on an update needs another write
+        await self._save_checkpoint()
+
+    async def _checkpoint_final(self) -> None:
+        """At shutdown, after the last probe: the checkpoint holds every streak."""
+        if self._checkpoint_later is not None:
+            await self._checkpoint_later
+        await self._save_checkpoint()
+
+    # ------------------------------------------------------------ clock
+
+    def _beat(self, ts_ms: int) -> None:
+        self._outbox.append(Heartbeat(self.agent_id, ts_ms, self._beat_period_s))
+        self._last_beat_ms = ts_ms
+
+    def _on_clock_step(self, step: Step) -> None:
+        """A forward step skips wall-clock time that took no real time, watched throughout: heartbeats cover it
+        so the store shows no gap in monitoring. (After a step back, heartbeats overlap: no gap either.)"""
+        if step.offset_ms <= 0 or self._last_beat_ms is None:
+            return
+        if step.offset_ms > MAX_BRIDGE_S * 1000:
+            log.warning("the wall clock jumped more than %s: that span shows as unmonitored",
+                        format_duration(round(MAX_BRIDGE_S * 1000)))
+            return
+        period_ms = max(1, round(self._beat_period_s * 1000))
+        for ts in range(self._last_beat_ms + period_ms, step.after_ms, period_ms):
+            self._beat(ts)
 
     # ------------------------------------------------------------ spool and sinks
 
@@ -288,10 +398,9 @@ class Agent:
             backoff = BACKOFF_MIN_S
 
     async def _heartbeat_loop(self) -> None:
-        period = self.loaded.config.agent.heartbeat_s
         while True:
-            self._outbox.append(Heartbeat(self.agent_id, time.time_ns() // 1_000_000, period))
-            await asyncio.sleep(period)
+            self._beat(self.clock.now_ms())
+            await asyncio.sleep(self._beat_period_s)
 
     async def _prune_loop(self) -> None:
         while True:
@@ -391,6 +500,7 @@ class Agent:
             grace = max((j.payload.settings.timeout_s for j in self.scheduler.jobs.values()), default=1.0)
             await self.scheduler.stop(grace + 0.5)
             await _cancel([sched, *background])
+            await self._checkpoint_final()
             await self._flush()
             await self._drain_until_empty(drains, drain_grace_s)
             await self._close()

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.clock import Clock
 from agent.model import Outcome, Result
 from agent.probes import haproxy, http, icmp, sip, snmp, tcp, ups
 from agent.settings import ProbeBase
@@ -30,10 +31,15 @@ PROBES: dict[str, ProbeFn] = {
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One probe run: when it started (UTC epoch ms) and what it saw."""
+    """One probe run: when it started (UTC epoch ms) and what it saw.
+
+    `mono_ms` and `epoch` place the start on the agent's clock (see `agent.clock.Stamp`) when one was given.
+    """
 
     started_ms: int
     result: Result
+    mono_ms: int | None = None
+    epoch: int = 0
 
 
 def inner_timeout(settings: ProbeBase) -> float:
@@ -42,9 +48,16 @@ def inner_timeout(settings: ProbeBase) -> float:
     return max(settings.timeout_s * 0.9, settings.timeout_s - 0.25)
 
 
-async def run_probe(settings: ProbeBase) -> Run:
-    """Run one probe under its deadline. Never raises (except cancellation of the caller)."""
-    started_ms = time.time_ns() // 1_000_000
+async def run_probe(settings: ProbeBase, clock: Clock | None = None) -> Run:
+    """Run one probe under its deadline. Never raises (except cancellation of the caller).
+
+    The start is stamped from `clock` (the agent's, steady through wall-clock steps), else the wall clock.
+    """
+    if clock is not None:
+        stamp = clock.stamp()
+        started_ms, mono_ms, epoch = stamp.ms, stamp.mono_ms, stamp.epoch
+    else:
+        started_ms, mono_ms, epoch = time.time_ns() // 1_000_000, None, 0
     t0 = time.perf_counter()
     try:
         async with asyncio.timeout(settings.timeout_s):
@@ -56,4 +69,4 @@ async def run_probe(settings: ProbeBase) -> Run:
         result = Result(Outcome.AGENT_ERROR, f"{type(exc).__name__}: {exc}")
     if result.latency_s is None and result.outcome.is_up:
         result = Result(result.outcome, result.reason, time.perf_counter() - t0)
-    return Run(started_ms, result)
+    return Run(started_ms, result, mono_ms, epoch)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import logging
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.model import ComponentRef, Outcome, Result
-from agent.state import ComponentState, format_duration
+from agent.state import ComponentState, format_duration, log_change, log_degraded
 
 REF = ComponentRef("c1", "sip", "gold", "acme")
 UP = Result(Outcome.UP)
@@ -107,3 +109,156 @@ def test_degraded_is_up_and_remembered_until_a_plain_up() -> None:
     assert s.up is True and s.degraded == {"p": "on battery"}
     feed(s, [("p", 10, UP)])
     assert s.degraded == {}
+
+
+# ---------------------------------------------------------------- clock steps
+
+
+def test_a_change_is_never_dated_before_the_previous_one() -> None:
+    # the wall clock stepped back 60 s between the outage's start and its end (no monotonic time known)
+    s = machine(down=1)
+    changes = feed(s, [("p", 100_000, UP), ("p", 110_000, DOWN), ("p", 55_000, UP)])
+    assert [(ts, up) for ts, up, _ in changes] == [(100_000, True), (110_000, False), (110_001, True)]
+
+
+@pytest.mark.parametrize("step_ms", [-60_000, 300_000])
+def test_a_recovery_across_a_clock_step_lasts_what_the_monotonic_clock_measured(step_ms: int) -> None:
+    s = machine(down=2)
+    assert s.observe("p", 100_000, UP, mono_ms=1_000, epoch=0) is not None
+    assert s.observe("p", 110_000, DOWN, mono_ms=11_000, epoch=0) is None
+    down = s.observe("p", 120_000, DOWN, mono_ms=21_000, epoch=0)
+    assert down is not None and down.ts_ms == 110_000
+    # the wall clock steps; 4 s of real time later the target answers again
+    up = s.observe("p", 114_000 + step_ms, UP, mono_ms=15_000, epoch=1)
+    assert up is not None and up.up and up.ts_ms == 114_000
+    # the next outage, all after the step, is dated on the stepped clock
+    feed(s, [("p", 200_000 + step_ms, DOWN)])
+    down2 = s.observe("p", 210_000 + step_ms, DOWN, mono_ms=111_000, epoch=1)
+    assert down2 is not None and down2.ts_ms == max(200_000 + step_ms, 114_001)
+
+
+def test_an_outage_moved_to_stay_in_order_keeps_its_measured_length() -> None:
+    s = machine(down=1)
+    s.observe("p", 100_000, UP, mono_ms=1_000, epoch=0)
+    s.observe("p", 110_000, DOWN, mono_ms=11_000, epoch=0)
+    s.observe("p", 54_000, UP, mono_ms=15_000, epoch=1)  # back 60 s: the recovery at 114 000 (4 s measured)
+    down = s.observe("p", 60_000, DOWN, mono_ms=21_000, epoch=1)  # still before 114 000: moved after it
+    assert down is not None and down.ts_ms == 114_001
+    up = s.observe("p", 67_000, UP, mono_ms=28_000, epoch=1)  # 7 s later by the monotonic clock
+    assert up is not None and up.ts_ms == 114_001 + 7_000
+    down = s.observe("p", 200_000, DOWN, mono_ms=161_000, epoch=1)  # past the old instants: its own time again
+    assert down is not None and down.ts_ms == 200_000
+
+
+def test_a_down_after_a_forward_step_is_dated_on_the_new_clock() -> None:
+    s = machine(down=1)
+    s.observe("p", 100_000, UP, mono_ms=1_000, epoch=0)
+    down = s.observe("p", 500_000, DOWN, mono_ms=101_000, epoch=1)  # a step of +300 s in between
+    assert down is not None and down.ts_ms == 500_000
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 10_000)), min_size=1, max_size=60))
+def test_changes_are_in_order_whatever_the_clock_does(runs: list[tuple[bool, int]]) -> None:
+    s = machine(down=1, up=1)
+    changes = feed(s, [("p", ts, UP if ok else DOWN) for ok, ts in runs])
+    assert all(a[0] < b[0] for a, b in itertools.pairwise(changes))
+
+
+# ---------------------------------------------------------------- restarts
+
+
+def test_a_restored_up_component_seen_up_again_writes_no_change() -> None:
+    s = machine()
+    feed(s, [("p", 0, UP)])
+    again = machine()
+    again.restore(s.save(), now_ms=3_600_000, max_gap_ms={"p": 3_000})
+    assert (again.up, again.since_ms) == (True, 0)
+    assert feed(again, [("p", 3_600_000, UP)]) == []
+    # and a failure after the restart is dated on its own run
+    assert feed(again, [("p", 3_601_000, DOWN), ("p", 3_602_000, DOWN)]) == [
+        (3_601_000, False, "no answer within 2s")]
+
+
+def test_a_streak_open_at_a_restart_goes_on_inside_the_window() -> None:
+    s = machine(down=3)
+    feed(s, [("p", 0, UP), ("p", 1_000, DOWN), ("p", 2_000, DOWN)])
+    again = machine(down=3)
+    again.restore(s.save(), now_ms=4_500, max_gap_ms={"p": 3_000})
+    assert again.pending("p")
+    assert feed(again, [("p", 4_500, DOWN)]) == [(1_000, False, "no answer within 2s")]
+
+
+def test_a_streak_older_than_the_window_starts_again() -> None:
+    s = machine(down=3)
+    feed(s, [("p", 0, UP), ("p", 1_000, DOWN), ("p", 2_000, DOWN)])
+    again = machine(down=3)
+    again.restore(s.save(), now_ms=60_000, max_gap_ms={"p": 3_000})
+    assert not again.pending("p")
+    assert feed(again, [("p", 60_000, DOWN), ("p", 61_000, DOWN), ("p", 62_000, DOWN)]) == [
+        (60_000, False, "no answer within 2s")]
+
+
+def test_a_streak_that_ended_before_the_restart_does_not_come_back() -> None:
+    s = machine(down=2)
+    feed(s, [("p", 0, UP), ("p", 1_000, DOWN), ("p", 2_000, UP)])
+    again = machine(down=2)
+    again.restore(s.save(), now_ms=2_500, max_gap_ms={"p": 3_000})
+    assert feed(again, [("p", 3_000, DOWN)]) == []
+
+
+def test_a_component_with_other_tags_starts_unconfirmed() -> None:
+    s = machine()
+    feed(s, [("p", 0, UP)])
+    other = ComponentState(ComponentRef("c1", "sip", "silver", "acme"), "a1", ("p",), "all", 2, 1)
+    other.restore(s.save(), now_ms=1_000, max_gap_ms={"p": 3_000})
+    assert other.up is None
+    assert feed(other, [("p", 1_000, UP)]) == [(1_000, True, "")]
+
+
+# ---------------------------------------------------------------- logs
+
+
+def test_change_logs_carry_component_state_and_reason(caplog: pytest.LogCaptureFixture) -> None:
+    s = machine(down=1)
+    with caplog.at_level(logging.INFO, "agent.state"):
+        for ts, result in ((0, UP), (10_000, DOWN), (262_000, UP)):
+            before = (s.up, s.since_ms)
+            change = s.observe("p", ts, result)
+            assert change is not None
+            log_change(change, *before)
+    got = [(r.levelname, r.getMessage(), r.component, r.state, r.reason)  # type: ignore[attr-defined]
+           for r in caplog.records]
+    assert got == [("INFO", "c1 is up", "c1", "up", ""),
+                   ("WARNING", "c1 is DOWN: no answer within 2s", "c1", "down", "no answer within 2s"),
+                   ("INFO", "c1 recovered after 4m12s", "c1", "up", "")]
+
+
+def test_degraded_is_logged_when_it_starts_and_ends(caplog: pytest.LogCaptureFixture) -> None:
+    s = machine(down=1)
+    with caplog.at_level(logging.INFO, "agent.state"):
+        for ts, result in ((0, UP), (10, DEG), (20, DEG), (30, UP), (40, DEG), (50, DOWN)):
+            was = s.is_degraded
+            s.observe("p", ts, result)
+            log_degraded(s, was)
+    got = [(r.levelname, r.getMessage(), r.state, r.reason) for r in caplog.records]  # type: ignore[attr-defined]
+    assert got == [("WARNING", "c1 is DEGRADED: on battery", "degraded", "on battery"),
+                   ("INFO", "c1 is no longer degraded", "up", ""),
+                   ("WARNING", "c1 is DEGRADED: on battery", "degraded", "on battery")]
+
+
+def test_only_streaks_in_confirmation_are_saved() -> None:
+    s = machine(("a", "b"), down=2)
+    feed(s, [("a", 0, UP), ("b", 0, UP), ("a", 1_000, DOWN)])
+    saved = s.save()
+    assert (saved.up, saved.since_ms, set(saved.streaks)) == (True, 0, {"a"})
+
+
+def test_a_change_the_spool_did_not_take_is_saved_as_before_it_and_confirmed_again_with_its_date() -> None:
+    s = machine(down=2)
+    feed(s, [("p", 0, UP), ("p", 1_000, DOWN)])
+    assert feed(s, [("p", 2_000, DOWN)]) == [(1_000, False, "no answer within 2s")]
+    saved = s.save((True, 0))  # what the daemon keeps while the change waits in memory
+    assert (saved.up, saved.since_ms, saved.streaks["p"].start_ms) == (True, 0, 1_000)
+    again = machine(down=2)
+    again.restore(saved, now_ms=2_500, max_gap_ms={"p": 3_000})
+    assert feed(again, [("p", 3_000, DOWN)]) == [(1_000, False, "no answer within 2s")]
