@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.model import ComponentRef
 from agent.state import Saved, SavedStreak
+from slawatch.model import ComponentRef
 
 log = logging.getLogger(__name__)
 

@@ -24,17 +24,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.checkpoint import Checkpoint
 from agent.clock import Clock, Step
-from agent.configfile import ConfigError, Loaded, load
 from agent.health import Growth, Streak
 from agent.metrics import Metrics
-from agent.model import ComponentRef, Heartbeat, Point, Sample, StateChange
 from agent.probes import run_probe, snmpclient
 from agent.schedule import Job, Scheduler, stable_phase
-from agent.settings import Component, ProbeBase
-from agent.sinks import Sink, SinkError, open_sinks
 from agent.spool import Spool, SpoolError
 from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
 from agent.supervisor import Supervisor
+from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.config.settings import Component, ProbeBase
+from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
+from slawatch.store import Sink, SinkError, open_sinks
 
 log = logging.getLogger(__name__)
 

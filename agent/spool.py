@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agent.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
+from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.model import ComponentRef, Outcome, Result, StateChange
+from slawatch.model import ComponentRef, Outcome, Result, StateChange
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.configfile import bundled_contract, load  # noqa: E402
 from agent.daemon import Agent  # noqa: E402
-from agent.sinks.influxdb import RETENTION_POLICY  # noqa: E402
+from slawatch.config.loader import bundled_contract, load  # noqa: E402
+from slawatch.store.influxdb import RETENTION_POLICY  # noqa: E402
 
 FARM = r'''
 import asyncio, sys

@@ -9,7 +9,7 @@ agents' heartbeats (every 60 s, with a few gaps), writes them through the real s
 batches of 5 000) to SQLite and/or a fresh influxd started in a temp dir, adds a few maintenance windows through
 the reporter's Source (timely and late notice), then times
 
-    python -m agent.cli report --config CFG --month YYYY-MM --format json --out FILE
+    python -m slawatch.cli report --config CFG --month YYYY-MM --format json --out FILE
 
 as a subprocess, start to exit (config load of N components included). Prints per store: points written, write
 time, report wall time, peak RSS of the report process, the goal, and whether the report's outage count matches
@@ -41,12 +41,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.configfile import bundled_contract  # noqa: E402
-from agent.model import ComponentRef, Heartbeat, Point, StateChange  # noqa: E402
-from agent.settings import InfluxSettings, SqliteSettings  # noqa: E402
-from agent.sinks.influxdb import InfluxSink  # noqa: E402
-from agent.sinks.sqlite import SqliteSink  # noqa: E402
 from reporter.source import InfluxSource, Source, SqliteSource, StoredWindow  # noqa: E402
+from slawatch.config.loader import bundled_contract  # noqa: E402
+from slawatch.config.settings import InfluxSettings, SqliteSettings  # noqa: E402
+from slawatch.model import ComponentRef, Heartbeat, Point, StateChange  # noqa: E402
+from slawatch.store.influxdb import InfluxSink  # noqa: E402
+from slawatch.store.sqlite import SqliteSink  # noqa: E402
 
 BATCH = 5000
 AGENTS = ("agent-a", "agent-b")
@@ -205,7 +205,7 @@ async def write_store(store: str, history: History, work: Path, influx_url: str 
 def run_report(cfg: Path, month: str, out: Path, timeout_s: float, profile: Path | None = None) -> tuple[float, float]:
     """Run `slawatch report` as a child; (wall seconds, peak RSS MiB of that child, from its rusage)."""
     pre = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
-    cmd = [sys.executable, *pre, "-m", "agent.cli", "report", "--config", str(cfg), "--month", month,
+    cmd = [sys.executable, *pre, "-m", "slawatch.cli", "report", "--config", str(cfg), "--month", month,
            "--format", "json", "--out", str(out)]
     err_path = out.with_suffix(".stderr")
     with err_path.open("wb") as err:

@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.model import ComponentRef, Outcome, Point, Sample
 from agent.spool import Spool
+from slawatch.model import ComponentRef, Outcome, Point, Sample
 
 
 def make_batch(start: int, size: int, refs: list[ComponentRef]) -> list[Point]:

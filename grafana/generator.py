@@ -24,8 +24,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x
-RETENTION_POLICY = "slawatch"  # agent.sinks.influxdb.RETENTION_POLICY (a test keeps them equal)
-OUTCOMES = ("up", "degraded", "timeout", "refused", "unreachable", "bad_response", "agent_error")  # agent.model
+RETENTION_POLICY = "slawatch"  # slawatch.store.influxdb.RETENTION_POLICY (a test keeps them equal)
+OUTCOMES = ("up", "degraded", "timeout", "refused", "unreachable", "bad_response", "agent_error")  # slawatch.model
 
 INFLUX = {"type": "influxdb", "uid": "slawatch-influx"}
 PROMETHEUS = {"type": "prometheus", "uid": "slawatch-prometheus"}
@@ -328,7 +328,7 @@ def probes_dashboard(rp: str) -> Json:
     lay.add(timeseries(
         "Probe outcomes per agent",
         "Probe runs per $__interval by outcome and agent. outcome is a field, which InfluxQL cannot GROUP "
-        "BY, so there is one query per outcome (the list of agent.model.Outcome).",
+        "BY, so there is one query per outcome (the list of slawatch.model.Outcome).",
         [influx(f'SELECT count("up") AS "{o}" FROM {PROBE} WHERE $timeFilter AND {F_COMPONENT} '
                 f'AND "outcome" = {ql_string(o)} GROUP BY time($__interval), "agent" fill(none)',
                 ref=chr(ord("A") + i), alias="$col · $tag_agent")

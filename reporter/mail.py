@@ -9,9 +9,9 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from agent.settings import SmtpSettings
 from reporter.render import render_csv, render_html, render_text
 from reporter.report import Report
+from slawatch.config.settings import SmtpSettings
 
 
 class MailError(Exception):

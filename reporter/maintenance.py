@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from agent.configfile import ConfigError, Loaded, load
 from reporter.source import SCOPES, Scope, Source, SourceError, StoredWindow, open_source
+from slawatch.config.loader import ConfigError, Loaded, load
 
 EXIT_OK = 0
 EXIT_STORE = 1

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from agent.configfile import Loaded
-from agent.settings import Component, Contract, Customer
 from reporter.availability import Availability, MaintenanceWindow, Policy, availability
 from reporter.periods import Period, month_period
 from reporter.source import AgentViews, Source, StoredChange, StoredWindow
+from slawatch.config.loader import Loaded
+from slawatch.config.settings import Component, Contract, Customer
 
 Progress = Callable[[int, int], None]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -19,13 +19,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
-from agent.configfile import Loaded
-from agent.settings import SmtpSettings, StorageSettings
 from reporter.mail import MailError, build_message, send_message
 from reporter.periods import month_of, next_month, previous_month
 from reporter.render import render_csv, render_html, render_json, render_text
 from reporter.report import build_month_report, why_not_sent
 from reporter.source import Source, SourceError, StoreUnavailable
+from slawatch.config.loader import Loaded
+from slawatch.config.settings import SmtpSettings, StorageSettings
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from urllib.request import pathname2url
 import aiohttp
 import aiosqlite
 
-from agent.settings import InfluxSettings, SqliteSettings, StorageSettings
-from agent.sinks import SinkError
-from agent.sinks.influxdb import RETENTION_POLICY, auth_headers, quote_ident, write_endpoint
-from agent.sinks.lineprotocol import HEARTBEAT, MAINTENANCE, STATE, FieldValue, Record, clean_text, line
 from reporter.availability import AgentView, Change, coverage_from_heartbeats
+from slawatch.config.settings import InfluxSettings, SqliteSettings, StorageSettings
+from slawatch.store import SinkError
+from slawatch.store.influxdb import RETENTION_POLICY, auth_headers, quote_ident, write_endpoint
+from slawatch.store.lineprotocol import HEARTBEAT, MAINTENANCE, STATE, FieldValue, Record, clean_text, line
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class SqliteSource:
     async def _writer(self) -> aiosqlite.Connection:
         async with self._lock:
             if self._rw is None:
-                from agent.sinks.sqlite import SqliteSink
+                from slawatch.store.sqlite import SqliteSink
 
                 if self.path.exists():
                     self._check_file()
@@ -566,7 +566,7 @@ class InfluxSource:
 
     async def _set_up(self) -> None:
         """Create the database and retention policy as the agent's sink would (first write to a new store)."""
-        from agent.sinks.influxdb import InfluxSink
+        from slawatch.store.influxdb import InfluxSink
 
         sink = InfluxSink(self.settings, session=self._session_())
         try:

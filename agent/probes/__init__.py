@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.clock import Clock
-from agent.model import Outcome, Result
 from agent.probes import haproxy, http, icmp, sip, snmp, tcp, ups
-from agent.settings import ProbeBase
+from slawatch.config.settings import ProbeBase
+from slawatch.model import Outcome, Result
 
 log = logging.getLogger(__name__)
 

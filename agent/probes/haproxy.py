@@ -23,10 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from agent.model import Outcome, Result
 from agent.probes.http import check_status, fetch, status_line
 from agent.probes.tcp import quote
-from agent.settings import HaproxyProbe
+from slawatch.config.settings import HaproxyProbe
+from slawatch.model import Outcome, Result
 
 MAX_STATS_BYTES = 32 << 20
 """A stats CSV is ~1 KB per server; this allows tens of thousands and still bounds memory."""

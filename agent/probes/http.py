@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from agent.model import Outcome, Result
 from agent.probes.tcp import QUOTE_LIMIT, connect_failure, quote, tls_failure
-from agent.settings import HttpProbe, JsonCondition
+from slawatch.config.settings import HttpProbe, JsonCondition
+from slawatch.model import Outcome, Result
 
 MAX_REDIRECTS = 10
 CLOSE_GRACE_S = 0.05

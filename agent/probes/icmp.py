@@ -33,8 +33,8 @@ from icmplib import (
 )
 from icmplib.utils import unique_identifier
 
-from agent.model import Outcome, Result
-from agent.settings import IcmpProbe
+from slawatch.config.settings import IcmpProbe
+from slawatch.model import Outcome, Result
 
 _ECHO_REPLY = {4: 0, 6: 129}
 _UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.ENETDOWN}

@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
-from agent import __version__
-from agent.model import Outcome, Result
 from agent.probes.address import resolve
 from agent.probes.sipmessage import (
     MAX_MESSAGE_BYTES,
@@ -30,7 +28,9 @@ from agent.probes.sipmessage import (
     printable,
     stream_message_length,
 )
-from agent.settings import SipProbe
+from slawatch import __version__
+from slawatch.config.settings import SipProbe
+from slawatch.model import Outcome, Result
 
 log = logging.getLogger(__name__)
 

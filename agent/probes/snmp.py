@@ -6,10 +6,10 @@ import operator
 import time
 from collections.abc import Mapping, Sequence
 
-from agent.model import Outcome, Result
 from agent.probes import snmpclient
 from agent.probes.snmpclient import Value, normalize_oid
-from agent.settings import SnmpCheck, SnmpProbe, split_host_port
+from slawatch.config.settings import SnmpCheck, SnmpProbe, split_host_port
+from slawatch.model import Outcome, Result
 
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 TICKS_WRAP = 1 << 32  # TimeTicks is an unsigned 32-bit count of 1/100 s: it wraps after ~497 days

@@ -44,8 +44,8 @@ from pysnmp.hlapi.v3arch.asyncio import (
 from pysnmp.proto import errind, rfc1902, rfc1905
 from pysnmp.smi import builder, view
 
-from agent.model import Outcome, Result
-from agent.settings import SnmpAccess, split_host_port
+from slawatch.config.settings import SnmpAccess, split_host_port
+from slawatch.model import Outcome, Result
 
 log = logging.getLogger(__name__)
 

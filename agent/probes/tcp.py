@@ -10,9 +10,9 @@ import socket
 import ssl
 import time
 
-from agent.model import Outcome, Result
 from agent.probes.address import resolve
-from agent.settings import TcpProbe, split_host_port
+from slawatch.config.settings import TcpProbe, split_host_port
+from slawatch.model import Outcome, Result
 
 QUOTE_LIMIT = 80
 """At most this many characters of what a peer sent go into a reason."""

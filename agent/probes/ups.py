@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from agent.model import Outcome, Result
 from agent.probes import snmpclient
 from agent.probes.snmpclient import Value
-from agent.settings import UpsProbe
+from slawatch.config.settings import UpsProbe
+from slawatch.model import Outcome, Result
 
 OIDS = {
     "upsOutputSource": "1.3.6.1.2.1.33.1.4.1.0",

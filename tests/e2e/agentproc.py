@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from agent.configfile import bundled_contract
+from slawatch.config.loader import bundled_contract
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ class AgentProcess:
         if faketime_file is not None:
             env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME_TIMESTAMP_FILE=str(faketime_file), FAKETIME_NO_CACHE="1",
                        FAKETIME_DONT_FAKE_MONOTONIC="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg),
+        self.proc = subprocess.Popen([sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg),
                                       "--log-format", log_format], cwd=ROOT, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []

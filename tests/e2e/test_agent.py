@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.configfile import bundled_contract, load
 from agent.daemon import Agent
-from agent.model import StateChange
+from slawatch.config.loader import bundled_contract, load
+from slawatch.model import StateChange
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +113,7 @@ async def test_agent_stores_every_probe_and_dates_the_outage_at_the_first_failur
 
 
 async def test_metrics_healthz_and_reload(tmp_path: Path, target: CountingServer) -> None:
-    from agent.agentcli import run_agent
+    from slawatch.cli.agent import run_agent
 
     listen = free_port()
     cfg = write_config(tmp_path, target.port, interval=0.25, listen_port=listen)
@@ -164,7 +164,7 @@ async def test_metrics_healthz_and_reload(tmp_path: Path, target: CountingServer
 async def test_sigkill_and_restart_loses_nothing_and_doubles_nothing(tmp_path: Path,
                                                                      target: CountingServer) -> None:
     cfg = write_config(tmp_path, target.port, interval=0.2)
-    cmd = [sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg)]
+    cmd = [sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     await asyncio.sleep(4.0)
     proc.kill()
@@ -195,7 +195,7 @@ async def test_sigkill_and_restart_loses_nothing_and_doubles_nothing(tmp_path: P
 def test_sigterm_exits_zero_and_flushes(tmp_path: Path) -> None:
     port = free_port()  # nothing listens: every probe fails, every sample must still be stored
     cfg = write_config(tmp_path, port, interval=0.2)
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(3.5)
     proc.send_signal(signal.SIGTERM)
@@ -212,7 +212,7 @@ def test_sigterm_exits_zero_and_flushes(tmp_path: Path) -> None:
 def test_reload_drops_the_metric_series_of_removed_and_retagged_components(tmp_path: Path) -> None:
     from prometheus_client import generate_latest
 
-    from agent.model import Outcome, Result
+    from slawatch.model import Outcome, Result
 
     extra = """  - name: san-2
     class: san

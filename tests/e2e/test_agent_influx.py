@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.configfile import bundled_contract, load
 from agent.daemon import Agent
-from agent.sinks.influxdb import RETENTION_POLICY
+from slawatch.config.loader import bundled_contract, load
+from slawatch.store.influxdb import RETENTION_POLICY
 from tests.conftest import free_port
 from tests.sinks.influx import Influxd, start_influxd
 

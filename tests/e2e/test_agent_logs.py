@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent import demoups
-from agent.configfile import bundled_contract
+from slawatch.config.loader import bundled_contract
 from tests.conftest import free_port, need
 from tests.e2e.agentproc import AgentProcess
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import StateChange
 from agent.spool import Spool
+from slawatch.model import StateChange
 from tests.e2e.agentproc import AgentProcess, TcpTarget, poll, rows, store_rows, write_config
 
 Spawn = Callable[..., AgentProcess]

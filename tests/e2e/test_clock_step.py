@@ -30,8 +30,8 @@ def iso(ts_ms: int) -> str:
 
 
 def report(cfg: Path, start_ms: int, end_ms: int) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "report", "--config", str(cfg), "--from", iso(start_ms),
-                           "--to", iso(end_ms), "--format", "json"], cwd=ROOT, capture_output=True, text=True,
+    argv = ["report", "--config", str(cfg), "--from", iso(start_ms), "--to", iso(end_ms), "--format", "json"]
+    proc = subprocess.run([sys.executable, "-m", "slawatch.cli", *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     (component,) = json.loads(proc.stdout)["components"]

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from agent import demoups
-from agent.configfile import load
-from agent.demo import DegradedWatch
-from agent.model import ComponentRef, Outcome, Sample
 from agent.probes import run_probe, snmpclient
-from agent.settings import SnmpProbe, UpsProbe
+from slawatch.cli.demo import DegradedWatch
+from slawatch.config.loader import load
+from slawatch.config.settings import SnmpProbe, UpsProbe
+from slawatch.model import ComponentRef, Outcome, Sample
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +116,7 @@ def test_degraded_watch_prints_transitions() -> None:
 
 
 def test_demo_runs_every_component_up_and_stores_samples(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "demo", "--dir", str(tmp_path), "--duration", "8",
+    proc = subprocess.run([sys.executable, "-m", "slawatch.cli", "demo", "--dir", str(tmp_path), "--duration", "8",
                            "--interval", "1"], capture_output=True, text=True, timeout=25, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     components = [c.name for c in load(tmp_path / "config.yaml").config.components]

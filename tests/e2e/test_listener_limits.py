@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.configfile import bundled_contract
+from slawatch.config.loader import bundled_contract
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ components:{comps}
 def start_agent(cfg: Path, log: Path, limits: str = "ulimit -Sn 1024 && ulimit -Hn 1024") -> subprocess.Popen[bytes]:
     """The agent as an operator starts it, under a shell's file-descriptor limits (hard limit too)."""
     with log.open("wb") as out:
-        return subprocess.Popen(["bash", "-c", f'{limits} && exec "$@"', "bash", sys.executable, "-m", "agent.cli",
+        return subprocess.Popen(["bash", "-c", f'{limits} && exec "$@"', "bash", sys.executable, "-m", "slawatch.cli",
                                  "agent", "--config", str(cfg)], cwd=cfg.parent, stdout=out, stderr=out,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -341,7 +341,7 @@ def test_second_agent_on_the_same_spool_names_the_holder(tmp_path: Path, target_
     first = start_agent(cfg1, first_log)
     try:
         wait_ready(int(cfg1.read_text().split('listen: "127.0.0.1:')[1].split('"')[0]), first, first_log)
-        second = subprocess.run([sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg2)], cwd=cfg2.parent,
+        second = subprocess.run([sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg2)], cwd=cfg2.parent,
                                 capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert first.poll() is None
     finally:

@@ -7,15 +7,15 @@ import json
 import time
 from pathlib import Path
 
-from agent.agentcli import run_agent
-from agent.configfile import bundled_contract, load
 from agent.daemon import Agent
-from agent.model import ComponentRef, Heartbeat, StateChange
-from agent.settings import SqliteSettings
-from agent.sinks.sqlite import SqliteSink
 from reporter.periods import month_period
 from reporter.schedule import period_key, report_month, run_monthly_reports
 from reporter.source import open_source
+from slawatch.cli.agent import run_agent
+from slawatch.config.loader import bundled_contract, load
+from slawatch.config.settings import SqliteSettings
+from slawatch.model import ComponentRef, Heartbeat, StateChange
+from slawatch.store.sqlite import SqliteSink
 from tests.conftest import free_port
 
 
@@ -109,7 +109,7 @@ report: {{timezone: UTC, schedule: "0 0 1 * *", archive: archive}}
     log_path = tmp_path / "agent.log"
     root = Path(__file__).resolve().parents[2]
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg)], cwd=root,
+        proc = subprocess.Popen([sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg)], cwd=root,
                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
 
     def lines() -> list[str]:

@@ -118,5 +118,5 @@ async def test_usage_error_is_unknown() -> None:
 
 @pytest.mark.parametrize("argv", [["probe"], ["probe", "tcp", "127.0.0.1:1", "--bogus"]])
 def test_probe_usage_errors_are_nagios_unknown(argv: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", *argv], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "slawatch.cli", *argv], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stderr

@@ -60,7 +60,7 @@ def sim_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 def probe(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "probe", *argv], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "slawatch.cli", "probe", *argv], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env={**os.environ, **(env or {})})
 
 

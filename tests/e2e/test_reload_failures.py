@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.configfile import load
 from agent.daemon import Agent
+from slawatch.config.loader import load
 from tests.conftest import free_port
 from tests.e2e.test_agent import ROOT, write_config
 
@@ -43,7 +43,7 @@ def test_sighup_with_hostile_configs_keeps_the_agent_and_says_so(tmp_path: Path)
     listen = free_port()
     cfg = write_config(tmp_path, free_port(), interval=0.5, listen_port=listen)
     good = cfg.read_text()
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         name = "slawatch_config_last_reload_successful"
@@ -98,7 +98,7 @@ def test_the_agent_refuses_to_start_on_an_absurd_duration(tmp_path: Path, settin
     cfg.write_text(cfg.read_text().replace('probes: [{kind: tcp, target: "127.0.0.1:',
                                            f'probes: [{{kind: tcp, {setting}, target: "127.0.0.1:'))
     assert setting in cfg.read_text()
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _, err = proc.communicate(timeout=20)

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from agent.configfile import bundled_contract, load
 from agent.daemon import Agent
+from slawatch.config.loader import bundled_contract, load
 from tests.conftest import free_port, need_binary
 from tests.sinks.influx import Influxd, start_influxd
 
@@ -170,7 +170,7 @@ def iso(ts_s: float) -> str:
 
 
 def run_report(cfg: Path, start_s: float, end_s: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "agent.cli", "report", "--config", str(cfg),
+    cmd = [sys.executable, "-m", "slawatch.cli", "report", "--config", str(cfg),
            "--from", iso(start_s), "--to", iso(end_s), "--format", "json"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import ComponentRef, Outcome, Point, Sample, StateChange
 from agent.spool import Spool
+from slawatch.model import ComponentRef, Outcome, Point, Sample, StateChange
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = 100
@@ -22,7 +22,7 @@ BATCH = 100
 CHILD = r"""
 import sys
 from pathlib import Path
-from agent.model import ComponentRef, Outcome, Sample, StateChange
+from slawatch.model import ComponentRef, Outcome, Sample, StateChange
 from agent.spool import Spool
 
 ref = ComponentRef("pbx-01", "sip", "gold", "acme")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.configfile import bundled_contract, load
 from agent.daemon import Agent
 from agent.spool import SEG_HEADER
+from slawatch.config.loader import bundled_contract, load
 from tests.conftest import free_port, need, need_binary
 from tests.sinks.influx import Influxd
 
@@ -195,7 +195,7 @@ class AgentProcess:
         self.base = f"http://127.0.0.1:{listen_port}"
         self.log = log
         with log.open("wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "--config", str(cfg)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg)],
                                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
 
     async def get(self, path: str) -> tuple[int, str]:

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
-from agent.settings import InfluxSettings
-from agent.sinks.influxdb import RETENTION_POLICY, InfluxSink
+from slawatch.config.settings import InfluxSettings
+from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
+from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink
 from tests.conftest import free_port
 from tests.sinks.influx import Influxd, start_influxd
 
@@ -480,9 +480,9 @@ def test_variables_cascade(influx: Influxd) -> None:
 
 
 async def scrape_agent(tmp: Path) -> str:
-    from agent.configfile import bundled_contract, load
     from agent.daemon import Agent
     from agent.web import serve
+    from slawatch.config.loader import bundled_contract, load
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from peers import MB, flood_peer, silent_peer, syn_blackhole, trickle_peer
 
-from agent.model import Outcome
 from agent.probes import Run, run_probe
-from agent.settings import HttpProbe, ProbeBase, TcpProbe
+from slawatch.config.settings import HttpProbe, ProbeBase, TcpProbe
+from slawatch.model import Outcome
 
 pytestmark = pytest.mark.timeout(15)
 

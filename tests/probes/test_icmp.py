@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import Outcome, Result
 from agent.probes import icmp as icmp_module
 from agent.probes import run_probe
 from agent.probes.icmp import Echoes, judge, permission_reason
-from agent.settings import IcmpProbe
+from slawatch.config.settings import IcmpProbe
+from slawatch.model import Outcome, Result
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ NOBODY = 65534
 SCRIPT = """
 import asyncio, json, os, sys, time
 from agent.probes import run_probe
-from agent.settings import IcmpProbe
+from slawatch.config.settings import IcmpProbe
 settings = IcmpProbe.model_validate(json.loads(sys.argv[1]))
 if len(sys.argv) > 2:
     ident = int(sys.argv[2])

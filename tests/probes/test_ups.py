@@ -17,9 +17,9 @@ from test_snmp import (  # noqa: F401  (fresh_snmp_state is an autouse fixture)
     run_snmpsim,
 )
 
-from agent.model import Outcome, Result
 from agent.probes import run_probe
-from agent.settings import UpsProbe
+from slawatch.config.settings import UpsProbe
+from slawatch.model import Outcome, Result
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from agent.configfile import Loaded, load
-from agent.settings import SmtpSettings
-from reporter import cli
 from reporter.mail import MailError, build_message, send_message
 from reporter.render import render_csv
 from reporter.report import build_month_report
 from reporter.schedule import JOB_ID, archive, report_month, send_monthly_reports, start_report_scheduler
+from slawatch.cli import report as cli
+from slawatch.config.loader import Loaded, load
+from slawatch.config.settings import SmtpSettings
 from tests.conftest import free_port
 from tests.reporter.test_report import FakeSource, april_source, fill_sqlite_store, loaded_config, write_config
 
@@ -297,9 +297,9 @@ def test_cli_email_of_the_month_in_progress_is_not_recorded(tmp_path: Path, smtp
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     import time
 
-    from agent.model import ComponentRef, Heartbeat, StateChange
-    from agent.sinks.sqlite import SqliteSink
     from reporter.periods import month_of, month_period
+    from slawatch.model import ComponentRef, Heartbeat, StateChange
+    from slawatch.store.sqlite import SqliteSink
     from tests.reporter.test_report import beats
 
     path = write_config(tmp_path, smtp_port=smtpd.port)

@@ -11,9 +11,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from agent.configfile import ConfigError, bundled_contract, load
-from agent.settings import SmtpSettings
 from reporter.mail import MailError, send_message
+from slawatch.config.loader import ConfigError, bundled_contract, load
+from slawatch.config.settings import SmtpSettings
 from tests.conftest import free_port
 from tests.reporter.test_mail import Handler
 

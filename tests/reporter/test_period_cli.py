@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reporter.cli import UsageError, resolve_period
 from reporter.periods import month_period
 from reporter.report import iso_ms
+from slawatch.cli.report import UsageError, resolve_period
 
 NOV = month_period(2026, 11, "UTC")
 

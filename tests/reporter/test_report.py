@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.configfile import Loaded, load
-from reporter import cli
 from reporter.periods import Period, month_period
 from reporter.report import ReportError, build_month_report, build_report, iso_ms, policy_for
 from reporter.source import StoredChange, StoredWindow
+from slawatch.cli import report as cli
+from slawatch.config.loader import Loaded, load
 
 S = 1000
 M = 60 * S
@@ -347,8 +347,8 @@ def test_cli_missing_store_exits_1_with_the_reason(tmp_path: Path, capsys: pytes
 
 async def fill_sqlite_store(loaded: Loaded) -> None:
     """What the agent would have written in April: core-router down 5 minutes, mon-1 beating every minute."""
-    from agent.model import ComponentRef, Heartbeat, StateChange
-    from agent.sinks.sqlite import SqliteSink
+    from slawatch.model import ComponentRef, Heartbeat, StateChange
+    from slawatch.store.sqlite import SqliteSink
 
     assert loaded.config.storage.sqlite is not None
     sink = SqliteSink(loaded.config.storage.sqlite)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from agent.configfile import Loaded, bundled_contract, load
-from agent.model import ComponentRef, Heartbeat, StateChange
-from agent.settings import InfluxSettings, StorageSettings
-from agent.sinks.influxdb import InfluxSink
 from reporter.periods import month_period
 from reporter.schedule import JOB_ID, period_key, report_month, run_monthly_reports, start_report_scheduler
 from reporter.source import InfluxSource, Source, SourceError, StoredChange, open_source
+from slawatch.config.loader import Loaded, bundled_contract, load
+from slawatch.config.settings import InfluxSettings, StorageSettings
+from slawatch.model import ComponentRef, Heartbeat, StateChange
+from slawatch.store.influxdb import InfluxSink
 from tests.conftest import free_port, need_binary
 from tests.reporter.test_mail import NOW_MS, Smtpd, smtpd
 from tests.reporter.test_report import FakeSource, april_source, loaded_config

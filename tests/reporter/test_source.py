@@ -14,11 +14,6 @@ from typing import Any
 
 import pytest
 
-from agent.model import ComponentRef, Heartbeat, Point, StateChange
-from agent.settings import InfluxSettings, SqliteSettings, StorageSettings
-from agent.sinks import Sink
-from agent.sinks.influxdb import RETENTION_POLICY, InfluxSink
-from agent.sinks.sqlite import SqliteSink
 from reporter.availability import Change, Interval
 from reporter.source import (
     AgentViews,
@@ -32,6 +27,11 @@ from reporter.source import (
     open_source,
     quote_string,
 )
+from slawatch.config.settings import InfluxSettings, SqliteSettings, StorageSettings
+from slawatch.model import ComponentRef, Heartbeat, Point, StateChange
+from slawatch.store import Sink
+from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink
+from slawatch.store.sqlite import SqliteSink
 from tests.sinks.influx import Influxd
 
 pytestmark = pytest.mark.timeout(90)

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from agent.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
-from agent.settings import InfluxSettings, SqliteSettings, StorageSettings
-from agent.sinks import Sink, open_sinks
-from agent.sinks.influxdb import RETENTION_POLICY, InfluxSink
-from agent.sinks.lineprotocol import HEARTBEAT, PROBE, STATE, record
-from agent.sinks.sqlite import COLUMNS, SqliteSink
+from slawatch.config.settings import InfluxSettings, SqliteSettings, StorageSettings
+from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
+from slawatch.store import Sink, open_sinks
+from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink
+from slawatch.store.lineprotocol import HEARTBEAT, PROBE, STATE, record
+from slawatch.store.sqlite import COLUMNS, SqliteSink
 from tests.sinks.influx import Influxd
 
 pytestmark = pytest.mark.timeout(60)

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from agent.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
-from agent.settings import InfluxSettings
-from agent.sinks import SinkError
-from agent.sinks.influxdb import RETENTION_POLICY, InfluxSink, influxql_duration
-from agent.sinks.lineprotocol import PROBE, STATE, encode, record
+from slawatch.config.settings import InfluxSettings
+from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
+from slawatch.store import SinkError
+from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, influxql_duration
+from slawatch.store.lineprotocol import PROBE, STATE, encode, record
 from tests.conftest import free_port, need_binary
 from tests.sinks.influx import ADMIN_USER, Influxd, start_influxd
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
-from agent.settings import SqliteSettings
-from agent.sinks import SinkError
-from agent.sinks.lineprotocol import record
-from agent.sinks.sqlite import COLUMNS, SCHEMA_VERSION, SqliteSink, rows
+from slawatch.config.settings import SqliteSettings
+from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
+from slawatch.store import SinkError
+from slawatch.store.lineprotocol import record
+from slawatch.store.sqlite import COLUMNS, SCHEMA_VERSION, SqliteSink, rows
 
 pytestmark = pytest.mark.timeout(60)
 

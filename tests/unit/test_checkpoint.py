@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.checkpoint import FILE_NAME, Checkpoint, decode, encode
-from agent.model import ComponentRef
 from agent.state import Saved, SavedStreak
+from slawatch.model import ComponentRef
 
 SAVED = [
     Saved(ComponentRef("pbx-01", "sip", "gold", "acme"), False, 1_000,

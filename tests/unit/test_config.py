@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.configfile import ConfigError, bundled_contract, load, load_contract
-from agent.settings import parse_duration_s, redact_url, split_host_port
+from slawatch.config.loader import ConfigError, bundled_contract, load, load_contract
+from slawatch.config.settings import parse_duration_s, redact_url, split_host_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "config"
@@ -20,7 +20,7 @@ INVALID = sorted(FIXTURES.glob("invalid-*.yaml"))
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "slawatch.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env=env)
 
 
@@ -170,7 +170,7 @@ def test_alias_bomb_is_refused_in_little_memory_and_time(tmp_path: Path) -> None
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
 
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", str(cfg)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "slawatch.cli", "check-config", str(cfg)], cwd=ROOT,
                           capture_output=True, text=True, timeout=30, preexec_fn=limit)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.startswith(f"{cfg}:7: YAML aliases expand to more than 100000 nodes"), proc.stderr
@@ -271,7 +271,7 @@ def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        proc = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "config/example.yaml"], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "slawatch.cli", "check-config", "config/example.yaml"], cwd=ROOT,
                               stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
     finally:
         os.close(write_end)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import Outcome, Result
 from agent.probes.haproxy import Member, csv_url, parse_stats, pool_result
+from slawatch.model import Outcome, Result
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "haproxy"
 MIXED = (FIXTURES / "stats-mixed.csv").read_text()

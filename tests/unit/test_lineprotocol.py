@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.model import ComponentRef, Heartbeat, Outcome, Sample, StateChange
-from agent.sinks.lineprotocol import (
+from slawatch.model import ComponentRef, Heartbeat, Outcome, Sample, StateChange
+from slawatch.store.lineprotocol import (
     MAX_TEXT_CHARS,
     PROBE,
     Record,

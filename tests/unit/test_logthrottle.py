@@ -102,7 +102,7 @@ def test_the_cli_logging_throttles_a_flood_of_tracebacks() -> None:
     """The CLI's handlers, a real process: 5 000 identical errors with a traceback cost ~11 lines, not megabytes."""
     code = """
 import logging
-from agent.agentcli import setup_logging
+from slawatch.cli.agent import setup_logging
 from agent.logthrottle import throttle_repeats
 setup_logging("text", "info")
 flush = throttle_repeats(logging.getLogger())

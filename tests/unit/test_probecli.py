@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from agent.model import Outcome, Result
-from agent.probecli import InputError, build_settings, json_line, nagios_line, register, status
-from agent.settings import HttpProbe, IcmpProbe, SipProbe, SnmpProbe, TcpProbe, UpsProbe
+from slawatch.cli.probe import InputError, build_settings, json_line, nagios_line, register, status
+from slawatch.config.settings import HttpProbe, IcmpProbe, SipProbe, SnmpProbe, TcpProbe, UpsProbe
+from slawatch.model import Outcome, Result
 
 
 @pytest.mark.parametrize(("outcome", "label", "code"), [

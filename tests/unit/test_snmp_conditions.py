@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from pysnmp.proto import errind, rfc1902, rfc1905
 
-from agent.model import Outcome, Result
 from agent.probes.snmp import assess, check_failure, reboot_reason, show_ticks
 from agent.probes.snmpclient import Value, attempts, indication_result, lift
-from agent.settings import SnmpCheck, SnmpProbe
+from slawatch.config.settings import SnmpCheck, SnmpProbe
+from slawatch.model import Outcome, Result
 
 IF_OPER = "1.3.6.1.2.1.2.2.1.8.2"
 

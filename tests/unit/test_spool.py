@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
 from agent.spool import REC_HEADER, SEG_HEADER, Spool, SpoolError, encode_point, encode_record
+from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
 from tests.conftest import need
 
 REF = ComponentRef("sip-core-01", "sip", "gold", "acme")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.model import ComponentRef, Outcome, Result
 from agent.state import ComponentState, format_duration, log_change, log_degraded
+from slawatch.model import ComponentRef, Outcome, Result
 
 REF = ComponentRef("c1", "sip", "gold", "acme")
 UP = Result(Outcome.UP)

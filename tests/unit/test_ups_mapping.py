@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.model import Outcome, Result
 from agent.probes.snmpclient import Value
 from agent.probes.ups import OIDS, assess
+from slawatch.model import Outcome, Result
 
 UP, DEGRADED, DOWN = Outcome.UP, Outcome.DEGRADED, Outcome.BAD_RESPONSE
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from agent.model import Point
-from agent.settings import StorageSettings
+from slawatch.config.settings import StorageSettings
+from slawatch.model import Point
 
 DEFAULT_RETENTION_S = 180 * 86400.0
 
@@ -51,8 +51,8 @@ def open_sinks(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTI
     `retention_s` is the contract's `retention_s`: the daemon prunes SQLite with it, InfluxDB gets a
     retention policy of that length.
     """
-    from agent.sinks.influxdb import InfluxSink
-    from agent.sinks.sqlite import SqliteSink
+    from slawatch.store.influxdb import InfluxSink
+    from slawatch.store.sqlite import SqliteSink
 
     sinks: list[Sink] = []
     if storage.sqlite is not None:

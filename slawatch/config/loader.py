@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from agent.settings import PROBE_KINDS, VALUE_SHOWN, Config, Contract, cross_check, shown
+from slawatch.config.settings import PROBE_KINDS, VALUE_SHOWN, Config, Contract, cross_check, shown
 
 Loc = tuple[str | int, ...]
 # libyaml's parser when present: a 10 000-component file loads in a fraction of the pure-Python time.
@@ -405,9 +405,9 @@ def bundled_contract() -> Path:
     from importlib.resources import files
 
     try:
-        candidate = Path(str(files("agent.defaults").joinpath("contract.yaml")))
+        candidate = Path(str(files("slawatch.defaults").joinpath("contract.yaml")))
         if candidate.is_file():
             return candidate
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parents[1] / "config" / "contract.yaml"
+    return Path(__file__).resolve().parents[2] / "config" / "contract.yaml"

@@ -14,11 +14,11 @@ from pathlib import Path
 from aiohttp import web
 
 from agent import demoups
-from agent.agentcli import print_change, run_agent
-from agent.configfile import ConfigError, bundled_contract, load
 from agent.daemon import Agent
-from agent.model import Outcome, Sample
 from agent.probes.sipmessage import SipParseError, parse_message
+from slawatch.cli.agent import print_change, run_agent
+from slawatch.config.loader import ConfigError, bundled_contract, load
+from slawatch.model import Outcome, Sample
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any, NoReturn, TypeAlias
 
 from pydantic import TypeAdapter, ValidationError
 
-from agent.model import Outcome, Result
-from agent.settings import ProbeBase, ProbeSettings
+from slawatch.config.settings import ProbeBase, ProbeSettings
+from slawatch.model import Outcome, Result
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Env = Mapping[str, str]

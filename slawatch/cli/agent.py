@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.configfile import ConfigError, Loaded, load
 from agent.logthrottle import throttle_repeats
-from agent.model import StateChange
-from agent.settings import split_host_port
 from agent.spool import SpoolError
+from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.config.settings import split_host_port
+from slawatch.model import StateChange
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -158,7 +158,7 @@ def print_change(out: Callable[[str], None] = print) -> Callable[[StateChange], 
 
 
 def _demo_cmd(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
+    from slawatch.cli.demo import run_demo
 
     setup_logging("text", args.log_level)
     return asyncio.run(run_demo(Path(args.dir), duration_s=args.duration, interval_s=args.interval))

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import aiosqlite
 
-from agent.model import Heartbeat, Point, Sample, StateChange
-from agent.settings import SqliteSettings
-from agent.sinks import SinkError
-from agent.sinks.lineprotocol import HEARTBEAT, PROBE, STATE, FieldValue, clean_text
+from slawatch.config.settings import SqliteSettings
+from slawatch.model import Heartbeat, Point, Sample, StateChange
+from slawatch.store import SinkError
+from slawatch.store.lineprotocol import HEARTBEAT, PROBE, STATE, FieldValue, clean_text
 
 log = logging.getLogger(__name__)
 

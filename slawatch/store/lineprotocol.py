@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from agent.model import Heartbeat, Point, Sample, StateChange
+from slawatch.model import Heartbeat, Point, Sample, StateChange
 
 FieldValue = bool | int | float | str
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import aiohttp
 
-from agent.model import Point
-from agent.settings import InfluxSettings
-from agent.sinks import DEFAULT_RETENTION_S, SinkError
-from agent.sinks.lineprotocol import encode, rejected_points
+from slawatch.config.settings import InfluxSettings
+from slawatch.model import Point
+from slawatch.store import DEFAULT_RETENTION_S, SinkError
+from slawatch.store.lineprotocol import encode, rejected_points
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,12 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from agent import __version__, agentcli, probecli
-from agent.configfile import ConfigError, Loaded, load
-from reporter import cli as reportcli
 from reporter import maintenance
+from slawatch import __version__
+from slawatch.cli import agent as agentcli
+from slawatch.cli import probe as probecli
+from slawatch.cli import report as reportcli
+from slawatch.config.loader import ConfigError, Loaded, load
 
 EXIT_OK = 0
 EXIT_CONFIG = 2

@@ -1,0 +1,1 @@
+"""The configuration: pydantic models of the config file and the contract, and the YAML loader."""
