@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from agent.daemon import Agent  # noqa: E402
 from slawatch.config.loader import bundled_contract, load  # noqa: E402
 from slawatch.store.influxdb import RETENTION_POLICY  # noqa: E402
+from slawatch.testing.influxd import Influxd  # noqa: E402
 
 FARM = r'''
 import asyncio, sys
@@ -416,8 +417,6 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             influx_proc = None
             if args.store == "influxdb":
-                from tests.sinks.influx import Influxd
-
                 binary = shutil.which("influxd")
                 if binary is None:
                     sys.exit("influxd not found (apt-get install -y influxdb)")

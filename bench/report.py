@@ -47,6 +47,7 @@ from slawatch.config.settings import InfluxSettings, SqliteSettings  # noqa: E40
 from slawatch.model import ComponentRef, Heartbeat, Point, StateChange  # noqa: E402
 from slawatch.store.influxdb import InfluxSink  # noqa: E402
 from slawatch.store.sqlite import SqliteSink  # noqa: E402
+from slawatch.testing.influxd import Influxd  # noqa: E402
 
 BATCH = 5000
 AGENTS = ("agent-a", "agent-b")
@@ -262,8 +263,6 @@ def main() -> None:
         influxd = None
         try:
             if "influxdb" in stores:
-                from tests.sinks.influx import Influxd
-
                 binary = shutil.which("influxd")
                 if binary is None:
                     sys.exit("influxd not found (apt-get install -y influxdb)")

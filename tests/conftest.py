@@ -1,35 +1,105 @@
-"""Shared test helpers: real local peers, and the rule that CI never skips a real-server test."""
+"""Test-run rules: a missing peer skips (fails under CI=true), a test that starts a server says so; shared fixtures.
+
+Helpers are imported from `slawatch.testing` (real peers) or `tests.<dir>.<module>`, never from a conftest.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import socket
+import sys
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from slawatch.testing import SERVERS, PeerMissing
+from slawatch.testing.influxd import Influxd, start_influxd
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+RUNNING = pytest.StashKey["pytest.Item | None"]()
 
 
-def need(condition: bool, reason: str) -> None:
-    """Skip with the reason when a real peer is missing; fail instead under CI=true."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true and a required peer is missing: {reason}", pytrace=False)
-    pytest.skip(reason)
+def peer_names(item: pytest.Item) -> set[str]:
+    """The servers the test declares with `@pytest.mark.peer(NAME, ...)` (or a module's `pytestmark`)."""
+    return {str(name) for mark in item.iter_markers("peer") for name in mark.args}
 
 
-def need_binary(name: str, package: str) -> str:
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
-    need(path is not None, f"{name} not found (apt-get install -y {package})")
-    assert path is not None
-    return path
+def require_marker(item: pytest.Item, server: str, how: str) -> None:
+    if server not in peer_names(item):
+        pytest.fail(f"{item.nodeid} {how} {server} but is not marked @pytest.mark.peer({server!r}): "
+                    f"mark it, so that `pytest -m 'not peer'` leaves it out", pytrace=False)
 
 
-def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RUNNING] = None
+
+    def audit(event: str, args: tuple[Any, ...]) -> None:
+        # Every way of starting a process ends in subprocess.Popen (asyncio's too): a server binary started by
+        # a test without the peer marker fails that test, whichever helper started it.
+        if event != "subprocess.Popen":
+            return
+        item = config.stash.get(RUNNING, None)
+        if item is None:
+            return
+        executable, argv = args[0], args[1]
+        program = executable or (argv.split()[0] if isinstance(argv, str | bytes) else argv[0])
+        server = SERVERS.get(Path(os.fsdecode(program)).name)
+        if server is not None:
+            require_marker(item, server, "starts")
+
+    sys.addaudithook(audit)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    item.config.stash[RUNNING] = item
+    try:
+        return (yield)
+    finally:
+        item.config.stash[RUNNING] = None
+
+
+@contextlib.contextmanager
+def missing_peer_skips(item: pytest.Item) -> Iterator[None]:
+    try:
+        yield
+    except PeerMissing as exc:
+        if exc.server is not None:
+            require_marker(item, exc.server, "needs")
+        if IN_CI:
+            pytest.fail(f"CI=true and a required peer is missing: {exc.reason}", pytrace=False)
+        pytest.skip(exc.reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    with missing_peer_skips(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    with missing_peer_skips(item):
+        return (yield)
+
+
+@pytest.fixture(scope="module")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    """One influxd (no auth) per test module."""
+    server = start_influxd(tmp_path_factory.mktemp("influxd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def influxd_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    """One influxd with `auth-enabled = true` and an admin user (ADMIN_USER/ADMIN_PASSWORD) per module."""
+    server = start_influxd(tmp_path_factory.mktemp("influxd-auth"), auth=True)
+    try:
+        yield server
+    finally:
+        server.stop()

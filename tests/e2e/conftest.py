@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.agentproc import AgentProcess, TcpTarget
+from slawatch.testing.agentproc import AgentProcess, TcpTarget
 
 
 @pytest.fixture

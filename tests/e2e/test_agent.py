@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from agent.daemon import Agent
-from slawatch.config.loader import bundled_contract, load
+from slawatch.config.loader import load
 from slawatch.model import StateChange
-from tests.conftest import free_port
+from slawatch.testing import free_port
+from tests.e2e.agentconfig import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,24 +53,6 @@ async def target() -> AsyncIterator[CountingServer]:
     await srv.up()
     yield srv
     await srv.down()
-
-
-def write_config(tmp: Path, port: int, *, interval: float = 0.5, extra_components: str = "",
-                 listen_port: int | None = None) -> Path:
-    cfg = tmp / "agent.yaml"
-    cfg.write_text(f"""
-agent: {{id: test-agent, listen: "127.0.0.1:{listen_port or free_port()}", heartbeat_s: 1}}
-storage: {{sqlite: {{path: store.db}}, spool: {{path: spool}}}}
-contract: {bundled_contract()}
-defaults: {{interval_s: {interval}, timeout_s: {interval * 0.8:g}, confirm: {{down: 2, up: 1}}}}
-customers: [{{name: acme, tier: gold}}]
-components:
-  - name: san-1
-    class: san
-    customer: acme
-    probes: [{{kind: tcp, target: "127.0.0.1:{port}"}}]
-{extra_components}""")
-    return cfg
 
 
 def db_rows(path: Path, sql: str) -> list[tuple[object, ...]]:

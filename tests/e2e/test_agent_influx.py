@@ -12,8 +12,8 @@ import pytest
 from agent.daemon import Agent
 from slawatch.config.loader import bundled_contract, load
 from slawatch.store.influxdb import RETENTION_POLICY
-from tests.conftest import free_port
-from tests.sinks.influx import Influxd, start_influxd
+from slawatch.testing import free_port
+from slawatch.testing.influxd import Influxd, start_influxd
 
 
 @pytest.fixture
@@ -28,6 +28,7 @@ async def tcp_target() -> AsyncIterator[int]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.peer("influxd")
 async def test_influxdb_killed_and_restarted_mid_run_loses_and_doubles_nothing(
         tmp_path: Path, tcp_target: int) -> None:
     influx: Influxd = await asyncio.to_thread(start_influxd, tmp_path / "influx")

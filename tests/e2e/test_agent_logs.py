@@ -14,8 +14,8 @@ import pytest
 
 from agent import demoups
 from slawatch.config.loader import bundled_contract
-from tests.conftest import free_port, need
-from tests.e2e.agentproc import AgentProcess
+from slawatch.testing import free_port, need
+from slawatch.testing.agentproc import AgentProcess
 
 Spawn = Callable[..., AgentProcess]
 

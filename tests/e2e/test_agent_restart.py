@@ -9,7 +9,7 @@ import pytest
 
 from agent.spool import Spool
 from slawatch.model import StateChange
-from tests.e2e.agentproc import AgentProcess, TcpTarget, poll, rows, store_rows, write_config
+from slawatch.testing.agentproc import AgentProcess, TcpTarget, poll, rows, store_rows, write_config
 
 Spawn = Callable[..., AgentProcess]
 

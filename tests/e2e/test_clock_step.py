@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need
-from tests.e2e.agentproc import LIBFAKETIME, ROOT, AgentProcess, TcpTarget, poll, rows, write_config
+from slawatch.testing import need
+from slawatch.testing.agentproc import LIBFAKETIME, ROOT, AgentProcess, TcpTarget, poll, rows, write_config
 
 Spawn = Callable[..., AgentProcess]
 

@@ -20,7 +20,7 @@ from slawatch.cli.demo import DegradedWatch
 from slawatch.config.loader import load
 from slawatch.config.settings import SnmpProbe, UpsProbe
 from slawatch.model import ComponentRef, Outcome, Sample
-from tests.conftest import free_port
+from slawatch.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

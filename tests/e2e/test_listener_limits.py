@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from slawatch.config.loader import bundled_contract
-from tests.conftest import free_port
+from slawatch.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOOD = 1100

@@ -16,7 +16,7 @@ from slawatch.config.loader import bundled_contract, load
 from slawatch.config.settings import SqliteSettings
 from slawatch.model import ComponentRef, Heartbeat, StateChange
 from slawatch.store.sqlite import SqliteSink
-from tests.conftest import free_port
+from slawatch.testing import free_port
 
 
 async def test_agent_archives_last_months_report_at_start(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, need
+from slawatch.testing import free_port, need
 
 ROOT = Path(__file__).resolve().parents[2]
 SLAWATCH = ROOT / ".venv" / "bin" / "slawatch"

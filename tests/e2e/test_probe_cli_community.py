@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, need
+from slawatch.testing import free_port, need
 
 ROOT = Path(__file__).resolve().parents[2]
 UPS_SOURCE = "1.3.6.1.2.1.33.1.4.1.0"
@@ -65,6 +65,7 @@ def probe(*argv: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.peer("snmpsim")
 def test_community_from_env_and_file_reaches_the_agent(sim_port: int, tmp_path: Path) -> None:
     target = f"127.0.0.1:{sim_port}"
     # snmpsim serves each recording under its name as the community: a wrong one gets no answer

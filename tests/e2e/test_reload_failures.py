@@ -14,8 +14,9 @@ import pytest
 
 from agent.daemon import Agent
 from slawatch.config.loader import load
-from tests.conftest import free_port
-from tests.e2e.test_agent import ROOT, write_config
+from slawatch.testing import free_port
+from slawatch.testing.agentproc import ROOT
+from tests.e2e.agentconfig import write_config
 
 
 def metric(port: int, name: str) -> str | None:

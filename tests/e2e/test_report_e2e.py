@@ -24,8 +24,8 @@ import pytest
 
 from agent.daemon import Agent
 from slawatch.config.loader import bundled_contract, load
-from tests.conftest import free_port, need_binary
-from tests.sinks.influx import Influxd, start_influxd
+from slawatch.testing import free_port, need_binary
+from slawatch.testing.influxd import Influxd, start_influxd
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL_S = 1.0
@@ -33,7 +33,7 @@ TOLERANCE_S = 2 * INTERVAL_S
 SIP_OUTAGE_S = 12.0
 TCP_OUTAGE_S = 10.0
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.peer("sipp", "influxd")]
 
 
 def _udp_bound(port: int) -> bool:

@@ -25,8 +25,8 @@ import pytest
 from agent.daemon import Agent
 from agent.spool import SEG_HEADER
 from slawatch.config.loader import bundled_contract, load
-from tests.conftest import free_port, need, need_binary
-from tests.sinks.influx import Influxd
+from slawatch.testing import free_port, need, need_binary
+from slawatch.testing.influxd import Influxd
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = 40
@@ -103,6 +103,7 @@ def get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+@pytest.mark.peer("influxd")
 @pytest.mark.timeout(240)
 async def test_full_disk_with_the_store_down_counts_every_drop_and_recovers_by_itself(
         tmp_path: Path, tiny_fs: Path, tcp_target: int, monkeypatch: pytest.MonkeyPatch,
@@ -285,6 +286,7 @@ async def test_a_drain_that_dies_of_emfile_is_restarted_and_healthz_says_so_mean
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.peer("influxd")
 async def test_healthz_is_unhealthy_through_a_store_outage_and_ok_after_it(tmp_path: Path, tcp_target: int) -> None:
     influx = Influxd(binary=need_binary("influxd", "influxdb"), dir=tmp_path / "influx")  # not started: port closed
     listen = free_port()

@@ -22,8 +22,8 @@ import yaml
 from slawatch.config.settings import InfluxSettings
 from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
 from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink
-from tests.conftest import free_port
-from tests.sinks.influx import Influxd, start_influxd
+from slawatch.testing import free_port
+from slawatch.testing.influxd import Influxd, start_influxd
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -324,6 +324,7 @@ def test_one_availability_panel_per_contract_target_covers_every_class_and_tier(
 # ---------------------------------------------------------------- queries against the real influxd
 
 
+@pytest.mark.peer("influxd")
 def test_every_influxql_query_runs_and_returns_data(influx: Influxd) -> None:
     for b in BOARDS.values():
         for v in b["templating"]["list"]:
@@ -336,6 +337,7 @@ def test_every_influxql_query_runs_and_returns_data(influx: Influxd) -> None:
             assert not targets or any(results), (b["uid"], p["title"])
 
 
+@pytest.mark.peer("influxd")
 def test_availability_this_month_per_component(influx: Influxd) -> None:
     b = board("slawatch-availability")
     seen: dict[str, float] = {}
@@ -358,6 +360,7 @@ def test_availability_this_month_per_component(influx: Influxd) -> None:
     assert {k: v for k, v in seen.items() if k != "sip-1"} == {"net-1": 100, "lb-1": 100, "san-1": 100, "vlan-1": 100}
 
 
+@pytest.mark.peer("influxd")
 def test_availability_follows_the_customer_and_component_selection(influx: Influxd) -> None:
     b = board("slawatch-availability")
     p = panel("slawatch-availability", "Target 99 %")
@@ -370,6 +373,7 @@ def test_availability_follows_the_customer_and_component_selection(influx: Influ
     assert one_agent["lb-1"] == pytest.approx(160 / 180 * 100, abs=100 / 180)  # agent b's own view
 
 
+@pytest.mark.peer("influxd")
 def test_downtime_by_class_and_by_tier(influx: Influxd) -> None:
     b = board("slawatch-availability")
     for by, down_key in (("class", "sip"), ("tier", "gold")):
@@ -380,6 +384,7 @@ def test_downtime_by_class_and_by_tier(influx: Influxd) -> None:
         assert p["fieldConfig"]["defaults"]["unit"] == "s"
 
 
+@pytest.mark.peer("influxd")
 def test_state_timeline_carries_the_state_in_force_at_the_start(influx: Influxd) -> None:
     b = board("slawatch-availability")
     p = panel("slawatch-availability", "Component state (confirmed, per agent)")
@@ -397,6 +402,7 @@ def test_state_timeline_carries_the_state_in_force_at_the_start(influx: Influxd)
     assert {(s["tags"]["component"], s["tags"]["agent"]) for s in acme} == {("sip-1", A), ("san-1", A)}
 
 
+@pytest.mark.peer("influxd")
 def test_latency_percentiles(influx: Influxd) -> None:
     b = board("slawatch-probes")
     p = panel("slawatch-probes", "Latency percentiles per component and kind")
@@ -412,6 +418,7 @@ def test_latency_percentiles(influx: Influxd) -> None:
     assert len(sip["values"]) == 150
 
 
+@pytest.mark.peer("influxd")
 def test_outcomes_per_agent_and_recent_reasons(influx: Influxd) -> None:
     b = board("slawatch-probes")
     p = panel("slawatch-probes", "Probe outcomes per agent")
@@ -439,6 +446,7 @@ def test_outcomes_per_agent_and_recent_reasons(influx: Influxd) -> None:
     assert {v[4] for v in only_a[0]["values"]} == {A}
 
 
+@pytest.mark.peer("influxd")
 def test_heartbeat_gap_is_visible(influx: Influxd) -> None:
     b = board("slawatch-agents")
     p = panel("slawatch-agents", "Heartbeats per agent")
@@ -458,6 +466,7 @@ def test_heartbeat_gap_is_visible(influx: Influxd) -> None:
     assert rows == {A: [[END - MIN_MS, 60.0]], B: [[END - MIN_MS, 60.0]]}
 
 
+@pytest.mark.peer("influxd")
 def test_variables_cascade(influx: Influxd) -> None:
     def values(uid: str, name: str, selection: dict[str, list[str]] | None = None) -> set[str]:
         b = board(uid)

@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from peers import MB, flood_peer, silent_peer, syn_blackhole, trickle_peer
 
 from agent.probes import Run, run_probe
 from slawatch.config.settings import HttpProbe, ProbeBase, TcpProbe
 from slawatch.model import Outcome
+from slawatch.testing.servers import MB, flood_peer, silent_peer, syn_blackhole, trickle_peer
 
 pytestmark = pytest.mark.timeout(15)
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from peers import closed_port, web_peer
 
 from agent.probes import haproxy
 from slawatch.config.settings import HaproxyProbe
 from slawatch.model import Outcome, Result
-from tests.conftest import free_port, need_binary
+from slawatch.testing import free_port, need_binary
+from slawatch.testing.servers import closed_port, web_peer
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -119,6 +119,7 @@ async def until(lb: Lb, want: Result, **kw: Any) -> Result:
     return result
 
 
+@pytest.mark.peer("haproxy")
 async def test_pool_goes_up_degraded_down(lb: Lb) -> None:
     up = await until(lb, Result(Outcome.UP), min_up=2)
     assert up.latency_s is not None and up.latency_s < 1
@@ -131,10 +132,12 @@ async def test_pool_goes_up_degraded_down(lb: Lb) -> None:
                 min_up=2)
 
 
+@pytest.mark.peer("haproxy")
 async def test_unknown_backend_lists_the_known_ones(lb: Lb) -> None:
     await until(lb, Result(Outcome.BAD_RESPONSE, "backend 'api' not in stats (backends: web)"), backend="api")
 
 
+@pytest.mark.peer("haproxy")
 async def test_stats_auth(lb: Lb) -> None:
     await until(lb, Result(Outcome.UP))  # HAProxy is ready
     r = await haproxy.probe(settings(lb.url(lb.private)))

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from peers import Handler, closed_port, self_signed_cert, serve, server_context, web_peer
 
 from agent.probes import http, run_probe
 from slawatch.config.settings import HttpProbe, JsonCondition
 from slawatch.model import Outcome, Result
-from tests.conftest import need_binary
+from slawatch.testing import need_binary
+from slawatch.testing.servers import Handler, closed_port, self_signed_cert, serve, server_context, web_peer
 
 pytestmark = pytest.mark.timeout(15)
 

@@ -20,7 +20,7 @@ from agent.probes import run_probe
 from agent.probes.icmp import Echoes, judge, permission_reason
 from slawatch.config.settings import IcmpProbe
 from slawatch.model import Outcome, Result
-from tests.conftest import need
+from slawatch.testing import need
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_IPV6 = Path("/proc/net/if_inet6").exists()

@@ -20,7 +20,7 @@ from agent.probes.sip import Target, classify, parse_target, probe
 from agent.probes.sipmessage import parse_message
 from slawatch.config.settings import SipProbe
 from slawatch.model import Outcome, Result
-from tests.conftest import free_port, need, need_binary
+from slawatch.testing import free_port, need, need_binary
 
 HERE = Path(__file__).parent / "sip"
 pytestmark = pytest.mark.timeout(15)
@@ -141,6 +141,7 @@ def sipp(tmp_path: Path) -> Iterator[Callable[[str, str], Peer]]:
 TRANSPORTS = pytest.mark.parametrize("transport", ["udp", "tcp"])
 
 
+@pytest.mark.peer("sipp")
 @TRANSPORTS
 async def test_options_200(sipp: Callable[[str, str], Peer], transport: str) -> None:
     peer = sipp("options_200.xml", transport)
@@ -150,6 +151,7 @@ async def test_options_200(sipp: Callable[[str, str], Peer], transport: str) -> 
     print(f"OPTIONS over {transport} to SIPp: {result.latency_s * 1000:.3f} ms")
 
 
+@pytest.mark.peer("sipp")
 @TRANSPORTS
 async def test_options_503_is_down_with_its_reason(sipp: Callable[[str, str], Peer], transport: str) -> None:
     peer = sipp("options_503.xml", transport)
@@ -157,12 +159,14 @@ async def test_options_503_is_down_with_its_reason(sipp: Callable[[str, str], Pe
     assert result == Result(Outcome.BAD_RESPONSE, "SIP 503 Service Unavailable", result.latency_s)
 
 
+@pytest.mark.peer("sipp")
 async def test_options_503_degraded_by_policy(sipp: Callable[[str, str], Peer]) -> None:
     peer = sipp("options_503.xml", "udp")
     result, _ = await timed(sip(f"sip:127.0.0.1:{peer.port}", responses={"5xx": "degraded"}))
     assert (result.outcome, result.reason) == (Outcome.DEGRADED, "SIP 503 Service Unavailable")
 
 
+@pytest.mark.peer("sipp")
 @TRANSPORTS
 async def test_options_401_is_up_auth_required(sipp: Callable[[str, str], Peer], transport: str) -> None:
     peer = sipp("options_401.xml", transport)
@@ -170,6 +174,7 @@ async def test_options_401_is_up_auth_required(sipp: Callable[[str, str], Peer],
     assert (result.outcome, result.reason) == (Outcome.UP, "SIP 401 Unauthorized (alive, auth required)")
 
 
+@pytest.mark.peer("sipp")
 async def test_provisional_is_ignored_latency_to_final(sipp: Callable[[str, str], Peer]) -> None:
     peer = sipp("options_100_then_200.xml", "udp")
     result, _ = await timed(sip(f"sip:127.0.0.1:{peer.port}"))
@@ -177,6 +182,7 @@ async def test_provisional_is_ignored_latency_to_final(sipp: Callable[[str, str]
     assert result.latency_s is not None and 0.29 < result.latency_s < 0.6
 
 
+@pytest.mark.peer("sipp")
 @TRANSPORTS
 async def test_malformed_answer(sipp: Callable[[str, str], Peer], transport: str) -> None:
     peer = sipp("options_malformed.xml", transport)
@@ -185,6 +191,7 @@ async def test_malformed_answer(sipp: Callable[[str, str], Peer], transport: str
     assert result.reason == "malformed SIP response: bad header line 'this header line has no colon'"
 
 
+@pytest.mark.peer("sipp")
 async def test_no_answer_udp_retransmits_per_timer_a(sipp: Callable[[str, str], Peer]) -> None:
     peer = sipp("options_silent.xml", "udp")
     result, elapsed = await timed(sip(f"sip:127.0.0.1:{peer.port}", timeout_s=2.0))
@@ -196,6 +203,7 @@ async def test_no_answer_udp_retransmits_per_timer_a(sipp: Callable[[str, str], 
     assert peer.messages.read_text().count("OPTIONS sip:") == 3
 
 
+@pytest.mark.peer("sipp")
 async def test_no_answer_tcp(sipp: Callable[[str, str], Peer]) -> None:
     peer = sipp("options_silent.xml", "tcp")
     result, elapsed = await timed(sip(f"sip:127.0.0.1:{peer.port}", transport="tcp", timeout_s=1.0))
@@ -207,6 +215,7 @@ async def test_no_answer_tcp(sipp: Callable[[str, str], Peer]) -> None:
     ("s3cret", Result(Outcome.UP)),
     ("wrong", Result(Outcome.BAD_RESPONSE, "SIP 403 Forbidden (credentials rejected)")),
 ])
+@pytest.mark.peer("sipp")
 async def test_register_md5_digest_against_sipp(sipp: Callable[[str, str], Peer], password: str,
                                                 expected: Result) -> None:
     peer = sipp("register_md5.xml", "udp")
@@ -223,6 +232,7 @@ async def test_register_md5_digest_against_sipp(sipp: Callable[[str, str], Peer]
     assert "algorithm=MD5, qop=auth, nc=00000001" in registers[1] and 'opaque="op4que"' in registers[1]
 
 
+@pytest.mark.peer("sipp")
 async def test_register_without_credentials(sipp: Callable[[str, str], Peer]) -> None:
     peer = sipp("register_md5.xml", "udp")
     result, _ = await timed(sip(f"sip:127.0.0.1:{peer.port}", method="REGISTER"))
@@ -281,28 +291,33 @@ def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
         log.close()
 
 
+@pytest.mark.peer("kamailio")
 async def test_tls_without_verification(kamailio: Kamailio) -> None:
     result, _ = await timed(sip(f"sip:127.0.0.1:{kamailio.tls_port}", transport="tls", tls_verify=False))
     assert result.outcome is Outcome.UP and result.latency_s is not None
     print(f"OPTIONS over TLS to Kamailio, request to final response: {result.latency_s * 1000:.3f} ms")
 
 
+@pytest.mark.peer("kamailio")
 async def test_tls_verified_with_the_test_ca(kamailio: Kamailio) -> None:
     result, _ = await timed(sip(f"sip:127.0.0.1:{kamailio.tls_port}", transport="tls", tls_ca=kamailio.ca))
     assert result.outcome is Outcome.UP
 
 
+@pytest.mark.peer("kamailio")
 async def test_tls_sips_uri_with_the_test_ca(kamailio: Kamailio) -> None:
     result, _ = await timed(sip(f"sips:127.0.0.1:{kamailio.tls_port}", tls_ca=kamailio.ca))
     assert result.outcome is Outcome.UP
 
 
+@pytest.mark.peer("kamailio")
 async def test_tls_unknown_ca_fails_with_certificate_reason(kamailio: Kamailio) -> None:
     result, _ = await timed(sip(f"sip:127.0.0.1:{kamailio.tls_port}", transport="tls"))
     assert result.outcome is Outcome.BAD_RESPONSE
     assert result.reason.startswith("TLS handshake failed: certificate verify failed")
 
 
+@pytest.mark.peer("kamailio")
 async def test_options_udp_to_kamailio(kamailio: Kamailio) -> None:
     result, _ = await timed(sip(f"sip:127.0.0.1:{kamailio.udp_port}"))
     assert result.outcome is Outcome.UP  # Kamailio drops ill-formed requests silently: this one is well formed
@@ -312,6 +327,7 @@ async def test_options_udp_to_kamailio(kamailio: Kamailio) -> None:
     ("alice", "s3cret", Result(Outcome.UP)),
     ("alice", "wrong", Result(Outcome.BAD_RESPONSE, "SIP 403 Forbidden (credentials rejected)")),
 ])
+@pytest.mark.peer("kamailio")
 @pytest.mark.parametrize("transport", ["udp", "tls"])
 async def test_register_sha256_digest_against_kamailio(kamailio: Kamailio, user: str, password: str,
                                                        expected: Result, transport: str) -> None:

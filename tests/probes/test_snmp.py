@@ -3,128 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from agent.probes import run_probe, snmp, snmpclient
 from slawatch.config.settings import SnmpProbe
 from slawatch.model import Outcome, Result
-from tests.conftest import free_port, need, need_binary
+from slawatch.testing import free_port, need, need_binary
+from slawatch.testing.snmp import Sim, stop, wait_until_answers
+from tests.probes.snmphelpers import (  # noqa: F401  (fresh_snmp_state is an autouse fixture)
+    DECODER_CRASH,
+    SLACK_S,
+    assert_no_traceback,
+    fresh_snmp_state,
+    garbage_peer,
+    run_snmpsim,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[2]
-RECORDINGS = ROOT / "tests" / "fixtures" / "snmp"
 IF_OPER = "1.3.6.1.2.1.2.2.1.8"
-SLACK_S = 0.1
-
-
-# ---------------------------------------------------------------- peers (test_ups.py uses these too)
-
-
-def _ber_len(n: int) -> bytes:
-    return bytes([n]) if n < 0x80 else bytes([0x81, n])
-
-
-def _tlv(tag: int, body: bytes) -> bytes:
-    return bytes([tag]) + _ber_len(len(body)) + body
-
-
-def v2c_get_sysuptime(community: str) -> bytes:
-    """A hand-made SNMPv2c GET of sysUpTime.0: readiness checks need no SNMP library."""
-    varbind = _tlv(0x30, _tlv(0x06, bytes([0x2B, 6, 1, 2, 1, 1, 3, 0])) + b"\x05\x00")
-    pdu = _tlv(0xA0, b"\x02\x01\x01" + b"\x02\x01\x00" + b"\x02\x01\x00" + _tlv(0x30, varbind))
-    return _tlv(0x30, b"\x02\x01\x01" + _tlv(0x04, community.encode()) + pdu)
-
-
-def wait_until_answers(proc: subprocess.Popen[bytes], addr: tuple[str, int], community: str, log: Path,
-                       within_s: float = 30.0) -> None:
-    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-    deadline = time.monotonic() + within_s
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"SNMP agent exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-            sock.sendto(v2c_get_sysuptime(community), addr)
-            try:
-                sock.recvfrom(65536)
-                return
-            except (TimeoutError, ConnectionRefusedError):
-                continue
-    pytest.fail(f"SNMP agent at {addr} did not answer within {within_s}s:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-@dataclass(frozen=True)
-class Sim:
-    port: int
-    port6: int | None
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-def snmpsim_binary() -> str:
-    beside = Path(sys.executable).with_name("snmpsim-command-responder")
-    path = str(beside) if beside.exists() else shutil.which("snmpsim-command-responder")
-    need(path is not None, "snmpsim-command-responder not found (pip install snmpsim pysmi)")
-    assert path is not None
-    return path
-
-
-def ipv6_loopback() -> bool:
-    try:
-        free_port(socket.SOCK_DGRAM, "::1")
-        return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def run_snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
-    """snmpsim serving tests/fixtures/snmp on loopback: the community is the recording's name."""
-    exe = snmpsim_binary()
-    tmp = tmp_path_factory.mktemp("snmpsim")
-    port = free_port(socket.SOCK_DGRAM)
-    port6 = free_port(socket.SOCK_DGRAM, "::1") if ipv6_loopback() else None
-    log = tmp / "snmpsim.log"
-    cmd = [exe, f"--data-dir={RECORDINGS}", f"--cache-dir={tmp / 'cache'}", f"--agent-udpv4-endpoint=127.0.0.1:{port}",
-           f"--logging-method=file:{log}",
-           # a v3 user, for the decryption-error report (snmpsim serves v3 data only under a context name)
-           "--v3-user=slawatch", "--v3-auth-key=authkey123", "--v3-auth-proto=SHA",
-           "--v3-priv-key=privkey123", "--v3-priv-proto=AES"]
-    if port6 is not None:
-        cmd.append(f"--agent-udpv6-endpoint=[::1]:{port6}")
-    env = {**os.environ, "SNMPSIM_ALLOW_ROOT": "true"}  # as root it refuses to start without this
-    with open(tmp / "stdout.log", "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
-    try:
-        wait_until_answers(proc, ("127.0.0.1", port), "switch", tmp / "stdout.log")
-        yield Sim(port, port6)
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -169,13 +77,6 @@ def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpd]:
         stop(proc)
 
 
-@pytest.fixture(autouse=True)
-async def fresh_snmp_state() -> AsyncIterator[None]:
-    snmp.LAST_UPTIME.clear()
-    yield
-    await snmpclient.close()  # pytest gives each test its own loop: close that loop's engine sockets
-
-
 def settings(target: str, checks: list[dict[str, Any]], **kw: Any) -> SnmpProbe:
     return SnmpProbe.model_validate({"kind": "snmp", "target": target, "checks": checks, "timeout_s": 2.0, **kw})
 
@@ -187,6 +88,7 @@ async def probe(target: str, checks: list[dict[str, Any]], **kw: Any) -> Result:
 # ---------------------------------------------------------------- v1 / v2c against snmpsim
 
 
+@pytest.mark.peer("snmpsim")
 @pytest.mark.parametrize("version", ["1", "2c"])
 async def test_links_and_vlan_up(sim: Sim, version: str) -> None:
     result = await probe(sim.target, [
@@ -199,6 +101,7 @@ async def test_links_and_vlan_up(sim: Sim, version: str) -> None:
     assert result.latency_s is not None and result.latency_s < 1.0
 
 
+@pytest.mark.peer("snmpsim")
 @pytest.mark.parametrize("version", ["1", "2c"])
 async def test_link_down_names_the_check(sim: Sim, version: str) -> None:
     result = await probe(sim.target, [{"oid": f"{IF_OPER}.1", "equals": 1, "label": "uplink0"},
@@ -207,6 +110,7 @@ async def test_link_down_names_the_check(sim: Sim, version: str) -> None:
     assert result == Result(Outcome.BAD_RESPONSE, f"uplink1 ({IF_OPER}.2) = 2, expected 1", result.latency_s)
 
 
+@pytest.mark.peer("snmpsim")
 async def test_numeric_comparison_fails_with_the_value(sim: Sim) -> None:
     result = await probe(sim.target, [{"oid": "1.3.6.1.2.1.2.2.1.14.1", "gt": 100, "label": "ifInErrors"}],
                          community="switch")
@@ -214,6 +118,7 @@ async def test_numeric_comparison_fails_with_the_value(sim: Sim) -> None:
     assert result.reason == "ifInErrors (1.3.6.1.2.1.2.2.1.14.1) = 17, expected > 100"
 
 
+@pytest.mark.peer("snmpsim")
 async def test_wrong_type_is_a_bad_response(sim: Sim) -> None:
     result = await probe(sim.target, [{"oid": "1.3.6.1.2.1.2.2.1.2.1", "equals": 1, "label": "ifDescr"}],
                          community="switch")
@@ -221,6 +126,7 @@ async def test_wrong_type_is_a_bad_response(sim: Sim) -> None:
     assert result.reason == "ifDescr (1.3.6.1.2.1.2.2.1.2.1): wrong type OctetString 'uplink0', expected an integer"
 
 
+@pytest.mark.peer("snmpsim")
 @pytest.mark.parametrize(("version", "why"), [("2c", "noSuchInstance"), ("1", "agent answered noSuchName")])
 async def test_missing_oid_is_a_bad_response_naming_it(sim: Sim, version: str, why: str) -> None:
     result = await probe(sim.target, [{"oid": f"{IF_OPER}.1", "equals": 1},
@@ -230,6 +136,7 @@ async def test_missing_oid_is_a_bad_response_naming_it(sim: Sim, version: str, w
     assert result.reason == f"uplink7 ({IF_OPER}.7): {why}"
 
 
+@pytest.mark.peer("snmpsim")
 async def test_reboot_is_reported_once(sim: Sim) -> None:
     checks = [{"oid": f"{IF_OPER}.1", "equals": 1}]
     assert (await probe(sim.target, checks, community="reboot-before")).outcome is Outcome.UP
@@ -241,6 +148,7 @@ async def test_reboot_is_reported_once(sim: Sim) -> None:
     assert snmp.LAST_UPTIME[("127.0.0.1", sim.port)][0] == 1500
 
 
+@pytest.mark.peer("snmpsim")
 async def test_reboot_check_can_be_off(sim: Sim) -> None:
     checks = [{"oid": f"{IF_OPER}.1", "equals": 1}]
     await probe(sim.target, checks, community="reboot-before", check_reboot=False)
@@ -248,6 +156,7 @@ async def test_reboot_check_can_be_off(sim: Sim) -> None:
     assert snmp.LAST_UPTIME == {}
 
 
+@pytest.mark.peer("snmpsim")
 async def test_reboot_note_rides_along_a_failure(sim: Sim) -> None:
     checks = [{"oid": f"{IF_OPER}.2", "equals": 1}]
     await probe(sim.target, checks, community="reboot-before")
@@ -256,6 +165,7 @@ async def test_reboot_note_rides_along_a_failure(sim: Sim) -> None:
     assert result.reason == f"{IF_OPER}.2 = 2, expected 1; rebooted: sysUpTime went from 1d01h00m00s to 15s"
 
 
+@pytest.mark.peer("snmpsim")
 async def test_wrong_community_times_out_with_a_reason(sim: Sim) -> None:
     t0 = time.perf_counter()
     run = await run_probe(settings(sim.target, [{"oid": f"{IF_OPER}.1"}], community="not-a-recording",
@@ -266,6 +176,7 @@ async def test_wrong_community_times_out_with_a_reason(sim: Sim) -> None:
     assert elapsed <= 0.5 + SLACK_S
 
 
+@pytest.mark.peer("snmpsim")
 async def test_ipv6(sim: Sim) -> None:
     if sim.port6 is None:
         need(False, "no ::1 on this machine")
@@ -273,6 +184,7 @@ async def test_ipv6(sim: Sim) -> None:
     assert result.outcome is Outcome.UP
 
 
+@pytest.mark.peer("snmpd")
 async def test_200_concurrent_probes_share_one_engine(snmpd: Snmpd) -> None:
     """Against snmpd (C): snmpsim itself answers only a few hundred requests a second."""
     checks = [{"oid": "1.3.6.1.2.1.1.3.0", "gt": 0}]
@@ -318,9 +230,6 @@ async def test_timeout_within_the_deadline(timeout_s: float) -> None:
 
 # ---------------------------------------------------------------- garbage from the peer (test_ups.py uses these too)
 
-# A constructed context tag where pysnmp expects a SEQUENCE: pyasn1 raises TypeError from inside pysnmp's receive
-# callback, which once reached the event loop's exception handler (a traceback in the log).
-DECODER_CRASH = bytes.fromhex("b700")
 NOT_BER = b"\x00garbage\xff"  # dropped quietly by pysnmp (snmpInASNParseErrs)
 
 
@@ -328,40 +237,6 @@ def echo_as_response(request: bytes) -> bytes:
     """The GET sent back as a GetResponse (PDU tag 0xA0 -> 0xA2): a valid answer, every value NULL."""
     i = request.index(b"\xa0")
     return request[:i] + b"\xa2" + request[i + 1:]
-
-
-class Garbage(asyncio.DatagramProtocol):
-    """Answers each request with the datagrams `answer(request)` makes."""
-
-    def __init__(self, answer: Callable[[bytes], list[bytes]]) -> None:
-        self.answer = answer
-        self.transport: asyncio.DatagramTransport | None = None
-        self.received = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.received += 1
-        assert self.transport is not None
-        for datagram in self.answer(data):
-            self.transport.sendto(datagram, addr)
-
-
-@contextlib.asynccontextmanager
-async def garbage_peer(answer: Callable[[bytes], list[bytes]]) -> AsyncIterator[str]:
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: Garbage(answer), local_addr=("127.0.0.1", 0))
-    try:
-        await snmpclient.warm()  # the deadline is for the peer, not for building the engine
-        yield f"127.0.0.1:{transport.get_extra_info('sockname')[1]}"
-    finally:
-        transport.close()
-
-
-def assert_no_traceback(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
-    assert "Traceback" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("garbage", [DECODER_CRASH, NOT_BER], ids=["decoder-crash", "not-ber"])
@@ -386,6 +261,7 @@ async def test_garbage_then_a_valid_answer_is_up(caplog: pytest.LogCaptureFixtur
     assert_no_traceback(caplog, capsys)
 
 
+@pytest.mark.peer("snmpsim")
 def test_first_probe_of_a_fresh_process_fits_a_1s_timeout(sim: Sim) -> None:
     """pysnmp's first request loads MIBs (~0.5 s): it must not blow a 1 s timeout."""
     code = f"""
@@ -429,6 +305,7 @@ def ciphers() -> None:
     v3("slawatch256", "authkey256", "privkey256", auth_protocol="SHA256"),
     v3("slawauth", "authkey-md5", None, auth_protocol="MD5"),
 ], ids=["SHA-AES", "SHA256-AES", "MD5-authNoPriv"])
+@pytest.mark.peer("snmpd")
 async def test_v3_right_keys_up(snmpd: Snmpd, access: dict[str, Any]) -> None:
     result = await probe(snmpd.target, UPTIME, **access)
     assert result.outcome is Outcome.UP, result.reason
@@ -445,6 +322,7 @@ async def test_v3_right_keys_up(snmpd: Snmpd, access: dict[str, Any]) -> None:
     (v3("nobody", "authkey123", "privkey123"),
      "SNMPv3 user 'nobody' is unknown to {peer} (usmStatsUnknownUserNames)"),
 ], ids=["wrong-auth-key", "wrong-auth-protocol", "unknown-user"])
+@pytest.mark.peer("snmpd")
 async def test_v3_wrong_credentials_refused_with_reason(snmpd: Snmpd, access: dict[str, Any], reason: str) -> None:
     t0 = time.perf_counter()
     result = await probe(snmpd.target, UPTIME, **access)
@@ -452,6 +330,7 @@ async def test_v3_wrong_credentials_refused_with_reason(snmpd: Snmpd, access: di
     assert time.perf_counter() - t0 < 1.0  # an answer, not a timeout
 
 
+@pytest.mark.peer("snmpd")
 @pytest.mark.usefixtures("ciphers")
 async def test_v3_right_and_wrong_key_for_one_user_do_not_mix(snmpd: Snmpd) -> None:
     right, wrong = v3("slawatch", "authkey123", "privkey123"), v3("slawatch", "wrongkey123", "privkey123")
@@ -459,6 +338,7 @@ async def test_v3_right_and_wrong_key_for_one_user_do_not_mix(snmpd: Snmpd) -> N
     assert [r.outcome for r in results] == [Outcome.REFUSED, Outcome.UP] * 5
 
 
+@pytest.mark.peer("snmpd")
 @pytest.mark.usefixtures("ciphers")
 async def test_v3_wrong_priv_key_is_silence_from_net_snmp(snmpd: Snmpd) -> None:
     """net-snmp drops a message it cannot decrypt without a report: the timeout reason names the suspect."""
@@ -469,6 +349,7 @@ async def test_v3_wrong_priv_key_is_silence_from_net_snmp(snmpd: Snmpd) -> None:
     assert time.perf_counter() - t0 <= 1.0 + SLACK_S
 
 
+@pytest.mark.peer("snmpsim")
 @pytest.mark.usefixtures("ciphers")
 async def test_v3_wrong_priv_key_reported_by_the_agent_is_refused(sim: Sim) -> None:
     """snmpsim (pysnmp) answers an undecryptable message with a usmStatsDecryptionErrors report."""

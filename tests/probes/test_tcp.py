@@ -13,12 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import closed_port, line_peer, self_signed_cert, server_context, silent_peer, syn_blackhole
 
 from agent.probes import tcp
 from slawatch.config.settings import TcpProbe
 from slawatch.model import Outcome, Result
-from tests.conftest import need, need_binary
+from slawatch.testing import need, need_binary
+from slawatch.testing.servers import (
+    closed_port,
+    line_peer,
+    self_signed_cert,
+    server_context,
+    silent_peer,
+    syn_blackhole,
+)
 
 pytestmark = pytest.mark.timeout(15)
 

@@ -7,21 +7,21 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from test_snmp import (  # noqa: F401  (fresh_snmp_state is an autouse fixture)
+
+from agent.probes import run_probe
+from slawatch.config.settings import UpsProbe
+from slawatch.model import Outcome, Result
+from slawatch.testing.snmp import Sim
+from tests.probes.snmphelpers import (  # noqa: F401  (fresh_snmp_state is an autouse fixture)
     DECODER_CRASH,
     SLACK_S,
-    Sim,
     assert_no_traceback,
     fresh_snmp_state,
     garbage_peer,
     run_snmpsim,
 )
 
-from agent.probes import run_probe
-from slawatch.config.settings import UpsProbe
-from slawatch.model import Outcome, Result
-
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.peer("snmpsim")]
 
 NORMAL = "upsBatteryStatus=batteryNormal(2)"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reporter.render import CSV_COLUMNS, csv_text, render_csv
-from tests.reporter.test_render import fixed_report
+from tests.reporter.april import fixed_report
 
 HOSTILE = ["=cmd|' /C calc'!A0", "+SUM(A1:A9)", "-2+3", "@SUM(1)", "\t=1", "\r=1"]
 

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email
-import email.policy
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from reporter.mail import MailError, build_message, send_message
 from reporter.render import render_csv
@@ -24,56 +18,17 @@ from reporter.schedule import JOB_ID, archive, report_month, send_monthly_report
 from slawatch.cli import report as cli
 from slawatch.config.loader import Loaded, load
 from slawatch.config.settings import SmtpSettings
-from tests.conftest import free_port
-from tests.reporter.test_report import FakeSource, april_source, fill_sqlite_store, loaded_config, write_config
-
-NOW_MS = 1_777_615_200_000  # 2026-05-01T06:00:00Z, when the April reports go out
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-
-
-@dataclass
-class Handler:
-    """Keeps every message; refuses every recipient with `refuse` set (e.g. "550 5.1.1 no such mailbox")."""
-
-    refuse: str | None = None
-    received: list[Received] = field(default_factory=list)
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
-        if self.refuse is not None:
-            return self.refuse
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))
-        return "250 Message accepted for delivery"
-
-
-@dataclass
-class Smtpd:
-    port: int
-    handler: Handler
-
-
-@pytest.fixture
-def smtpd() -> Iterator[Smtpd]:
-    handler = Handler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield Smtpd(port, handler)
-    finally:
-        controller.stop()
+from slawatch.testing import free_port
+from tests.reporter.april import (
+    NOW_MS,
+    FakeSource,
+    april_source,
+    beats,
+    fill_sqlite_store,
+    loaded_config,
+    write_config,
+)
+from tests.reporter.smtpd import Smtpd
 
 
 def parts(msg: EmailMessage) -> tuple[str, str, list[tuple[str, str]]]:
@@ -300,7 +255,6 @@ def test_cli_email_of_the_month_in_progress_is_not_recorded(tmp_path: Path, smtp
     from reporter.periods import month_of, month_period
     from slawatch.model import ComponentRef, Heartbeat, StateChange
     from slawatch.store.sqlite import SqliteSink
-    from tests.reporter.test_report import beats
 
     path = write_config(tmp_path, smtp_port=smtpd.port)
     loaded = load(path)

@@ -14,8 +14,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from reporter.mail import MailError, send_message
 from slawatch.config.loader import ConfigError, bundled_contract, load
 from slawatch.config.settings import SmtpSettings
-from tests.conftest import free_port
-from tests.reporter.test_mail import Handler
+from slawatch.testing import free_port
+from tests.reporter.smtpd import Handler
 
 
 class Logins:

@@ -16,7 +16,7 @@ import pytest
 from reporter.maintenance import EXIT_OK, EXIT_STORE, EXIT_USAGE, UsageError, format_duration, parse_time, register
 from reporter.source import StoredWindow, open_source
 from slawatch.config.loader import load
-from tests.sinks.influx import Influxd
+from slawatch.testing.influxd import Influxd
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -254,6 +254,7 @@ def test_group_without_action_prints_help(capsys: pytest.CaptureFixture[str]) ->
 # ---------------------------------------------------------------- InfluxDB
 
 
+@pytest.mark.peer("influxd")
 def test_add_list_remove_in_influxdb(influxd: Influxd, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = f"t_{uuid.uuid4().hex[:10]}"
     config = write_config(tmp_path, f"  influxdb: {{url: '{influxd.url}', database: {db}}}")

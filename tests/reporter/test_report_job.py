@@ -19,12 +19,10 @@ from slawatch.config.loader import Loaded, bundled_contract, load
 from slawatch.config.settings import InfluxSettings, StorageSettings
 from slawatch.model import ComponentRef, Heartbeat, StateChange
 from slawatch.store.influxdb import InfluxSink
-from tests.conftest import free_port, need_binary
-from tests.reporter.test_mail import NOW_MS, Smtpd, smtpd
-from tests.reporter.test_report import FakeSource, april_source, loaded_config
-from tests.sinks.influx import Influxd
-
-__all__ = ["smtpd"]
+from slawatch.testing import free_port, need_binary
+from slawatch.testing.influxd import Influxd
+from tests.reporter.april import NOW_MS, FakeSource, april_source, loaded_config
+from tests.reporter.smtpd import Smtpd
 
 
 def influx_config(tmp_path: Path, url: str, database: str, *, smtp_port: int | None = None) -> Loaded:
@@ -60,6 +58,7 @@ def last_month_key() -> str:
     return period_key(*report_month(time.time_ns() // 1_000_000, "UTC"))
 
 
+@pytest.mark.peer("influxd")
 async def test_a_fresh_influxdb_is_no_data_not_an_error(tmp_path: Path, influxd: Influxd,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     """The agent has not written yet, so its database does not exist: one "no data" line, nothing to retry."""
@@ -120,6 +119,7 @@ async def test_a_store_error_for_one_customer_leaves_the_others(tmp_path: Path, 
     assert [r for r in job_records(caplog) if r.exc_info] == []
 
 
+@pytest.mark.peer("influxd")
 async def test_store_down_at_start_is_one_line_per_attempt_until_it_is_back(
         tmp_path: Path, smtpd: Smtpd, caplog: pytest.LogCaptureFixture) -> None:
     """InfluxDB on a closed port: each attempt says so in one line, nothing is marked sent; once it is up (with
@@ -163,6 +163,7 @@ async def test_store_down_at_start_is_one_line_per_attempt_until_it_is_back(
     assert (tmp_path / "archive" / last_month_key() / "acme.json").exists()
 
 
+@pytest.mark.peer("influxd")
 async def test_a_missing_database_reads_as_empty_and_a_closed_port_as_unavailable(influxd: Influxd) -> None:
     from reporter.source import StoreUnavailable
 

@@ -32,7 +32,7 @@ from slawatch.model import ComponentRef, Heartbeat, Point, StateChange
 from slawatch.store import Sink
 from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink
 from slawatch.store.sqlite import SqliteSink
-from tests.sinks.influx import Influxd
+from slawatch.testing.influxd import Influxd
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -69,7 +69,7 @@ class Store:
         await self.sink.write(points)
 
 
-@pytest.fixture(params=["sqlite", "influxdb"])
+@pytest.fixture(params=["sqlite", pytest.param("influxdb", marks=pytest.mark.peer("influxd"))])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "sqlite":
         settings = SqliteSettings(path=tmp_path / "slawatch.db")
@@ -315,6 +315,7 @@ async def test_sqlite_windows_before_the_agent_ever_wrote(tmp_path: Path) -> Non
         await source.close()
 
 
+@pytest.mark.peer("influxd")
 async def test_influx_names_the_retention_policy(influxd: Influxd) -> None:
     """Another retention policy made DEFAULT holds decoys; the source reads only slawatch's."""
     db = f"t_{uuid.uuid4().hex[:10]}"
@@ -335,6 +336,7 @@ async def test_influx_names_the_retention_policy(influxd: Influxd) -> None:
         await sink.close()
 
 
+@pytest.mark.peer("influxd")
 async def test_influx_errors_are_source_errors(influxd: Influxd) -> None:
     closed = InfluxSource(InfluxSettings(url="http://127.0.0.1:9", database="x"))
     try:
@@ -344,6 +346,7 @@ async def test_influx_errors_are_source_errors(influxd: Influxd) -> None:
         await closed.close()
 
 
+@pytest.mark.peer("influxd")
 async def test_influx_chunks_are_streamed(influxd: Influxd, monkeypatch: pytest.MonkeyPatch) -> None:
     import reporter.source
 

@@ -18,7 +18,7 @@ from slawatch.store import Sink, open_sinks
 from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink
 from slawatch.store.lineprotocol import HEARTBEAT, PROBE, STATE, record
 from slawatch.store.sqlite import COLUMNS, SqliteSink
-from tests.sinks.influx import Influxd
+from slawatch.testing.influxd import Influxd
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,7 +58,7 @@ def _influx_reader(server: Influxd, db: str, rp: str) -> Callable[[str], Rows]:
     return read
 
 
-@pytest.fixture(params=["sqlite", "influxdb-v1"])
+@pytest.fixture(params=["sqlite", pytest.param("influxdb-v1", marks=pytest.mark.peer("influxd"))])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     sink: Sink
     if request.param == "sqlite":

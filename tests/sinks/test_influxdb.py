@@ -29,8 +29,8 @@ from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, Stat
 from slawatch.store import SinkError
 from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, influxql_duration
 from slawatch.store.lineprotocol import PROBE, STATE, encode, record
-from tests.conftest import free_port, need_binary
-from tests.sinks.influx import ADMIN_USER, Influxd, start_influxd
+from slawatch.testing import free_port, need_binary
+from slawatch.testing.influxd import ADMIN_USER, Influxd, start_influxd
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -63,6 +63,7 @@ text = st.text(max_size=40)  # any unicode, surrogates included (they are stored
 names = st.text(min_size=0, max_size=20)
 
 
+@pytest.mark.peer("influxd")
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(names, names, names, text), min_size=1, max_size=6))
 def test_arbitrary_unicode_round_trips_through_influxd(influxd: Influxd,
@@ -103,6 +104,7 @@ def tag_as_stored(value: str) -> str:
 # ---------------------------------------------------------------- v1 behaviour against influxd
 
 
+@pytest.mark.peer("influxd")
 async def test_creates_database_and_retention_policy(influxd: Influxd) -> None:
     db = fresh_db()
     sink = InfluxSink(v1(influxd, db), retention_s=180 * 86400)
@@ -126,6 +128,7 @@ def test_influxql_durations() -> None:
     assert influxql_duration(60) == "3600s"
 
 
+@pytest.mark.peer("influxd")
 async def test_configured_retention_policy_is_used_as_is(influxd: Influxd) -> None:
     db = fresh_db()
     sink = InfluxSink(v1(influxd, db, retention_policy="autogen"))
@@ -136,6 +139,7 @@ async def test_configured_retention_policy_is_used_as_is(influxd: Influxd) -> No
     assert count(influxd, db, PROBE, rp="autogen") == 2
 
 
+@pytest.mark.peer("influxd")
 async def test_gzip_off_writes_the_same(influxd: Influxd) -> None:
     db = fresh_db()
     sink = InfluxSink(v1(influxd, db, gzip=False))
@@ -144,6 +148,7 @@ async def test_gzip_off_writes_the_same(influxd: Influxd) -> None:
     assert count(influxd, db, PROBE) == 50
 
 
+@pytest.mark.peer("influxd")
 async def test_database_dropped_while_running_is_recreated(influxd: Influxd) -> None:
     db = fresh_db()
     sink = InfluxSink(v1(influxd, db))
@@ -155,6 +160,7 @@ async def test_database_dropped_while_running_is_recreated(influxd: Influxd) -> 
     assert sink.write_errors == 0
 
 
+@pytest.mark.peer("influxd")
 async def test_partial_write_counts_bad_points_and_moves_on(influxd: Influxd) -> None:
     db = fresh_db()
     sink = InfluxSink(v1(influxd, db))
@@ -172,6 +178,7 @@ async def test_partial_write_counts_bad_points_and_moves_on(influxd: Influxd) ->
     assert count(influxd, db, STATE) == 1
 
 
+@pytest.mark.peer("influxd")
 async def test_wrong_password_is_a_clear_non_retryable_error(influxd_auth: Influxd) -> None:
     db = fresh_db()
     influxd_auth.query(f'CREATE DATABASE "{db}"', method="POST")
@@ -186,6 +193,7 @@ async def test_wrong_password_is_a_clear_non_retryable_error(influxd_auth: Influ
     assert sink.write_errors == 1
 
 
+@pytest.mark.peer("influxd")
 async def test_user_without_write_privilege_gets_403(influxd_auth: Influxd) -> None:
     db = fresh_db()
     influxd_auth.query(f'CREATE DATABASE "{db}"; CREATE RETENTION POLICY "{RETENTION_POLICY}" ON "{db}" '
@@ -199,6 +207,7 @@ async def test_user_without_write_privilege_gets_403(influxd_auth: Influxd) -> N
     assert "403" in str(err.value) and "user 'reader'" in str(err.value)
 
 
+@pytest.mark.peer("influxd")
 async def test_missing_policy_and_no_right_to_create_it(influxd_auth: Influxd) -> None:
     """A non-admin writer cannot create the database or policy: not fatal by itself, and the write then
     names what is missing and how to fix it."""
@@ -228,6 +237,7 @@ async def test_server_down_is_retryable() -> None:
     assert sink.write_errors == 1
 
 
+@pytest.mark.peer("influxd")
 async def test_crash_and_restart_loses_nothing_written(tmp_path: Path) -> None:
     server = start_influxd(tmp_path)
     db = fresh_db()
@@ -403,6 +413,7 @@ def vm_export(url: str, match: str, expect: int) -> list[dict[str, Any]]:
         time.sleep(0.2)
 
 
+@pytest.mark.peer("victoria-metrics")
 @pytest.mark.parametrize("use_gzip", [True, False])
 async def test_v2_write_path_against_victoria_metrics(victoria: str, use_gzip: bool) -> None:
     component = f"vm-{use_gzip}"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from agent.spool import REC_HEADER, SEG_HEADER, Spool, SpoolError, encode_point, encode_record
 from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
-from tests.conftest import need
+from slawatch.testing import need
 
 REF = ComponentRef("sip-core-01", "sip", "gold", "acme")
 

@@ -1,8 +1,8 @@
-"""A real InfluxDB 1.x (Debian's influxd) on random loopback ports in a temp dir, for tests that need one.
+"""A real InfluxDB 1.x (Debian's influxd) on random loopback ports in a directory, for tests and benchmarks.
 
-Use `start_influxd(tmpdir)` or the module-scoped `influxd` fixture (import it into a test module or a
-conftest). The handle can `stop()`, `kill()` (SIGKILL, like a crash) and `restart()` on the same dirs
-and port, so fault tests can take the store away and bring it back with its data.
+Use `start_influxd(dir)` (the tests' `influxd` fixtures do). The handle can `stop()`, `kill()` (SIGKILL, like a
+crash) and `restart()` on the same dirs and ports, so fault tests can take the store away and bring it back
+with its data.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import free_port, need_binary
+from slawatch.testing import free_port, need_binary
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-secret"  # test-only credential of a throwaway server
@@ -118,7 +115,9 @@ class Influxd:
                        method="POST", admin=False, ignore_errors=("user already exists",))
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM and wait (a clean shutdown)."""
+        """SIGTERM and wait (a clean shutdown); SIGKILL if it does not exit in time."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) process cannot act on SIGTERM
         self._signal(signal.SIGTERM, timeout_s)
 
     def kill(self) -> None:
@@ -197,31 +196,11 @@ class Influxd:
 
 
 def start_influxd(tmpdir: Path, auth: bool = False) -> Influxd:
-    """Start a fresh influxd in `tmpdir` (skips when influxd is missing; fails under CI=true)."""
+    """Start a fresh influxd in `tmpdir` (PeerMissing when there is no influxd)."""
     binary = need_binary("influxd", "influxdb")
     server = Influxd(binary=binary, dir=Path(tmpdir), auth=auth)
     server.start()
     return server
 
 
-@pytest.fixture(scope="module")
-def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
-    """One influxd (no auth) per test module."""
-    server = start_influxd(tmp_path_factory.mktemp("influxd"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def influxd_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
-    """One influxd with `auth-enabled = true` and an admin user (ADMIN_USER/ADMIN_PASSWORD) per module."""
-    server = start_influxd(tmp_path_factory.mktemp("influxd-auth"), auth=True)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-__all__ = ["ADMIN_PASSWORD", "ADMIN_USER", "InfluxError", "Influxd", "influxd", "influxd_auth", "start_influxd"]
+__all__ = ["ADMIN_PASSWORD", "ADMIN_USER", "InfluxError", "Influxd", "start_influxd"]

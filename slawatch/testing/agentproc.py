@@ -1,4 +1,4 @@
-"""Helpers for tests that run the real `slawatch agent` as a subprocess: a TCP target, the process, its store."""
+"""The real `slawatch agent` as a subprocess for end-to-end tests: a TCP target, the process, its store."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from slawatch.config.loader import bundled_contract
-from tests.conftest import free_port
+from slawatch.testing import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # the directory holding the slawatch package: in a checkout, its root
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 

@@ -1,7 +1,7 @@
-"""Loopback peers for probe tests, friendly and hostile: each is an async context manager yielding its port.
+"""In-process loopback servers for probe tests, friendly and hostile: async context managers yielding a port.
 
-Every peer binds 127.0.0.1 on a port the kernel picks, and on exit closes its listener and every connection
-it accepted (pytest runs with warnings as errors: an unclosed transport fails the test).
+Every server binds 127.0.0.1 on a port the kernel picks, and on exit closes its listener and every connection
+it accepted (the tests run with warnings as errors: an unclosed transport fails them).
 """
 
 from __future__ import annotations
