@@ -36,7 +36,7 @@ HEARTBEAT = '"$rp"."slawatch_heartbeat"'
 
 BUCKET = "1m"  # the time resolution of the availability and downtime figures
 BUCKET_S = 60
-HEARTBEAT_GAP_S = 180  # 3 x the default heartbeat_s: DESIGN counts a longer gap as unmonitored
+HEARTBEAT_GAP_S = 180  # 3 x the default heartbeat_s: the report counts a longer gap as unmonitored (docs/schema.md)
 
 Json = dict[str, Any]
 
