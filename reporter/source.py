@@ -17,7 +17,6 @@ from urllib.request import pathname2url
 import aiohttp
 import aiosqlite
 
-from reporter.availability import AgentView, Change, coverage_from_heartbeats
 from slawatch.config.settings import InfluxSettings, SqliteSettings, StorageSettings
 from slawatch.store import SinkError
 from slawatch.store.influxdb import RETENTION_POLICY, auth_headers, quote_ident, write_endpoint
@@ -116,51 +115,10 @@ def open_source(storage: StorageSettings) -> Source:
     return SqliteSource(storage.sqlite or SqliteSettings())
 
 
-# ---------------------------------------------------------------- glue to the pure engine
+# ---------------------------------------------------------------- shared by both stores
 
 
 _change_order = operator.itemgetter(0, 2, 1)  # component, ts_ms, agent
-
-
-class AgentViews:
-    """The per-component AgentViews of one read, indexed once: heartbeat coverage is computed once per agent."""
-
-    def __init__(self, changes: Sequence[StoredChange], heartbeats: dict[str, tuple[list[int], float]]) -> None:
-        by_component: dict[str, dict[str, list[Change]]] = defaultdict(lambda: defaultdict(list))
-        for c in changes:
-            by_component[c.component][c.agent].append(Change(c.ts_ms, c.up, c.reason))
-        self._changes = by_component
-        self._coverage = {agent: tuple(coverage_from_heartbeats(beats, period_s, HEARTBEAT_GAP_FACTOR))
-                          for agent, (beats, period_s) in heartbeats.items()}
-
-    def components(self) -> list[str]:
-        return sorted(self._changes)
-
-    def views(self, component: str) -> list[AgentView]:
-        """One view per agent that has a change of `component`; an agent without heartbeats has no coverage."""
-        per_agent = self._changes.get(component, {})
-        return [AgentView(agent, sorted(changes, key=lambda c: c.ts_ms), self._coverage.get(agent, ()))
-                for agent, changes in sorted(per_agent.items())]
-
-
-_last_index: tuple[Sequence[StoredChange], dict[str, tuple[list[int], float]], int, AgentViews] | None = None
-
-
-def agent_views(changes: Sequence[StoredChange], heartbeats: dict[str, tuple[list[int], float]],
-                component: str) -> list[AgentView]:
-    """The AgentViews of one component, with coverage from each agent's heartbeats.
-
-    Called once per component over the same read, so the index of the last (changes, heartbeats) pair is
-    kept: 10 000 calls cost one pass, not 10 000. For explicit control, use AgentViews.
-    """
-    global _last_index
-    cached = _last_index
-    if cached is not None and cached[0] is changes and cached[1] is heartbeats and cached[2] == len(changes):
-        index = cached[3]
-    else:
-        index = AgentViews(changes, heartbeats)
-        _last_index = (changes, heartbeats, len(changes), index)
-    return index.views(component)
 
 
 def _heartbeat_result(rows: Iterable[tuple[str, int, float]], start_ms: int,
@@ -593,7 +551,7 @@ def _window_record(window: StoredWindow, *, removed: bool) -> Record:
 
 
 __all__ = [
-    "AgentViews", "InfluxSource", "Source", "SourceError", "SqliteSource", "StoreUnavailable", "StoredChange",
+    "InfluxSource", "Source", "SourceError", "SqliteSource", "StoreUnavailable", "StoredChange",
     "StoredWindow",
-    "agent_views", "open_source", "quote_string",
+    "open_source", "quote_string",
 ]

@@ -18,9 +18,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from reporter.mail import MailError, build_message, send_message
+from reporter.monthly import JOB_ID, archive, report_month, send_monthly_reports, start_report_scheduler
 from reporter.render import render_csv
 from reporter.report import build_month_report
-from reporter.schedule import JOB_ID, archive, report_month, send_monthly_reports, start_report_scheduler
 from slawatch.cli import report as cli
 from slawatch.config.loader import Loaded, load
 from slawatch.config.settings import SmtpSettings
@@ -280,7 +280,7 @@ def was_recorded(loaded: Loaded, key: str, customer: str) -> bool:
 
 def monthly_job(loaded: Loaded, year: int, month: int, now_ms: int) -> tuple[list[str], dict[str, str]]:
     """Run the monthly job on the SQLite store: (customers sent, customers skipped and why)."""
-    from reporter.schedule import run_monthly_reports
+    from reporter.monthly import run_monthly_reports
     from reporter.source import open_source
 
     async def run() -> tuple[list[str], dict[str, str]]:

@@ -13,8 +13,8 @@ import pytest
 
 from reporter.render import CSV_COLUMNS, human_ms, render, render_csv, render_html, render_json, seconds_text
 from reporter.report import Report, build_month_report
-from reporter.source import StoredChange, StoredWindow
-from tests.reporter.test_report import APRIL, D, H, M, april_source, loaded_config
+from slawatch.model import MaintenanceWindow
+from tests.reporter.test_report import APRIL, D, H, M, april_source, change, loaded_config
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("SLAWATCH_UPDATE_GOLDEN") == "1"
@@ -24,16 +24,16 @@ async def fixed_report(tmp_path: Path) -> Report:
     """April 2026 with a bit of everything: a breach under a late-notice window, excused maintenance,
     an hour without monitoring, a policy override, a component never seen, text that needs escaping."""
     t0 = APRIL.start_ms
-    late = StoredWindow("w-late", "customer", "acme", t0 + 9 * D + 12 * H, t0 + 9 * D + 13 * H,
-                        t0 + 9 * D + 11 * H, "emergency fix", t0 + 9 * D + 11 * H)
-    timely = StoredWindow("w-timely", "component", "sip-core", t0 + 14 * D + 2 * H, t0 + 14 * D + 4 * H,
-                          t0 + 7 * D, "SBC upgrade", t0 + 7 * D)
+    late = MaintenanceWindow("w-late", "customer", "acme", t0 + 9 * D + 12 * H, t0 + 9 * D + 13 * H,
+                             t0 + 9 * D + 11 * H, "emergency fix", t0 + 9 * D + 11 * H)
+    timely = MaintenanceWindow("w-timely", "component", "sip-core", t0 + 14 * D + 2 * H, t0 + 14 * D + 4 * H,
+                               t0 + 7 * D, "SBC upgrade", t0 + 7 * D)
     source = april_source(gap=(t0 + 20 * D, t0 + 20 * D + H), windows=[late, timely])
     source._changes += [
-        StoredChange("sip-core", "mon-1", t0 + 14 * D + 2 * H + 10 * M, False, "SIP 503 <Service Unavailable> & co"),
-        StoredChange("sip-core", "mon-1", t0 + 14 * D + 2 * H + 40 * M, True, ""),
-        StoredChange("edge-router", "mon-1", t0 + 27 * D + 23 * H + 59 * M, False, "timeout"),
-        StoredChange("edge-router", "mon-1", t0 + 27 * D + 23 * H + 59 * M + 1_234, True, ""),
+        change("sip-core", t0 + 14 * D + 2 * H + 10 * M, False, "SIP 503 <Service Unavailable> & co"),
+        change("sip-core", t0 + 14 * D + 2 * H + 40 * M, True, ""),
+        change("edge-router", t0 + 27 * D + 23 * H + 59 * M, False, "timeout"),
+        change("edge-router", t0 + 27 * D + 23 * H + 59 * M + 1_234, True, ""),
     ]
     return await build_month_report(loaded_config(tmp_path), source, 2026, 4)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from reporter.periods import Period, month_period
-from reporter.report import ReportError, build_month_report, build_report, iso_ms, policy_for
-from reporter.source import StoredChange, StoredWindow
+from reporter.periods import iso_ms, month_period
+from reporter.report import ReportError, build_month_report, build_report, policy_for
 from slawatch.cli import report as cli
 from slawatch.config.loader import Loaded, load
+from slawatch.model import AgentHeartbeats, ComponentRef, Heartbeats, Interval, MaintenanceWindow, StateChange
 
 S = 1000
 M = 60 * S
@@ -75,12 +75,20 @@ def beats(start_ms: int, end_ms: int, every_ms: int = M, gaps: Sequence[tuple[in
             if not any(a <= t < b for a, b in gaps)]
 
 
-class FakeSource:
-    """An in-memory Source with the semantics of reporter.source's stores."""
+REFS = {
+    "core-router": ComponentRef("core-router", "network", "gold", "acme"),
+    "sip-core": ComponentRef("sip-core", "sip", "gold", "acme"),
+    "edge-router": ComponentRef("edge-router", "network", "gold", "globex"),
+    "lab-vlan": ComponentRef("lab-vlan", "vlan", "base", ""),
+}
+"""The tags the agent stores with each component of CONFIG."""
 
-    def __init__(self, changes: Sequence[StoredChange] = (),
-                 heartbeats: dict[str, tuple[list[int], float]] | None = None,
-                 windows: Sequence[StoredWindow] = ()) -> None:
+
+class FakeSource:
+    """An in-memory Source with the semantics of the stores, returning the slawatch.model types."""
+
+    def __init__(self, changes: Sequence[StateChange] = (), heartbeats: Heartbeats | None = None,
+                 windows: Sequence[MaintenanceWindow] = ()) -> None:
         self._changes = list(changes)
         self._heartbeats = heartbeats or {}
         self._windows = list(windows)
@@ -88,28 +96,29 @@ class FakeSource:
         self.reads = 0
         self.closed = False
 
-    async def changes(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[StoredChange]:
+    async def changes(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[StateChange]:
         self.reads += 1
-        wanted = [c for c in self._changes if components is None or c.component in components]
+        wanted = [c for c in self._changes if components is None or c.ref.component in components]
         inside = [c for c in wanted if start_ms <= c.ts_ms < end_ms]
-        last: dict[tuple[str, str], StoredChange] = {}
+        last: dict[tuple[str, str], StateChange] = {}
         for c in sorted(wanted, key=lambda c: c.ts_ms):
             if c.ts_ms < start_ms:
-                last[(c.component, c.agent)] = c
+                last[(c.ref.component, c.agent)] = c
         return [*last.values(), *inside]
 
-    async def heartbeats(self, start_ms: int, end_ms: int) -> dict[str, tuple[list[int], float]]:
+    async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
         out = {}
-        for agent, (ts, period_s) in self._heartbeats.items():
-            margin = round(3 * period_s * 1000)
-            out[agent] = ([t for t in ts if start_ms - margin <= t < end_ms], period_s)
+        for agent, hb in self._heartbeats.items():
+            margin = round(3 * hb.period_s * 1000)
+            out[agent] = AgentHeartbeats(agent, [t for t in hb.instants_ms if start_ms - margin <= t < end_ms],
+                                         hb.period_s)
         return out
 
-    async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[StoredWindow]:
+    async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[MaintenanceWindow]:
         return [w for w in self._windows if (end_ms is None or w.start_ms < end_ms)
                 and (start_ms is None or w.end_ms > start_ms)]
 
-    async def add_window(self, window: StoredWindow) -> None:
+    async def add_window(self, window: MaintenanceWindow) -> None:
         self._windows.append(window)
 
     async def remove_window(self, id: str) -> bool:
@@ -127,18 +136,21 @@ class FakeSource:
         self.closed = True
 
 
+def change(component: str, ts_ms: int, up: bool, reason: str = "", agent: str = "mon-1") -> StateChange:
+    return StateChange(REFS[component], agent, ts_ms, up, reason)
+
+
 def outage(component: str, start_ms: int, length_ms: int, reason: str = "timeout", agent: str = "mon-1",
-           ) -> list[StoredChange]:
-    return [StoredChange(component, agent, start_ms, False, reason),
-            StoredChange(component, agent, start_ms + length_ms, True, "")]
+           ) -> list[StateChange]:
+    return [change(component, start_ms, False, reason, agent), change(component, start_ms + length_ms, True, "", agent)]
 
 
-def up_since(component: str, ts_ms: int, agent: str = "mon-1") -> StoredChange:
-    return StoredChange(component, agent, ts_ms, True, "")
+def up_since(component: str, ts_ms: int, agent: str = "mon-1") -> StateChange:
+    return change(component, ts_ms, True, "", agent)
 
 
 def april_source(core_outage_ms: int = 5 * M, gap: tuple[int, int] | None = None,
-                 windows: Sequence[StoredWindow] = ()) -> FakeSource:
+                 windows: Sequence[MaintenanceWindow] = ()) -> FakeSource:
     """April 2026: core-router down `core_outage_ms` on the 10th, sip-core and edge-router always up,
     lab-vlan never seen; agent mon-1 beats every minute (except in `gap`)."""
     t0 = APRIL.start_ms
@@ -146,7 +158,7 @@ def april_source(core_outage_ms: int = 5 * M, gap: tuple[int, int] | None = None
                up_since("edge-router", t0 - 5 * D),
                *outage("core-router", t0 + 9 * D + 12 * H, core_outage_ms, reason="ICMP 100 % loss")]
     hb = beats(t0 - D, APRIL.end_ms + D, gaps=[gap] if gap else [])
-    return FakeSource(changes, {"mon-1": (hb, 60.0)}, windows)
+    return FakeSource(changes, {"mon-1": AgentHeartbeats("mon-1", hb, 60.0)}, windows)
 
 
 def by_name(report: object) -> dict[str, object]:
@@ -168,7 +180,7 @@ async def test_five_minute_outage_on_gold_network_is_a_breach(tmp_path: Path) ->
     assert r.basis_ms == 720 * H
     assert [(o.start_ms, o.end_ms, o.reason, o.agents) for o in r.outages] == [
         (APRIL.start_ms + 9 * D + 12 * H, APRIL.start_ms + 9 * D + 12 * H + 5 * M, "ICMP 100 % loss", ("mon-1",))]
-    assert r.error_budget_s == pytest.approx(259.2 - 300)
+    assert r.error_budget_ms == 259_200 - 300_000
     assert report.label == "2026-04" and report.month == (2026, 4)
     assert report.period == APRIL
 
@@ -177,7 +189,7 @@ async def test_432_minutes_on_gold_network_just_meets_the_target(tmp_path: Path)
     report = await build_month_report(loaded_config(tmp_path), april_source(259_200), 2026, 4)
     r = by_name(report)["core-router"].result
     assert (r.availability_pct, r.met) == (99.99, True)
-    assert r.error_budget_s == 0
+    assert r.error_budget_ms == 0
 
 
 async def test_every_configured_component_with_its_target(tmp_path: Path) -> None:
@@ -230,11 +242,11 @@ def test_policy_for_a_custom_range_counts_on_the_real_length(tmp_path: Path) -> 
     acme = loaded.config.customer("acme")
     assert policy_for(loaded.contract, acme).basis == "720h"
     assert policy_for(loaded.contract, acme, custom_range=True).basis == "period"
-    assert policy_for(loaded.contract, None).maintenance_notice_s == 72 * 3600
+    assert policy_for(loaded.contract, None).maintenance_notice_ms == 72 * H
 
 
 async def test_custom_range_uses_the_period_length_as_basis(tmp_path: Path) -> None:
-    week = Period(APRIL.start_ms + 7 * D, APRIL.start_ms + 14 * D)
+    week = Interval(APRIL.start_ms + 7 * D, APRIL.start_ms + 14 * D)
     report = await build_report(loaded_config(tmp_path), april_source(), week)
     r = by_name(report)["core-router"].result
     assert r.basis_ms == 7 * D
@@ -246,13 +258,14 @@ async def test_custom_range_uses_the_period_length_as_basis(tmp_path: Path) -> N
 
 async def test_timely_maintenance_is_cut_out_and_late_notice_is_not(tmp_path: Path) -> None:
     start = APRIL.start_ms + 9 * D + 12 * H
-    timely = StoredWindow("w-timely", "class", "network", start, start + H, start - 4 * D, "firmware", start - 4 * D)
+    timely = MaintenanceWindow("w-timely", "class", "network", start, start + H, start - 4 * D, "firmware",
+                               start - 4 * D)
     report = await build_month_report(loaded_config(tmp_path), april_source(windows=[timely]), 2026, 4)
     core = by_name(report)["core-router"].result
     assert (core.downtime_ms, core.maintenance_ms, core.availability_pct, core.met) == (0, 5 * M, 100.0, True)
     assert core.outages[0].window_ids == ("w-timely",)
 
-    late = StoredWindow("w-late", "customer", "acme", start, start + H, start - H, "emergency", start - H)
+    late = MaintenanceWindow("w-late", "customer", "acme", start, start + H, start - H, "emergency", start - H)
     report = await build_month_report(loaded_config(tmp_path), april_source(windows=[late]), 2026, 4)
     core = by_name(report)["core-router"].result
     assert (core.downtime_ms, core.maintenance_ms, core.met) == (5 * M, 0, False)
@@ -282,7 +295,7 @@ async def test_inputs_hash_is_stable_and_follows_every_input(tmp_path: Path) -> 
     assert len(first.inputs_sha256) == 64
     longer = await build_month_report(loaded, april_source(6 * M), 2026, 4)
     gap = await build_month_report(loaded, april_source(gap=(APRIL.start_ms + H, APRIL.start_ms + 2 * H)), 2026, 4)
-    win = StoredWindow("w", "component", "core-router", APRIL.start_ms, APRIL.start_ms + H, 0, "", 0)
+    win = MaintenanceWindow("w", "component", "core-router", APRIL.start_ms, APRIL.start_ms + H, 0, "", 0)
     windowed = await build_month_report(loaded, april_source(windows=[win]), 2026, 4)
     may = await build_month_report(loaded, april_source(), 2026, 5)
     hashes = {r.inputs_sha256 for r in (first, longer, gap, windowed, may)}
@@ -347,7 +360,7 @@ def test_cli_missing_store_exits_1_with_the_reason(tmp_path: Path, capsys: pytes
 
 async def fill_sqlite_store(loaded: Loaded) -> None:
     """What the agent would have written in April: core-router down 5 minutes, mon-1 beating every minute."""
-    from slawatch.model import ComponentRef, Heartbeat, StateChange
+    from slawatch.model import Heartbeat
     from slawatch.store.sqlite import SqliteSink
 
     assert loaded.config.storage.sqlite is not None

@@ -14,16 +14,13 @@ from typing import Any
 
 import pytest
 
-from reporter.availability import Change, Interval
 from reporter.source import (
-    AgentViews,
     InfluxSource,
     Source,
     SourceError,
     SqliteSource,
     StoredChange,
     StoredWindow,
-    agent_views,
     open_source,
     quote_string,
 )
@@ -383,22 +380,3 @@ def test_open_source_prefers_influxdb(tmp_path: Path) -> None:
 def test_quote_string(text: str, literal: str) -> None:
     assert quote_string(text) == literal
 
-
-# ---------------------------------------------------------------- glue to the pure engine
-
-
-def test_agent_views_groups_changes_and_derives_coverage() -> None:
-    changes = [StoredChange("sip-1", "mon-a", 1000, False, "x"), StoredChange("sip-1", "mon-b", 500, True, ""),
-               StoredChange("sip-1", "mon-a", 0, True, ""), StoredChange("sip-2", "mon-a", 0, True, "")]
-    heartbeats = {"mon-a": ([0, 60_000, 120_000, 600_000], 60.0), "mon-c": ([0], 60.0)}
-    views = agent_views(changes, heartbeats, "sip-1")
-    assert [v.agent for v in views] == ["mon-a", "mon-b"]
-    assert views[0].changes == (Change(0, True, ""), Change(1000, False, "x"))
-    assert views[0].coverage == (Interval(0, 180_000), Interval(600_000, 660_000))
-    assert views[1].changes == (Change(500, True, ""),)
-    assert views[1].coverage == ()  # no heartbeats: never counted as watching
-    assert agent_views(changes, heartbeats, "nope") == []
-    assert [v.agent for v in agent_views(changes, heartbeats, "sip-2")] == ["mon-a"]
-    assert AgentViews(changes, heartbeats).components() == ["sip-1", "sip-2"]
-    # A different list (even equal) is indexed afresh.
-    assert agent_views(changes[:1], heartbeats, "sip-1")[0].changes == (Change(1000, False, "x"),)
