@@ -414,3 +414,55 @@ def test_cli_custom_range_text(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "99.950 %" in out  # 300 s of 7 days
     assert "2026-04-10T12:00:00.000Z" in out
     assert "sip-core" not in out
+
+
+# ---------------------------------------------------------------- class and tier as stored
+
+
+def tier_changed_source(first: str, second: str) -> FakeSource:
+    """lab-vlan (configured as base) stored as `first` until mid-April, then as `second`: 30 min down in the first
+    half, 60 min in the second, one agent watching throughout."""
+    t0, mid = APRIL.start_ms, APRIL.start_ms + 15 * D
+    before, after = (ComponentRef("lab-vlan", "vlan", tier, "") for tier in (first, second))
+    changes = [StateChange(before, "mon-1", t0 - 5 * D, True, ""),
+               StateChange(before, "mon-1", t0 + 3 * D, False, "vlan 12 down"),
+               StateChange(before, "mon-1", t0 + 3 * D + 30 * M, True, ""),
+               # The agent reloads its config with the new tier and stores the state again under it.
+               StateChange(after, "mon-1", mid, True, ""),
+               StateChange(after, "mon-1", mid + 5 * D, False, "vlan 12 down"),
+               StateChange(after, "mon-1", mid + 5 * D + H, True, "")]
+    hb = AgentHeartbeats("mon-1", beats(t0 - D, APRIL.end_ms + D), 60.0)
+    return FakeSource(changes, {"mon-1": hb})
+
+
+async def test_a_tier_changed_mid_month_takes_the_target_in_force_at_the_end_and_counts_all_downtime(
+        tmp_path: Path) -> None:
+    loaded = loaded_config(tmp_path)
+    report = await build_month_report(loaded, tier_changed_source("silver", "gold"), 2026, 4,
+                                      components=["lab-vlan"])
+    lab = by_name(report)["lab-vlan"]
+    # gold vlan is 99.8 %; the configured base (and the first half's silver) would be 99 %, met.
+    assert (lab.klass, lab.tier, lab.target_pct) == ("vlan", "gold", 99.8)
+    assert lab.result.downtime_ms == 90 * M  # both halves
+    assert (lab.result.availability_pct, lab.result.met) == (99.791, False)  # 1 - 5400/2592000
+    assert [o.duration_ms for o in lab.result.outages] == [30 * M, H]
+    # The other way round: silver at the end of the month, so silver's 99 %, met with the same downtime.
+    back = by_name(await build_month_report(loaded, tier_changed_source("gold", "silver"), 2026, 4,
+                                            components=["lab-vlan"]))["lab-vlan"]
+    assert (back.tier, back.target_pct, back.result.downtime_ms, back.result.met) == ("silver", 99.0, 90 * M, True)
+    # A report of the first half only ends while silver was in force.
+    half = await build_report(loaded, tier_changed_source("silver", "gold"),
+                              Interval(APRIL.start_ms, APRIL.start_ms + 15 * D), components=["lab-vlan"])
+    assert (by_name(half)["lab-vlan"].tier, by_name(half)["lab-vlan"].result.downtime_ms) == ("silver", 30 * M)
+
+
+async def test_a_stored_tier_the_contract_does_not_know_falls_back_to_the_configured_one(tmp_path: Path) -> None:
+    report = await build_month_report(loaded_config(tmp_path), tier_changed_source("silver", "bronze"), 2026, 4,
+                                      components=["lab-vlan"])
+    lab = by_name(report)["lab-vlan"]
+    assert (lab.tier, lab.target_pct, lab.result.downtime_ms) == ("base", 99.0, 90 * M)
+
+
+async def test_a_component_without_stored_changes_has_its_configured_tier(tmp_path: Path) -> None:
+    report = await build_month_report(loaded_config(tmp_path), FakeSource(), 2026, 4, components=["lab-vlan"])
+    assert (report.components[0].klass, report.components[0].tier) == ("vlan", "base")
