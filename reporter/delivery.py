@@ -27,9 +27,10 @@ ALREADY_SENT = "already sent"
 class Delivered:
     """What became of one customer's report.
 
-    `why` says why it was skipped or failed. A sent report may carry the recipients the server refused, why it
-    does not stand for the customer's monthly report (`not_final`), or why that could not be recorded
-    (`record_error`). `archive_error` is set when it could not be archived.
+    `why` says why it was skipped or failed (`error`: the store's exception, for a traceback on request). A sent
+    report may carry the recipients the server refused, why it does not stand for the customer's monthly report
+    (`not_final`), or why that could not be recorded (`record_error`). `archive_error` is set when it could not
+    be archived.
     """
 
     customer: str
@@ -39,6 +40,7 @@ class Delivered:
     not_final: str | None = None
     record_error: str | None = None
     archive_error: str | None = None
+    error: Exception | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -93,7 +95,7 @@ async def deliver(
             run.results.extend(Delivered(n, "failed", str(exc)) for n in customers[i:])
             break
         except SourceError as exc:
-            run.results.append(Delivered(name, "failed", str(exc)))
+            run.results.append(Delivered(name, "failed", str(exc), error=exc))
     return run
 
 

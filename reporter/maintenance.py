@@ -15,10 +15,10 @@ from typing import TypeVar
 
 from reporter.availability import timely
 from reporter.periods import iso_ms, parse_iso
-from reporter.report import customers_policies, stored_to_model
+from reporter.report import configured_ref, customers_policies, stored_to_model
 from reporter.source import Source, SourceError, StoredWindow, open_source
 from slawatch.config.loader import ConfigError, Loaded, load
-from slawatch.model import SCOPES, ComponentRef, MaintenanceWindow, Scope
+from slawatch.model import SCOPES, MaintenanceWindow, Scope
 
 EXIT_OK = 0
 EXIT_STORE = 1
@@ -88,8 +88,7 @@ def notices_ms(loaded: Loaded, window: MaintenanceWindow) -> dict[str | None, in
     window that covers no configured component needs the contract's notice, or its customer's."""
     config = loaded.config
     policies = customers_policies(loaded)
-    covered: set[str | None] = {c.customer for c in config.components
-                                if window.applies_to(ComponentRef(c.name, c.klass, "", c.customer or ""))}
+    covered: set[str | None] = {c.customer for c in config.components if window.applies_to(configured_ref(config, c))}
     if not covered:
         covered = {window.value if window.scope == "customer" else None}
     return {name: policies.get(name, policies[None]).maintenance_notice_ms

@@ -19,6 +19,7 @@ from apscheduler.triggers.date import DateTrigger
 from reporter.delivery import ALREADY_SENT, Delivery, Send, archive, deliver
 from reporter.mail import send_message
 from reporter.periods import month_of, month_period, next_month, previous_month
+from reporter.report import month_key as period_key
 from reporter.source import Source
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import StorageSettings
@@ -33,10 +34,6 @@ MAX_RETRIES = 24
 MonthlyRun = Delivery
 __all__ = ["JOB_ID", "MonthlyJob", "MonthlyRun", "archive", "period_key", "prune_archive", "report_month",
            "run_monthly_reports", "send_monthly_reports", "start_report_scheduler"]
-
-
-def period_key(year: int, month: int) -> str:
-    return f"{year:04d}-{month:02d}"
 
 
 async def send_monthly_reports(loaded: Loaded, source: Source, year: int, month: int, *, now_ms: int,
@@ -63,7 +60,8 @@ async def run_monthly_reports(loaded: Loaded, source: Source, year: int, month: 
         if r.status == "skipped" and r.why != ALREADY_SENT:
             by_reason.setdefault(r.why, []).append(r.customer)
         elif r.status == "failed" and r.why != run.unavailable:  # an unreachable store: one summary line
-            log.error("report %s for %s not sent: %s", key, r.customer, r.why)
+            log.error("report %s for %s not sent: %s", key, r.customer, r.why,
+                      exc_info=r.error if r.error is not None and log.isEnabledFor(logging.DEBUG) else None)
         elif r.status == "sent":
             for refused in r.refused:
                 log.warning("report %s for %s: recipient refused: %s", key, r.customer, refused)

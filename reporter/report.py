@@ -138,11 +138,15 @@ def customers_policies(loaded: Loaded, *, custom_range: bool = False) -> dict[st
     return out
 
 
+def month_key(year: int, month: int) -> str:
+    """A calendar month's name, "2026-03": its report's label, and the key its sending is recorded under."""
+    return f"{year:04d}-{month:02d}"
+
+
 def period_label(period: Interval, month: tuple[int, int] | None) -> str:
-    """The name of a report's period: "2026-03" for a calendar month, "FROM/TO" in ISO for a custom range; the
-    key its sending is recorded under."""
+    """The name of a report's period: month_key for a calendar month, "FROM/TO" in ISO for a custom range."""
     if month is not None:
-        return f"{month[0]:04d}-{month[1]:02d}"
+        return month_key(*month)
     return f"{iso_ms(period.start_ms)}/{iso_ms(period.end_ms)}"
 
 
