@@ -18,7 +18,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from reporter.delivery import ALREADY_SENT, Delivery, Send, archive, deliver
 from reporter.mail import send_message
-from reporter.periods import month_of, month_period, next_month, previous_month
+from reporter.periods import month_of, month_period, next_month, previous_month, to_ms
 from reporter.report import month_key as period_key
 from reporter.source import Source
 from slawatch.config.loader import Loaded
@@ -90,7 +90,7 @@ def prune_archive(root: Path, retention_s: float, now_ms: int) -> list[str]:
         if not folder.is_dir() or m is None or not 1 <= int(m.group(2)) <= 12:
             continue
         year, month = next_month(int(m.group(1)), int(m.group(2)))
-        ended_ms = int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
+        ended_ms = to_ms(datetime(year, month, 1, tzinfo=UTC))
         if ended_ms + retention_s * 1000 < now_ms:
             shutil.rmtree(folder)
             removed.append(folder.name)

@@ -466,3 +466,11 @@ async def test_a_stored_tier_the_contract_does_not_know_falls_back_to_the_config
 async def test_a_component_without_stored_changes_has_its_configured_tier(tmp_path: Path) -> None:
     report = await build_month_report(loaded_config(tmp_path), FakeSource(), 2026, 4, components=["lab-vlan"])
     assert (report.components[0].klass, report.components[0].tier) == ("vlan", "base")
+
+
+def test_cli_email_with_a_missing_store_says_so_once_and_exits_1(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path)
+    assert run_cli(["report", "--config", str(path), "--month", "2026-04", "--email"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("store.db does not exist") == 1 and "sent " not in err
