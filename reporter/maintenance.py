@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from reporter.source import SCOPES, Scope, Source, SourceError, StoredWindow, open_source
 from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.model import SCOPES, Scope
+from slawatch.model import MaintenanceWindow as StoredWindow
+from slawatch.store import Source, SourceError, open_source
 
 EXIT_OK = 0
 EXIT_STORE = 1

@@ -12,9 +12,12 @@ from typing import Any, Literal
 
 from reporter.availability import Availability, MaintenanceWindow, Policy, availability
 from reporter.periods import Period, month_period
-from reporter.source import AgentViews, Source, StoredChange, StoredWindow
+from reporter.source import AgentViews
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import Component, Contract, Customer
+from slawatch.model import ComponentRef, Heartbeats, StateChange
+from slawatch.model import MaintenanceWindow as StoredWindow
+from slawatch.store import Source
 
 Progress = Callable[[int, int], None]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -188,7 +191,7 @@ async def build_report(
         policy = info.policy if info is not None else default_policy
         target = contract.target_pct(comp.klass, tier)
         applying = [w for w in windows
-                    if w.applies_to(comp.name, comp.klass, comp.customer or "")
+                    if w.applies_to(ComponentRef(comp.name, comp.klass, tier, comp.customer or ""))
                     and w.start_ms < period.end_ms and w.end_ms > period.start_ms]
         for w in applying:
             used_windows[w.id] = w
@@ -256,8 +259,8 @@ def inputs_sha256(
     contract: Mapping[str, Any],
     policies: Mapping[str, ReportPolicy],
     components: Iterable[tuple[str, str, str, str | None, float]],
-    changes: Iterable[StoredChange],
-    heartbeats: Mapping[str, tuple[list[int], float]],
+    changes: Iterable[StateChange],
+    heartbeats: Heartbeats,
     windows: Iterable[StoredWindow],
 ) -> str:
     """sha256 of a canonical JSON of every input the figures depend on, independent of read order."""
@@ -266,8 +269,8 @@ def inputs_sha256(
         "contract": contract,
         "policies": {name: p.as_dict() for name, p in policies.items()},
         "components": sorted([list(c) for c in components], key=lambda c: str(c[0])),
-        "changes": sorted([c.component, c.agent, c.ts_ms, c.up, c.reason] for c in changes),
-        "heartbeats": {agent: [period_s, sorted(ts)] for agent, (ts, period_s) in heartbeats.items()},
+        "changes": sorted([c.ref.component, c.agent, c.ts_ms, c.up, c.reason] for c in changes),
+        "heartbeats": {agent: [h.period_s, sorted(h.instants_ms)] for agent, h in heartbeats.items()},
         "windows": sorted([w.id, w.scope, w.value, w.start_ms, w.end_ms, w.announced_ms, w.reason, w.created_ms]
                           for w in windows),
     }

@@ -23,9 +23,9 @@ from reporter.mail import MailError, build_message, send_message
 from reporter.periods import month_of, next_month, previous_month
 from reporter.render import render_csv, render_html, render_json, render_text
 from reporter.report import build_month_report, why_not_sent
-from reporter.source import Source, SourceError, StoreUnavailable
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import SmtpSettings, StorageSettings
+from slawatch.store import Source, SourceError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

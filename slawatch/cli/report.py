@@ -17,8 +17,8 @@ from reporter.mail import MailError, build_message, send_message
 from reporter.periods import Period, month_period, parse_month
 from reporter.render import FORMATS, render
 from reporter.report import Progress, ReportError, build_report, select_components, why_not_final, why_not_sent
-from reporter.source import Source, SourceError, open_source
 from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.store import Source, SourceError, open_source
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -13,8 +13,7 @@ import pytest
 
 from reporter.render import CSV_COLUMNS, human_ms, render, render_csv, render_html, render_json, seconds_text
 from reporter.report import Report, build_month_report
-from reporter.source import StoredChange, StoredWindow
-from tests.reporter.test_report import APRIL, D, H, M, april_source, loaded_config
+from tests.reporter.test_report import APRIL, D, H, M, StoredChange, StoredWindow, april_source, loaded_config
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("SLAWATCH_UPDATE_GOLDEN") == "1"

@@ -11,9 +11,10 @@ import pytest
 
 from reporter.periods import Period, month_period
 from reporter.report import ReportError, build_month_report, build_report, iso_ms, policy_for
-from reporter.source import StoredChange, StoredWindow
 from slawatch.cli import report as cli
 from slawatch.config.loader import Loaded, load
+from slawatch.model import AgentHeartbeats, ComponentRef, Heartbeats, StateChange
+from slawatch.model import MaintenanceWindow as StoredWindow
 
 S = 1000
 M = 60 * S
@@ -69,6 +70,17 @@ def loaded_config(tmp_path: Path, **kwargs: object) -> Loaded:
     return load(write_config(tmp_path, **kwargs))  # type: ignore[arg-type]
 
 
+REFS = {ref.component: ref for ref in (
+    ComponentRef("core-router", "network", "gold", "acme"), ComponentRef("sip-core", "sip", "gold", "acme"),
+    ComponentRef("edge-router", "network", "gold", "globex"), ComponentRef("lab-vlan", "vlan", "base", ""))}
+"""The components of CONFIG as the agent stores them."""
+
+
+def StoredChange(component: str, agent: str, ts_ms: int, up: bool, reason: str) -> StateChange:
+    """A change of one of CONFIG's components, with its tags as stored."""
+    return StateChange(REFS[component], agent, ts_ms, up, reason)
+
+
 def beats(start_ms: int, end_ms: int, every_ms: int = M, gaps: Sequence[tuple[int, int]] = ()) -> list[int]:
     """Heartbeats from 3 minutes before start to end, none inside the gaps."""
     return [t for t in range(start_ms - 3 * every_ms, end_ms, every_ms)
@@ -76,9 +88,9 @@ def beats(start_ms: int, end_ms: int, every_ms: int = M, gaps: Sequence[tuple[in
 
 
 class FakeSource:
-    """An in-memory Source with the semantics of reporter.source's stores."""
+    """An in-memory Source with the semantics of slawatch.store's stores."""
 
-    def __init__(self, changes: Sequence[StoredChange] = (),
+    def __init__(self, changes: Sequence[StateChange] = (),
                  heartbeats: dict[str, tuple[list[int], float]] | None = None,
                  windows: Sequence[StoredWindow] = ()) -> None:
         self._changes = list(changes)
@@ -88,21 +100,21 @@ class FakeSource:
         self.reads = 0
         self.closed = False
 
-    async def changes(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[StoredChange]:
+    async def changes(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[StateChange]:
         self.reads += 1
-        wanted = [c for c in self._changes if components is None or c.component in components]
+        wanted = [c for c in self._changes if components is None or c.ref.component in components]
         inside = [c for c in wanted if start_ms <= c.ts_ms < end_ms]
-        last: dict[tuple[str, str], StoredChange] = {}
+        last: dict[tuple[str, str], StateChange] = {}
         for c in sorted(wanted, key=lambda c: c.ts_ms):
             if c.ts_ms < start_ms:
-                last[(c.component, c.agent)] = c
+                last[(c.ref.component, c.agent)] = c
         return [*last.values(), *inside]
 
-    async def heartbeats(self, start_ms: int, end_ms: int) -> dict[str, tuple[list[int], float]]:
+    async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
         out = {}
         for agent, (ts, period_s) in self._heartbeats.items():
             margin = round(3 * period_s * 1000)
-            out[agent] = ([t for t in ts if start_ms - margin <= t < end_ms], period_s)
+            out[agent] = AgentHeartbeats(agent, [t for t in ts if start_ms - margin <= t < end_ms], period_s)
         return out
 
     async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[StoredWindow]:
@@ -128,12 +140,12 @@ class FakeSource:
 
 
 def outage(component: str, start_ms: int, length_ms: int, reason: str = "timeout", agent: str = "mon-1",
-           ) -> list[StoredChange]:
+           ) -> list[StateChange]:
     return [StoredChange(component, agent, start_ms, False, reason),
             StoredChange(component, agent, start_ms + length_ms, True, "")]
 
 
-def up_since(component: str, ts_ms: int, agent: str = "mon-1") -> StoredChange:
+def up_since(component: str, ts_ms: int, agent: str = "mon-1") -> StateChange:
     return StoredChange(component, agent, ts_ms, True, "")
 
 

@@ -1,0 +1,370 @@
+"""The stores read back for reports (Source), against real stores: SQLite written by SqliteSink, influxd 1.6
+written by InfluxSink."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slawatch.config.settings import InfluxSettings, SqliteSettings, StorageSettings
+from slawatch.model import AgentHeartbeats, ComponentRef, Heartbeat, MaintenanceWindow, Point, StateChange
+from slawatch.store import Sink, Source, SourceError, open_source
+from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, InfluxSource, quote_string
+from slawatch.store.sqlite import SqliteSink, SqliteSource
+from tests.sinks.influx import Influxd
+
+pytestmark = pytest.mark.timeout(90)
+
+H = 3_600_000
+DAY = 24 * H
+# Recent enough for the 180-day retention policy, on a whole minute.
+START = (int(time.time()) // 60 - 20 * 24 * 60) * 60_000
+END = START + 7 * DAY
+
+HOSTILE = [
+    "a' OR '1'='1",
+    "' OR 1=1 --",
+    'say "hi"',
+    "back\\slash",
+    "x\\'y",
+    "with space",
+    "ünïcödé ✓ 中文 🚀",
+    "semi;colon/*",
+    "comma,eq=sign",
+    "a",
+]
+"""Component names that must each match exactly themselves ("a" is the decoy the injection would hit)."""
+
+
+@dataclass
+class Store:
+    sink: Sink
+    source: Source
+    kind: str
+    influxd: Influxd | None = None
+    database: str = ""
+
+    async def write(self, points: list[Point]) -> None:
+        await self.sink.write(points)
+
+
+@pytest.fixture(params=["sqlite", "influxdb"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        settings = SqliteSettings(path=tmp_path / "slawatch.db")
+        st = Store(SqliteSink(settings), SqliteSource(settings), "sqlite")
+    else:
+        server: Influxd = request.getfixturevalue("influxd")
+        db = f"t_{uuid.uuid4().hex[:10]}"
+        influx = InfluxSettings(url=server.url, database=db)
+        st = Store(InfluxSink(influx), InfluxSource(influx), "influxdb", server, db)
+    try:
+        yield st
+    finally:
+        await st.source.close()
+        await st.sink.close()
+
+
+def change(component: str, agent: str, ts_ms: int, up: bool, reason: str = "") -> StateChange:
+    return StateChange(ComponentRef(component, "sip", "gold", "acme"), agent, ts_ms, up, reason)
+
+
+def key(c: StateChange) -> tuple[str, int, str]:
+    return c.ref.component, c.ts_ms, c.agent
+
+
+# ---------------------------------------------------------------- state changes
+
+
+async def test_changes_in_period_plus_the_last_one_before_it_per_component_and_agent(store: Store) -> None:
+    before_old = change("sip-1", "mon-a", START - 5 * DAY, False, "503 Service Unavailable")
+    before_last = change("sip-1", "mon-a", START - 2 * DAY, True)
+    b_last = change("sip-1", "mon-b", START - 1 * DAY, True, "")
+    inside = [change("sip-1", "mon-a", START, False, "timeout after 5s"),  # at start: in the period
+              change("sip-1", "mon-a", START + 2 * H, True),
+              change("sip-1", "mon-b", START + 3 * H, False, "refused")]
+    quiet_old = change("core-router", "mon-a", START - 3 * DAY, False, "100% loss")
+    quiet_last = change("core-router", "mon-a", START - 10 * DAY, True)
+    after = [change("sip-1", "mon-a", END, True), change("late-comer", "mon-a", END + H, False)]
+    await store.write([before_old, before_last, b_last, *inside, quiet_old, quiet_last, *after])
+
+    got = await store.source.changes(START, END)
+
+    expected = [before_last, b_last, *inside, quiet_old]
+    assert sorted(got, key=key) == sorted(expected, key=key)
+    assert got == sorted(got, key=key)
+
+
+async def test_changes_filtered_by_component(store: Store) -> None:
+    await store.write([change("sip-1", "mon-a", START + H, False, "x"), change("sip-2", "mon-a", START + H, True),
+                       change("sip-2", "mon-a", START - H, False, "y"), change("sip-3", "mon-a", START - H, True)])
+    got = await store.source.changes(START, END, components=["sip-2", "not-there"])
+    assert got == [change("sip-2", "mon-a", START - H, False, "y"), change("sip-2", "mon-a", START + H, True, "")]
+    assert await store.source.changes(START, END, components=[]) == []
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+async def test_hostile_component_names_match_exactly_themselves(store: Store, name: str) -> None:
+    points: list[Point] = []
+    for i, n in enumerate(HOSTILE):
+        points.append(change(n, "mon-a", START + i * H, bool(i % 2), f"reason of {n}"))
+        points.append(change(n, "mon-a", START - DAY - i * H, not i % 2, f"before {n}"))
+    await store.write(points)
+
+    got = await store.source.changes(START, END, components=[name])
+
+    i = HOSTILE.index(name)
+    assert got == [change(name, "mon-a", START - DAY - i * H, not i % 2, f"before {name}"),
+                   change(name, "mon-a", START + i * H, bool(i % 2), f"reason of {name}")]
+    everything = await store.source.changes(START, END)
+    assert {c.ref.component for c in everything} == set(HOSTILE)
+
+
+async def test_a_long_component_list_filters_the_answer(store: Store) -> None:
+    names = [f"comp-{i:04d}" for i in range(300)]
+    await store.write([change(n, "mon-a", START + i * 1000, True) for i, n in enumerate(names)])
+    wanted = [*names[::7], "a' OR '1'='1"]
+    got = await store.source.changes(START, END, components=wanted)
+    assert [c.ref.component for c in got] == sorted(names[::7])
+
+
+async def test_empty_reason_and_agents_with_odd_names(store: Store) -> None:
+    await store.write([change("sip-1", "mon 'a'", START + 1, False, ""),
+                       change("sip-1", 'mon "b"', START + 2, False, "line 1\nline 2 \\ end")])
+    got = await store.source.changes(START, END)
+    assert got == [change("sip-1", "mon 'a'", START + 1, False, ""),
+                   change("sip-1", 'mon "b"', START + 2, False, "line 1\nline 2 \\ end")]
+
+
+# ---------------------------------------------------------------- heartbeats
+
+
+async def test_heartbeats_with_three_periods_of_margin_before_the_period(store: Store) -> None:
+    beats: list[Point] = []
+    beats += [Heartbeat("mon-a", START + i * 60_000, 60.0) for i in range(-10, 30)]  # 60 s, crosses start
+    beats += [Heartbeat("mon-b", START + i * 300_000, 300.0) for i in range(-12, 4)]  # 5 min
+    beats += [Heartbeat("mon-gone", START - DAY + i * 60_000, 60.0) for i in range(5)]  # stopped long before
+    beats += [Heartbeat("mon-new", START + H + i * 30_000, 30.0) for i in range(4)]  # started inside
+    beats += [Heartbeat("mon-a", END + i * 60_000, 60.0) for i in range(3)]  # after the end
+    await store.write(beats)
+
+    got = await store.source.heartbeats(START, END)
+
+    assert got == {
+        "mon-a": AgentHeartbeats("mon-a", [START + i * 60_000 for i in range(-3, 30)], 60.0),
+        "mon-b": AgentHeartbeats("mon-b", [START + i * 300_000 for i in range(-3, 4)], 300.0),
+        "mon-new": AgentHeartbeats("mon-new", [START + H + i * 30_000 for i in range(4)], 30.0),
+    }
+
+
+async def test_no_heartbeats(store: Store) -> None:
+    await store.write([change("sip-1", "mon-a", START, True)])
+    assert await store.source.heartbeats(START, END) == {}
+
+
+# ---------------------------------------------------------------- maintenance windows
+
+
+def window(id: str, start: int, end: int, scope: Any = "component", value: str = "sip-1",
+           reason: str = "firmware upgrade") -> MaintenanceWindow:
+    return MaintenanceWindow(id, scope, value, start, end, start - 96 * H, reason, start - 97 * H)
+
+
+async def test_windows_add_list_overlap_remove(store: Store) -> None:
+    src = store.source
+    assert await src.windows() == []
+    w1 = window("mw-00000001", START + H, START + 2 * H)
+    w2 = window("mw-00000002", START + 3 * DAY, START + 3 * DAY + H, "class", "san", "array firmware")
+    w3 = window("mw-00000003", END + DAY, END + DAY + H, "customer", "acme", "datacentre power work")
+    for w in (w3, w1, w2):
+        await src.add_window(w)
+
+    assert await src.windows() == [w1, w2, w3]
+    assert await src.windows(START, END) == [w1, w2]
+    assert await src.windows(START + 2 * H, START + 3 * DAY) == []  # half-open on both sides
+    assert await src.windows(START + 2 * H - 1, START + 3 * DAY + 1) == [w1, w2]
+    assert await src.windows(start_ms=END) == [w3]
+    assert await src.windows(end_ms=START + 2 * H) == [w1]
+
+    assert await src.remove_window("mw-00000002") is True
+    assert await src.remove_window("mw-00000002") is False
+    assert await src.remove_window("mw-nope") is False
+    assert await src.windows() == [w1, w3]
+    assert await src.windows(START, END) == [w1]
+
+
+async def test_window_ids_are_unique(store: Store) -> None:
+    await store.source.add_window(window("mw-dup", START, START + H))
+    with pytest.raises(SourceError):
+        await store.source.add_window(window("mw-dup", START + DAY, START + DAY + H))
+    assert await store.source.windows() == [window("mw-dup", START, START + H)]
+
+
+async def test_window_with_an_empty_or_reversed_range_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="end after"):
+        await store.source.add_window(window("mw-bad", START, START))
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+async def test_hostile_window_values_and_ids_round_trip(store: Store, name: str) -> None:
+    windows = [window(f"mw-{i}-{n}", START + i * H, START + i * H + 1000, "component", n, f"why: {n}\nsecond line")
+               for i, n in enumerate(HOSTILE)]
+    for w in windows:
+        await store.source.add_window(w)
+    assert await store.source.windows() == windows
+    assert await store.source.remove_window(f"mw-{HOSTILE.index(name)}-{name}") is True
+    assert await store.source.windows() == [w for w in windows if w.value != name]
+
+
+def test_applies_to() -> None:
+    def ref(component: str, klass: str, customer: str) -> ComponentRef:
+        return ComponentRef(component, klass, "gold", customer)
+
+    assert window("w", 0, 1, "component", "sip-1").applies_to(ref("sip-1", "sip", "acme"))
+    assert not window("w", 0, 1, "component", "sip-1").applies_to(ref("sip-10", "sip", "acme"))
+    assert window("w", 0, 1, "class", "san").applies_to(ref("x", "san", "acme"))
+    assert not window("w", 0, 1, "class", "san").applies_to(ref("san", "sip", "san-corp"))
+    assert window("w", 0, 1, "customer", "acme").applies_to(ref("x", "sip", "acme"))
+    assert not window("w", 0, 1, "customer", "acme").applies_to(ref("acme", "acme", "other"))
+
+
+# ---------------------------------------------------------------- reports sent
+
+
+async def test_report_sent_round_trip(store: Store) -> None:
+    src = store.source
+    assert await src.report_sent("2024-05", "acme") is False
+    await src.record_report_sent("2024-05", "acme", START, "ab" * 32)
+    assert await src.report_sent("2024-05", "acme") is True
+    assert await src.report_sent("2024-06", "acme") is False
+    assert await src.report_sent("2024-05", "acme-2") is False
+    await src.record_report_sent("2024-05", "acme", START + 1000, "cd" * 32)  # a resend is fine
+    assert await src.report_sent("2024-05", "acme") is True
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+async def test_report_sent_with_hostile_customer(store: Store, name: str) -> None:
+    for i, n in enumerate(HOSTILE):
+        if n != name:
+            await store.source.record_report_sent("2024-05", n, START + i, "00" * 32)
+    assert await store.source.report_sent("2024-05", name) is False
+    await store.source.record_report_sent("2024-05", name, START + 99, "11" * 32)
+    assert await store.source.report_sent("2024-05", name) is True
+
+
+# ---------------------------------------------------------------- store-specific behaviour
+
+
+async def test_sqlite_reads_while_the_agent_writes(tmp_path: Path) -> None:
+    settings = SqliteSettings(path=tmp_path / "live.db")
+    sink, source = SqliteSink(settings), SqliteSource(settings)
+    try:
+        await sink.write([change("sip-1", "mon-a", START + i, bool(i % 2)) for i in range(10)])
+        assert len(await source.changes(START, END)) == 10
+        # The writer keeps its connection (and WAL) open and goes on writing; the read-only reader sees it.
+        for batch in range(5):
+            await asyncio.gather(
+                sink.write([change("sip-1", "mon-a", START + 1000 + batch * 100 + i, True) for i in range(100)]),
+                source.changes(START, END))
+        assert len(await source.changes(START, END)) == 510
+        assert (tmp_path / "live.db-wal").exists()
+    finally:
+        await source.close()
+        await sink.close()
+
+
+async def test_sqlite_missing_store_is_a_clear_error(tmp_path: Path) -> None:
+    source = SqliteSource(SqliteSettings(path=tmp_path / "nope.db"))
+    with pytest.raises(SourceError, match="does not exist"):
+        await source.changes(START, END)
+    assert not (tmp_path / "nope.db").exists()  # a read never creates the store
+    await source.close()
+
+
+async def test_sqlite_windows_before_the_agent_ever_wrote(tmp_path: Path) -> None:
+    settings = SqliteSettings(path=tmp_path / "new.db")
+    source = SqliteSource(settings)
+    try:
+        await source.add_window(window("mw-1", START, START + H))  # creates the store with the sink's schema
+        assert await source.windows() == [window("mw-1", START, START + H)]
+        assert await source.changes(START, END) == []
+    finally:
+        await source.close()
+
+
+async def test_influx_names_the_retention_policy(influxd: Influxd) -> None:
+    """Another retention policy made DEFAULT holds decoys; the source reads only slawatch's."""
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    settings = InfluxSettings(url=influxd.url, database=db)
+    sink, source = InfluxSink(settings), InfluxSource(settings)
+    try:
+        await sink.write([change("sip-1", "mon-a", START + H, False, "real")])
+        influxd.query(f'CREATE RETENTION POLICY "other" ON "{db}" DURATION 0s REPLICATION 1 DEFAULT', method="POST")
+        body = f"slawatch_state,agent=mon-a,component=sip-1 up=1i,reason=\"decoy\" {START + 2 * H}\n".encode()
+        req = urllib.request.Request(f"{influxd.url}/write?" + urllib.parse.urlencode(
+            {"db": db, "precision": "ms"}), data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 204
+        assert influxd.rows('SELECT "reason" FROM "slawatch_state"', db)[0]["reason"] == "decoy"
+        assert await source.changes(START, END) == [change("sip-1", "mon-a", START + H, False, "real")]
+    finally:
+        await source.close()
+        await sink.close()
+
+
+async def test_influx_errors_are_source_errors(influxd: Influxd) -> None:
+    closed = InfluxSource(InfluxSettings(url="http://127.0.0.1:9", database="x"))
+    try:
+        with pytest.raises(SourceError, match="cannot reach"):
+            await closed.windows()
+    finally:
+        await closed.close()
+
+
+async def test_influx_chunks_are_streamed(influxd: Influxd, monkeypatch: pytest.MonkeyPatch) -> None:
+    import slawatch.store.influxdb
+
+    monkeypatch.setattr(slawatch.store.influxdb, "CHUNK_SIZE", 7)
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    settings = InfluxSettings(url=influxd.url, database=db)
+    sink, source = InfluxSink(settings), InfluxSource(settings)
+    try:
+        points: list[Point] = [change(f"c{i % 5}", "mon-a", START + i * 1000, bool(i % 2), "r" * (i % 3))
+                               for i in range(100)]
+        await sink.write(points)
+        got = await source.changes(START, END)
+        assert sorted(got, key=key) == sorted((p for p in points if isinstance(p, StateChange)), key=key)
+    finally:
+        await source.close()
+        await sink.close()
+
+
+def test_open_source_prefers_influxdb(tmp_path: Path) -> None:
+    assert isinstance(open_source(StorageSettings(sqlite=SqliteSettings(path=tmp_path / "x.db"))), SqliteSource)
+    assert isinstance(open_source(StorageSettings()), SqliteSource)
+    both = StorageSettings(sqlite=SqliteSettings(path=tmp_path / "x.db"),
+                           influxdb=InfluxSettings(url="http://127.0.0.1:8086", database="d"))
+    src = open_source(both)
+    assert isinstance(src, InfluxSource)
+    assert src.retention_policy == RETENTION_POLICY
+
+
+@pytest.mark.parametrize(("text", "literal"), [
+    ("plain", "'plain'"),
+    ("a' OR '1'='1", r"'a\' OR \'1\'=\'1'"),
+    ("back\\slash", r"'back\\slash'"),
+    ("x\\'", r"'x\\\''"),
+    ("two\nlines", r"'two\nlines'"),
+    ('double "q"', "'double \"q\"'"),
+])
+def test_quote_string(text: str, literal: str) -> None:
+    assert quote_string(text) == literal
