@@ -184,6 +184,9 @@ REPORT_SENT = Measurement(
     key=("period", "customer"), written_by="the monthly report job and slawatch report --email",
     without_rowid=False, time_field=True)
 
+RETENTION_POLICY = "slawatch"
+"""The InfluxDB (v1) retention policy slawatch creates and writes to when none is configured."""
+
 MEASUREMENTS: tuple[Measurement, ...] = (PROBE, STATE, HEARTBEAT, MAINTENANCE, ACK, REPORT_SENT)
 SCHEMA_VERSION = 1
 """SQLite `PRAGMA user_version`."""
@@ -287,7 +290,7 @@ def maintenance_window(row: Sequence[Any]) -> MaintenanceWindow:
 
 
 __all__ = [
-    "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "PROBE", "REPORT_SENT", "SCHEMA_VERSION",
-    "STATE", "STATE_ORDER", "WINDOW_COLUMNS", "Column", "Measurement", "Row", "Value", "clean_text", "ddl",
-    "maintenance_window", "point_row", "report_sent_row", "state_changes", "window_row",
+    "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "PROBE", "REPORT_SENT", "RETENTION_POLICY",
+    "SCHEMA_VERSION", "STATE", "STATE_ORDER", "WINDOW_COLUMNS", "Column", "Measurement", "Row", "Value", "clean_text",
+    "ddl", "maintenance_window", "point_row", "report_sent_row", "state_changes", "window_row",
 ]

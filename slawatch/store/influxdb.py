@@ -30,8 +30,7 @@ from slawatch.store.lineprotocol import Record, as_record, lines, record, reject
 
 log = logging.getLogger(__name__)
 
-RETENTION_POLICY = "slawatch"
-"""The retention policy slawatch creates and writes to when `retention_policy` is not configured (v1)."""
+RETENTION_POLICY = schema.RETENTION_POLICY
 
 GZIP_LEVEL = 1  # line protocol shrinks ~8x even at level 1; higher levels cost CPU for a few % more
 
