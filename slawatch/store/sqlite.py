@@ -171,14 +171,17 @@ _SQL_LAST_CHANGES_SCAN = (f"SELECT {', '.join('MAX(ts_ms)' if n == 'ts_ms' else 
 _LAST_INDEX = f"{STATE.name}_last"  # schema.STATE's index on (component, agent, ts_ms)
 # The same with the index on (component, agent, ts_ms): skip from one (component, agent) to the next, then one
 # seek each for its last change before the period, instead of reading the whole history before it.
+_NEXT_AGENT = f"(SELECT MIN(agent) FROM {STATE.name} WHERE component = pair.component AND agent > pair.agent)"
+_NEXT_COMPONENT = f"(SELECT MIN(component) FROM {STATE.name} WHERE component > pair.component)"
 _SQL_LAST_CHANGES = f"""
 WITH RECURSIVE pair(component, agent) AS (
-    SELECT * FROM (SELECT component, agent FROM {STATE.name} ORDER BY component, agent LIMIT 1)
+    SELECT c, (SELECT MIN(agent) FROM {STATE.name} WHERE component = c)
+    FROM (SELECT MIN(component) AS c FROM {STATE.name})
     UNION ALL
-    SELECT (SELECT component FROM {STATE.name} WHERE (component, agent) > (pair.component, pair.agent)
-            ORDER BY component, agent LIMIT 1),
-           (SELECT agent FROM {STATE.name} WHERE (component, agent) > (pair.component, pair.agent)
-            ORDER BY component, agent LIMIT 1)
+    SELECT CASE WHEN {_NEXT_AGENT} IS NULL THEN {_NEXT_COMPONENT} ELSE pair.component END,
+           CASE WHEN {_NEXT_AGENT} IS NULL
+                THEN (SELECT MIN(agent) FROM {STATE.name} WHERE component = {_NEXT_COMPONENT})
+                ELSE {_NEXT_AGENT} END
     FROM pair WHERE pair.component IS NOT NULL
 )
 SELECT {', '.join('s.' + n for n in STATE.names)} FROM pair JOIN {STATE.name} s

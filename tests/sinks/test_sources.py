@@ -4,6 +4,7 @@ written by InfluxSink."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import urllib.parse
 import urllib.request
@@ -18,6 +19,7 @@ import pytest
 from slawatch.config.settings import InfluxSettings, SqliteSettings, StorageSettings
 from slawatch.model import AgentHeartbeats, ComponentRef, Heartbeat, MaintenanceWindow, Point, StateChange
 from slawatch.store import Sink, Source, SourceError, open_source
+from slawatch.store import sqlite as sqlite_store
 from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, InfluxSource, quote_string
 from slawatch.store.sqlite import SqliteSink, SqliteSource
 from tests.sinks.influx import Influxd
@@ -368,3 +370,64 @@ def test_open_source_prefers_influxdb(tmp_path: Path) -> None:
 ])
 def test_quote_string(text: str, literal: str) -> None:
     assert quote_string(text) == literal
+
+
+# ---------------------------------------------------------------- tags as stored at the time
+
+
+async def test_each_change_carries_the_tags_stored_with_it(store: Store) -> None:
+    """The tier changed mid-period (and the class before it): each change reads back with its own tags, and
+    the last change before the period is the latest one whatever its tags."""
+    old = ComponentRef("sip-1", "voice", "silver", "acme")
+    gold = ComponentRef("sip-1", "sip", "gold", "acme")
+    platinum = ComponentRef("sip-1", "sip", "platinum", "acme")
+    await store.write([StateChange(old, "mon-a", START - 2 * DAY, False, "old class"),
+                       StateChange(gold, "mon-a", START - DAY, True, ""),
+                       StateChange(gold, "mon-a", START + H, False, "timeout"),
+                       StateChange(platinum, "mon-a", START + 2 * H, True, "")])
+
+    got = await store.source.changes(START, END)
+
+    assert got == [StateChange(gold, "mon-a", START - DAY, True, ""),
+                   StateChange(gold, "mon-a", START + H, False, "timeout"),
+                   StateChange(platinum, "mon-a", START + 2 * H, True, "")]
+    assert got[0].ref is got[1].ref  # one ComponentRef per tag set, not one per change
+
+
+async def test_sqlite_last_change_before_the_period_is_a_seek(tmp_path: Path) -> None:
+    settings = SqliteSettings(path=tmp_path / "s.db")
+    sink = SqliteSink(settings)
+    await sink.write([change(f"c{i % 20}", f"mon-{i % 2}", START - DAY - i * 1000, bool(i % 3), "")
+                      for i in range(400)])
+    await sink.close()
+    with sqlite3.connect(settings.path) as db:
+        sql = sqlite_store._SQL_LAST_CHANGES.format(filter="")
+        plan = " | ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, [START]))
+    assert "slawatch_state_last" in plan
+    assert " SCAN slawatch_state" not in f" {plan}" and "SCAN s " not in plan, plan  # seeks only
+
+
+async def test_sqlite_without_the_last_change_index_reads_the_same(tmp_path: Path) -> None:
+    """A store whose agent predates the index: the reader scans instead, with the same answer."""
+    settings = SqliteSettings(path=tmp_path / "s.db")
+    sink = SqliteSink(settings)
+    points: list[Point] = [change(f"c{i % 7}", f"mon-{i % 3}", START - DAY + i * 60_000 - 50 * 60_000, bool(i % 2),
+                                  f"r{i}") for i in range(100)]
+    await sink.write(points)
+    await sink.close()
+    with_index = SqliteSource(settings)
+    try:
+        expected = await with_index.changes(START, END)
+        expected_some = await with_index.changes(START, END, components=["c1", "c5"])
+    finally:
+        await with_index.close()
+    with sqlite3.connect(settings.path) as db:
+        db.execute("DROP INDEX slawatch_state_last")
+    without = SqliteSource(settings)
+    try:
+        assert await without.changes(START, END) == expected
+        assert await without.changes(START, END, components=["c1", "c5"]) == expected_some
+    finally:
+        await without.close()
+    assert {c.ref.component for c in expected_some} == {"c1", "c5"}
+    assert len({(c.ref.component, c.agent) for c in expected if c.ts_ms < START}) == 21  # 7 components x 3 agents
