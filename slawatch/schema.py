@@ -253,13 +253,15 @@ def report_sent_row(period_key: str, customer: str, sent_ms: int, sha256: str) -
 
 
 def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
-    """`slawatch_state` rows (in STATE.columns order) as StateChanges, in the order given.
+    """`slawatch_state` rows (in STATE.columns order; ts_ms an int, up 0/1, reason a str) as StateChanges, in the
+    order given.
 
     One ComponentRef per distinct (component, class, tier, customer): a month of 10 000 components is
     ~400 000 changes over ~10 000 refs.
     """
     refs: dict[tuple[str, str, str, str], ComponentRef] = {}
     ref_of, agent, ts, up, reason = _STATE_GET
+    new = tuple.__new__  # StateChange(...) without the Python-level __new__ of a NamedTuple: a third faster
     out: list[StateChange] = []
     append = out.append
     for row in rows:
@@ -267,7 +269,7 @@ def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
         ref = refs.get(key)
         if ref is None:
             ref = refs[key] = ComponentRef(*key)
-        append(StateChange(ref, row[agent], int(row[ts]), bool(row[up]), row[reason] or ""))
+        append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason])))
     return out
 
 

@@ -26,7 +26,7 @@ from slawatch.store import (
     group_heartbeats,
     heartbeat_margin_ms,
 )
-from slawatch.store.lineprotocol import Record, as_record, lines, record, rejected_points
+from slawatch.store.lineprotocol import Record, as_record, encode, lines, rejected_points
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,9 @@ class InfluxClient:
         raise SinkError(f"{self.name}: write answered {status}: {_short(text)}", retryable=retryable)
 
     def _body(self, batch: Sequence[Point] | Sequence[Record]) -> bytes:
-        body = lines(p if isinstance(p, Record) else record(p) for p in batch).encode("utf-8")
+        # A batch is all records (the reporter's windows, sent reports) or all points (the agent's).
+        records = isinstance(batch[0], Record)
+        body = lines(batch).encode("utf-8") if records else encode(batch)  # type: ignore[arg-type]
         return gzip.compress(body, compresslevel=GZIP_LEVEL) if self.settings.gzip else body
 
     async def _post_write(self, body: bytes) -> tuple[int, str]:
@@ -364,6 +366,8 @@ class InfluxSource:
         before = (f"SELECT LAST({first}) AS {first}{''.join(', ' + quote_ident(f) for f in _STATE_MORE_FIELDS)} "
                   f"FROM {src} WHERE time < {time_ms(start_ms)}{where} {by}")
 
+        reason = STATE.index("reason")
+
         async def collect(q: str) -> list[tuple[Any, ...]]:
             found: list[tuple[Any, ...]] = []
             async for tags, row in self.client.rows(q, missing_ok=True):
@@ -371,6 +375,8 @@ class InfluxSource:
                     continue
                 # A STATE row: an empty tag is not stored, and reads back as missing.
                 found.append(tuple((tags.get(name) or "") if is_tag else row.get(name) for name, is_tag in _STATE_READ))
+                if found[-1][reason] is None:  # a field never written
+                    found[-1] = (*found[-1][:reason], "", *found[-1][reason + 1:])
             return found
 
         # The two queries are independent and each mostly waits on the server: run them side by side.

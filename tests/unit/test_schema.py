@@ -7,11 +7,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slawatch import schema
 from slawatch.model import ComponentRef, Heartbeat, MaintenanceWindow, Outcome, Sample, StateChange
 from slawatch.schema import MEASUREMENTS, Measurement
-from slawatch.store.lineprotocol import as_record, record
+from slawatch.store.lineprotocol import as_record, encode, lines, record
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 _HEADING = re.compile(r"^### `([a-z_]+)`", re.M)
@@ -94,3 +96,20 @@ def test_state_rows_share_one_ref_per_tag_set() -> None:
     changes = schema.state_changes(rows)
     assert changes[0].ref is changes[1].ref and changes[2].ref.tier == "platinum"
     assert changes[1] == StateChange(ComponentRef("c1", "sip", "gold", "acme"), "b", 2, False, "x")
+
+
+names = st.text(min_size=0, max_size=12)
+refs = st.builds(ComponentRef, component=names, klass=names, tier=names, customer=names)
+points = st.one_of(
+    st.builds(Sample, ref=refs, probe=names, kind=names, agent=names, ts_ms=st.integers(0, 2**53),
+              outcome=st.sampled_from(Outcome), reason=st.text(max_size=30),
+              latency_ms=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))),
+    st.builds(StateChange, ref=refs, agent=names, ts_ms=st.integers(0, 2**53), up=st.booleans(),
+              reason=st.text(max_size=30)),
+    st.builds(Heartbeat, agent=names, ts_ms=st.integers(0, 2**53), period_s=st.floats(0.001, 1e6)))
+
+
+@given(st.lists(points, max_size=8))
+def test_the_agents_line_protocol_is_that_of_the_records(batch: list[Sample | StateChange | Heartbeat]) -> None:
+    """`encode` builds lines from the stored rows directly, for speed; they must be the records' lines."""
+    assert encode(batch) == lines(record(p) for p in batch).encode("utf-8")
