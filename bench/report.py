@@ -7,7 +7,7 @@ Generates one calendar month (default: the last full month, inside InfluxDB's 6-
 changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a few seconds apart) and the two
 agents' heartbeats (every 60 s, with a few gaps), writes them through the real sinks (SqliteSink, InfluxSink;
 batches of 5 000) to SQLite and/or a fresh influxd started in a temp dir, adds a few maintenance windows through
-the reporter's Source (timely and late notice), then times
+slawatch.store's Source (timely and late notice), then times
 
     python -m slawatch.cli report --config CFG --month YYYY-MM --format json --out FILE
 
