@@ -385,10 +385,11 @@ class InfluxSource:
         # latest per (component, agent).
         latest: dict[tuple[Any, Any], tuple[Any, ...]] = {}
         c, a = STATE.index("component"), STATE.index("agent")
-        for row in sorted(last, key=schema.STATE_ORDER):
+        schema.sort_state_rows(last)
+        for row in last:
             latest[(row[c], row[a])] = row
         rows = [*latest.values(), *inside]
-        rows.sort(key=schema.STATE_ORDER)
+        schema.sort_state_rows(rows)
         return schema.state_changes(rows)
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:

@@ -298,9 +298,9 @@ class SqliteSource:
         else:
             sql = _SQL_LAST_CHANGES_SCAN.format(filter=_SQL_FILTER if wanted else "")
         rows = await self._read(sql, [start_ms, *wanted])
-        rows.sort(key=schema.STATE_ORDER)
+        schema.sort_state_rows(rows)
         rows += in_period
-        rows.sort(key=schema.STATE_ORDER)  # two sorted runs when filtered: a merge
+        schema.sort_state_rows(rows)  # two sorted runs when filtered: a merge
         return schema.state_changes(rows)
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
