@@ -14,10 +14,10 @@ from typing import Literal
 from reporter.mail import MailError, build_message, send_message
 from reporter.render import render_csv, render_html, render_json, render_text
 from reporter.report import build_report, period_label, why_not_final, why_not_sent
-from reporter.source import Source, SourceError, StoreUnavailable
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import SmtpSettings
 from slawatch.model import Interval
+from slawatch.store import Source, SourceError, StoreUnavailable
 
 Send = Callable[[EmailMessage, SmtpSettings], Awaitable[list[str]]]
 ALREADY_SENT = "already sent"

@@ -15,10 +15,10 @@ from typing import TypeVar
 
 from reporter.availability import timely
 from reporter.periods import iso_ms, parse_iso
-from reporter.report import configured_ref, customers_policies, stored_to_model
-from reporter.source import Source, SourceError, StoredWindow, open_source
+from reporter.report import configured_ref, customers_policies
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.model import SCOPES, MaintenanceWindow, Scope
+from slawatch.store import Source, SourceError, open_source
 
 EXIT_OK = 0
 EXIT_STORE = 1
@@ -187,9 +187,7 @@ def _add(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     check_target(loaded, scope, value)
     window = MaintenanceWindow(new_id(), scope, value, start_ms, end_ms, announced_ms, reason, now_ms)
-    stored = StoredWindow(window.id, window.scope, window.value, window.start_ms, window.end_ms, window.announced_ms,
-                          window.reason, window.created_ms)
-    _with_source(loaded, lambda source: source.add_window(stored))
+    _with_source(loaded, lambda source: source.add_window(window))
     notice = notice_of(loaded, window)
     needed = format_duration(notice.required_ms / 1000)
     verdict = (f"meets the {needed} notice" if notice.ok else
@@ -202,7 +200,7 @@ def _add(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
-    _, _, windows = stored_to_model(loaded.config, [], {}, _with_source(loaded, lambda source: source.windows()))
+    windows = _with_source(loaded, lambda source: source.windows())
     rows = [(w, notice_of(loaded, w)) for w in windows]
     if args.json:
         doc = [{"id": w.id, "scope": w.scope, "value": w.value, "start": iso_time(w.start_ms),

@@ -20,9 +20,9 @@ from reporter.delivery import ALREADY_SENT, Delivery, Send, archive, deliver
 from reporter.mail import send_message
 from reporter.periods import month_of, month_period, next_month, previous_month, to_ms
 from reporter.report import month_key as period_key
-from reporter.source import Source
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import StorageSettings
+from slawatch.store import Source
 
 log = logging.getLogger(__name__)
 

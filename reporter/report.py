@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from reporter.availability import AgentViews, Availability, Policy, availability
 from reporter.periods import iso_ms, month_period
-from reporter.source import Source, StoredChange, StoredWindow
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import Component, Config, Contract, Customer
-from slawatch.model import AgentHeartbeats, ComponentRef, Heartbeats, Interval, MaintenanceWindow, StateChange
+from slawatch.model import ComponentRef, Heartbeats, Interval, MaintenanceWindow, StateChange
+from slawatch.store import Source
 
 Progress = Callable[[int, int], None]
 
@@ -189,11 +189,9 @@ async def build_report(
     label = period_label(period, month)
 
     names = [c.name for c in selected]
-    changes, heartbeats, windows = stored_to_model(
-        config,
-        await source.changes(period.start_ms, period.end_ms, names) if selected else [],
-        await source.heartbeats(period.start_ms, period.end_ms) if selected else {},
-        await source.windows(period.start_ms, period.end_ms) if selected else [])
+    changes = await source.changes(period.start_ms, period.end_ms, names) if selected else []
+    heartbeats = await source.heartbeats(period.start_ms, period.end_ms) if selected else {}
+    windows = await source.windows(period.start_ms, period.end_ms) if selected else []
 
     policies = customers_policies(loaded, custom_range=custom)
     customers = {c.name: CustomerInfo(c.name, c.tier, tuple(c.report_to), policies[c.name])
@@ -289,27 +287,3 @@ def inputs_sha256(
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-
-def stored_to_model(
-    config: Config,
-    changes: Sequence[StoredChange | StateChange],
-    heartbeats: Mapping[str, tuple[list[int], float] | AgentHeartbeats],
-    windows: Sequence[StoredWindow | MaintenanceWindow],
-) -> tuple[list[StateChange], Heartbeats, list[MaintenanceWindow]]:
-    """What a Source read, as the slawatch.model types the reporter takes.
-
-    A store that returns changes without their stored tags gets the configured class, tier and customer.
-    """
-    refs = {c.name: ComponentRef(c.name, c.klass, config.tier_of(c) or "", c.customer or "")
-            for c in config.components}
-    model_changes = [c if isinstance(c, StateChange) else
-                     StateChange(refs.get(c.component) or ComponentRef(c.component, "", "", ""), c.agent, c.ts_ms,
-                                 c.up, c.reason)
-                     for c in changes]
-    model_heartbeats = {agent: hb if isinstance(hb, AgentHeartbeats) else AgentHeartbeats(agent, hb[0], hb[1])
-                        for agent, hb in heartbeats.items()}
-    model_windows = [w if isinstance(w, MaintenanceWindow) else
-                     MaintenanceWindow(w.id, w.scope, w.value, w.start_ms, w.end_ms, w.announced_ms, w.reason,
-                                       w.created_ms)
-                     for w in windows]
-    return model_changes, model_heartbeats, model_windows

@@ -89,7 +89,7 @@ class MonthlyReports:
 
     def start(self, loaded: Loaded) -> None:
         from reporter.monthly import MonthlyJob
-        from reporter.source import open_source
+        from slawatch.store import open_source
 
         if self.job is None:
             self.job = MonthlyJob(open_source)

@@ -15,9 +15,9 @@ from reporter.delivery import deliver
 from reporter.periods import month_period, parse_iso, parse_month
 from reporter.render import FORMATS, render
 from reporter.report import Progress, ReportError, build_report, select_components
-from reporter.source import Source, SourceError, open_source
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.model import Interval
+from slawatch.store import Source, SourceError, open_source
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

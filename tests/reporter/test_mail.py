@@ -266,7 +266,7 @@ async def test_scheduler_catches_up_a_missed_run_and_schedules_the_next(tmp_path
 
 
 def was_recorded(loaded: Loaded, key: str, customer: str) -> bool:
-    from reporter.source import SqliteSource
+    from slawatch.store.sqlite import SqliteSource
 
     async def check() -> bool:
         assert loaded.config.storage.sqlite is not None
@@ -281,7 +281,7 @@ def was_recorded(loaded: Loaded, key: str, customer: str) -> bool:
 def monthly_job(loaded: Loaded, year: int, month: int, now_ms: int) -> tuple[list[str], dict[str, str]]:
     """Run the monthly job on the SQLite store: (customers sent, customers skipped and why)."""
     from reporter.monthly import run_monthly_reports
-    from reporter.source import open_source
+    from slawatch.store import open_source
 
     async def run() -> tuple[list[str], dict[str, str]]:
         source = open_source(loaded.config.storage)

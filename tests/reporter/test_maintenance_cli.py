@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from reporter.maintenance import EXIT_OK, EXIT_STORE, EXIT_USAGE, UsageError, format_duration, parse_time, register
-from reporter.source import StoredWindow, open_source
 from slawatch.config.loader import load
+from slawatch.model import MaintenanceWindow as StoredWindow
+from slawatch.store import open_source
 from tests.sinks.influx import Influxd
 
 pytestmark = pytest.mark.timeout(60)

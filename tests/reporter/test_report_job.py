@@ -14,11 +14,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from reporter.monthly import JOB_ID, period_key, report_month, run_monthly_reports, start_report_scheduler
 from reporter.periods import month_period
-from reporter.source import InfluxSource, Source, SourceError, open_source
 from slawatch.config.loader import Loaded, bundled_contract, load
 from slawatch.config.settings import InfluxSettings, StorageSettings
 from slawatch.model import ComponentRef, Heartbeat, StateChange
-from slawatch.store.influxdb import InfluxSink
+from slawatch.store import Source, SourceError, open_source
+from slawatch.store.influxdb import InfluxSink, InfluxSource
 from tests.conftest import free_port, need_binary
 from tests.reporter.test_mail import NOW_MS, Smtpd, smtpd
 from tests.reporter.test_report import FakeSource, april_source, loaded_config
@@ -164,7 +164,7 @@ async def test_store_down_at_start_is_one_line_per_attempt_until_it_is_back(
 
 
 async def test_a_missing_database_reads_as_empty_and_a_closed_port_as_unavailable(influxd: Influxd) -> None:
-    from reporter.source import StoreUnavailable
+    from slawatch.store import StoreUnavailable
 
     fresh = InfluxSource(InfluxSettings(url=influxd.url, database=f"none_{uuid.uuid4().hex[:8]}"))
     try:
