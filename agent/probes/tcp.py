@@ -102,7 +102,7 @@ async def probe(target: TcpProbe) -> Result:
                       + (f" after {len(received)} bytes: {quote(received)}" if received else ""))
     finally:
         if writer is not None:
-            await close(writer)
+            await close_stream(writer)
     return Result(Outcome.UP, latency_s=time.perf_counter() - t0)
 
 
@@ -141,7 +141,7 @@ async def connect(host: str, port: int, limit: int) -> tuple[asyncio.StreamReade
     raise first or OSError(errno.EADDRNOTAVAIL, "no address")
 
 
-async def close(writer: asyncio.StreamWriter, grace_s: float = 0.05) -> None:
+async def close_stream(writer: asyncio.StreamWriter, grace_s: float = 0.05) -> None:
     """Close politely if the peer lets us within `grace_s`, else drop the connection: never outlive the deadline."""
     writer.close()
     try:
