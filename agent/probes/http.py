@@ -77,7 +77,7 @@ def check_json(cond: JsonCondition, body: bytes) -> Result | None:
     return None
 
 
-# ---------------------------------------------------------------- transport
+# ---------------------------------------------------------------- the probe
 
 
 async def probe(target: HttpProbe) -> Result:

@@ -85,6 +85,9 @@ def client_failure(exc: aiohttp.ClientError) -> Result:
     return Result(Outcome.BAD_RESPONSE, f"{type(exc).__name__}: {exc}")
 
 
+# ---------------------------------------------------------------- transport
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A response as far as it was read: `body` is None when nobody asked for it."""

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+# For pydantic `pattern=` (whose `$` is the end of the text); Python code uses NAME_RE.fullmatch, because
 # Python's `$` also matches before a final newline.
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 NAME_RE = re.compile(r"[A-Za-z0-9_.:-]+")
