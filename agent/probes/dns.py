@@ -95,7 +95,9 @@ async def probe(settings: DnsProbe) -> Result:
         async with asyncio.timeout_at(deadline):
             address = str((await resolve(host, port, socket.SOCK_DGRAM))[0][4][0])
             left = deadline - asyncio.get_running_loop().time()
-            response, _tcp = await dns.asyncquery.udp_with_fallback(query, address, timeout=left, port=port)
+            # A datagram from another address is not the server's answer: wait on for the server's.
+            response, _tcp = await dns.asyncquery.udp_with_fallback(query, address, timeout=left, port=port,
+                                                                    ignore_unexpected=True)
     except (TimeoutError, dns.exception.Timeout):
         return Result(Outcome.TIMEOUT, f"no DNS answer from {where} within {budget:.3g}s")
     except OSError as exc:
