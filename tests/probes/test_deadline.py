@@ -10,7 +10,7 @@ import pytest
 from peers import MB, flood_peer, silent_peer, syn_blackhole, trickle_peer
 
 from agent.probes import Run, run_probe
-from slawatch.config.settings import HttpProbe, ProbeBase, TcpProbe
+from slawatch.config.probes import HttpProbe, ProbeBase, TcpProbe
 from slawatch.model import Outcome
 
 pytestmark = pytest.mark.timeout(15)

@@ -16,7 +16,7 @@ from aiohttp import web
 from peers import closed_port, web_peer
 
 from agent.probes import haproxy
-from slawatch.config.settings import HaproxyProbe
+from slawatch.config.probes import HaproxyProbe
 from slawatch.model import Outcome, Result
 from tests.conftest import free_port, need_binary
 

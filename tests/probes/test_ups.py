@@ -18,7 +18,7 @@ from test_snmp import (  # noqa: F401  (fresh_snmp_state is an autouse fixture)
 )
 
 from agent.probes import run_probe
-from slawatch.config.settings import UpsProbe
+from slawatch.config.probes import UpsProbe
 from slawatch.model import Outcome, Result
 
 pytestmark = pytest.mark.timeout(60)
