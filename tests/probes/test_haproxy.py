@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import free_port, need_binary
+from tests.conftest import free_port, need_binary
 from peers import closed_port, web_peer
 
 from agent.model import Outcome, Result

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import need_binary
+from tests.conftest import need_binary
 from peers import Handler, closed_port, self_signed_cert, serve, server_context, web_peer
 
 from agent.model import Outcome, Result

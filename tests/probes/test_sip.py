@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from conftest import free_port, need, need_binary
+from tests.conftest import free_port, need, need_binary
 from pydantic import SecretStr
 
 from agent.model import Outcome, Result

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from conftest import free_port, need, need_binary
+from tests.conftest import free_port, need, need_binary
 
 from agent.model import Outcome, Result
 from agent.probes import run_probe, snmp, snmpclient

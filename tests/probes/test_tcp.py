@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need, need_binary
+from tests.conftest import need, need_binary
 from peers import closed_port, line_peer, self_signed_cert, server_context, silent_peer, syn_blackhole
 
 from agent.model import Outcome, Result
