@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from tests.conftest import free_port, need_binary
 from peers import closed_port, web_peer
 
 from agent.model import Outcome, Result
 from agent.probes import haproxy
 from agent.settings import HaproxyProbe
+from tests.conftest import free_port, need_binary
 
 pytestmark = pytest.mark.timeout(15)
 

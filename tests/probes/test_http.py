@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from tests.conftest import need_binary
 from peers import Handler, closed_port, self_signed_cert, serve, server_context, web_peer
 
 from agent.model import Outcome, Result
 from agent.probes import http, run_probe
 from agent.settings import HttpProbe, JsonCondition
+from tests.conftest import need_binary
 
 pytestmark = pytest.mark.timeout(15)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from tests.conftest import free_port, need, need_binary
 from pydantic import SecretStr
 
 from agent.model import Outcome, Result
@@ -21,6 +20,7 @@ from agent.probes import run_probe
 from agent.probes.sip import Target, classify, parse_target, probe
 from agent.probes.sipmessage import parse_message
 from agent.settings import SipProbe
+from tests.conftest import free_port, need, need_binary
 
 HERE = Path(__file__).parent / "sip"
 pytestmark = pytest.mark.timeout(15)

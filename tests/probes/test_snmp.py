@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from tests.conftest import free_port, need, need_binary
 
 from agent.model import Outcome, Result
 from agent.probes import run_probe, snmp, snmpclient
 from agent.settings import SnmpProbe
+from tests.conftest import free_port, need, need_binary
 
 pytestmark = pytest.mark.timeout(60)
 

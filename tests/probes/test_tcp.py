@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import need, need_binary
 from peers import closed_port, line_peer, self_signed_cert, server_context, silent_peer, syn_blackhole
 
 from agent.model import Outcome, Result
 from agent.probes import tcp
 from agent.settings import TcpProbe
+from tests.conftest import need, need_binary
 
 pytestmark = pytest.mark.timeout(15)
 
