@@ -15,8 +15,8 @@ config, against TCP services on 127.0.0.1 in this process, injects one fault, an
 - recovery: from the fault's end to the first stored sample probed at or after it / to the backlog drained
   (`slawatch_spool_samples` plus any `*backlog*` / `*outbox*` gauge down to one second of probing).
 
-Exit status 1 if any scenario lost samples, stored its state changes wrongly or did not recover by itself, 2 if a
-scenario could not run. Needs root (tmpfs mount) and Debian's influxdb and faketime packages.
+Exit status 1 if any scenario lost samples, stored wrong data (a confirmed DOWN missing, state changes out of time
+order, false probe failures) or did not recover by itself, 2 if a scenario could not run. Needs root (tmpfs mount) and Debian's influxdb and faketime packages.
 """
 
 from __future__ import annotations
@@ -548,7 +548,7 @@ async def emfile(ctx: Ctx, row: Row) -> None:
                  components=ctx.args.components, interval_s=ctx.args.interval)
     wrap = ["bash", "-c", f'ulimit -n {EMFILE_LIMIT}; ulimit -Hn {EMFILE_LIMIT}; exec "$@"', "bash"]
     agent = AgentProc(cfg, listen, d / "agent.log", ctx.rate, wrap=wrap)
-    writers: list[asyncio.StreamWriter] = []
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
         agent.start()
         await agent.ready()
@@ -557,15 +557,16 @@ async def emfile(ctx: Ctx, row: Row) -> None:
         async def connect() -> None:
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(3):
-                    _, writer = await asyncio.open_connection("127.0.0.1", listen)
-                    writers.append(writer)
+                    conns.append(await asyncio.open_connection("127.0.0.1", listen))
 
         await asyncio.gather(*(connect() for _ in range(EMFILE_CONNECTIONS)))
-        row.notes.append(f"{len(writers)}/{EMFILE_CONNECTIONS} idle connections open for {phase(ctx):g}s")
         await asyncio.sleep(phase(ctx))
-        for w in writers:
-            w.close()
-        writers.clear()
+        held = sum(1 for reader, _ in conns if not reader.at_eof())
+        row.notes.append(f"{len(conns)}/{EMFILE_CONNECTIONS} idle connections made, {held} still open after "
+                         f"{phase(ctx):g}s (the rest closed by the agent)")
+        for _, writer in conns:
+            writer.close()
+        conns.clear()
         end_ms, t_end = time.time_ns() // 1_000_000, time.monotonic()
         await recover(row, agent, store, end_ms, t_end)
         await asyncio.sleep(phase(ctx))
@@ -574,10 +575,12 @@ async def emfile(ctx: Ctx, row: Row) -> None:
             failed = sum(v for name, labels, v in last.samples
                          if name == "slawatch_probe_runs_total" and labels.get("outcome") != "up")
             row.notes.append(f"{failed:.0f} probes failed (targets were up throughout)")
+            if failed:
+                row.bad.append(f"{failed:.0f} false probe failures stored")
         row.notes.extend(log_facts(agent))
     finally:
-        for w in writers:
-            w.close()
+        for _, writer in conns:
+            writer.close()
         agent.kill()
 
 
