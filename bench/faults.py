@@ -270,7 +270,7 @@ class Row:
     probed: int = 0
     stored: int = 0
     dropped: int = 0
-    in_flight: int = 0  # agent-kill only: probed in the last flush interval before SIGKILL, never spooled
+    in_flight: int = 0  # agent-kill only: probed since the last spool flush before SIGKILL (bounded)
     first_s: float | None = None
     drained_s: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -308,7 +308,7 @@ async def recover(row: Row, agent: AgentProc, store: Store, fault_end_ms: int, t
     deadline = t_end + limit_s
     while time.monotonic() < deadline and (row.first_s is None or row.drained_s is None):
         if row.first_s is None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, RuntimeError):  # a store just back may still refuse queries
                 if await asyncio.to_thread(store.count, fault_end_ms) > 0:
                     row.first_s = time.monotonic() - t_end
         if row.first_s is not None and row.drained_s is None:
