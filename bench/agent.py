@@ -169,8 +169,8 @@ components:
         with contextlib.suppress(Exception):
             outage["left_in_spool"] = agent.spool.pending("influxdb")
         q = f'SELECT count("up") FROM "{database}"."{RETENTION_POLICY}"."slawatch_probe"'
-        rows = await asyncio.to_thread(influx.rows, q, database)
-        outage.update(query=q, stored=int(rows[0]["count"]) if rows else 0, probe_runs=agent.probe_runs)
+        series = await asyncio.to_thread(influx.query, q)
+        outage.update(query=q, stored=int(series[0]["values"][0][1]) if series else 0, probe_runs=agent.probe_runs)
     return {
         "components": n, "probes_s": runs / elapsed, "p50_ms": 1000 * statistics.median(lat) if lat else 0,
         "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else 0, "cpu_s_per_1000": 1000 * cpu / max(runs, 1),
@@ -416,12 +416,12 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             influx_proc = None
             if args.store == "influxdb":
-                from tests.sinks.influx import Influxd
+                from bench.influxd import Influxd
 
                 binary = shutil.which("influxd")
                 if binary is None:
                     sys.exit("influxd not found (apt-get install -y influxdb)")
-                influx_proc = Influxd(binary=binary, dir=Path(tmp) / "influx")
+                influx_proc = Influxd(Path(tmp) / "influx", binary)
                 influx_proc.start()
             try:
                 if args.vs_blackbox:

@@ -268,12 +268,12 @@ def main() -> None:
         influxd = None
         try:
             if "influxdb" in stores:
-                from tests.sinks.influx import Influxd
+                from bench.influxd import Influxd
 
                 binary = shutil.which("influxd")
                 if binary is None:
                     sys.exit("influxd not found (apt-get install -y influxdb)")
-                influxd = Influxd(binary=binary, dir=work / "influx")
+                influxd = Influxd(work / "influx", binary)
                 influxd.start()
             for store in stores:
                 store_dir = work / store
