@@ -26,7 +26,7 @@ from agent.checkpoint import Checkpoint
 from agent.clock import Clock, Step
 from agent.health import Growth, Streak
 from agent.metrics import Metrics
-from agent.probes import run_probe, snmpclient
+from agent.probes import load_kind, loaded_kinds, run_probe
 from agent.schedule import Job, Scheduler, stable_phase
 from agent.spool import Spool, SpoolError
 from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
@@ -542,18 +542,22 @@ class Agent:
             log.log(logging.ERROR if self._dropped["stopped"] else logging.WARNING, "stopping: %s", "; ".join(parts))
 
     async def _warm_probes(self) -> None:
-        """Build the SNMP engine before the first deadline starts (it takes 0.1-0.3 s once)."""
-        kinds = {j.payload.settings.kind for j in self.scheduler.jobs.values()}
-        if kinds & {"snmp", "ups"}:
+        """Load the configured kinds, and let each build what its first run would otherwise pay for inside its
+        deadline (the SNMP engine takes 0.1-0.3 s once), before the first deadline starts."""
+        for name in sorted({j.payload.settings.kind for j in self.scheduler.jobs.values()}):
             try:
-                async with asyncio.timeout(10):
-                    await snmpclient.warm()
-            except Exception as exc:  # the probes then warm lazily and say what fails
-                log.warning("SNMP engine warm-up failed: %s", exc)
+                kind = await load_kind(name)
+                if kind.warm is not None:
+                    async with asyncio.timeout(10):
+                        await kind.warm()
+            except Exception as exc:  # the probes then load or warm lazily and say what fails
+                log.warning("%s probe warm-up failed: %s", name, exc)
 
     async def _close(self) -> None:
-        with contextlib.suppress(Exception):
-            await snmpclient.close()
+        for kind in loaded_kinds():
+            if kind.close is not None:
+                with contextlib.suppress(Exception):
+                    await kind.close()
         for sink in self.sinks:
             try:
                 await sink.close()

@@ -170,8 +170,8 @@ components:
         with contextlib.suppress(Exception):
             outage["left_in_spool"] = agent.spool.pending("influxdb")
         q = f'SELECT count("up") FROM "{database}"."{RETENTION_POLICY}"."slawatch_probe"'
-        rows = await asyncio.to_thread(influx.rows, q, database)
-        outage.update(query=q, stored=int(rows[0]["count"]) if rows else 0, probe_runs=agent.probe_runs)
+        series = await asyncio.to_thread(influx.series, q)
+        outage.update(query=q, stored=int(series[0]["values"][0][1]) if series else 0, probe_runs=agent.probe_runs)
     return {
         "components": n, "probes_s": runs / elapsed, "p50_ms": 1000 * statistics.median(lat) if lat else 0,
         "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else 0, "cpu_s_per_1000": 1000 * cpu / max(runs, 1),

@@ -7,7 +7,7 @@ Generates one calendar month (default: the last full month, inside InfluxDB's 6-
 changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a few seconds apart) and the two
 agents' heartbeats (every 60 s, with a few gaps), writes them through the real sinks (SqliteSink, InfluxSink;
 batches of 5 000) to SQLite and/or a fresh influxd started in a temp dir, adds a few maintenance windows through
-the reporter's Source (timely and late notice), then times
+slawatch.store's Source (timely and late notice), then times
 
     python -m slawatch.cli report --config CFG --month YYYY-MM --format json --out FILE
 
@@ -41,12 +41,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reporter.source import InfluxSource, Source, SqliteSource, StoredWindow  # noqa: E402
 from slawatch.config.loader import bundled_contract  # noqa: E402
 from slawatch.config.settings import InfluxSettings, SqliteSettings  # noqa: E402
-from slawatch.model import ComponentRef, Heartbeat, Point, StateChange  # noqa: E402
-from slawatch.store.influxdb import InfluxSink  # noqa: E402
-from slawatch.store.sqlite import SqliteSink  # noqa: E402
+from slawatch.model import (  # noqa: E402
+    ComponentRef,
+    Heartbeat,
+    MaintenanceWindow,
+    Point,
+    StateChange,
+)
+from slawatch.store import Source  # noqa: E402
+from slawatch.store.influxdb import InfluxSink, InfluxSource  # noqa: E402
+from slawatch.store.sqlite import SqliteSink, SqliteSource  # noqa: E402
 from slawatch.testing.influxd import Influxd  # noqa: E402
 
 BATCH = 5000
@@ -143,14 +149,14 @@ def generate(n: int, month: str, rng: random.Random) -> History:
     return History(points, states, len(points) - states, outages, month, start_ms, end_ms)
 
 
-def windows(start_ms: int) -> list[StoredWindow]:
+def windows(start_ms: int) -> list[MaintenanceWindow]:
     """A few maintenance windows: by class, customer and component; one announced too late (24 h < 72 h)."""
     day = 24 * HOUR_MS
     spec = [("w-san", "class", "san", 3 * day, 4 * HOUR_MS, 7 * day),
             ("w-network", "class", "network", 10 * day, 30 * MINUTE_MS, 4 * day),
             ("w-cust-007", "customer", "cust-007", 15 * day, 2 * HOUR_MS, 1 * day),
             ("w-comp-42", "component", component_name(42), 20 * day, HOUR_MS, 30 * day)]
-    return [StoredWindow(wid, scope, value, start_ms + at, start_ms + at + length,  # type: ignore[arg-type]
+    return [MaintenanceWindow(wid, scope, value, start_ms + at, start_ms + at + length,  # type: ignore[arg-type]
                          start_ms + at - notice, f"bench window {wid}", start_ms + at - notice)
             for wid, scope, value, at, length, notice in spec]
 

@@ -22,17 +22,20 @@ from typing import Any
 
 import yaml
 
+from slawatch import schema
+from slawatch.model import Outcome
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x
-RETENTION_POLICY = "slawatch"  # slawatch.store.influxdb.RETENTION_POLICY (a test keeps them equal)
-OUTCOMES = ("up", "degraded", "timeout", "refused", "unreachable", "bad_response", "agent_error")  # slawatch.model
+RETENTION_POLICY = schema.RETENTION_POLICY
+OUTCOMES = tuple(str(o) for o in Outcome)
 
 INFLUX = {"type": "influxdb", "uid": "slawatch-influx"}
 PROMETHEUS = {"type": "prometheus", "uid": "slawatch-prometheus"}
 
-PROBE = '"$rp"."slawatch_probe"'
-STATE = '"$rp"."slawatch_state"'
-HEARTBEAT = '"$rp"."slawatch_heartbeat"'
+PROBE = f'"$rp"."{schema.PROBE.name}"'
+STATE = f'"$rp"."{schema.STATE.name}"'
+HEARTBEAT = f'"$rp"."{schema.HEARTBEAT.name}"'
 
 BUCKET = "1m"  # the time resolution of the availability and downtime figures
 BUCKET_S = 60

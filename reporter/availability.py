@@ -1,44 +1,29 @@
-"""Availability of one component over one period: the pure, exact maths of the SLA contract."""
+"""Availability of one component over one period: the pure, exact maths of the SLA contract (no I/O, no clock)."""
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal, NamedTuple
+from typing import Literal
 
-from reporter.periods import Period
+from slawatch.model import ComponentRef, Heartbeats, Interval, MaintenanceWindow, StateChange
 
 BASIS_720H_MS = 720 * 3600 * 1000
 DEFAULT_NOTICE_MS = 72 * 3600 * 1000
+HEARTBEAT_GAP_FACTOR = 3
+"""Heartbeats further apart than this many periods leave a gap in an agent's coverage."""
 
 # Status codes of one agent's view during a segment.
 _UNKNOWN, _UP, _DOWN = 0, 1, 2
 
 
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """The half-open interval [start_ms, end_ms) in epoch milliseconds UTC."""
-
-    start_ms: int
-    end_ms: int
-
-    def __post_init__(self) -> None:
-        if self.end_ms < self.start_ms:
-            raise ValueError(f"interval ends before it starts: [{self.start_ms}, {self.end_ms})")
-
-
-class Change(NamedTuple):
-    """A confirmed state change of the component as one agent saw it, effective at ts_ms.
-
-    A NamedTuple rather than a frozen dataclass: a month of 10 000 components holds ~400 000 of them, and
-    building a tuple costs a fifth of a frozen dataclass's __init__.
-    """
-
-    ts_ms: int
-    up: bool
-    reason: str = ""
+def _change_order(c: StateChange) -> tuple[int, bool, str]:
+    # At equal instants a "down" sorts last and so wins: the conservative reading of a tie.
+    return (c.ts_ms, not c.up, c.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,36 +31,25 @@ class AgentView:
     """What one monitoring agent saw of the component: its state changes and when it was watching.
 
     Pass also the last change before the period, so that the state carries in. The view is unknown
-    before the first change and outside `coverage`.
+    before the first change and outside `coverage`. The changes are sorted here, and only here.
     """
 
     agent: str
-    changes: Sequence[Change]
+    changes: Sequence[StateChange]
     coverage: Sequence[Interval]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "changes", tuple(self.changes))
+        object.__setattr__(self, "changes", tuple(sorted(self.changes, key=_change_order)))
         object.__setattr__(self, "coverage", tuple(self.coverage))
 
 
 @dataclass(frozen=True, slots=True)
-class MaintenanceWindow:
-    """Planned maintenance [start_ms, end_ms), announced at announced_ms."""
-
-    start_ms: int
-    end_ms: int
-    announced_ms: int
-    reason: str = ""
-    id: str = ""
-
-    def __post_init__(self) -> None:
-        if self.end_ms < self.start_ms:
-            raise ValueError(f"maintenance window {self.id!r} ends before it starts")
-
-
-@dataclass(frozen=True, slots=True)
 class Policy:
-    """How the contract counts: basis, unmonitored time, maintenance notice, agent quorum, decimals."""
+    """How the contract counts: basis, unmonitored time, maintenance notice, agent quorum, decimals.
+
+    The one policy type: the contract's, overridden by a customer's, is resolved into it once
+    (reporter.report.policy_for) and used by the report and by `slawatch maintenance` alike.
+    """
 
     basis: Literal["720h", "period"] = "720h"
     unmonitored: Literal["up", "down", "exclude"] = "up"
@@ -92,60 +66,61 @@ class Policy:
             raise ValueError(f"maintenance_notice_ms must be >= 0, got {self.maintenance_notice_ms}")
 
 
+def timely(window: MaintenanceWindow, notice_ms: int) -> bool:
+    """The notice rule: a window announced at least `notice_ms` before it starts excuses the downtime in it."""
+    return window.start_ms - window.announced_ms >= notice_ms
+
+
 @dataclass(frozen=True, slots=True)
 class Outage:
-    """One maximal run of observed down time, clipped to the period.
+    """One maximal run of observed down time [start_ms, end_ms), clipped to the period.
 
-    `counted_s` is what the contract counts (duration minus what timely maintenance excuses);
-    `late_notice` is True when some of it fell in a window announced too late to excuse it.
+    `counted_ms` is what the contract counts (duration minus `maintenance_ms`, what timely maintenance
+    excuses); `late_notice` is True when some of it fell in a window announced too late to excuse it.
     """
 
     start_ms: int
     end_ms: int
-    duration_s: float
-    counted_s: float
+    counted_ms: int
+    maintenance_ms: int
     reason: str
     agents: tuple[str, ...]
-    maintenance_s: float
     late_notice: bool
     window_ids: tuple[str, ...] = ()
-    counted_ms: int = 0
-    maintenance_ms: int = 0
+
+    @property
+    def duration_ms(self) -> int:
+        return self.end_ms - self.start_ms
 
 
 @dataclass(frozen=True, slots=True)
 class Availability:
-    """The availability of one component over one period.
+    """The availability of one component over one period, in integer milliseconds.
 
-    up_s + down_s + maintenance_s + unmonitored_s == the period length (exactly so for the *_ms twins).
-    down_s is observed down time not excused by timely maintenance; downtime_s is what the percentage
-    counts (down_s, plus unmonitored time outside timely windows when the policy says "down").
+    up_ms + down_ms + maintenance_ms + unmonitored_ms == the period length, exactly. down_ms is observed
+    down time not excused by timely maintenance; downtime_ms is what the percentage counts (down_ms, plus
+    unmonitored time outside timely windows when the policy says "down"). error_budget_ms is the downtime
+    still allowed before the target is missed (negative once breached), rounded down to the millisecond.
     """
 
-    period: Period
-    up_s: float
-    down_s: float
-    maintenance_s: float
-    unmonitored_s: float
-    basis_s: float
+    period: Interval
+    up_ms: int
+    down_ms: int
+    maintenance_ms: int
+    unmonitored_ms: int
+    downtime_ms: int
+    basis_ms: int
+    error_budget_ms: int
     ratio: float | None
     availability_pct: float | None
     target_pct: float
     met: bool | None
-    error_budget_s: float
     outages: tuple[Outage, ...]
-    downtime_s: float = 0.0
     unmonitored: tuple[Interval, ...] = ()
-    up_ms: int = 0
-    down_ms: int = 0
-    maintenance_ms: int = 0
-    unmonitored_ms: int = 0
-    downtime_ms: int = 0
-    basis_ms: int = 0
 
 
 def coverage_from_heartbeats(
-    ts_ms_list: Iterable[int], period_s: float, max_gap_factor: float = 3
+    ts_ms_list: Iterable[int], period_s: float, max_gap_factor: float = HEARTBEAT_GAP_FACTOR
 ) -> list[Interval]:
     """Intervals an agent was watching, from its heartbeat instants.
 
@@ -171,6 +146,38 @@ def coverage_from_heartbeats(
     return intervals
 
 
+class AgentViews:
+    """The AgentViews of every component of one read, indexed once: each agent's heartbeat coverage is
+    computed once, not once per component."""
+
+    def __init__(self, changes: Iterable[StateChange], heartbeats: Heartbeats,
+                 max_gap_factor: float = HEARTBEAT_GAP_FACTOR) -> None:
+        by_component: dict[str, dict[str, list[StateChange]]] = defaultdict(lambda: defaultdict(list))
+        for c in changes:
+            by_component[c.ref.component][c.agent].append(c)
+        self._changes = by_component
+        self._coverage = {agent: tuple(coverage_from_heartbeats(hb.instants_ms, hb.period_s, max_gap_factor))
+                          for agent, hb in heartbeats.items()}
+
+    def components(self) -> list[str]:
+        return sorted(self._changes)
+
+    def views(self, component: str) -> list[AgentView]:
+        """One view per agent that has a change of `component`; an agent without heartbeats has no coverage."""
+        per_agent = self._changes.get(component, {})
+        return [AgentView(agent, changes, self._coverage.get(agent, ()))
+                for agent, changes in sorted(per_agent.items())]
+
+    def latest_ref(self, component: str) -> ComponentRef | None:
+        """The class, tier and customer stored with the component's latest change (of any agent; at one instant,
+        the agent whose name sorts last): what was in force at the end of the read. None without changes."""
+        per_agent = self._changes.get(component)
+        if not per_agent:
+            return None
+        latest = max((c for changes in per_agent.values() for c in changes), key=lambda c: (c.ts_ms, c.agent))
+        return latest.ref
+
+
 def _merge(intervals: Iterable[Interval], start: int, end: int) -> tuple[list[int], list[int]]:
     """Clip to [start, end), sort and merge overlapping or touching intervals; (starts, ends)."""
     spans = sorted((max(i.start_ms, start), min(i.end_ms, end)) for i in intervals)
@@ -187,13 +194,12 @@ def _merge(intervals: Iterable[Interval], start: int, end: int) -> tuple[list[in
     return starts, ends
 
 
-def _agent_timeline(view: AgentView, start: int, end: int) -> tuple[list[tuple[int, int, int]], list[Change]]:
+def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, int, int]]:
     """One agent's view as transitions (ts, status, index of the change that began the current run).
 
     The first transition is at `start`; the others fall strictly inside (start, end).
     """
-    # At equal instants a "down" sorts last and so wins: the conservative reading of a tie.
-    changes = sorted(view.changes, key=lambda c: (c.ts_ms, not c.up, c.reason))
+    changes = view.changes  # sorted by AgentView
     change_ts = [c.ts_ms for c in changes]
     run_start: list[int] = []
     for i, c in enumerate(changes):
@@ -216,7 +222,7 @@ def _agent_timeline(view: AgentView, start: int, end: int) -> tuple[list[tuple[i
         if state != prev:
             timeline.append((t, state[0], state[1]))
             prev = state
-    return timeline, changes
+    return timeline
 
 
 @dataclass(slots=True)
@@ -229,21 +235,21 @@ class _OpenOutage:
     late: bool = False
 
     def close(self, end: int) -> Outage:
-        duration = end - self.start
-        counted = duration - self.maintenance_ms
         return Outage(
             start_ms=self.start,
             end_ms=end,
-            duration_s=duration / 1000,
-            counted_s=counted / 1000,
+            counted_ms=end - self.start - self.maintenance_ms,
+            maintenance_ms=self.maintenance_ms,
             reason=self.reason,
             agents=tuple(sorted(self.agents)),
-            maintenance_s=self.maintenance_ms / 1000,
             late_notice=self.late,
             window_ids=tuple(sorted(self.window_ids)),
-            counted_ms=counted,
-            maintenance_ms=self.maintenance_ms,
         )
+
+
+def period_basis_ms(policy: Policy, period: Interval) -> int:
+    """The basis the policy measures `period` on, before unmonitored time is excluded: 720 h or its real length."""
+    return BASIS_720H_MS if policy.basis == "720h" else period.duration_ms
 
 
 def _floor_pct(exact: Fraction, decimals: int) -> float:
@@ -253,7 +259,7 @@ def _floor_pct(exact: Fraction, decimals: int) -> float:
 
 
 def availability(
-    period: Period,
+    period: Interval,
     agents: Sequence[AgentView],
     windows: Sequence[MaintenanceWindow],
     policy: Policy,
@@ -279,15 +285,14 @@ def availability(
 
     # ts -> [(agent index, status, run index)], or [(-1 - window index, +1 open / -1 close, 0)]
     events: dict[int, list[tuple[int, int, int]]] = {}
-    views: list[tuple[str, list[Change]]] = []
+    views: list[tuple[str, Sequence[StateChange]]] = []
     for idx, view in enumerate(agents):
-        timeline, changes = _agent_timeline(view, start, end)
-        views.append((view.agent, changes))
-        for t, st, rn in timeline:
+        views.append((view.agent, view.changes))
+        for t, st, rn in _agent_timeline(view, start, end):
             events.setdefault(t, []).append((idx, st, rn))
     timely_flags: list[bool] = []
     for w_idx, w in enumerate(windows):
-        timely_flags.append(w.start_ms - w.announced_ms >= policy.maintenance_notice_ms)
+        timely_flags.append(timely(w, policy.maintenance_notice_ms))
         s, e = max(w.start_ms, start), min(w.end_ms, end)
         if s < e:
             events.setdefault(s, []).append((-1 - w_idx, 1, 0))
@@ -377,12 +382,12 @@ def availability(
     if gap_start is not None:
         gaps.append(Interval(gap_start, end))
 
-    basis_ms = BASIS_720H_MS if policy.basis == "720h" else end - start
+    basis_ms = period_basis_ms(policy, period)
     if policy.unmonitored == "exclude":
         basis_ms = max(0, basis_ms - unmon_ms)
     downtime_ms = down_ms + (unmon_counted_ms if policy.unmonitored == "down" else 0)
     target = Fraction(repr(float(target_pct)))  # the decimal the user wrote, not its binary approximation
-    budget = (1 - target / 100) * basis_ms - downtime_ms
+    budget = math.floor((1 - target / 100) * basis_ms) - downtime_ms
 
     ratio: float | None = None
     pct: float | None = None
@@ -395,23 +400,17 @@ def availability(
 
     return Availability(
         period=period,
-        up_s=up_ms / 1000,
-        down_s=down_ms / 1000,
-        maintenance_s=maint_ms / 1000,
-        unmonitored_s=unmon_ms / 1000,
-        basis_s=basis_ms / 1000,
-        ratio=ratio,
-        availability_pct=pct,
-        target_pct=target_pct,
-        met=met,
-        error_budget_s=float(budget / 1000),
-        outages=tuple(outages),
-        downtime_s=downtime_ms / 1000,
-        unmonitored=tuple(gaps),
         up_ms=up_ms,
         down_ms=down_ms,
         maintenance_ms=maint_ms,
         unmonitored_ms=unmon_ms,
         downtime_ms=downtime_ms,
         basis_ms=basis_ms,
+        error_budget_ms=budget,
+        ratio=ratio,
+        availability_pct=pct,
+        target_pct=target_pct,
+        met=met,
+        outages=tuple(outages),
+        unmonitored=tuple(gaps),
     )

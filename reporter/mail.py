@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import email.utils
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import aiosmtplib
 
+from reporter.periods import from_ms
 from reporter.render import render_csv, render_html, render_text
 from reporter.report import Report
 from slawatch.config.settings import SmtpSettings
@@ -46,8 +46,7 @@ def build_message(
     msg["Subject"] = subject(report, customer)
     msg["From"] = sender
     msg["To"] = ", ".join(recipients)
-    when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=now_ms)
-    msg["Date"] = email.utils.format_datetime(when)
+    msg["Date"] = email.utils.format_datetime(from_ms(now_ms))
     domain = sender.rpartition("@")[2] or "localhost"
     msg["Message-ID"] = f"<slawatch.{report.inputs_sha256[:16]}.{customer}.{now_ms}@{domain}>"
     msg["X-Slawatch-Inputs-SHA256"] = report.inputs_sha256

@@ -10,11 +10,15 @@ import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import TypeVar
 
-from reporter.source import SCOPES, Scope, Source, SourceError, StoredWindow, open_source
+from reporter.availability import timely
+from reporter.periods import iso_ms, parse_iso
+from reporter.report import configured_ref, customers_policies
 from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.model import SCOPES, MaintenanceWindow, Scope
+from slawatch.store import Source, SourceError, open_source
 
 EXIT_OK = 0
 EXIT_STORE = 1
@@ -37,23 +41,23 @@ class UsageError(Exception):
 def parse_time(text: str, option: str) -> int:
     """An ISO 8601 time with an offset or Z -> epoch milliseconds UTC."""
     try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"{option} {text!r} is not an ISO 8601 time (write e.g. 2024-05-01T22:00:00+02:00 "
-                         f"or 2024-05-01T20:00:00Z)") from None
-    if value.tzinfo is None or value.utcoffset() is None:
+        return parse_iso(text)
+    except ValueError as exc:
+        if "no UTC offset" not in str(exc):
+            raise UsageError(f"{option} {text!r} is not an ISO 8601 time (write e.g. 2024-05-01T22:00:00+02:00 "
+                             f"or 2024-05-01T20:00:00Z)") from None
+        naive = text.strip()
         raise UsageError(f"{option} {text!r} has no UTC offset, so it could be any time zone: add one, e.g. "
-                         f"{value.isoformat()}+02:00 or {value.isoformat()}Z")
-    return round(value.timestamp() * 1000)
+                         f"{naive}+02:00 or {naive}Z") from None
 
 
 def format_time(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    """'2024-05-01 22:00' (UTC), as the table shows times."""
+    return iso_ms(ts_ms)[:16].replace("T", " ")
 
 
 def iso_time(ts_ms: int) -> str:
-    text = datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds")
-    return text.replace(".000+00:00", "Z").replace("+00:00", "Z")
+    return iso_ms(ts_ms, always_ms=False)
 
 
 def format_duration(seconds: float) -> str:
@@ -78,22 +82,49 @@ def new_id() -> str:
     return "mw-" + secrets.token_hex(4)
 
 
-def notice_required_s(loaded: Loaded, window: StoredWindow) -> float:
-    """The notice this window needs: the contract's, or its customer's override when the window has one customer."""
+def notices_ms(loaded: Loaded, window: MaintenanceWindow) -> dict[str | None, int]:
+    """The notice the window needs, per customer whose configured components it covers (None: components without
+    a customer), from the policy the report measures those components with (reporter.report.policy_for). A
+    window that covers no configured component needs the contract's notice, or its customer's."""
     config = loaded.config
-    customer: str | None = None
-    if window.scope == "customer":
-        customer = window.value
-    elif window.scope == "component":
-        comp = next((c for c in config.components if c.name == window.value), None)
-        customer = comp.customer if comp is not None else None
-    cust = config.customer(customer) if customer else None
-    if cust is not None and cust.policy.maintenance_notice_s is not None:
-        return cust.policy.maintenance_notice_s
-    return loaded.contract.maintenance_notice_s
+    policies = customers_policies(loaded)
+    covered: set[str | None] = {c.customer for c in config.components if window.applies_to(configured_ref(config, c))}
+    if not covered:
+        covered = {window.value if window.scope == "customer" else None}
+    return {name: policies.get(name, policies[None]).maintenance_notice_ms
+            for name in sorted(covered, key=lambda n: (n is not None, n or ""))}
 
 
-def lead_time_s(window: StoredWindow) -> float:
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Whether a window meets the notice rule for the customers it covers (None: components without a customer):
+    `required_ms` is the strictest notice among them, `late_for` those for which it is late."""
+
+    lead_ms: int
+    required_ms: int
+    covers: tuple[str | None, ...]
+    late_for: tuple[str | None, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.late_for
+
+    def late_text(self) -> str:
+        """'' when met; ' for initech' when late for some of the customers it covers only."""
+        if self.ok or len(self.late_for) == len(self.covers):
+            return ""
+        return " for " + ", ".join(name or "components without a customer" for name in self.late_for)
+
+
+def notice_of(loaded: Loaded, window: MaintenanceWindow) -> Notice:
+    """The notice verdict for `window`, by the rule the availability engine applies (reporter.availability.timely)
+    with the notice the report uses for each component it covers."""
+    needed = notices_ms(loaded, window)
+    late = tuple(name for name, notice in needed.items() if not timely(window, notice))
+    return Notice(window.start_ms - window.announced_ms, max(needed.values()), tuple(needed), late)
+
+
+def lead_time_s(window: MaintenanceWindow) -> float:
     return (window.start_ms - window.announced_ms) / 1000
 
 
@@ -155,28 +186,28 @@ def _add(args: argparse.Namespace) -> int:
         raise UsageError("--reason must say what the maintenance is")
     loaded = _load(args.config)
     check_target(loaded, scope, value)
-    window = StoredWindow(new_id(), scope, value, start_ms, end_ms, announced_ms, reason, now_ms)
+    window = MaintenanceWindow(new_id(), scope, value, start_ms, end_ms, announced_ms, reason, now_ms)
     _with_source(loaded, lambda source: source.add_window(window))
-    lead, needed = lead_time_s(window), notice_required_s(loaded, window)
-    verdict = (f"meets the {format_duration(needed)} notice" if lead >= needed else
-               f"LATE NOTICE: the contract needs {format_duration(needed)}, so downtime in it counts")
+    notice = notice_of(loaded, window)
+    needed = format_duration(notice.required_ms / 1000)
+    verdict = (f"meets the {needed} notice" if notice.ok else
+               f"LATE NOTICE{notice.late_text()}: the contract needs {needed}, so downtime in it counts")
     print(f"{window.id}: {scope} {value}, {format_time(start_ms)} to {format_time(end_ms)} UTC "
-          f"({format_duration((end_ms - start_ms) / 1000)}), announced {format_duration(lead)} before: {verdict}")
+          f"({format_duration((end_ms - start_ms) / 1000)}), announced {format_duration(lead_time_s(window))} "
+          f"before: {verdict}")
     return EXIT_OK
 
 
 def _list(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     windows = _with_source(loaded, lambda source: source.windows())
-    rows = []
-    for w in windows:
-        lead, needed = lead_time_s(w), notice_required_s(loaded, w)
-        rows.append((w, lead, needed, lead >= needed))
+    rows = [(w, notice_of(loaded, w)) for w in windows]
     if args.json:
         doc = [{"id": w.id, "scope": w.scope, "value": w.value, "start": iso_time(w.start_ms),
                 "end": iso_time(w.end_ms), "announced": iso_time(w.announced_ms), "created": iso_time(w.created_ms),
-                "reason": w.reason, "duration_s": (w.end_ms - w.start_ms) / 1000, "lead_time_s": lead,
-                "notice_required_s": needed, "notice_ok": ok} for w, lead, needed, ok in rows]
+                "reason": w.reason, "duration_s": (w.end_ms - w.start_ms) / 1000, "lead_time_s": n.lead_ms / 1000,
+                "notice_required_s": n.required_ms / 1000, "notice_ok": n.ok, "late_for": list(n.late_for)}
+               for w, n in rows]
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return EXIT_OK
     if not rows:
@@ -185,9 +216,11 @@ def _list(args: argparse.Namespace) -> int:
     header = ("ID", "TARGET", "START (UTC)", "END (UTC)", "LENGTH", "ANNOUNCED (UTC)", "NOTICE", "MEETS", "REASON")
     table = [header] + [
         (w.id, f"{w.scope} {w.value}", format_time(w.start_ms), format_time(w.end_ms),
-         format_duration((w.end_ms - w.start_ms) / 1000), format_time(w.announced_ms), format_duration(lead),
-         "yes" if ok else f"LATE (<{format_duration(needed)})", " ".join(w.reason.split()))
-        for w, lead, needed, ok in rows]
+         format_duration((w.end_ms - w.start_ms) / 1000), format_time(w.announced_ms),
+         format_duration(n.lead_ms / 1000),
+         "yes" if n.ok else f"LATE{n.late_text()} (<{format_duration(n.required_ms / 1000)})",
+         " ".join(w.reason.split()))
+        for w, n in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
     for r in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=False)) + "  " + r[-1])
@@ -263,4 +296,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 __all__ = ["EXIT_OK", "EXIT_STORE", "EXIT_USAGE", "UsageError", "check_target", "format_duration",
-           "lead_time_s", "notice_required_s", "parse_time", "register"]
+           "lead_time_s", "notice_of", "notices_ms", "parse_time", "register"]

@@ -7,14 +7,15 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
 
-from reporter.availability import BASIS_720H_MS, Outage
-from reporter.report import ComponentReport, CustomerInfo, Report, ReportPolicy, iso_ms
+from reporter.availability import Outage, Policy, period_basis_ms
+from reporter.periods import from_ms, iso_ms, to_ms
+from reporter.report import ComponentReport, CustomerInfo, Report, policy_doc
 
 FORMATS = ("text", "json", "csv", "html")
 JSON_FORMAT = "slawatch-report/1"
@@ -27,6 +28,12 @@ NO_CUSTOMER = "(no customer)"
 
 
 # ---------------------------------------------------------------- numbers as people read them
+# The engine gives integer milliseconds; they become seconds and words here, and only here.
+
+
+def seconds(ms: int) -> float:
+    """Milliseconds as the JSON's seconds (a float, millisecond-exact)."""
+    return ms / 1000
 
 
 def human_ms(ms: int) -> str:
@@ -70,16 +77,12 @@ def met_text(met: bool | None) -> str:
     return "no data" if met is None else ("met" if met else "BREACHED")
 
 
-def policy_text(policy: ReportPolicy) -> str:
-    quorum = policy.quorum if policy.quorum == "majority" else f"{policy.quorum} agent(s)"
-    notice_s = policy.maintenance_notice_s
-    notice = f"{notice_s / 3600:g}h" if notice_s % 3600 == 0 else human_ms(round(notice_s * 1000))
+def policy_text(policy: Policy) -> str:
+    quorum = "majority" if policy.quorum is None else f"{policy.quorum} agent(s)"
+    notice_ms = policy.maintenance_notice_ms
+    notice = f"{notice_ms / 3_600_000:g}h" if notice_ms % 3_600_000 == 0 else human_ms(notice_ms)
     return (f"basis {policy.basis}, unmonitored time counts as {policy.unmonitored}, maintenance notice "
             f"{notice}, quorum {quorum}, {policy.decimals} decimals")
-
-
-def _budget_ms(comp: ComponentReport) -> int:
-    return round(comp.result.error_budget_s * 1000)
 
 
 def _outage_notes(o: Outage) -> str:
@@ -133,10 +136,10 @@ def render_text(report: Report) -> str:
             rows.append((c.name, c.klass, c.tier, target_text(c.target_pct),
                          pct_text(r.availability_pct, c.policy.decimals), duration_text(r.downtime_ms),
                          duration_text(r.maintenance_ms), duration_text(r.unmonitored_ms),
-                         human_ms(_budget_ms(c)), met_text(r.met)))
+                         human_ms(r.error_budget_ms), met_text(r.met)))
         lines += _table(("component", "class", "tier", "target", "availability", "downtime", "maintenance",
                          "unmonitored", "budget left", "met"), rows)
-        ledger = [(c.name, iso_ms(o.start_ms), iso_ms(o.end_ms), duration_text(o.end_ms - o.start_ms),
+        ledger = [(c.name, iso_ms(o.start_ms), iso_ms(o.end_ms), duration_text(o.duration_ms),
                    duration_text(o.counted_ms), o.reason or "-", ", ".join(o.agents) or "-", _outage_notes(o))
                   for c in comps for o in c.result.outages]
         lines.append("")
@@ -152,15 +155,11 @@ def render_text(report: Report) -> str:
 # ---------------------------------------------------------------- json
 
 
-def _basis_ms(report: Report) -> int:
-    return BASIS_720H_MS if report.policy.basis == "720h" else report.period.duration_ms
-
-
 def _outage_doc(o: Outage) -> dict[str, Any]:
     return {
-        "start": iso_ms(o.start_ms), "end": iso_ms(o.end_ms), "duration_s": (o.end_ms - o.start_ms) / 1000,
-        "counted_s": o.counted_ms / 1000, "reason": o.reason, "agents": list(o.agents),
-        "maintenance_s": o.maintenance_ms / 1000, "late_notice": o.late_notice, "window_ids": list(o.window_ids),
+        "start": iso_ms(o.start_ms), "end": iso_ms(o.end_ms), "duration_s": seconds(o.duration_ms),
+        "counted_s": seconds(o.counted_ms), "reason": o.reason, "agents": list(o.agents),
+        "maintenance_s": seconds(o.maintenance_ms), "late_notice": o.late_notice, "window_ids": list(o.window_ids),
     }
 
 
@@ -169,12 +168,12 @@ def _component_doc(c: ComponentReport) -> dict[str, Any]:
     return {
         "name": c.name, "class": c.klass, "tier": c.tier, "customer": c.customer, "target_pct": c.target_pct,
         "availability_pct": r.availability_pct, "ratio": r.ratio, "met": r.met,
-        "downtime_s": r.downtime_ms / 1000, "down_s": r.down_ms / 1000, "up_s": r.up_ms / 1000,
-        "maintenance_s": r.maintenance_ms / 1000, "unmonitored_s": r.unmonitored_ms / 1000,
-        "basis_s": r.basis_ms / 1000, "error_budget_s": r.error_budget_s,
+        "downtime_s": seconds(r.downtime_ms), "down_s": seconds(r.down_ms), "up_s": seconds(r.up_ms),
+        "maintenance_s": seconds(r.maintenance_ms), "unmonitored_s": seconds(r.unmonitored_ms),
+        "basis_s": seconds(r.basis_ms), "error_budget_s": seconds(r.error_budget_ms),
         "outages": [_outage_doc(o) for o in r.outages],
-        "unmonitored": [{"start": iso_ms(g.start_ms), "end": iso_ms(g.end_ms),
-                         "duration_s": (g.end_ms - g.start_ms) / 1000} for g in r.unmonitored],
+        "unmonitored": [{"start": iso_ms(g.start_ms), "end": iso_ms(g.end_ms), "duration_s": seconds(g.duration_ms)}
+                        for g in r.unmonitored],
     }
 
 
@@ -183,12 +182,13 @@ def report_doc(report: Report) -> dict[str, Any]:
     return {
         "format": JSON_FORMAT,
         "period": {"from": iso_ms(report.period.start_ms), "to": iso_ms(report.period.end_ms),
-                   "basis_s": _basis_ms(report) / 1000, "length_s": report.period.duration_ms / 1000,
+                   "basis_s": seconds(period_basis_ms(report.policy, report.period)),
+                   "length_s": seconds(report.period.duration_ms),
                    "label": report.label, "timezone": report.timezone,
                    "kind": "month" if report.month is not None else "range"},
         "contract": dict(report.contract),
-        "policy": report.policy.as_dict(),
-        "customers": [{"name": c.name, "tier": c.tier, "report_to": list(c.report_to), "policy": c.policy.as_dict()}
+        "policy": policy_doc(report.policy),
+        "customers": [{"name": c.name, "tier": c.tier, "report_to": list(c.report_to), "policy": policy_doc(c.policy)}
                       for c in report.customers],
         "inputs_sha256": report.inputs_sha256,
         "components": [_component_doc(c) for c in report.components],
@@ -228,7 +228,7 @@ def render_csv(report: Report) -> str:
             "" if r.availability_pct is None else f"{r.availability_pct:.{c.policy.decimals}f}",
             "" if r.met is None else ("true" if r.met else "false"),
             seconds_text(r.downtime_ms), seconds_text(r.maintenance_ms), seconds_text(r.unmonitored_ms),
-            seconds_text(r.up_ms), seconds_text(r.basis_ms), seconds_text(_budget_ms(c)), len(r.outages),
+            seconds_text(r.up_ms), seconds_text(r.basis_ms), seconds_text(r.error_budget_ms), len(r.outages),
             report.inputs_sha256,
         ))
     return out.getvalue()
@@ -269,14 +269,14 @@ def _ticks(report: Report) -> list[_Tick]:
     """Local midnights in the period (every 7th past two months), labelled with the day of the month."""
     p = report.period
     zone = ZoneInfo(report.timezone)
-    start = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=p.start_ms)).astimezone(zone)
+    start = from_ms(p.start_ms, report.timezone)
     day = datetime(start.year, start.month, start.day, tzinfo=zone)
     ticks: list[_Tick] = []
     n_days = p.duration_ms // 86_400_000 + 2
     step = 1 if n_days <= 62 else 7
     for i in range(0, n_days + 1, step):
         local = datetime.combine((day + timedelta(days=i)).date(), datetime.min.time(), tzinfo=zone)
-        ts = (local - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        ts = to_ms(local)
         if p.start_ms <= ts < p.end_ms:
             label = str(local.day) if (local.day == 1 or local.day % 5 == 0 or step > 1) else ""
             ticks.append(_Tick(_x(report, ts), label))
@@ -301,7 +301,7 @@ def _timeline(report: Report, comps: tuple[ComponentReport, ...]) -> dict[str, A
                 fill, what = "#d93025", "outage"
             rects.append(_Rect(x0, y, max(2.0, round(x1 - x0, 2)), _ROW_H - 8, fill,
                                f"{what} {iso_ms(o.start_ms)} – {iso_ms(o.end_ms)} "
-                               f"({human_ms(o.end_ms - o.start_ms)}) {o.reason}".rstrip()))
+                               f"({human_ms(o.duration_ms)}) {o.reason}".rstrip()))
     height = _AXIS_H + len(comps) * _ROW_H + 4
     return {"width": _SVG_WIDTH, "height": height, "label_w": _LABEL_W, "plot_w": _PLOT_W, "row_h": _ROW_H,
             "axis_h": _AXIS_H, "rects": rects, "ticks": _ticks(report),
@@ -343,7 +343,8 @@ def render_html(report: Report) -> str:
             "policy": policy_text(policy),
             "components": [{"c": c, "r": c.result, "bar": _bar(c),
                             "availability": pct_text(c.result.availability_pct, c.policy.decimals),
-                            "met": met_text(c.result.met), "budget": human_ms(_budget_ms(c))} for c in comps],
+                            "met": met_text(c.result.met), "budget": human_ms(c.result.error_budget_ms)}
+                           for c in comps],
             "timeline": _timeline(report, comps),
             "ledger": [{"component": c.name, "o": o, "notes": _outage_notes(o)}
                        for c in comps for o in c.result.outages],

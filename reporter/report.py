@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from reporter.availability import Availability, MaintenanceWindow, Policy, availability
-from reporter.periods import Period, month_period
-from reporter.source import AgentViews, Source, StoredChange, StoredWindow
+from reporter.availability import AgentViews, Availability, Policy, availability
+from reporter.periods import iso_ms, month_period
 from slawatch.config.loader import Loaded
-from slawatch.config.settings import Component, Contract, Customer
+from slawatch.config.settings import Component, Config, Contract, Customer
+from slawatch.model import ComponentRef, Heartbeats, Interval, MaintenanceWindow, StateChange
+from slawatch.store import Source
 
 Progress = Callable[[int, int], None]
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ReportError(Exception):
@@ -25,48 +23,26 @@ class ReportError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ReportPolicy:
-    """The accounting policy one customer's components are measured with: the contract's, overridden."""
-
-    basis: Literal["720h", "period"]
-    unmonitored: Literal["up", "down", "exclude"]
-    maintenance_notice_s: float
-    quorum: Literal["majority"] | int
-    decimals: int
-
-    def engine(self) -> Policy:
-        return Policy(
-            basis=self.basis,
-            unmonitored=self.unmonitored,
-            maintenance_notice_ms=round(self.maintenance_notice_s * 1000),
-            quorum=None if self.quorum == "majority" else int(self.quorum),
-            decimals=self.decimals,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"basis": self.basis, "unmonitored": self.unmonitored,
-                "maintenance_notice_s": self.maintenance_notice_s, "quorum": self.quorum,
-                "decimals": self.decimals}
-
-
-@dataclass(frozen=True, slots=True)
 class CustomerInfo:
     name: str
     tier: str
     report_to: tuple[str, ...]
-    policy: ReportPolicy
+    policy: Policy
 
 
 @dataclass(frozen=True, slots=True)
 class ComponentReport:
-    """One component over the period: who it belongs to, what it must reach, what it reached."""
+    """One component over the period: who it belongs to, what it must reach, what it reached.
+
+    `klass` and `tier` are those stored with the component's latest state change (see `component_ref`).
+    """
 
     name: str
     klass: str
     tier: str
     customer: str | None
     target_pct: float
-    policy: ReportPolicy
+    policy: Policy
     result: Availability
 
 
@@ -79,14 +55,14 @@ class Report:
     own policy for this kind of period; each customer's effective policy is in `customers`.
     """
 
-    period: Period
+    period: Interval
     label: str
     month: tuple[int, int] | None
     timezone: str
     contract_name: str
     contract_version: str
     contract: Mapping[str, Any]
-    policy: ReportPolicy
+    policy: Policy
     customers: tuple[CustomerInfo, ...]
     components: tuple[ComponentReport, ...]
     inputs_sha256: str
@@ -102,16 +78,10 @@ class Report:
         return tuple(c for c in self.components if c.customer == customer)
 
 
-def iso_ms(ts_ms: int) -> str:
-    """Epoch milliseconds as ISO 8601 UTC with milliseconds: 2026-03-01T00:00:00.000Z."""
-    seconds, ms = divmod(ts_ms, 1000)
-    t = time.gmtime(seconds) if seconds >= 0 else (_EPOCH + timedelta(seconds=seconds)).timetuple()
-    # A report formats hundreds of thousands of instants: plain formatting is ~5x faster than strftime.
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ms:03d}Z"
-
-
-def policy_for(contract: Contract, customer: Customer | None, *, custom_range: bool = False) -> ReportPolicy:
-    """The contract's policy overridden by the customer's; a custom range always counts on its real length."""
+def policy_for(contract: Contract, customer: Customer | None, *, custom_range: bool = False) -> Policy:
+    """The policy a customer's components are measured with: the contract's, overridden key by key by the
+    customer's. The one place the policy is resolved: the report and `slawatch maintenance` both ask here.
+    A custom range always counts on its real length."""
     over = customer.policy if customer is not None else None
     basis: Literal["720h", "period"] = contract.basis
     if over is not None and over.basis is not None:
@@ -119,14 +89,65 @@ def policy_for(contract: Contract, customer: Customer | None, *, custom_range: b
     if custom_range:
         # A 720 h basis only makes sense for a month: a week measured against 720 h would flatter it.
         basis = "period"
-    return ReportPolicy(
+    notice_s = (over.maintenance_notice_s if over is not None and over.maintenance_notice_s is not None
+                else contract.maintenance_notice_s)
+    quorum = over.quorum if over is not None and over.quorum is not None else contract.quorum
+    return Policy(
         basis=basis,
         unmonitored=over.unmonitored if over is not None and over.unmonitored is not None else contract.unmonitored,
-        maintenance_notice_s=(over.maintenance_notice_s if over is not None and over.maintenance_notice_s is not None
-                              else contract.maintenance_notice_s),
-        quorum=over.quorum if over is not None and over.quorum is not None else contract.quorum,
+        maintenance_notice_ms=round(notice_s * 1000),
+        quorum=None if quorum == "majority" else int(quorum),
         decimals=over.decimals if over is not None and over.decimals is not None else contract.decimals,
     )
+
+
+def policy_doc(policy: Policy) -> dict[str, Any]:
+    """A policy as the report's JSON writes it (and its inputs hash reads it): durations in seconds."""
+    return {"basis": policy.basis, "unmonitored": policy.unmonitored,
+            "maintenance_notice_s": policy.maintenance_notice_ms / 1000,
+            "quorum": "majority" if policy.quorum is None else policy.quorum, "decimals": policy.decimals}
+
+
+def configured_ref(config: Config, comp: Component) -> ComponentRef:
+    """The component's class, tier and customer as the configuration gives them now."""
+    tier = config.tier_of(comp)
+    if tier is None:  # cross_check rejects such a config; a report cannot guess the tier
+        raise ReportError(f"component {comp.name!r} has no tier")
+    return ComponentRef(comp.name, comp.klass, tier, comp.customer or "")
+
+
+def component_ref(contract: Contract, configured: ComponentRef, stored: ComponentRef | None) -> ComponentRef:
+    """The class and tier a component is reported under: those stored with its latest state change up to the end
+    of the period (what Grafana shows for it at that time), else the configured ones. The customer is always
+    the configured one: the report is that customer's, sent to its addresses under its policy.
+
+    A stored class and tier the contract no longer has a target for fall back to the configured ones.
+    """
+    if stored is None or (stored.klass, stored.tier) == (configured.klass, configured.tier):
+        return configured
+    if stored.tier not in contract.classes.get(stored.klass, {}):
+        return configured
+    return ComponentRef(configured.component, stored.klass, stored.tier, configured.customer)
+
+
+def customers_policies(loaded: Loaded, *, custom_range: bool = False) -> dict[str | None, Policy]:
+    """The resolved policy of every configured customer, and the contract's own under None."""
+    contract = loaded.contract
+    out: dict[str | None, Policy] = {None: policy_for(contract, None, custom_range=custom_range)}
+    out.update((c.name, policy_for(contract, c, custom_range=custom_range)) for c in loaded.config.customers)
+    return out
+
+
+def month_key(year: int, month: int) -> str:
+    """A calendar month's name, "2026-03": its report's label, and the key its sending is recorded under."""
+    return f"{year:04d}-{month:02d}"
+
+
+def period_label(period: Interval, month: tuple[int, int] | None) -> str:
+    """The name of a report's period: month_key for a calendar month, "FROM/TO" in ISO for a custom range."""
+    if month is not None:
+        return month_key(*month)
+    return f"{iso_ms(period.start_ms)}/{iso_ms(period.end_ms)}"
 
 
 def select_components(loaded: Loaded, customer: str | None = None,
@@ -149,7 +170,7 @@ def select_components(loaded: Loaded, customer: str | None = None,
 async def build_report(
     loaded: Loaded,
     source: Source,
-    period: Period,
+    period: Interval,
     *,
     month: tuple[int, int] | None = None,
     customer: str | None = None,
@@ -165,39 +186,31 @@ async def build_report(
     selected = select_components(loaded, customer, components)
     custom = month is None
     tz = config.report.timezone
-    label = f"{month[0]:04d}-{month[1]:02d}" if month is not None else \
-        f"{iso_ms(period.start_ms)}/{iso_ms(period.end_ms)}"
+    label = period_label(period, month)
 
     names = [c.name for c in selected]
     changes = await source.changes(period.start_ms, period.end_ms, names) if selected else []
     heartbeats = await source.heartbeats(period.start_ms, period.end_ms) if selected else {}
     windows = await source.windows(period.start_ms, period.end_ms) if selected else []
 
-    customers = {c.name: CustomerInfo(c.name, c.tier, tuple(c.report_to), policy_for(contract, c, custom_range=custom))
+    policies = customers_policies(loaded, custom_range=custom)
+    customers = {c.name: CustomerInfo(c.name, c.tier, tuple(c.report_to), policies[c.name])
                  for c in config.customers if any(comp.customer == c.name for comp in selected)}
-    default_policy = policy_for(contract, None, custom_range=custom)
+    default_policy = policies[None]
 
     index = AgentViews(changes, heartbeats)
     results: list[ComponentReport] = []
-    used_windows: dict[str, StoredWindow] = {}
+    used_windows: dict[str, MaintenanceWindow] = {}
     for i, comp in enumerate(selected):
-        tier = config.tier_of(comp)
-        if tier is None:  # cross_check rejects such a config; a report cannot guess the tier
-            raise ReportError(f"component {comp.name!r} has no tier")
-        info = customers.get(comp.customer) if comp.customer is not None else None
-        policy = info.policy if info is not None else default_policy
-        target = contract.target_pct(comp.klass, tier)
+        ref = component_ref(contract, configured_ref(config, comp), index.latest_ref(comp.name))
+        policy = policies[comp.customer] if comp.customer in customers else default_policy
+        target = contract.target_pct(ref.klass, ref.tier)
         applying = [w for w in windows
-                    if w.applies_to(comp.name, comp.klass, comp.customer or "")
-                    and w.start_ms < period.end_ms and w.end_ms > period.start_ms]
+                    if w.applies_to(ref) and w.start_ms < period.end_ms and w.end_ms > period.start_ms]
         for w in applying:
             used_windows[w.id] = w
-        views = index.views(comp.name)
-        result = availability(
-            period, views,
-            [MaintenanceWindow(w.start_ms, w.end_ms, w.announced_ms, w.reason, w.id) for w in applying],
-            policy.engine(), target)
-        results.append(ComponentReport(comp.name, comp.klass, tier, comp.customer, target, policy, result))
+        result = availability(period, index.views(comp.name), applying, policy, target)
+        results.append(ComponentReport(comp.name, ref.klass, ref.tier, comp.customer, target, policy, result))
         if progress is not None:
             progress(i + 1, len(selected))
 
@@ -250,26 +263,27 @@ def why_not_final(loaded: Loaded, report: Report, customer: str) -> str | None:
 
 def inputs_sha256(
     *,
-    period: Period,
+    period: Interval,
     label: str,
     timezone: str,
     contract: Mapping[str, Any],
-    policies: Mapping[str, ReportPolicy],
+    policies: Mapping[str, Policy],
     components: Iterable[tuple[str, str, str, str | None, float]],
-    changes: Iterable[StoredChange],
-    heartbeats: Mapping[str, tuple[list[int], float]],
-    windows: Iterable[StoredWindow],
+    changes: Iterable[StateChange],
+    heartbeats: Heartbeats,
+    windows: Iterable[MaintenanceWindow],
 ) -> str:
     """sha256 of a canonical JSON of every input the figures depend on, independent of read order."""
     doc = {
         "period": [period.start_ms, period.end_ms, label, timezone],
         "contract": contract,
-        "policies": {name: p.as_dict() for name, p in policies.items()},
+        "policies": {name: policy_doc(p) for name, p in policies.items()},
         "components": sorted([list(c) for c in components], key=lambda c: str(c[0])),
-        "changes": sorted([c.component, c.agent, c.ts_ms, c.up, c.reason] for c in changes),
-        "heartbeats": {agent: [period_s, sorted(ts)] for agent, (ts, period_s) in heartbeats.items()},
+        "changes": sorted([c.ref.component, c.agent, c.ts_ms, c.up, c.reason] for c in changes),
+        "heartbeats": {agent: [hb.period_s, sorted(hb.instants_ms)] for agent, hb in heartbeats.items()},
         "windows": sorted([w.id, w.scope, w.value, w.start_ms, w.end_ms, w.announced_ms, w.reason, w.created_ms]
                           for w in windows),
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import ast
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
+
+from slawatch.testing.influxd import start_influxd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,3 +159,26 @@ def test_marked(monkeypatch):
 """)
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*test_unmarked needs dnsmasq but is not marked @pytest.mark.peer('dnsmasq')*"])
+
+
+# ---------------------------------------------------------------- the influxd handle tests and bench/faults.py share
+
+
+@pytest.mark.peer("influxd")
+def test_influxd_handle_reads_series_stalls_and_stops_when_stalled(tmp_path: Path) -> None:
+    server = start_influxd(tmp_path)
+    try:
+        server.query("CREATE DATABASE handle_test", method="POST")
+        assert ["handle_test"] in server.series("SHOW DATABASES")[0]["values"]
+        server.send_signal(signal.SIGSTOP)
+        with pytest.raises(OSError):  # a stalled store: the connection is accepted, no answer comes
+            server.series("SHOW DATABASES", timeout_s=0.5)
+        server.send_signal(signal.SIGCONT)
+        assert ["handle_test"] in server.series("SHOW DATABASES")[0]["values"]
+        server.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        server.stop()  # a stalled process is woken up to act on SIGTERM, not killed after the timeout
+        assert time.monotonic() - t0 < 5.0
+        assert server.proc is None
+    finally:
+        server.kill()

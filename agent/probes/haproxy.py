@@ -12,20 +12,23 @@ fewer → BAD_RESPONSE "1 of 3 members UP, need 2 (web2 DOWN, web3 MAINT)". The 
 and its answer says the pool cannot carry the service: that is the same shape as an HTTP 503 or a SIP 503,
 so it is BAD_RESPONSE (the model has no DOWN outcome; TIMEOUT/REFUSED/UNREACHABLE would blame the network
 path to the load balancer, which is exactly what a network engineer must not be sent chasing). Failures to
-reach the stats page itself keep the http probe's outcomes (REFUSED, TIMEOUT, ...).
+reach the stats page itself keep the HTTP client's outcomes (REFUSED, TIMEOUT, ...).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from agent.probes.http import check_status, fetch, status_line
-from agent.probes.tcp import quote
-from slawatch.config.settings import HaproxyProbe
+from agent.probes.base import inner_timeout, quote
+from agent.probes.httpclient import check_status, fetch, status_line
+from agent.probes.options import Env, credential_settings, credentials
+from slawatch.config.probes import HaproxyProbe
 from slawatch.model import Outcome, Result
 
 MAX_STATS_BYTES = 32 << 20
@@ -114,8 +117,6 @@ def csv_url(url: str) -> str:
 
 async def probe(target: HaproxyProbe) -> Result:
     """Fetch the stats CSV and judge the backend; never raises."""
-    from agent.probes import inner_timeout  # the registry imports this module: resolve at call time
-
     t0 = time.perf_counter()
     auth = None
     if target.username is not None:
@@ -136,3 +137,18 @@ async def probe(target: HaproxyProbe) -> Result:
         return Result(Outcome.BAD_RESPONSE, str(exc))
     result = pool_result(pools, target.backend, target.min_up)
     return Result(result.outcome, result.reason, time.perf_counter() - t0) if result.up else result
+
+
+# ---------------------------------------------------------------- the one-shot command line
+
+TARGET = "URL"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", required=True, metavar="NAME")
+    p.add_argument("--min-up", type=int, metavar="N", help="servers that must be UP (default 1)")
+    credentials(p)
+
+
+def settings_from_args(args: argparse.Namespace, env: Env) -> dict[str, Any]:
+    return {"backend": args.backend, "min_up": args.min_up, **credential_settings(args, env)}

@@ -3,6 +3,7 @@ reply, and above ~100 concurrent pings it collapses to ~330/s with ~20 % false t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ctypes
 import errno
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from icmplib import (
     DestinationUnreachable,
@@ -33,7 +35,9 @@ from icmplib import (
 )
 from icmplib.utils import unique_identifier
 
-from slawatch.config.settings import IcmpProbe
+from agent.probes.base import inner_timeout
+from agent.probes.options import Env
+from slawatch.config.probes import IcmpProbe
 from slawatch.model import Outcome, Result
 
 _ECHO_REPLY = {4: 0, 6: 129}
@@ -97,6 +101,18 @@ def _ping_group_range() -> str | None:
         return " ".join(PING_GROUP_RANGE.read_text().split())  # procfs: no disk I/O behind it
     except OSError:
         return None
+
+
+def may_ping() -> bool:
+    """Whether this process may open an ICMP socket: as root, or with one of its groups in
+    net.ipv4.ping_group_range (CAP_NET_RAW alone is not seen here)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        low, high = map(int, (_ping_group_range() or "").split())
+    except ValueError:
+        return False
+    return any(low <= g <= high for g in [*os.getgroups(), os.getegid()])
 
 
 def reply_filter(version: int) -> bytes:
@@ -345,8 +361,6 @@ async def exchange(sock: EchoSocket, address: str, count: int, interval_s: float
 
 async def probe(settings: IcmpProbe) -> Result:
     """Ping `settings.target` `count` times and judge loss and average RTT."""
-    from agent.probes import inner_timeout  # the package imports this module first
-
     loop = asyncio.get_running_loop()
     budget = inner_timeout(settings)
     deadline = loop.time() + budget
@@ -370,3 +384,21 @@ async def probe(settings: IcmpProbe) -> Result:
         return Result(Outcome.AGENT_ERROR, f"cannot open an ICMPv{version} socket: {exc}")
     shown = host if address == host else f"{host} ({address})"
     return judge(settings, shown, echoes)
+
+
+# ---------------------------------------------------------------- the one-shot command line
+
+TARGET = "HOST"
+OPTIONS = {"packet_interval_s": "--interval", "max_loss_pct": "--max-loss"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--count", type=int, metavar="N", help="echo requests to send (default 3)")
+    p.add_argument("--interval", type=float, metavar="S", help="seconds between requests (default 0.2)")
+    p.add_argument("--max-loss", type=float, metavar="PCT", help="CRITICAL above this loss %% (default 50)")
+    p.add_argument("--max-rtt-ms", type=float, metavar="MS", help="WARNING above this average round trip")
+
+
+def settings_from_args(args: argparse.Namespace, env: Env) -> dict[str, Any]:
+    return {"count": args.count, "packet_interval_s": args.interval, "max_loss_pct": args.max_loss,
+            "max_rtt_ms": args.max_rtt_ms}

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import errno
 import logging
 import math
-import re
 import secrets
 import socket
 import ssl
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from agent.probes.address import resolve
+from agent.probes.base import inner_timeout
+from agent.probes.options import Env, credential_settings, credentials, tls_options, tls_verify
 from agent.probes.sipmessage import (
     MAX_MESSAGE_BYTES,
     Request,
@@ -29,7 +31,7 @@ from agent.probes.sipmessage import (
     stream_message_length,
 )
 from slawatch import __version__
-from slawatch.config.settings import SipProbe
+from slawatch.config.probes import SIP_URI, SipProbe
 from slawatch.model import Outcome, Result
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,6 @@ T2_S = 4.0  # RFC 3261 timer T2: the cap of that interval (and the interval once
 CLOSE_WAIT_S = 0.05  # how long a stream close may wait for the peer's side of the goodbye
 USER_AGENT = f"slawatch/{__version__}"
 
-_URI_RE = re.compile(r"(sips?):(?:([^@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[^:;\s\[\]]+)(?::(\d+))?(;[^\s]*)?")
 _T = TypeVar("_T")
 
 
@@ -60,7 +61,7 @@ class Target:
 
 def parse_target(uri: str, transport: str) -> Target:
     """`sip:HOST`, `sip:HOST:PORT`, `sip:USER@HOST:PORT`, `sip:[v6]:PORT`; `sips:` always means TLS."""
-    m = _URI_RE.fullmatch(uri.strip())
+    m = SIP_URI.fullmatch(uri.strip())
     if not m:
         raise ValueError(f"bad SIP URI {uri!r}")
     scheme = m.group(1).lower()
@@ -449,8 +450,6 @@ def _os_error(exc: OSError, state: _State) -> Result:
 
 async def probe(settings: SipProbe) -> Result:
     """One SIP transaction against `settings.target`; never raises."""
-    from agent.probes import inner_timeout  # here, not at the top: agent.probes imports this module
-
     state: _State | None = None
     try:
         state = _State(parse_target(settings.target, settings.transport))
@@ -476,3 +475,20 @@ async def probe(settings: SipProbe) -> Result:
     except Exception as exc:  # a probe never raises: a bug becomes a visible agent_error
         log.exception("sip probe of %s failed unexpectedly", settings.target)
         return Result(Outcome.AGENT_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+# ---------------------------------------------------------------- the one-shot command line
+
+TARGET = "sip:HOST[:PORT]"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--transport", choices=("udp", "tcp", "tls"))
+    p.add_argument("--method", choices=("OPTIONS", "REGISTER"))
+    credentials(p)
+    tls_options(p)
+
+
+def settings_from_args(args: argparse.Namespace, env: Env) -> dict[str, Any]:
+    return {"transport": args.transport, "method": args.method, **credential_settings(args, env),
+            "tls_verify": tls_verify(args)}

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import operator
+import re
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from agent.probes import snmpclient
+from agent.probes.options import SNMP_OPTIONS, Env, snmp_access, snmp_access_settings
 from agent.probes.snmpclient import Value, normalize_oid
-from slawatch.config.settings import SnmpCheck, SnmpProbe, split_host_port
+from slawatch.config.probes import SnmpCheck, SnmpProbe
+from slawatch.config.units import split_host_port
 from slawatch.model import Outcome, Result
 
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
@@ -130,3 +135,27 @@ async def probe(settings: SnmpProbe) -> Result:
     result = assess(settings.checks, reply.values)
     result = Result(result.outcome, result.reason, reply.latency_s)
     return _with_reboot(result, _note_uptime(settings, reply.values) if settings.check_reboot else None)
+
+
+# The kind's lifecycle: the SNMP engine (built once per event loop) is shared with the ups kind.
+warm = snmpclient.warm
+close = snmpclient.close
+
+
+# ---------------------------------------------------------------- the one-shot command line
+
+TARGET = "HOST[:PORT]"
+OPTIONS = {**SNMP_OPTIONS, "checks": "--oid"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--oid", required=True, metavar="OID")
+    p.add_argument("--equals", metavar="V", help="the value the OID must have")
+    snmp_access(p)
+
+
+def settings_from_args(args: argparse.Namespace, env: Env) -> dict[str, Any]:
+    # As in a YAML config, digits are a number: `--equals 2` matches an INTEGER 2.
+    equals = int(args.equals) if args.equals is not None and re.fullmatch(r"-?\d+", args.equals) else args.equals
+    check = {"oid": args.oid, "equals": equals}
+    return {**snmp_access_settings(args, env), "checks": [{k: v for k, v in check.items() if v is not None}]}

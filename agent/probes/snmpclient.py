@@ -44,7 +44,9 @@ from pysnmp.hlapi.v3arch.asyncio import (
 from pysnmp.proto import errind, rfc1902, rfc1905
 from pysnmp.smi import builder, view
 
-from slawatch.config.settings import SnmpAccess, split_host_port
+from agent.probes.base import inner_timeout
+from slawatch.config.probes import SnmpAccess
+from slawatch.config.units import split_host_port
 from slawatch.model import Outcome, Result
 
 log = logging.getLogger(__name__)
@@ -358,8 +360,6 @@ async def get(settings: SnmpAccess, oids: Sequence[str], deadline: float | None 
     """GET `oids` from the settings' target within `inner_timeout(settings)` (or by `deadline`, in loop
     time, for a second request of the same run). Returns the values, or a Result saying why there are
     none (timeout, auth failure, ...). Never raises."""
-    from agent.probes import inner_timeout  # the registry imports this module's users
-
     if settings.v3 and settings.v3.priv_key and not CIPHERS:
         return Result(Outcome.AGENT_ERROR, "SNMPv3 privacy (priv_key) needs the 'cryptography' package "
                                            "installed next to pysnmp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import errno
 import functools
@@ -9,63 +10,16 @@ import re
 import socket
 import ssl
 import time
+from typing import Any
 
 from agent.probes.address import resolve
-from slawatch.config.settings import TcpProbe, split_host_port
+from agent.probes.base import connect_failure, inner_timeout, quote, tls_failure
+from agent.probes.options import Env, tls_options, tls_verify
+from slawatch.config.probes import TcpProbe
+from slawatch.config.units import split_host_port
 from slawatch.model import Outcome, Result
 
-QUOTE_LIMIT = 80
-"""At most this many characters of what a peer sent go into a reason."""
-
-_UNREACHABLE = {
-    errno.EHOSTUNREACH: "no route to host",
-    errno.ENETUNREACH: "network unreachable",
-    errno.EHOSTDOWN: "host is down",
-    errno.EADDRNOTAVAIL: "address not available on this host",
-}
-
-
 # ---------------------------------------------------------------- interpretation (pure)
-
-
-def quote(data: bytes, limit: int = QUOTE_LIMIT) -> str:
-    """What a peer sent, as a short repr for a reason: decoded UTF-8 (bad bytes replaced), truncated."""
-    text = data[: limit * 4].decode("utf-8", "replace")
-    if len(text) > limit or len(data) > limit * 4:
-        return repr(text[:limit]) + "…"
-    return repr(text)
-
-
-def connect_failure(exc: BaseException) -> Result:
-    """Map a failed connect (or the resolver behind it) to an outcome a network engineer can act on."""
-    if isinstance(exc, socket.gaierror):
-        return Result(Outcome.UNREACHABLE, f"cannot resolve host: {exc.strerror or exc}")
-    if isinstance(exc, ConnectionRefusedError):
-        return Result(Outcome.REFUSED, "connection refused")
-    if isinstance(exc, ssl.SSLError):
-        return tls_failure(exc)
-    if isinstance(exc, ConnectionResetError):
-        return Result(Outcome.BAD_RESPONSE, "connection reset by peer")
-    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
-        return Result(Outcome.UNREACHABLE, _UNREACHABLE[exc.errno])
-    if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT:
-        return Result(Outcome.TIMEOUT, "connect timed out (no answer to SYN)")
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return Result(Outcome.UNREACHABLE, f"connect failed: {exc.strerror or errno.errorcode.get(exc.errno)}")
-    return Result(Outcome.UNREACHABLE, f"connect failed: {type(exc).__name__}: {exc}")
-
-
-def tls_failure(exc: BaseException) -> Result:
-    """A TLS handshake that failed: the peer answered, but not with a certificate/handshake we accept."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or exc.reason or str(exc)
-        return Result(Outcome.BAD_RESPONSE, f"TLS handshake failed: certificate verify failed: {detail}")
-    if isinstance(exc, ssl.SSLError):
-        detail = exc.reason or exc.strerror or str(exc)
-        return Result(Outcome.BAD_RESPONSE, f"TLS handshake failed: {str(detail).lower().replace('_', ' ')}")
-    if isinstance(exc, ConnectionError | asyncio.IncompleteReadError):
-        return Result(Outcome.BAD_RESPONSE, "TLS handshake failed: peer closed the connection")
-    return Result(Outcome.BAD_RESPONSE, f"TLS handshake failed: {type(exc).__name__}: {exc}")
 
 
 def expect_failure(pattern: str, data: bytes, why: str) -> Result:
@@ -94,8 +48,6 @@ def client_context(verify: bool) -> ssl.SSLContext:
 
 async def probe(target: TcpProbe) -> Result:
     """Connect (and handshake, send, expect) within the inner deadline; never raises."""
-    from agent.probes import inner_timeout  # the registry imports this module: resolve at call time
-
     t0 = time.perf_counter()
     loop = asyncio.get_running_loop()
     budget = inner_timeout(target)
@@ -150,7 +102,7 @@ async def probe(target: TcpProbe) -> Result:
                       + (f" after {len(received)} bytes: {quote(received)}" if received else ""))
     finally:
         if writer is not None:
-            await close(writer)
+            await close_stream(writer)
     return Result(Outcome.UP, latency_s=time.perf_counter() - t0)
 
 
@@ -189,7 +141,7 @@ async def connect(host: str, port: int, limit: int) -> tuple[asyncio.StreamReade
     raise first or OSError(errno.EADDRNOTAVAIL, "no address")
 
 
-async def close(writer: asyncio.StreamWriter, grace_s: float = 0.05) -> None:
+async def close_stream(writer: asyncio.StreamWriter, grace_s: float = 0.05) -> None:
     """Close politely if the peer lets us within `grace_s`, else drop the connection: never outlive the deadline."""
     writer.close()
     try:
@@ -200,3 +152,19 @@ async def close(writer: asyncio.StreamWriter, grace_s: float = 0.05) -> None:
     except BaseException:
         writer.transport.abort()
         raise
+
+
+# ---------------------------------------------------------------- the one-shot command line
+
+TARGET = "HOST:PORT"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--send", metavar="S", help="text to send once connected (use $'...\\r\\n' for escapes)")
+    p.add_argument("--expect", metavar="REGEX", help="what the answer must match")
+    p.add_argument("--tls", action="store_true", help="TLS handshake after connecting")
+    tls_options(p)
+
+
+def settings_from_args(args: argparse.Namespace, env: Env) -> dict[str, Any]:
+    return {"send": args.send, "expect": args.expect, "tls": args.tls or None, "tls_verify": tls_verify(args)}

@@ -16,12 +16,16 @@ Mapping (`assess`), the worst line wins:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 from agent.probes import snmpclient
+from agent.probes.base import inner_timeout
+from agent.probes.options import SNMP_OPTIONS, Env, snmp_access, snmp_access_settings
 from agent.probes.snmpclient import Value
-from slawatch.config.settings import UpsProbe
+from slawatch.config.probes import UpsProbe
 from slawatch.model import Outcome, Result
 
 OIDS = {
@@ -103,8 +107,6 @@ def assess(values: Mapping[str, Value]) -> Result:
 
 
 async def probe(settings: UpsProbe) -> Result:
-    from agent.probes import inner_timeout  # the registry imports this module first
-
     deadline = asyncio.get_running_loop().time() + inner_timeout(settings)
     wanted = [*REQUIRED, *OPTIONAL]
     reply = await snmpclient.get(settings, [OIDS[n] for n in wanted], deadline)
@@ -122,3 +124,22 @@ async def probe(settings: UpsProbe) -> Result:
     by_name = {n: reply.values[OIDS[n]] for n in wanted if OIDS[n] in reply.values}
     result = assess(by_name)
     return Result(result.outcome, result.reason, reply.latency_s)
+
+
+# The kind's lifecycle: the SNMP engine (built once per event loop) is shared with the snmp kind.
+warm = snmpclient.warm
+close = snmpclient.close
+
+
+# ---------------------------------------------------------------- the one-shot command line
+
+TARGET = "HOST[:PORT]"
+OPTIONS = SNMP_OPTIONS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    snmp_access(p)
+
+
+def settings_from_args(args: argparse.Namespace, env: Env) -> dict[str, Any]:
+    return snmp_access_settings(args, env)

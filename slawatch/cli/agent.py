@@ -22,7 +22,7 @@ from slawatch.model import StateChange
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
-    from reporter.schedule import MonthlyJob
+    from reporter.monthly import MonthlyJob
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ class MonthlyReports:
         self.job: MonthlyJob | None = None
 
     def start(self, loaded: Loaded) -> None:
-        from reporter.schedule import MonthlyJob
-        from reporter.source import open_source
+        from reporter.monthly import MonthlyJob
+        from slawatch.store import open_source
 
         if self.job is None:
             self.job = MonthlyJob(open_source)

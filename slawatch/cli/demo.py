@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from aiohttp import web
 
 from agent import demoups
 from agent.daemon import Agent
+from agent.probes.icmp import may_ping
 from agent.probes.sipmessage import SipParseError, parse_message
 from slawatch.cli.agent import print_change, run_agent
 from slawatch.config.loader import ConfigError, bundled_contract, load
@@ -126,16 +126,6 @@ class DegradedWatch:
             self.out(f"{at} UP   {name:<14} ({klass})  no longer degraded")
 
 
-def _icmp_allowed() -> bool:
-    if os.geteuid() == 0:
-        return True
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ping_group_range").read_text().split())
-    except (OSError, ValueError):
-        return False
-    return any(low <= g <= high for g in [*os.getgroups(), os.getegid()])
-
-
 def demo_config(ports: dict[str, int], interval_s: float) -> str:
     timeout = min(2.0, interval_s / 2)
     icmp = """
@@ -143,7 +133,7 @@ def demo_config(ports: dict[str, int], interval_s: float) -> str:
     class: network
     customer: demo-telecom
     probes:
-      - {kind: icmp, target: 127.0.0.1, count: 2, packet_interval_s: 0.05}""" if _icmp_allowed() else ""
+      - {kind: icmp, target: 127.0.0.1, count: 2, packet_interval_s: 0.05}""" if may_ping() else ""
     return f"""# Written by `slawatch demo`: the demo's targets on loopback, watched by the real agent.
 agent: {{id: demo-agent, listen: "127.0.0.1:{ports['listen']}", heartbeat_s: {max(interval_s, 5):g}}}
 storage:

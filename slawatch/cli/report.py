@@ -8,22 +8,20 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
-from zoneinfo import ZoneInfo
 
-from reporter.mail import MailError, build_message, send_message
-from reporter.periods import Period, month_period, parse_month
+from reporter.delivery import deliver
+from reporter.periods import month_period, parse_iso, parse_month
 from reporter.render import FORMATS, render
-from reporter.report import Progress, ReportError, build_report, select_components, why_not_final, why_not_sent
-from reporter.source import Source, SourceError, open_source
+from reporter.report import Progress, ReportError, build_report, select_components
 from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.model import Interval
+from slawatch.store import Source, SourceError, open_source
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +33,14 @@ class UsageError(Exception):
 def parse_instant(option: str, text: str, tz: str) -> int:
     """An ISO 8601 date or date-time as epoch ms; without an offset it is local time in `tz`."""
     try:
-        dt = datetime.fromisoformat(text.strip())
+        return parse_iso(text, tz)
     except ValueError:
         raise UsageError(f"invalid {option} {text!r}: write ISO 8601, e.g. 2026-03-01 or "
                          f"2026-03-01T06:00:00Z") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=ZoneInfo(tz))
-    return (dt - _EPOCH) // timedelta(milliseconds=1)
 
 
 def resolve_period(args: argparse.Namespace, tz: str,
-                   now_ms: int | None = None) -> tuple[Period, tuple[int, int] | None]:
+                   now_ms: int | None = None) -> tuple[Interval, tuple[int, int] | None]:
     """The report period from --month, or --from/--to; UsageError when they do not make one.
 
     A month still in progress is reported to `now_ms` ("to date"): the time that has not happened yet is
@@ -63,7 +58,7 @@ def resolve_period(args: argparse.Namespace, tz: str,
         if period.start_ms >= now:
             raise UsageError(f"month {args.month} has not started yet")
         if period.end_ms > now:
-            period = Period(period.start_ms, now)
+            period = Interval(period.start_ms, now)
         return period, (year, month)
     if args.end is None:
         raise UsageError("--from needs --to")
@@ -71,7 +66,7 @@ def resolve_period(args: argparse.Namespace, tz: str,
     end = parse_instant("--to", args.end, tz)
     if start >= end:
         raise UsageError(f"--from must be before --to (got {args.start} and {args.end})")
-    return Period(start, end), None
+    return Interval(start, end), None
 
 
 def progress_bar(stream: TextIO, width: int = 30) -> Progress | None:
@@ -130,7 +125,7 @@ def report_cmd(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args, loaded, period, month))
 
 
-async def _run(args: argparse.Namespace, loaded: Loaded, period: Period, month: tuple[int, int] | None) -> int:
+async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month: tuple[int, int] | None) -> int:
     source = open_source(loaded.config.storage)
     try:
         if args.out is not None or not args.email:
@@ -155,48 +150,38 @@ async def _run(args: argparse.Namespace, loaded: Loaded, period: Period, month: 
         await source.close()
 
 
-async def _email(args: argparse.Namespace, loaded: Loaded, store: Source, period: Period,
+async def _email(args: argparse.Namespace, loaded: Loaded, store: Source, period: Interval,
                  month: tuple[int, int] | None) -> int:
     """Send one report per customer; every failure is told, and any failure makes exit 1."""
-    config = loaded.config
-    smtp = config.report.smtp
-    assert smtp is not None  # checked before the store was opened
-    names = _email_customers(loaded, args.customer, args.component)
+    run = await deliver(loaded, store, period, _email_customers(loaded, args.customer, args.component), month=month,
+                        components=args.component, now_ms=time.time_ns() // 1_000_000)
     status = EXIT_OK
-    for name in names:
-        customer = config.customer(name)
-        assert customer is not None
-        if not customer.report_to:
-            print(f"slawatch report: customer {name} has no report_to address: not sent", file=sys.stderr)
+    for r in run.results:
+        name, label = r.customer, run.label
+        if r.status == "skipped":
+            if r.why == "no report_to address":
+                print(f"slawatch report: customer {name} has no report_to address: not sent", file=sys.stderr)
+            else:
+                print(f"slawatch report: {label} for {name}: {r.why}: not sent", file=sys.stderr)
             continue
-        report = await build_report(loaded, store, period, month=month, customer=name, components=args.component)
-        why = why_not_sent(report)
-        if why is not None:
-            print(f"slawatch report: {report.label} for {name}: {why}: not sent", file=sys.stderr)
-            continue
-        now_ms = time.time_ns() // 1_000_000
-        msg = build_message(report, name, customer.report_to, smtp.from_, now_ms=now_ms)
-        try:
-            refused = await send_message(msg, smtp)
-        except MailError as exc:
-            print(f"slawatch report: sending {report.label} to {name} failed: {exc}", file=sys.stderr)
+        if r.status == "failed":
+            if r.why != run.unavailable:  # an unreachable store is told once, below
+                print(f"slawatch report: sending {label} to {name} failed: {r.why}", file=sys.stderr)
             status = EXIT_FAILURE
             continue
-        for r in refused:
-            print(f"slawatch report: {name}: recipient refused: {r}", file=sys.stderr)
-        print(f"sent {report.label} to {name} ({', '.join(customer.report_to)})", file=sys.stderr)
-        partial = why_not_final(loaded, report, name)
-        if partial is None:
-            # The agent's monthly job then knows this month went out and does not send it again.
-            try:
-                await store.record_report_sent(report.label, name, now_ms, report.inputs_sha256)
-            except SourceError as exc:
-                print(f"slawatch report: {report.label} for {name} sent but not recorded, so the monthly job may "
-                      f"send it again: {exc}", file=sys.stderr)
-                status = EXIT_FAILURE
-        elif month is not None:
-            print(f"slawatch report: {report.label} for {name} not recorded as sent ({partial}): the monthly job "
+        customer = loaded.config.customer(name)
+        for refused in r.refused:
+            print(f"slawatch report: {name}: recipient refused: {refused}", file=sys.stderr)
+        print(f"sent {label} to {name} ({', '.join(customer.report_to if customer else ())})", file=sys.stderr)
+        if r.record_error is not None:
+            print(f"slawatch report: {label} for {name} sent but not recorded, so the monthly job may "
+                  f"send it again: {r.record_error}", file=sys.stderr)
+            status = EXIT_FAILURE
+        elif r.not_final is not None and month is not None:
+            print(f"slawatch report: {label} for {name} not recorded as sent ({r.not_final}): the monthly job "
                   f"will still send the whole month", file=sys.stderr)
+    if run.unavailable is not None:
+        print(f"slawatch report: {run.unavailable}", file=sys.stderr)
     return status
 
 

@@ -1,21 +1,14 @@
-"""The configuration and SLA contract models (pydantic), and the probe settings union keyed on `kind`."""
+"""The configuration and SLA contract models (pydantic); each probe kind's settings are in slawatch.config.probes."""
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     ByteSize,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
@@ -23,173 +16,36 @@ from pydantic import (
     model_validator,
 )
 
-# For pydantic `pattern=` (whose `$` is the end of the text); Python code uses NAME_RE.fullmatch, because
-# Python's `$` also matches before a final newline.
-NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
-NAME_RE = re.compile(r"[A-Za-z0-9_.:-]+")
-VALUE_SHOWN = 80  # characters of a bad value repeated in an error message
-_DURATION_RE = re.compile(
-    r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?|w|weeks?"
-    r"|months?|mo|y|years?)\s*$"
+# `X as X` is a re-export: these were defined here before the probe kinds' settings (slawatch.config.probes) and
+# the checks every model shares (slawatch.config.units) got modules of their own.
+from slawatch.config.probes import PROBE_KINDS as PROBE_KINDS
+from slawatch.config.probes import HttpProbe as HttpProbe
+from slawatch.config.probes import IcmpProbe as IcmpProbe
+from slawatch.config.probes import ProbeBase as ProbeBase
+from slawatch.config.probes import ProbeSettings
+from slawatch.config.probes import SipProbe as SipProbe
+from slawatch.config.probes import SnmpProbe as SnmpProbe
+from slawatch.config.probes import TcpProbe as TcpProbe
+from slawatch.config.probes import UpsProbe as UpsProbe
+from slawatch.config.units import (
+    NAME_PATTERN,
+    ClientTimeout,
+    Duration,
+    HeartbeatPeriod,
+    Interval,
+    Notice,
+    Retention,
+    Strict,
+    Timeout,
+    parse_duration_s,
 )
-_UNIT_S = {
-    "ms": 0.001, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
-    "w": 604800, "week": 604800, "weeks": 604800,
-    # A contract month is the 720 h basis; a year is 365 days.
-    "mo": 2592000, "month": 2592000, "months": 2592000,
-    "y": 31536000, "year": 31536000, "years": 31536000,
-}
-
-
-def shown(value: object) -> str:
-    """repr() of a bad value for an error message, cut to VALUE_SHOWN characters."""
-    text = repr(value)
-    return text if len(text) <= VALUE_SHOWN else text[:VALUE_SHOWN - 1] + "…"
-
-
-def valid_name(value: str) -> bool:
-    return NAME_RE.fullmatch(value) is not None
-
-
-def parse_duration_s(value: object, *, allow_zero: bool = False) -> float:
-    """'72h', '15 min', '6 months' or a number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {shown(value)}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if not m:
-            raise ValueError(f"not a duration: {shown(value)} (write e.g. 30s, 15min, 72h, 30d, 6 months)")
-        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
-    else:
-        raise ValueError(f"not a duration: {shown(value)}")
-    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ValueError(f"duration must be {'zero or ' if allow_zero else ''}positive, got {shown(value)}")
-    return seconds
-
-
-def _check_name(what: str, value: str) -> str:
-    if not valid_name(value):
-        raise ValueError(f"bad {what} name {shown(value)}: use letters, digits and - _ . : only")
-    return value
-
-
-def _span_text(seconds: float) -> str:
-    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if unit == 'day' and n > 1 else ''}"
-    return f"{seconds:g} s"
-
-
-def _within(low: float, high: float, *, low_open: bool = False) -> AfterValidator:
-    """Bounds for a number of seconds (or bytes...): a NaN, an infinity or an absurd value never reaches
-    the scheduler, where it means a spinning loop or a job that never runs."""
-    def check(value: float) -> float:
-        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
-            low_text = f"more than {_span_text(low)}" if low_open else _span_text(low)
-            raise ValueError(f"must be from {low_text} to {_span_text(high)}, got {value:g}")
-        return value
-    return AfterValidator(check)
-
-
-def _count_within(low: int, high: int) -> AfterValidator:
-    def check(value: int) -> int:
-        if not low <= value <= high:
-            raise ValueError(f"must be from {low} to {high}, got {shown(value)}")
-        return value
-    return AfterValidator(check)
-
-
-# Every duration and size in the config is finite and bounded.
-Duration = Annotated[float, _within(0, 366 * 86400, low_open=True)]
-Notice = Annotated[float, _within(0, 366 * 86400)]  # 0: any announced maintenance counts
-Retention = Annotated[float, _within(86400, 100 * 366 * 86400)]
-Interval = Annotated[float, _within(0.1, 86400)]
-Timeout = Annotated[float, _within(0.001, 3600)]
-HeartbeatPeriod = Annotated[float, _within(0.1, 3600)]
-ClientTimeout = Annotated[float, _within(0.1, 600)]
-PacketInterval = Annotated[float, _within(0.001, 10)]
-Milliseconds = Annotated[float, _within(0, 3_600_000, low_open=True)]
-ReadBytes = Annotated[int, _count_within(1, 1 << 30)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-
-
-def split_host_port(value: str, default_port: int | None = None) -> tuple[str, int]:
-    """'host:port', '[v6]:port', or a bare host when a default port exists."""
-    text = value.strip()
-    host: str
-    port_text: str | None
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"bad address {shown(value)}: missing ']'")
-        host, rest = text[1:end], text[end + 1:]
-        if rest and not rest.startswith(":"):
-            raise ValueError(f"bad address {shown(value)}")
-        port_text = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    elif text.count(":") > 1:
-        host, port_text = text, None  # a bare IPv6 address
-    else:
-        host, port_text = text, None
-    if not host or not _valid_host(host):
-        raise ValueError(f"bad host in {shown(value)}")
-    if port_text is None:
-        if default_port is None:
-            raise ValueError(f"{shown(value)} has no port: write host:port")
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad port in {shown(value)}: must be 1-65535")
-    return host, int(port_text)
-
-
-def _valid_host(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    labels = host.rstrip(".").split(".")
-    return all(re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?", label) for label in labels)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any user:password@ replaced by ***@, for messages and logs."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
-
-
-def _check_url(value: str, schemes: tuple[str, ...], *, credentials: str = "username and password") -> str:
-    shown_url = shown(redact_url(value))
-    parts = urlsplit(value)
-    if parts.scheme not in schemes:
-        raise ValueError(f"bad URL {shown_url}: must start with {' or '.join(s + '://' for s in schemes)}")
-    if "@" in parts.netloc:
-        # A password in the URL would be printed wherever the URL is (summary, logs, store names).
-        raise ValueError(f"bad URL {shown_url}: no user:password@ in the URL, set the {credentials} settings")
-    try:
-        host = parts.hostname
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"bad URL {shown_url}: {exc}") from None
-    if not host or not _valid_host(host):
-        raise ValueError(f"bad URL {shown_url}: no valid host")
-    if port == 0:
-        raise ValueError(f"bad URL {shown_url}: port 0")
-    return value
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
+from slawatch.config.units import VALUE_SHOWN as VALUE_SHOWN
+from slawatch.config.units import check_name as _check_name
+from slawatch.config.units import check_url as _check_url
+from slawatch.config.units import count_within as _count_within
+from slawatch.config.units import redact_url as redact_url
+from slawatch.config.units import shown as shown
+from slawatch.config.units import split_host_port as split_host_port
 
 # ---------------------------------------------------------------- the contract
 
@@ -279,228 +135,6 @@ class PolicyOverrides(Strict):
 
 # ---------------------------------------------------------------- probes
 
-
-class ProbeBase(Strict):
-    """Settings every probe kind shares; interval/timeout default from the component and `defaults`."""
-
-    kind: str
-    name: str | None = Field(default=None, pattern=NAME_PATTERN)
-    interval_s: Interval = 30.0
-    timeout_s: Timeout = 5.0
-    retry_interval_s: Interval | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name or self.kind
-
-
-StatusAction = Literal["up", "degraded", "down"]
-
-
-class SipProbe(ProbeBase):
-    kind: Literal["sip"]
-    target: str
-    transport: Literal["udp", "tcp", "tls"] = "udp"
-    method: Literal["OPTIONS", "REGISTER"] = "OPTIONS"
-    username: str | None = None
-    password: SecretStr | None = None
-    tls_verify: bool = True
-    tls_ca: Path | None = None
-    # Response-code policy: keys like "503" or "5xx", value up|degraded|down; overrides the defaults
-    # (2xx up, 401/407 to OPTIONS up, 503 down, anything else bad_response).
-    responses: dict[str, StatusAction] = Field(default_factory=dict)
-
-    @field_validator("target")
-    @classmethod
-    def _sip_uri(cls, v: str) -> str:
-        m = re.fullmatch(r"(sips?):(?:([^@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[^:;\s\[\]]+)(?::(\d+))?(;[^\s]*)?", v)
-        if not m:
-            raise ValueError(f"bad SIP URI {shown(v)}: write sip:HOST[:PORT] or sip:USER@HOST[:PORT]")
-        host = m.group(3).strip("[]")
-        if not _valid_host(host):
-            raise ValueError(f"bad host in SIP URI {shown(v)}")
-        if m.group(4) is not None and not 0 < int(m.group(4)) < 65536:
-            raise ValueError(f"bad port in SIP URI {shown(v)}: must be 1-65535")
-        return v
-
-    @field_validator("responses")
-    @classmethod
-    def _codes(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
-            if not re.fullmatch(r"[1-6](\d\d|xx)", key):
-                raise ValueError(f"bad response code {shown(key)}: write e.g. 503 or 5xx")
-        return v
-
-    @model_validator(mode="after")
-    def _register_needs_credentials(self) -> SipProbe:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("set both username and password, or neither")
-        return self
-
-
-class IcmpProbe(ProbeBase):
-    kind: Literal["icmp"]
-    target: str
-    count: Annotated[int, Field(ge=1, le=100)] = 3
-    packet_interval_s: PacketInterval = 0.2
-    max_loss_pct: Annotated[float, Field(ge=0, lt=100)] = 50.0  # down above this; degraded on any loss
-    max_rtt_ms: Milliseconds | None = None  # degraded above this average
-
-    @field_validator("target")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        if not _valid_host(v):
-            raise ValueError(f"bad host {shown(v)}")
-        return v
-
-
-class TcpProbe(ProbeBase):
-    kind: Literal["tcp"]
-    target: str
-    tls: bool = False
-    tls_verify: bool = True
-    server_name: str | None = None
-    send: str | None = None
-    expect: str | None = None
-    max_read_bytes: ReadBytes = 65536
-
-    @field_validator("target")
-    @classmethod
-    def _hostport(cls, v: str) -> str:
-        split_host_port(v)
-        return v
-
-    @field_validator("expect")
-    @classmethod
-    def _regex(cls, v: str | None) -> str | None:
-        return _compiles(v)
-
-
-def _compiles(v: str | None) -> str | None:
-    if v is not None:
-        try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"bad regular expression {shown(v)}: {exc}") from None
-    return v
-
-
-class JsonCondition(Strict):
-    path: str  # dotted: "status" or "checks.0.state"
-    equals: str | int | float | bool | None = None
-    in_: list[str | int | float | bool] | None = Field(default=None, alias="in")
-
-
-class HttpProbe(ProbeBase):
-    kind: Literal["http"]
-    target: str
-    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
-    expect_status: list[Annotated[int, Field(ge=100, le=599)]] | None = None  # default: any 2xx
-    expect_body: str | None = None
-    expect_json: JsonCondition | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: str | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    tls_verify: bool = True
-    follow_redirects: bool = True
-    max_body_bytes: ReadBytes = 1 << 20
-
-    @field_validator("target")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v, ("http", "https"))
-
-    @field_validator("expect_body")
-    @classmethod
-    def _regex(cls, v: str | None) -> str | None:
-        return _compiles(v)
-
-
-class HaproxyProbe(ProbeBase):
-    kind: Literal["haproxy"]
-    target: str
-    backend: str
-    min_up: Annotated[int, _count_within(1, 100_000)] = 1
-    username: str | None = None
-    password: SecretStr | None = None
-
-    @field_validator("target")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v, ("http", "https"))
-
-
-class SnmpV3(Strict):
-    user: str
-    auth_protocol: Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] | None = "SHA"
-    auth_key: SecretStr | None = None
-    priv_protocol: Literal["DES", "3DES", "AES", "AES192", "AES256"] | None = "AES"
-    priv_key: SecretStr | None = None
-
-    @model_validator(mode="after")
-    def _keys(self) -> SnmpV3:
-        if self.priv_key is not None and self.auth_key is None:
-            raise ValueError("priv_key needs auth_key (SNMPv3 has no privacy without authentication)")
-        for name in ("auth_key", "priv_key"):
-            key = getattr(self, name)
-            if key is not None and len(key.get_secret_value()) < 8:
-                raise ValueError(f"{name} must be at least 8 characters (RFC 3414)")
-        return self
-
-
-class SnmpAccess(ProbeBase):
-    target: str
-    version: Literal["1", "2c", "3"] = "2c"
-    community: SecretStr = SecretStr("public")
-    v3: SnmpV3 | None = None
-
-    @field_validator("target")
-    @classmethod
-    def _hostport(cls, v: str) -> str:
-        split_host_port(v, 161)
-        return v
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version(cls, v: object) -> object:
-        return str(v) if isinstance(v, int) else v
-
-    @model_validator(mode="after")
-    def _v3(self) -> SnmpAccess:
-        if self.version == "3" and self.v3 is None:
-            raise ValueError("version 3 needs a v3: {user, auth_key, priv_key} block")
-        if self.version != "3" and self.v3 is not None:
-            raise ValueError(f"a v3 block is set but version is {self.version}")
-        return self
-
-
-class SnmpCheck(Strict):
-    oid: str = Field(pattern=r"^\.?\d+(\.\d+)+$")
-    label: str | None = None
-    equals: str | int | None = None
-    in_: list[str | int] | None = Field(default=None, alias="in")
-    gt: Finite | None = None
-    ge: Finite | None = None
-    lt: Finite | None = None
-    le: Finite | None = None
-
-
-class SnmpProbe(SnmpAccess):
-    kind: Literal["snmp"]
-    checks: list[SnmpCheck] = Field(min_length=1)
-    check_reboot: bool = True  # report a sysUpTime that went backwards
-
-
-class UpsProbe(SnmpAccess):
-    kind: Literal["ups"]
-
-
-ProbeSettings = Annotated[
-    SipProbe | IcmpProbe | TcpProbe | HttpProbe | HaproxyProbe | SnmpProbe | UpsProbe,
-    Field(discriminator="kind"),
-]
-PROBE_KINDS = ("sip", "icmp", "tcp", "http", "haproxy", "snmp", "ups")
 
 
 # ---------------------------------------------------------------- the config file
@@ -734,9 +368,7 @@ def cross_check(config: Config, contract: Contract) -> list[tuple[tuple[str | in
             if probe.timeout_s >= probe.interval_s:
                 errors.append(((*ploc, "timeout_s"), f"timeout_s ({probe.timeout_s:g}) must be less than "
                                                       f"interval_s ({probe.interval_s:g})"))
-            if isinstance(probe, IcmpProbe) and (probe.count - 1) * probe.packet_interval_s >= probe.timeout_s:
-                errors.append(((*ploc, "count"), f"{probe.count} packets {probe.packet_interval_s:g}s apart do not "
-                                                 f"fit in timeout_s {probe.timeout_s:g}"))
+            errors.extend(((*ploc, field), message) for field, message in probe.timing_problems())
             if probe.label in labels:
                 errors.append((ploc, f"two probes are both named {shown(probe.label)}: give each a distinct `name`"))
             labels.setdefault(probe.label, j)

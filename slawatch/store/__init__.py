@@ -1,14 +1,19 @@
-"""Where points are stored: the Sink protocol every store implements, its error, and the factory from settings."""
+"""Where points are stored and read back: the Sink and Source protocols every store implements, their errors,
+and the factories from settings."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-from slawatch.config.settings import StorageSettings
-from slawatch.model import Point
+from slawatch.config.settings import SqliteSettings, StorageSettings
+from slawatch.model import SCOPES, AgentHeartbeats, Heartbeats, MaintenanceWindow, Point, StateChange
 
 DEFAULT_RETENTION_S = 180 * 86400.0
+
+HEARTBEAT_GAP_FACTOR = 3
+"""Heartbeats further apart than this many periods leave a gap; reads look back this far before a period."""
 
 
 class SinkError(Exception):
@@ -21,6 +26,14 @@ class SinkError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class SourceError(Exception):
+    """The store could not be read or written: unreachable, refused, missing or corrupt."""
+
+
+class StoreUnavailable(SourceError):
+    """The store cannot be reached or opened at all: every read fails the same way until it is back."""
 
 
 @runtime_checkable
@@ -45,6 +58,40 @@ class Sink(Protocol):
         ...
 
 
+class Source(Protocol):
+    """A store read for reports (and where maintenance windows and sent reports are kept). Errors: SourceError."""
+
+    async def changes(self, start_ms: int, end_ms: int,
+                      components: Sequence[str] | None = None) -> list[StateChange]:
+        """Every change in [start_ms, end_ms) plus, per (component, agent), the last change before start_ms,
+        sorted by (component, ts_ms, agent); each with the class, tier and customer stored with it."""
+        ...
+
+    async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
+        """Per agent: sorted heartbeat instants in [start_ms - 3 periods, end_ms) and its (longest) period."""
+        ...
+
+    async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[MaintenanceWindow]:
+        """Windows overlapping [start_ms, end_ms) (unbounded where None), removed ones left out."""
+        ...
+
+    async def add_window(self, window: MaintenanceWindow) -> None: ...
+
+    async def remove_window(self, id: str) -> bool:
+        """Mark the window removed (kept as evidence); False when there is no such window in force."""
+        ...
+
+    async def report_sent(self, period_key: str, customer: str) -> bool: ...
+
+    async def record_report_sent(self, period_key: str, customer: str, sent_ms: int, sha256: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# Backends are imported where they are opened: each pulls in its client library (aiosqlite, aiohttp), which a
+# process that uses only the other, or none (`slawatch probe`), need not load at start-up.
+
+
 def open_sinks(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTION_S) -> list[Sink]:
     """The sinks the storage settings ask for (SQLite, InfluxDB or both), not yet connected.
 
@@ -62,4 +109,45 @@ def open_sinks(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTI
     return sinks
 
 
-__all__ = ["DEFAULT_RETENTION_S", "Sink", "SinkError", "open_sinks"]
+def open_source(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTION_S) -> Source:
+    """The InfluxDB source when InfluxDB is configured, else SQLite."""
+    from slawatch.store.influxdb import InfluxSource
+    from slawatch.store.sqlite import SqliteSource
+
+    if storage.influxdb is not None:
+        return InfluxSource(storage.influxdb, retention_s=retention_s)
+    return SqliteSource(storage.sqlite or SqliteSettings())
+
+
+# ---------------------------------------------------------------- shared by the backends' readers
+
+
+def check_window(window: MaintenanceWindow) -> None:
+    """What every store refuses to keep: an unknown scope, an empty or reversed range."""
+    if window.scope not in SCOPES:
+        raise ValueError(f"bad maintenance scope {window.scope!r}: one of {', '.join(SCOPES)}")
+    if window.end_ms <= window.start_ms:
+        raise ValueError(f"maintenance window {window.id!r} must end after it starts")
+
+
+def heartbeat_margin_ms(period_s: float) -> int:
+    return round(HEARTBEAT_GAP_FACTOR * period_s * 1000)
+
+
+def group_heartbeats(rows: Iterable[tuple[str, int, float]], start_ms: int, lookback_ms: dict[str, int]) -> Heartbeats:
+    """Group (agent, ts_ms, period_s) rows; keep those before start only within the agent's own margin."""
+    beats: dict[str, list[int]] = defaultdict(list)
+    periods: dict[str, float] = {}
+    for agent, ts, period_s in rows:
+        if ts < start_ms - lookback_ms.get(agent, 0):
+            continue
+        beats[agent].append(int(ts))
+        # One period per agent: the longest it used, so a change of heartbeat_s never opens a false gap.
+        periods[agent] = max(periods.get(agent, 0.0), float(period_s))
+    return {agent: AgentHeartbeats(agent, sorted(ts_list), periods[agent]) for agent, ts_list in sorted(beats.items())}
+
+
+__all__ = [
+    "DEFAULT_RETENTION_S", "HEARTBEAT_GAP_FACTOR", "Sink", "SinkError", "Source", "SourceError", "StoreUnavailable",
+    "check_window", "group_heartbeats", "heartbeat_margin_ms", "open_sinks", "open_source",
+]

@@ -1,27 +1,41 @@
-"""InfluxDB over its HTTP API with aiohttp: line protocol to /write (v1) or /api/v2/write (v2, token)."""
+"""InfluxDB over its HTTP API with aiohttp, both directions over one client: line protocol to /write (v1) or
+/api/v2/write (v2, token) for the agent (InfluxSink), InfluxQL over /query for the reporter (InfluxSource)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import gzip
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
 
+from slawatch import schema
 from slawatch.config.settings import InfluxSettings
-from slawatch.model import Point
-from slawatch.store import DEFAULT_RETENTION_S, SinkError
-from slawatch.store.lineprotocol import encode, rejected_points
+from slawatch.model import SCOPES, Heartbeats, MaintenanceWindow, Point, StateChange
+from slawatch.schema import HEARTBEAT, MAINTENANCE, REPORT_SENT, STATE
+from slawatch.store import (
+    DEFAULT_RETENTION_S,
+    SinkError,
+    SourceError,
+    StoreUnavailable,
+    check_window,
+    group_heartbeats,
+    heartbeat_margin_ms,
+)
+from slawatch.store.lineprotocol import Record, as_record, encode, lines, rejected_points
 
 log = logging.getLogger(__name__)
 
-RETENTION_POLICY = "slawatch"
-"""The retention policy slawatch creates and writes to when `retention_policy` is not configured (v1)."""
+RETENTION_POLICY = schema.RETENTION_POLICY
 
 GZIP_LEVEL = 1  # line protocol shrinks ~8x even at level 1; higher levels cost CPU for a few % more
+
+CHUNK_SIZE = 10_000
+"""Rows per chunk of a streamed InfluxQL answer."""
 
 
 def write_endpoint(s: InfluxSettings, retention_policy: str) -> tuple[str, dict[str, str]]:
@@ -55,19 +69,20 @@ def influxql_duration(seconds: float) -> str:
     return f"{seconds // 86400}d" if seconds % 86400 == 0 else f"{seconds}s"
 
 
-class InfluxSink:
-    """Writes batches as line protocol, ms precision, gzip-compressed when `settings.gzip`."""
+class InfluxClient:
+    """One InfluxDB database (v1) or bucket (v2): auth, endpoints, set-up, writes with their retries, and
+    streamed queries. Both InfluxSink and InfluxSource speak through it."""
 
     def __init__(self, settings: InfluxSettings, *, retention_s: float = DEFAULT_RETENTION_S,
                  session: aiohttp.ClientSession | None = None) -> None:
         self.settings = settings
         self.retention_s = retention_s
         self.base_url = settings.url.rstrip("/")
-        self.write_errors = 0
-        self.bad_points = 0
         self._session = session
         self._own_session = session is None
-        self._set_up = settings.api == "v2"  # v2 buckets are made by their owner, not by us
+        # v2 buckets are made by their owner, not by us: nothing to set up.
+        self._set_up = settings.api == "v2"
+        self._set_up_lock = asyncio.Lock()
         if settings.api == "v1":
             assert settings.database is not None  # InfluxSettings validates this
             self.database = settings.database
@@ -75,26 +90,14 @@ class InfluxSink:
             self.name = f"influxdb:{self.base_url}/{self.database}.{self.retention_policy}"
         else:
             assert settings.org is not None and settings.bucket is not None
+            # v2 maps a bucket to the virtual database of that name, retention policy "autogen", for InfluxQL.
             self.database = settings.bucket
-            self.retention_policy = ""
+            self.retention_policy = settings.retention_policy or "autogen"
             self.name = f"influxdb:{self.base_url}/{settings.org}/{settings.bucket}"
 
-    # ------------------------------------------------------------ the Sink protocol
-
-    async def write(self, batch: Sequence[Point]) -> None:
-        if not batch:
-            return
-        try:
-            if not self._set_up:
-                await self.set_up()
-            await self._send(batch, setup_retried=False)
-        except SinkError:
-            self.write_errors += 1
-            raise
-
-    async def prune(self, older_than_ms: int) -> int:
-        """Nothing to do: the retention policy (v1) or the bucket's retention (v2) drops old shards."""
-        return 0
+    def source(self, measurement: str) -> str:
+        """`"db"."rp"."measurement"`: every query names the retention policy (ours is not the DEFAULT)."""
+        return f"{quote_ident(self.database)}.{quote_ident(self.retention_policy)}.{quote_ident(measurement)}"
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -103,38 +106,50 @@ class InfluxSink:
 
     # ------------------------------------------------------------ writes
 
-    async def _send(self, batch: Sequence[Point], *, setup_retried: bool) -> None:
+    async def write(self, batch: Sequence[Point] | Sequence[Record]) -> int:
+        """Write points (or records); the number of points the server refused (dropped, not retried: a field
+        type conflict, a point outside the retention policy). Raises SinkError when nothing was written.
+
+        Creates the database and retention policy first (v1), and again once when the server says they are
+        gone; halves a batch the server finds too large.
+        """
+        if not batch:
+            return 0
+        if not self._set_up:
+            await self.set_up()
+        return await self._send(batch, setup_retried=False)
+
+    async def _send(self, batch: Sequence[Point] | Sequence[Record], *, setup_retried: bool) -> int:
         # Encoding and gzip of a 5 000-point batch take milliseconds: keep them off the event loop.
         body = await asyncio.to_thread(self._body, batch)
         status, text = await self._post_write(body)
         if 200 <= status < 300:
-            return
+            return 0
         if status == 400:
             bad = rejected_points(text) or len(batch)
-            self.bad_points += bad
             log.warning("%s refused %d of %d points (dropped, not retried): %s",
                         self.name, bad, len(batch), _short(text))
-            return
+            return bad
         if status in (401, 403):
             raise SinkError(f"{self.name}: {status} — {self._who()} may not write: {_short(text)}", retryable=False)
         missing = (status == 404 and "database not found" in text) or "retention policy not found" in text
         if missing and self.settings.api == "v1":
             if not setup_retried:
                 await self.set_up()
-                await self._send(batch, setup_retried=True)
-                return
+                return await self._send(batch, setup_retried=True)
             raise SinkError(f"{self.name}: {_short(text)} — create it, or let {self._who()} create it "
                             f"(needs admin rights), or set storage.influxdb.retention_policy", retryable=False)
         if status == 413 and len(batch) > 1:
             half = len(batch) // 2
-            await self._send(batch[:half], setup_retried=setup_retried)
-            await self._send(batch[half:], setup_retried=setup_retried)
-            return
+            return (await self._send(batch[:half], setup_retried=setup_retried)
+                    + await self._send(batch[half:], setup_retried=setup_retried))
         retryable = status >= 500 or status in (408, 429)
         raise SinkError(f"{self.name}: write answered {status}: {_short(text)}", retryable=retryable)
 
-    def _body(self, batch: Sequence[Point]) -> bytes:
-        body = encode(batch)
+    def _body(self, batch: Sequence[Point] | Sequence[Record]) -> bytes:
+        # A batch is all records (the reporter's windows, sent reports) or all points (the agent's).
+        records = isinstance(batch[0], Record)
+        body = lines(batch).encode("utf-8") if records else encode(batch)  # type: ignore[arg-type]
         return gzip.compress(body, compresslevel=GZIP_LEVEL) if self.settings.gzip else body
 
     async def _post_write(self, body: bytes) -> tuple[int, str]:
@@ -146,11 +161,11 @@ class InfluxSink:
         return await self._request("POST", url, params=params, data=body, headers=headers)
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> tuple[int, str]:
-        session = self._session_()
         headers: dict[str, str] = kwargs.pop("headers", {})
-        headers.update(self._auth_headers())
+        headers.update(auth_headers(self.settings))
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
         try:
-            async with session.request(method, url, headers=headers, **kwargs) as resp:
+            async with self._session_().request(method, url, headers=headers, timeout=timeout, **kwargs) as resp:
                 return resp.status, await resp.text(errors="replace")
         except TimeoutError:
             raise SinkError(f"{self.name}: no answer within {self.settings.timeout_s:g}s", retryable=True) from None
@@ -161,11 +176,11 @@ class InfluxSink:
     def _session_(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._own_session = True
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s))
+            # No total limit: a month's answer streams for a while. A write sets its own total per request.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeout_s,
+                                            sock_read=max(60.0, self.settings.timeout_s))
+            self._session = aiohttp.ClientSession(timeout=timeout)
         return self._session
-
-    def _auth_headers(self) -> dict[str, str]:
-        return auth_headers(self.settings)
 
     def _who(self) -> str:
         s = self.settings
@@ -179,8 +194,15 @@ class InfluxSink:
     async def set_up(self) -> None:
         """Create the database and the retention policy (v1) if allowed; a refusal is logged, not fatal.
 
-        Runs before the first write and again when a write finds the database or policy gone.
+        Runs before the first write and again when a write finds the database or policy gone; nothing on v2.
         """
+        if self.settings.api != "v1":
+            return
+        async with self._set_up_lock:
+            await self._create()
+            self._set_up = True
+
+    async def _create(self) -> None:
         db = quote_ident(self.database)
         statements = [f"CREATE DATABASE {db}"]
         conflict_fix = ""
@@ -191,15 +213,14 @@ class InfluxSink:
             statements.append(f"CREATE RETENTION POLICY {rp} ON {db} DURATION {duration} REPLICATION 1")
             conflict_fix = f"ALTER RETENTION POLICY {rp} ON {db} DURATION {duration}"
         for q in statements:
-            error = await self._query(q)
+            error = await self._statement(q)
             if error and conflict_fix and ("already exists" in error or "conflicts with" in error):
-                error = await self._query(conflict_fix)
+                error = await self._statement(conflict_fix)
             if error:
                 log.warning("%s: cannot run %r (%s); writing anyway", self.name, q, error)
                 break
-        self._set_up = True
 
-    async def _query(self, q: str) -> str | None:
+    async def _statement(self, q: str) -> str | None:
         """POST one InfluxQL statement; the error text, or None when it worked."""
         status, text = await self._request("POST", f"{self.base_url}/query", data={"q": q})
         if status in (401, 403):
@@ -210,6 +231,246 @@ class InfluxSink:
         if '"error"' in text:
             return _short(text)
         return None
+
+    # ------------------------------------------------------------ queries
+
+    async def rows(self, q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], dict[str, Any]]]:
+        """Run one SELECT, streamed in chunks; yield (series tags, row as column -> value).
+
+        With `missing_ok`, a database or retention policy not created yet reads as empty: the agent creates
+        them on its first write, so until then nothing was recorded (as with SQLite's tables).
+        """
+        async for doc in self._query(q):
+            for result in [doc, *doc.get("results", ())]:
+                if "error" in result:  # query errors come back with status 200
+                    error = str(result["error"])
+                    if missing_ok and ("database not found" in error or "retention policy not found" in error):
+                        return
+                    raise SourceError(f"{self.name}: {error} (query: {q})")
+            for result in doc.get("results", ()):
+                for series in result.get("series", ()):
+                    tags = series.get("tags") or {}
+                    columns = series["columns"]
+                    for values in series.get("values", ()):
+                        yield tags, dict(zip(columns, values, strict=True))
+
+    async def _query(self, q: str) -> AsyncIterator[dict[str, Any]]:
+        params = {"db": self.database, "q": q, "epoch": "ms", "chunked": "true", "chunk_size": str(CHUNK_SIZE)}
+        log.debug("%s: %s", self.name, q)
+        try:
+            async with self._session_().post(f"{self.base_url}/query", data=params,
+                                             headers=auth_headers(self.settings)) as resp:
+                if resp.status != 200:
+                    text = (await resp.text(errors="replace")).strip()[:500]
+                    # A 400 is this query's own fault; refused credentials or a server error fail every query.
+                    error = SourceError if resp.status == 400 else StoreUnavailable
+                    raise error(f"{self.name}: query answered {resp.status}: {text}")
+                buffer = b""
+                async for chunk in resp.content.iter_any():
+                    buffer += chunk
+                    *complete, buffer = buffer.split(b"\n")
+                    for doc in complete:
+                        if doc.strip():
+                            yield await _parse(doc)
+                if buffer.strip():
+                    yield await _parse(buffer)
+        except TimeoutError:
+            raise StoreUnavailable(f"{self.name}: no answer in time") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise StoreUnavailable(f"{self.name}: cannot reach the server: {type(exc).__name__}: {exc}") from exc
+
+
+class InfluxSink:
+    """Writes batches as line protocol, ms precision, gzip-compressed when `settings.gzip`."""
+
+    def __init__(self, settings: InfluxSettings, *, retention_s: float = DEFAULT_RETENTION_S,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self.client = InfluxClient(settings, retention_s=retention_s, session=session)
+        self.settings = settings
+        self.name = self.client.name
+        self.write_errors = 0
+        self.bad_points = 0
+
+    async def write(self, batch: Sequence[Point]) -> None:
+        try:
+            self.bad_points += await self.client.write(batch)
+        except SinkError:
+            self.write_errors += 1
+            raise
+
+    async def set_up(self) -> None:
+        await self.client.set_up()
+
+    async def prune(self, older_than_ms: int) -> int:
+        """Nothing to do: the retention policy (v1) or the bucket's retention (v2) drops old shards."""
+        return 0
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+# ---------------------------------------------------------------- reading (the reporter)
+
+
+def quote_string(text: str) -> str:
+    """An InfluxQL string literal: single quotes, with backslash, quote and newline escaped."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def time_ms(ts_ms: int) -> str:
+    """An epoch-milliseconds InfluxQL time literal."""
+    return f"{int(ts_ms)}ms"
+
+
+def _fields(names: Sequence[str]) -> str:
+    return ", ".join(quote_ident(n) for n in names)
+
+
+_COMPONENT_FILTER_MAX = 200
+"""Above this many components the filter is applied to the answer rather than written into the query."""
+_STATE_TAGS = ", ".join(quote_ident(t) for t in STATE.tags)
+_STATE_FIRST_FIELD, *_STATE_MORE_FIELDS = STATE.fields
+_STATE_READ = [("time" if c.role == "time" else c.name, c.role == "tag") for c in STATE.columns]
+"""Where each STATE column is in an answer: ("time", False) for the point's time, (tag, True), (field, False)."""
+
+
+class InfluxSource:
+    """InfluxQL over /query (v1, or v2's v1-compatible API with db=bucket), answers streamed in chunks; windows
+    and sent reports written as points through the same client as the agent's sink."""
+
+    def __init__(self, settings: InfluxSettings, *, retention_s: float = DEFAULT_RETENTION_S,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self.client = InfluxClient(settings, retention_s=retention_s, session=session)
+        self.settings = settings
+        self.name = self.client.name
+        self.database = self.client.database
+        self.retention_policy = self.client.retention_policy
+
+    async def changes(self, start_ms: int, end_ms: int,
+                      components: Sequence[str] | None = None) -> list[StateChange]:
+        where = ""
+        wanted: set[str] | None = None
+        if components is not None:
+            wanted = set(components)
+            if not wanted:
+                return []
+            if len(wanted) <= _COMPONENT_FILTER_MAX:
+                where = " AND (" + " OR ".join(f'"component" = {quote_string(c)}' for c in sorted(wanted)) + ")"
+        src = self.client.source(STATE.name)
+        # Grouped by every tag: each change comes with the class, tier and customer stored with it.
+        by = f"GROUP BY {_STATE_TAGS}"
+        in_period = (f"SELECT {_fields(STATE.fields)} FROM {src} WHERE time >= {time_ms(start_ms)} "
+                     f"AND time < {time_ms(end_ms)}{where} {by}")
+        # LAST is a selector: the other fields come from the same point.
+        first = quote_ident(_STATE_FIRST_FIELD)
+        before = (f"SELECT LAST({first}) AS {first}{''.join(', ' + quote_ident(f) for f in _STATE_MORE_FIELDS)} "
+                  f"FROM {src} WHERE time < {time_ms(start_ms)}{where} {by}")
+
+        reason = STATE.index("reason")
+
+        async def collect(q: str) -> list[tuple[Any, ...]]:
+            found: list[tuple[Any, ...]] = []
+            async for tags, row in self.client.rows(q, missing_ok=True):
+                if (wanted is not None and tags.get("component", "") not in wanted) or row.get("up") is None:
+                    continue
+                # A STATE row: an empty tag is not stored, and reads back as missing.
+                found.append(tuple((tags.get(name) or "") if is_tag else row.get(name) for name, is_tag in _STATE_READ))
+                if found[-1][reason] is None:  # a field never written
+                    found[-1] = (*found[-1][:reason], "", *found[-1][reason + 1:])
+            return found
+
+        # The two queries are independent and each mostly waits on the server: run them side by side.
+        last, inside = await asyncio.gather(collect(before), collect(in_period))
+        # Grouped by every tag, a component whose tier (say) changed has a last change per tag set: keep the
+        # latest per (component, agent).
+        latest: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+        c, a = STATE.index("component"), STATE.index("agent")
+        schema.sort_state_rows(last)
+        for row in last:
+            latest[(row[c], row[a])] = row
+        rows = [*latest.values(), *inside]
+        schema.sort_state_rows(rows)
+        return schema.state_changes(rows)
+
+    async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
+        src = self.client.source(HEARTBEAT.name)
+        lookback: dict[str, int] = {}
+        async for tags, row in self.client.rows(f'SELECT LAST("period_s") AS "period_s" FROM {src} '
+                                                f'WHERE time < {time_ms(start_ms)} GROUP BY "agent"',
+                                                missing_ok=True):
+            if row.get("period_s") is not None:
+                lookback[tags.get("agent", "")] = heartbeat_margin_ms(float(row["period_s"]))
+        low = start_ms - max(lookback.values(), default=0)
+        rows = [(tags.get("agent", ""), int(row["time"]), float(row["period_s"]))
+                async for tags, row in self.client.rows(f'SELECT "period_s" FROM {src} WHERE time >= {time_ms(low)} '
+                                                        f'AND time < {time_ms(end_ms)} GROUP BY "agent"',
+                                                        missing_ok=True)
+                if row.get("period_s") is not None]
+        return group_heartbeats(rows, start_ms, lookback)
+
+    async def _window_rows(self, where: str) -> list[tuple[MaintenanceWindow, bool]]:
+        """(window, removed) for every stored window matching `where`."""
+        q = f"SELECT {_fields(MAINTENANCE.fields)} FROM {self.client.source(MAINTENANCE.name)}{where} GROUP BY \"id\""
+        out: list[tuple[MaintenanceWindow, bool]] = []
+        async for tags, row in self.client.rows(q, missing_ok=True):
+            if row.get("scope") not in SCOPES or row.get("end_ms") is None:
+                continue
+            values = {**row, "id": tags.get("id", ""), MAINTENANCE.time: row["time"]}
+            window = schema.maintenance_window([values.get(n) for n in schema.WINDOW_COLUMNS])
+            out.append((window, bool(row.get("removed"))))
+        return out
+
+    async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[MaintenanceWindow]:
+        conditions = []
+        if end_ms is not None:
+            conditions.append(f"time < {time_ms(end_ms)}")
+        if start_ms is not None:
+            conditions.append(f'"end_ms" > {int(start_ms)}')
+        where = " WHERE " + " AND ".join(conditions) if conditions else ""
+        found = [w for w, removed in await self._window_rows(where) if not removed]
+        return sorted(found, key=lambda w: (w.start_ms, w.id))
+
+    async def add_window(self, window: MaintenanceWindow) -> None:
+        check_window(window)
+        existing = await self._window_rows(f' WHERE "id" = {quote_string(window.id)}')
+        if existing:
+            raise SourceError(f"{self.name}: a maintenance window with id {window.id!r} exists already")
+        await self._write([as_record(MAINTENANCE, schema.window_row(window))])
+
+    async def remove_window(self, id: str) -> bool:
+        found = [w for w, removed in await self._window_rows(f' WHERE "id" = {quote_string(id)}') if not removed]
+        if not found:
+            return False
+        # Same series and time: the point is overwritten with removed=1, and stays as evidence.
+        await self._write([as_record(MAINTENANCE, schema.window_row(w, removed=True)) for w in found])
+        return True
+
+    async def report_sent(self, period_key: str, customer: str) -> bool:
+        q = (f'SELECT "sha256" FROM {self.client.source(REPORT_SENT.name)} '
+             f'WHERE "period" = {quote_string(period_key)} AND "customer" = {quote_string(customer)} LIMIT 1')
+        return any([row async for _, row in self.client.rows(q, missing_ok=True)])
+
+    async def record_report_sent(self, period_key: str, customer: str, sent_ms: int, sha256: str) -> None:
+        await self._write([as_record(REPORT_SENT, schema.report_sent_row(period_key, customer, sent_ms, sha256))])
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _write(self, records: Sequence[Record]) -> None:
+        try:
+            refused = await self.client.write(records)
+        except SinkError as exc:
+            raise (StoreUnavailable if exc.retryable else SourceError)(str(exc)) from exc
+        if refused:
+            raise SourceError(f"{self.name}: the server refused the record (see the log)")
+
+
+async def _parse(doc: bytes) -> dict[str, Any]:
+    # A chunk of 10 000 rows takes milliseconds to decode: off the event loop.
+    parsed = await asyncio.to_thread(json.loads, doc) if len(doc) > 65536 else json.loads(doc)
+    if not isinstance(parsed, dict):
+        raise SourceError(f"unexpected answer from InfluxDB: {doc[:200]!r}")
+    return parsed
 
 
 def _short(text: str, limit: int = 500) -> str:

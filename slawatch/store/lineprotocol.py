@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
+from typing import Any
 
-from slawatch.model import Heartbeat, Point, Sample, StateChange
+from slawatch import schema
+from slawatch.model import Point
+from slawatch.schema import MAX_TEXT_CHARS, Measurement, Row, clean_text
 
-FieldValue = bool | int | float | str
+FieldValue = schema.Value
 
-PROBE = "slawatch_probe"
-STATE = "slawatch_state"
-HEARTBEAT = "slawatch_heartbeat"
-MAINTENANCE = "slawatch_maintenance"
-ACK = "slawatch_ack"
+PROBE = schema.PROBE.name
+STATE = schema.STATE.name
+HEARTBEAT = schema.HEARTBEAT.name
+MAINTENANCE = schema.MAINTENANCE.name
+ACK = schema.ACK.name
+REPORT_SENT = schema.REPORT_SENT.name
 
-MAX_TEXT_CHARS = 4096
-"""Longer string values are cut here (InfluxDB 1.x refuses string fields over 64 KiB)."""
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # In tag keys/values InfluxDB 1.x un-escapes only `\,` `\=` `\ ` and has no escape for a backslash itself,
 # so a backslash at the end or before one of those three can never be read back: it becomes "/".
 _TAG_BACKSLASH = re.compile(r"\\(?=[,= ]|$)")
@@ -29,7 +30,7 @@ _TAG_BACKSLASH = re.compile(r"\\(?=[,= ]|$)")
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One stored row/point: what every sink writes, under the same names (see docs/schema.md)."""
+    """One stored point as InfluxDB takes it: measurement, tags and fields by name, time (see slawatch.schema)."""
 
     measurement: str
     tags: tuple[tuple[str, str], ...]
@@ -37,42 +38,25 @@ class Record:
     ts_ms: int
 
 
-def clean_text(value: str) -> str:
-    """Make a string storable anywhere: lone surrogates become U+FFFD, length is capped at MAX_TEXT_CHARS."""
-    if value.isascii() and len(value) <= MAX_TEXT_CHARS:  # the common case, and fast
-        return value
-    if len(value) > MAX_TEXT_CHARS:
-        value = value[:MAX_TEXT_CHARS]
-    return _SURROGATE.sub("\ufffd", value)
+def _layout(m: Measurement) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...], int]:
+    """(tag name, row position)s, (field name, row position)s and the time's position, from the schema."""
+    return (tuple((n, m.index(n)) for n in m.tags), tuple((n, m.index(n)) for n in m.fields), m.index(m.time))
+
+
+_LAYOUTS = {m.name: _layout(m) for m in schema.MEASUREMENTS}
+
+
+def as_record(m: Measurement, row: Row) -> Record:
+    """A stored row as InfluxDB's point: a field that is None is not written."""
+    tags, fields, time = _LAYOUTS[m.name]
+    return Record(m.name, tuple((k, row[i]) for k, i in tags),  # type: ignore[misc]
+                  tuple((k, row[i]) for k, i in fields if row[i] is not None),  # type: ignore[misc]
+                  row[time])  # type: ignore[arg-type]
 
 
 def record(point: Point) -> Record:
     """The stored form of a model point (measurement, tags, fields, UTC ms timestamp)."""
-    if isinstance(point, Sample):
-        ref = point.ref
-        fields: list[tuple[str, FieldValue]] = [("up", int(point.up))]
-        if point.latency_ms is not None and math.isfinite(point.latency_ms):
-            fields.append(("latency_ms", float(point.latency_ms)))
-        fields += [("outcome", clean_text(str(point.outcome))), ("reason", clean_text(point.reason))]
-        tags: tuple[tuple[str, str], ...] = (("component", ref.component), ("class", ref.klass), ("tier", ref.tier),
-                ("customer", ref.customer), ("probe", point.probe), ("kind", point.kind), ("agent", point.agent))
-        return Record(PROBE, _clean_tags(tags), tuple(fields), point.ts_ms)
-    if isinstance(point, StateChange):
-        ref = point.ref
-        tags = (("component", ref.component), ("class", ref.klass), ("tier", ref.tier),
-                ("customer", ref.customer), ("agent", point.agent))
-        return Record(STATE, _clean_tags(tags), (("up", int(point.up)), ("reason", clean_text(point.reason))),
-                      point.ts_ms)
-    if isinstance(point, Heartbeat):
-        return Record(HEARTBEAT, (("agent", clean_text(point.agent)),), (("period_s", float(point.period_s)),),
-                      point.ts_ms)
-    raise TypeError(f"not a point: {point!r}")
-
-
-def _clean_tags(tags: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    if all(v.isascii() and len(v) <= MAX_TEXT_CHARS for _, v in tags):
-        return tags
-    return tuple((k, clean_text(v)) for k, v in tags)
+    return as_record(*schema.point_row(point))
 
 
 # ---------------------------------------------------------------- line protocol
@@ -148,8 +132,50 @@ def lines(records: Iterable[Record]) -> str:
 
 
 def encode(points: Iterable[Point]) -> bytes:
-    """Model points straight to a UTF-8 line protocol body."""
-    return lines(record(p) for p in points).encode("utf-8")
+    """Model points straight to a UTF-8 line protocol body: the same lines as `line(record(p))`, built from the
+    stored row without the Record in between (this runs for every point the agent writes)."""
+    out = []
+    for p in points:
+        measurement, row = schema.point_row(p)
+        out.append(_row_line(measurement.name, row))
+    return "".join(out).encode("utf-8")
+
+
+_INT, _FLOAT, _STRING = 0, 1, 2
+_KIND = {"integer": _INT, "float": _FLOAT, "string": _STRING}
+
+
+def _fast_layout(m: Measurement) -> tuple[Callable[[Row], tuple[Any, ...]], tuple[tuple[str, int, int], ...], int]:
+    """For one measurement: its tag values getter, each field's (`key=`, row position, kind), the time's position."""
+    get = itemgetter(*(m.index(t) for t in m.tags))
+    tag_values: Callable[[Row], tuple[Any, ...]] = get if len(m.tags) > 1 else lambda row: (get(row),)
+    fields = tuple((f"{escape_field_key(f)}=", m.index(f), _KIND[m.column(f).type]) for f in m.fields)
+    return tag_values, fields, m.index(m.time)
+
+
+_FAST = {m.name: _fast_layout(m) for m in schema.MEASUREMENTS}
+
+
+@lru_cache(maxsize=16384)
+def _series(measurement: str, values: tuple[str, ...]) -> str:
+    return series_key(measurement, tuple(zip((k for k, _ in _LAYOUTS[measurement][0]), values, strict=True)))
+
+
+def _row_line(measurement: str, row: Row) -> str:
+    tag_values, fields, time = _FAST[measurement]
+    parts = []
+    for prefix, i, kind in fields:
+        v = row[i]
+        if v is None:
+            continue
+        if kind == _INT:
+            parts.append(f"{prefix}{v}i")
+        elif kind == _FLOAT:
+            if math.isfinite(v):  # type: ignore[arg-type]
+                parts.append(prefix + repr(v))
+        else:
+            parts.append(prefix + escape_string(v))  # type: ignore[arg-type]
+    return f"{_series(measurement, tag_values(row))} {','.join(parts)} {row[time]}\n"
 
 
 _PARSE_FAILURE = re.compile(r"unable to parse ")
@@ -160,3 +186,10 @@ def rejected_points(error: str) -> int:
     """How many points a 400 answer says were not written: lines that did not parse plus `dropped=N`
     (field type conflicts, points outside the retention policy); 0 when the text names none."""
     return len(_PARSE_FAILURE.findall(error)) + sum(int(n) for n in _DROPPED.findall(error))
+
+
+__all__ = [
+    "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "PROBE", "REPORT_SENT", "STATE", "FieldValue", "Record",
+    "as_record", "clean_text", "encode", "escape_field_key", "escape_measurement", "escape_string", "escape_tag",
+    "format_field", "line", "lines", "record", "rejected_points", "series_key",
+]

@@ -1,140 +1,58 @@
-"""The embedded default store: SQLite in WAL mode through aiosqlite (its own thread), schema in docs/schema.md."""
+"""The embedded default store: SQLite in WAL mode through aiosqlite (its own thread), written by the agent
+(SqliteSink) and read by the reporter (SqliteSource); tables from slawatch.schema (docs/schema.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import math
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from urllib.request import pathname2url
 
 import aiosqlite
 
+from slawatch import schema
 from slawatch.config.settings import SqliteSettings
-from slawatch.model import Heartbeat, Point, Sample, StateChange
-from slawatch.store import SinkError
-from slawatch.store.lineprotocol import HEARTBEAT, PROBE, STATE, FieldValue, clean_text
+from slawatch.model import Heartbeats, MaintenanceWindow, Point, StateChange
+from slawatch.schema import HEARTBEAT, MAINTENANCE, MEASUREMENTS, REPORT_SENT, SCHEMA_VERSION, STATE, Row
+from slawatch.store import (
+    SinkError,
+    SourceError,
+    StoreUnavailable,
+    check_window,
+    group_heartbeats,
+    heartbeat_margin_ms,
+)
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
 
 # Every data table's primary key is the point's identity + ts_ms, so INSERT OR REPLACE makes a replayed
 # batch overwrite instead of duplicate. WITHOUT ROWID: the key is the storage order, so the reporter's
 # reads (one component or agent over a time range) are range scans of the primary key itself.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS slawatch_probe (
-    component  TEXT    NOT NULL,
-    ts_ms      INTEGER NOT NULL,
-    agent      TEXT    NOT NULL,
-    probe      TEXT    NOT NULL,
-    class      TEXT    NOT NULL,
-    tier       TEXT    NOT NULL,
-    customer   TEXT    NOT NULL,
-    kind       TEXT    NOT NULL,
-    up         INTEGER NOT NULL CHECK (up IN (0, 1)),
-    latency_ms REAL,
-    outcome    TEXT    NOT NULL,
-    reason     TEXT    NOT NULL,
-    PRIMARY KEY (component, ts_ms, agent, probe)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS slawatch_probe_ts ON slawatch_probe (ts_ms);
+SCHEMA = schema.ddl()
 
-CREATE TABLE IF NOT EXISTS slawatch_state (
-    component TEXT    NOT NULL,
-    ts_ms     INTEGER NOT NULL,
-    agent     TEXT    NOT NULL,
-    class     TEXT    NOT NULL,
-    tier      TEXT    NOT NULL,
-    customer  TEXT    NOT NULL,
-    up        INTEGER NOT NULL CHECK (up IN (0, 1)),
-    reason    TEXT    NOT NULL,
-    PRIMARY KEY (component, ts_ms, agent)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS slawatch_state_ts ON slawatch_state (ts_ms);
+COLUMNS: dict[str, tuple[str, ...]] = {m.name: m.names for m in (schema.PROBE, STATE, HEARTBEAT)}
+"""Column order of each data table's INSERT: the schema's, as `schema.point_row` builds the rows."""
 
-CREATE TABLE IF NOT EXISTS slawatch_heartbeat (
-    agent    TEXT    NOT NULL,
-    ts_ms    INTEGER NOT NULL,
-    period_s REAL    NOT NULL,
-    PRIMARY KEY (agent, ts_ms)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS slawatch_heartbeat_ts ON slawatch_heartbeat (ts_ms);
 
-CREATE TABLE IF NOT EXISTS slawatch_maintenance (
-    id           TEXT    NOT NULL PRIMARY KEY,
-    scope        TEXT    NOT NULL CHECK (scope IN ('component', 'class', 'customer')),
-    value        TEXT    NOT NULL,
-    start_ms     INTEGER NOT NULL,
-    end_ms       INTEGER NOT NULL CHECK (end_ms > start_ms),
-    announced_ms INTEGER NOT NULL,
-    reason       TEXT    NOT NULL DEFAULT '',
-    created_ms   INTEGER NOT NULL,
-    removed      INTEGER NOT NULL DEFAULT 0 CHECK (removed IN (0, 1))
-);
-CREATE INDEX IF NOT EXISTS slawatch_maintenance_time ON slawatch_maintenance (start_ms, end_ms);
+def _insert(m: schema.Measurement, verb: str = "INSERT OR REPLACE") -> str:
+    return f"{verb} INTO {m.name} ({', '.join(m.names)}) VALUES ({', '.join('?' * len(m.names))})"
 
-CREATE TABLE IF NOT EXISTS slawatch_ack (
-    component TEXT    NOT NULL,
-    agent     TEXT    NOT NULL,
-    raised_ms INTEGER NOT NULL,
-    acked_ms  INTEGER NOT NULL,
-    acked_by  TEXT    NOT NULL,
-    note      TEXT    NOT NULL DEFAULT '',
-    PRIMARY KEY (component, agent, raised_ms)
-);
 
-CREATE TABLE IF NOT EXISTS slawatch_report_sent (
-    period   TEXT    NOT NULL,
-    customer TEXT    NOT NULL,
-    sent_ms  INTEGER NOT NULL,
-    sha256   TEXT    NOT NULL,
-    PRIMARY KEY (period, customer)
-);
-"""
-
-# Column order of each data table's INSERT; the names are the record's tag and field names.
-COLUMNS: dict[str, tuple[str, ...]] = {
-    PROBE: ("component", "class", "tier", "customer", "probe", "kind", "agent", "ts_ms",
-            "up", "latency_ms", "outcome", "reason"),
-    STATE: ("component", "class", "tier", "customer", "agent", "ts_ms", "up", "reason"),
-    HEARTBEAT: ("agent", "ts_ms", "period_s"),
-}
-_INSERT = {table: f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-           for table, cols in COLUMNS.items()}
-_PRUNE: tuple[tuple[str, str], ...] = (
-    (PROBE, "ts_ms"), (STATE, "ts_ms"), (HEARTBEAT, "ts_ms"),
-    ("slawatch_maintenance", "end_ms"), ("slawatch_ack", "raised_ms"),
-)
-
-Row = tuple[FieldValue | None, ...]
+_INSERT = {name: _insert(m) for name, m in ((m.name, m) for m in MEASUREMENTS) if name in COLUMNS}
+_PRUNE: tuple[tuple[str, str], ...] = tuple((m.name, m.prune) for m in MEASUREMENTS if m.prune is not None)
 
 
 def rows(batch: Sequence[Point]) -> dict[str, list[Row]]:
-    """The batch as INSERT parameters per table, in COLUMNS order (a missing latency_ms becomes NULL).
-
-    The same values as `lineprotocol.record` gives InfluxDB, built directly: this runs for every point.
-    """
-    c = clean_text
-    probe: list[Row] = []
-    state: list[Row] = []
-    beat: list[Row] = []
+    """The batch as INSERT parameters per table, in COLUMNS order (a missing latency_ms becomes NULL)."""
+    per_table: dict[str, list[Row]] = {name: [] for name in COLUMNS}
     for p in batch:
-        if isinstance(p, Sample):
-            r, lat = p.ref, p.latency_ms
-            probe.append((c(r.component), c(r.klass), c(r.tier), c(r.customer), c(p.probe), c(p.kind), c(p.agent),
-                          p.ts_ms, int(p.up), float(lat) if lat is not None and math.isfinite(lat) else None,
-                          c(str(p.outcome)), c(p.reason)))
-        elif isinstance(p, StateChange):
-            r = p.ref
-            state.append((c(r.component), c(r.klass), c(r.tier), c(r.customer), c(p.agent), p.ts_ms, int(p.up),
-                          c(p.reason)))
-        elif isinstance(p, Heartbeat):
-            beat.append((c(p.agent), p.ts_ms, float(p.period_s)))
-        else:
-            raise TypeError(f"not a point: {p!r}")
-    return {PROBE: probe, STATE: state, HEARTBEAT: beat}
+        measurement, row = schema.point_row(p)
+        per_table[measurement.name].append(row)
+    return per_table
 
 
 class SqliteSink:
@@ -238,3 +156,195 @@ class SqliteSink:
         # Busy, full disk, I/O errors pass; a constraint or a corrupt file will not by waiting.
         retryable = isinstance(exc, sqlite3.OperationalError | OSError)
         return SinkError(f"SQLite {doing} {self.path}: {exc}", retryable=retryable)
+
+
+# ---------------------------------------------------------------- reading (the reporter)
+
+
+_STATE_COLUMNS = ", ".join(STATE.names)
+_SQL_CHANGES = f"SELECT {_STATE_COLUMNS} FROM {STATE.name} WHERE ts_ms >= ? AND ts_ms < ?"
+_SQL_FILTER = "AND component IN (SELECT value FROM json_each(?))"
+# With the filter the rows come off the primary key in its order, so this ORDER BY costs nothing (and spares the
+# sort in Python); without it SQLite would sort through a temporary B-tree, slower than Python's sort.
+_SQL_FILTER_ORDERED = f"{_SQL_FILTER} ORDER BY {', '.join(STATE.key)}"
+# The last change before the period per (component, agent), by a scan of the history before it: for a store
+# whose agent has not created the index below yet (bare columns with MAX() come from the row that holds it).
+_SQL_LAST_CHANGES_SCAN = (f"SELECT {', '.join('MAX(ts_ms)' if n == 'ts_ms' else n for n in STATE.names)} "
+                          f"FROM {STATE.name} WHERE ts_ms < ? {{filter}} GROUP BY component, agent")
+_LAST_INDEX = f"{STATE.name}_last"  # schema.STATE's index on (component, agent, ts_ms)
+# The same with the index on (component, agent, ts_ms): walk the (component, agent) pairs one seek at a time
+# (step 0: a component's first agent; 1: its next agent, NULL after the last; then the next component), then
+# one seek each for its last change before the period, instead of reading the whole history before it.
+_SQL_LAST_CHANGES = f"""
+WITH RECURSIVE pair(component, agent, step) AS (
+    SELECT (SELECT MIN(component) FROM {STATE.name}), NULL, 0
+    UNION ALL
+    SELECT CASE WHEN step = 1 AND agent IS NULL
+                THEN (SELECT MIN(component) FROM {STATE.name} WHERE component > pair.component)
+                ELSE component END,
+           CASE WHEN step = 0 THEN (SELECT MIN(agent) FROM {STATE.name} WHERE component = pair.component)
+                WHEN agent IS NULL THEN NULL
+                ELSE (SELECT MIN(agent) FROM {STATE.name} WHERE component = pair.component AND agent > pair.agent)
+                END,
+           CASE WHEN step = 1 AND agent IS NULL THEN 0 ELSE 1 END
+    FROM pair WHERE component IS NOT NULL
+)
+SELECT {', '.join('s.' + n for n in STATE.names)} FROM pair JOIN {STATE.name} s
+    ON s.component = pair.component AND s.agent = pair.agent
+    AND s.ts_ms = (SELECT MAX(ts_ms) FROM {STATE.name} WHERE component = pair.component AND agent = pair.agent
+                   AND ts_ms < ?)
+WHERE pair.step = 1 {{filter}}
+"""
+_SQL_PAIR_FILTER = "AND pair.component IN (SELECT value FROM json_each(?))"
+# The agents, by skipping along the primary key (agent, ts_ms): one seek per agent, not a scan.
+_SQL_AGENTS = f"""
+WITH RECURSIVE a(agent) AS (
+    SELECT (SELECT MIN(agent) FROM {HEARTBEAT.name})
+    UNION ALL
+    SELECT (SELECT MIN(agent) FROM {HEARTBEAT.name} WHERE agent > a.agent) FROM a WHERE a.agent IS NOT NULL
+)
+SELECT a.agent, (SELECT period_s FROM {HEARTBEAT.name} h WHERE h.agent = a.agent AND h.ts_ms < ?
+                 ORDER BY h.ts_ms DESC LIMIT 1)
+FROM a WHERE a.agent IS NOT NULL
+"""
+_SQL_HEARTBEATS = f"SELECT agent, ts_ms, period_s FROM {HEARTBEAT.name} WHERE ts_ms >= ? AND ts_ms < ?"
+_SQL_WINDOWS = f"SELECT {', '.join(schema.WINDOW_COLUMNS)} FROM {MAINTENANCE.name} WHERE removed = 0"
+_SQL_ADD_WINDOW = _insert(MAINTENANCE, "INSERT")
+_SQL_REPORT_SENT = f"SELECT 1 FROM {REPORT_SENT.name} WHERE period = ? AND customer = ? LIMIT 1"
+_SQL_RECORD_REPORT_SENT = _insert(REPORT_SENT)
+
+
+class SqliteSource:
+    """Reads through a read-only connection (safe beside the agent writing in WAL mode); writes windows and
+    sent-report records through a second connection opened on first use, set up as the sink's."""
+
+    def __init__(self, settings: SqliteSettings) -> None:
+        self.path = Path(settings.path)
+        self.settings = settings
+        self.name = f"sqlite:{self.path}"
+        self._ro: aiosqlite.Connection | None = None
+        self._rw: aiosqlite.Connection | None = None
+        self._has_last_index: bool | None = None
+        self._lock = asyncio.Lock()
+
+    async def _reader(self) -> aiosqlite.Connection:
+        async with self._lock:
+            if self._ro is None:
+                if not self.path.exists():
+                    raise StoreUnavailable(f"SQLite store {self.path} does not exist (the agent creates it on its "
+                                           f"first write; check storage.sqlite.path)")
+                self._check_file()
+                uri = f"file:{pathname2url(str(self.path.resolve()))}?mode=ro"
+                try:
+                    db = await aiosqlite.connect(uri, uri=True, timeout=10.0, isolation_level=None)
+                except sqlite3.Error as exc:
+                    await _let_aiosqlite_stop()
+                    raise StoreUnavailable(f"cannot open SQLite store {self.path} read-only: {exc}") from exc
+                self._ro = db
+            return self._ro
+
+    async def _writer(self) -> aiosqlite.Connection:
+        async with self._lock:
+            if self._rw is None:
+                if self.path.exists():
+                    self._check_file()
+                try:  # the sink's own set-up: WAL, and the schema's tables if they are not there yet
+                    self._rw = await SqliteSink(self.settings).connect()
+                except SinkError as exc:
+                    await _let_aiosqlite_stop()
+                    raise StoreUnavailable(str(exc)) from exc
+            return self._rw
+
+    def _check_file(self) -> None:
+        if not self.path.is_file():
+            raise StoreUnavailable(f"SQLite store {self.path} is not a file (check storage.sqlite.path)")
+
+    async def _read(self, sql: str, params: Sequence[Any], *, missing_ok: bool = False) -> list[Any]:
+        if missing_ok and self._ro is None and self._rw is None and not self.path.exists():
+            return []  # no store yet, so no window or report recorded: the reads that may say so
+        db = await self._reader()
+        try:
+            return list(await db.execute_fetchall(sql, params))
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                # The file is there but the agent has not written its first batch (or this table) yet:
+                # nothing was recorded, which a report shows as "no data" rather than as an error.
+                return []
+            raise SourceError(f"cannot read SQLite store {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise SourceError(f"cannot read SQLite store {self.path}: {exc}") from exc
+
+    async def _write(self, sql: str, params: Sequence[Any]) -> int:
+        db = await self._writer()
+        try:
+            cursor = await db.execute(sql, params)
+            await db.commit()
+            return int(cursor.rowcount)
+        except sqlite3.IntegrityError as exc:
+            raise SourceError(f"SQLite store {self.path} refused the row: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise SourceError(f"cannot write to SQLite store {self.path}: {exc}") from exc
+
+    async def changes(self, start_ms: int, end_ms: int,
+                      components: Sequence[str] | None = None) -> list[StateChange]:
+        wanted = [] if components is None else [json.dumps(list(components))]
+        in_period = await self._read(f"{_SQL_CHANGES} {_SQL_FILTER_ORDERED if wanted else ''}",
+                                     [start_ms, end_ms, *wanted])
+        if self._has_last_index is None:
+            self._has_last_index = bool(await self._read("SELECT 1 FROM sqlite_master WHERE type = 'index' AND "
+                                                         "name = ?", [_LAST_INDEX]))
+        if self._has_last_index:
+            sql = _SQL_LAST_CHANGES.format(filter=_SQL_PAIR_FILTER if wanted else "")
+        else:
+            sql = _SQL_LAST_CHANGES_SCAN.format(filter=_SQL_FILTER if wanted else "")
+        rows = await self._read(sql, [start_ms, *wanted])
+        schema.sort_state_rows(rows)
+        rows += in_period
+        schema.sort_state_rows(rows)  # two sorted runs when filtered: a merge
+        return schema.state_changes(rows)
+
+    async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
+        agents = await self._read(_SQL_AGENTS, [start_ms])
+        lookback = {agent: heartbeat_margin_ms(period) for agent, period in agents if period is not None}
+        low = start_ms - max(lookback.values(), default=0)
+        rows = await self._read(_SQL_HEARTBEATS, [low, end_ms])
+        return group_heartbeats(((r[0], r[1], r[2]) for r in rows), start_ms, lookback)
+
+    async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[MaintenanceWindow]:
+        sql = _SQL_WINDOWS
+        params: list[int] = []
+        if end_ms is not None:
+            sql += " AND start_ms < ?"
+            params.append(end_ms)
+        if start_ms is not None:
+            sql += " AND end_ms > ?"
+            params.append(start_ms)
+        rows = await self._read(sql + " ORDER BY start_ms, id", params, missing_ok=True)
+        return [schema.maintenance_window(r) for r in rows]
+
+    async def add_window(self, window: MaintenanceWindow) -> None:
+        check_window(window)
+        await self._write(_SQL_ADD_WINDOW, schema.window_row(window))
+
+    async def remove_window(self, id: str) -> bool:
+        return await self._write(f"UPDATE {MAINTENANCE.name} SET removed = 1 WHERE id = ? AND removed = 0",
+                                 [id]) > 0
+
+    async def report_sent(self, period_key: str, customer: str) -> bool:
+        return bool(await self._read(_SQL_REPORT_SENT, [period_key, customer], missing_ok=True))
+
+    async def record_report_sent(self, period_key: str, customer: str, sent_ms: int, sha256: str) -> None:
+        await self._write(_SQL_RECORD_REPORT_SENT, schema.report_sent_row(period_key, customer, sent_ms, sha256))
+
+    async def close(self) -> None:
+        for db in (self._ro, self._rw):
+            if db is not None:
+                await db.close()
+        self._ro = self._rw = None
+
+
+async def _let_aiosqlite_stop() -> None:
+    # A failed aiosqlite.connect stops its worker thread without awaiting it; the thread then reports to
+    # this event loop. Give it a moment so that a CLI leaving asyncio.run right after does not close the
+    # loop under it.
+    await asyncio.sleep(0.05)

@@ -128,6 +128,11 @@ class Influxd:
         self.stop()
         self.start()
 
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Send `sig` and return: SIGSTOP and SIGCONT stall a store that keeps its connections open."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
     def _signal(self, sig: signal.Signals, timeout_s: float) -> None:
         if self.proc is None:
             return
@@ -149,8 +154,9 @@ class Influxd:
     # ------------------------------------------------------------ InfluxQL over HTTP (synchronous)
 
     def query(self, q: str, db: str | None = None, *, method: str = "GET", admin: bool = True,
-              epoch: str = "ms", ignore_errors: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        """Run InfluxQL; return `results` (one per statement). Raises InfluxError on any error."""
+              epoch: str = "ms", ignore_errors: tuple[str, ...] = (), timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Run InfluxQL; return `results` (one per statement). Raises InfluxError on any error answer, OSError
+        when the server does not answer within `timeout_s`."""
         params = {"q": q, "epoch": epoch}
         if db:
             params["db"] = db
@@ -165,7 +171,7 @@ class Influxd:
             token = base64.b64encode(f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()).decode()
             req.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
                 body = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             text = exc.read().decode(errors="replace")
@@ -181,6 +187,10 @@ class Influxd:
             if "error" in r and not any(e in r["error"] for e in ignore_errors):
                 raise InfluxError(r["error"])
         return results
+
+    def series(self, q: str, db: str | None = None, *, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Every series the statements return, in order (each with `name`, `columns`, `values`, maybe `tags`)."""
+        return [s for r in self.query(q, db, timeout_s=timeout_s) for s in r.get("series", [])]
 
     def rows(self, q: str, db: str) -> list[dict[str, Any]]:
         """A single SELECT's rows as dicts (column -> value), all series concatenated."""

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 from agent.daemon import Agent
+from reporter.monthly import period_key, report_month, run_monthly_reports
 from reporter.periods import month_period
-from reporter.schedule import period_key, report_month, run_monthly_reports
-from reporter.source import open_source
 from slawatch.cli.agent import run_agent
 from slawatch.config.loader import bundled_contract, load
 from slawatch.config.settings import SqliteSettings
 from slawatch.model import ComponentRef, Heartbeat, StateChange
+from slawatch.store import open_source
 from slawatch.store.sqlite import SqliteSink
 from slawatch.testing import free_port
 

@@ -512,7 +512,7 @@ components:
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     web_port = free_port()
-    runner = await serve(agent, "127.0.0.1", web_port)
+    listener = await serve(agent, "127.0.0.1", web_port)
     try:
         await asyncio.sleep(1.0)
 
@@ -522,7 +522,7 @@ components:
 
         return await asyncio.to_thread(get)
     finally:
-        await runner.cleanup()
+        await listener.close()
         stop.set()
         await asyncio.wait_for(task, 15)
         target.close()

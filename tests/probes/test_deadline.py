@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from agent.probes import Run, run_probe
-from slawatch.config.settings import HttpProbe, ProbeBase, TcpProbe
+from slawatch.config.probes import HttpProbe, ProbeBase, TcpProbe
 from slawatch.model import Outcome
 from slawatch.testing.servers import MB, flood_peer, silent_peer, syn_blackhole, trickle_peer
 

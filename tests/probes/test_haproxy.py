@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from agent.probes import haproxy
-from slawatch.config.settings import HaproxyProbe
+from slawatch.config.probes import HaproxyProbe
 from slawatch.model import Outcome, Result
 from slawatch.testing import free_port, need_binary
 from slawatch.testing.servers import closed_port, web_peer

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.probes import http, run_probe
-from slawatch.config.settings import HttpProbe, JsonCondition
+from agent.probes import http, httpclient, run_probe
+from slawatch.config.probes import HttpProbe, JsonCondition
 from slawatch.model import Outcome, Result
 from slawatch.testing import need_binary
 from slawatch.testing.servers import Handler, closed_port, self_signed_cert, serve, server_context, web_peer
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.timeout(15)
 ])
 def test_status_table(status: int, phrase: str, expected: list[int] | None, location: str | None,
                       reason: str | None) -> None:
-    got = http.check_status(status, phrase, expected, location)
+    got = httpclient.check_status(status, phrase, expected, location)
     assert got == (None if reason is None else Result(Outcome.BAD_RESPONSE, reason))
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from agent.probes import icmp as icmp_module
 from agent.probes import run_probe
-from agent.probes.icmp import Echoes, judge, permission_reason
-from slawatch.config.settings import IcmpProbe
+from agent.probes.icmp import Echoes, judge, may_ping, permission_reason
+from slawatch.config.probes import IcmpProbe
 from slawatch.model import Outcome, Result
 from slawatch.testing import need
 
@@ -26,12 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HAS_IPV6 = Path("/proc/net/if_inet6").exists()
 
 
-def _may_ping() -> bool:
-    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ping_group_range").read_text().split())
-    return os.geteuid() == 0 or low <= os.getegid() <= high
-
-
-MAY_PING = _may_ping()
+MAY_PING = may_ping()
 NOBODY = 65534
 
 # Runs one probe in whatever namespace the subprocess has, and prints the Result and the wall time. Given a uid
@@ -39,9 +34,11 @@ NOBODY = 65534
 # checkout may sit under a directory only root can enter (a mode-0700 home), which that user could not import from.
 SCRIPT = """
 import asyncio, json, os, sys, time
-from agent.probes import run_probe
-from slawatch.config.settings import IcmpProbe
+from agent.probes import kind, run_probe
+from slawatch.config.probes import IcmpProbe
 settings = IcmpProbe.model_validate(json.loads(sys.argv[1]))
+kind("icmp")  # the kind's module loads on first use: load it now
+import encodings.idna  # what the socket module imports on its first send
 if len(sys.argv) > 2:
     ident = int(sys.argv[2])
     os.setgroups([])

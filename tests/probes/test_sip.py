@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from agent.probes import run_probe
 from agent.probes.sip import Target, classify, parse_target, probe
 from agent.probes.sipmessage import parse_message
-from slawatch.config.settings import SipProbe
+from slawatch.config.probes import SipProbe
 from slawatch.model import Outcome, Result
 from slawatch.testing import free_port, need, need_binary
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from agent.probes import run_probe, snmp, snmpclient
-from slawatch.config.settings import SnmpProbe
+from slawatch.config.probes import SnmpProbe
 from slawatch.model import Outcome, Result
 from slawatch.testing import free_port, need, need_binary
 from slawatch.testing.snmp import Sim, stop, wait_until_answers
@@ -267,7 +267,7 @@ def test_first_probe_of_a_fresh_process_fits_a_1s_timeout(sim: Sim) -> None:
     code = f"""
 import asyncio, time
 from agent.probes import run_probe, snmpclient
-from slawatch.config.settings import SnmpProbe
+from slawatch.config.probes import SnmpProbe
 async def main():
     s = SnmpProbe(kind="snmp", target="127.0.0.1:{sim.port}", community="switch", timeout_s=1.0,
                   checks=[{{"oid": "{IF_OPER}.1", "equals": 1}}])

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from agent.probes import tcp
-from slawatch.config.settings import TcpProbe
+from agent.probes import base, tcp
+from slawatch.config.probes import TcpProbe
 from slawatch.model import Outcome, Result
 from slawatch.testing import need, need_binary
 from slawatch.testing.servers import (
@@ -54,18 +54,18 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]
     (OSError(errno.EACCES, "Permission denied"), Outcome.UNREACHABLE, "connect failed: Permission denied"),
 ])
 def test_connect_failure_table(exc: OSError, outcome: Outcome, reason: str) -> None:
-    assert tcp.connect_failure(exc) == Result(outcome, reason)
+    assert base.connect_failure(exc) == Result(outcome, reason)
 
 
 def test_tls_failure_names_the_cause() -> None:
     err = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
     err.verify_message = "self-signed certificate"
-    assert tcp.tls_failure(err) == Result(Outcome.BAD_RESPONSE,
+    assert base.tls_failure(err) == Result(Outcome.BAD_RESPONSE,
                                           "TLS handshake failed: certificate verify failed: self-signed certificate")
     plain = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
     plain.reason = "WRONG_VERSION_NUMBER"
-    assert tcp.tls_failure(plain).reason == "TLS handshake failed: wrong version number"
-    assert tcp.tls_failure(ConnectionResetError()).reason == "TLS handshake failed: peer closed the connection"
+    assert base.tls_failure(plain).reason == "TLS handshake failed: wrong version number"
+    assert base.tls_failure(ConnectionResetError()).reason == "TLS handshake failed: peer closed the connection"
 
 
 @pytest.mark.parametrize(("data", "quoted"), [
@@ -75,7 +75,7 @@ def test_tls_failure_names_the_cause() -> None:
     (b"x" * 200, "'" + "x" * 80 + "'…"),
 ])
 def test_quote_is_short_and_printable(data: bytes, quoted: str) -> None:
-    assert tcp.quote(data) == quoted
+    assert base.quote(data) == quoted
 
 
 def test_expect_failure_quotes_what_came() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from agent.probes import run_probe
-from slawatch.config.settings import UpsProbe
+from slawatch.config.probes import UpsProbe
 from slawatch.model import Outcome, Result
 from slawatch.testing.snmp import Sim
 from tests.probes.snmphelpers import (  # noqa: F401  (fresh_snmp_state is an autouse fixture)

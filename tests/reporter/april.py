@@ -7,9 +7,15 @@ from pathlib import Path
 
 from reporter.periods import month_period
 from reporter.report import Report, build_month_report
-from reporter.source import StoredChange, StoredWindow
 from slawatch.config.loader import Loaded, load
-from slawatch.model import ComponentRef, Heartbeat, StateChange
+from slawatch.model import (
+    AgentHeartbeats,
+    ComponentRef,
+    Heartbeat,
+    Heartbeats,
+    MaintenanceWindow,
+    StateChange,
+)
 from slawatch.store.sqlite import SqliteSink
 
 S = 1000
@@ -72,12 +78,20 @@ def beats(start_ms: int, end_ms: int, every_ms: int = M, gaps: Sequence[tuple[in
             if not any(a <= t < b for a, b in gaps)]
 
 
-class FakeSource:
-    """An in-memory Source with the semantics of reporter.source's stores."""
+REFS = {
+    "core-router": ComponentRef("core-router", "network", "gold", "acme"),
+    "sip-core": ComponentRef("sip-core", "sip", "gold", "acme"),
+    "edge-router": ComponentRef("edge-router", "network", "gold", "globex"),
+    "lab-vlan": ComponentRef("lab-vlan", "vlan", "base", ""),
+}
+"""The tags the agent stores with each component of CONFIG."""
 
-    def __init__(self, changes: Sequence[StoredChange] = (),
-                 heartbeats: dict[str, tuple[list[int], float]] | None = None,
-                 windows: Sequence[StoredWindow] = ()) -> None:
+
+class FakeSource:
+    """An in-memory Source with the semantics of the stores, returning the slawatch.model types."""
+
+    def __init__(self, changes: Sequence[StateChange] = (), heartbeats: Heartbeats | None = None,
+                 windows: Sequence[MaintenanceWindow] = ()) -> None:
         self._changes = list(changes)
         self._heartbeats = heartbeats or {}
         self._windows = list(windows)
@@ -85,28 +99,29 @@ class FakeSource:
         self.reads = 0
         self.closed = False
 
-    async def changes(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[StoredChange]:
+    async def changes(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[StateChange]:
         self.reads += 1
-        wanted = [c for c in self._changes if components is None or c.component in components]
+        wanted = [c for c in self._changes if components is None or c.ref.component in components]
         inside = [c for c in wanted if start_ms <= c.ts_ms < end_ms]
-        last: dict[tuple[str, str], StoredChange] = {}
+        last: dict[tuple[str, str], StateChange] = {}
         for c in sorted(wanted, key=lambda c: c.ts_ms):
             if c.ts_ms < start_ms:
-                last[(c.component, c.agent)] = c
+                last[(c.ref.component, c.agent)] = c
         return [*last.values(), *inside]
 
-    async def heartbeats(self, start_ms: int, end_ms: int) -> dict[str, tuple[list[int], float]]:
+    async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
         out = {}
-        for agent, (ts, period_s) in self._heartbeats.items():
-            margin = round(3 * period_s * 1000)
-            out[agent] = ([t for t in ts if start_ms - margin <= t < end_ms], period_s)
+        for agent, hb in self._heartbeats.items():
+            margin = round(3 * hb.period_s * 1000)
+            out[agent] = AgentHeartbeats(agent, [t for t in hb.instants_ms if start_ms - margin <= t < end_ms],
+                                         hb.period_s)
         return out
 
-    async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[StoredWindow]:
+    async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[MaintenanceWindow]:
         return [w for w in self._windows if (end_ms is None or w.start_ms < end_ms)
                 and (start_ms is None or w.end_ms > start_ms)]
 
-    async def add_window(self, window: StoredWindow) -> None:
+    async def add_window(self, window: MaintenanceWindow) -> None:
         self._windows.append(window)
 
     async def remove_window(self, id: str) -> bool:
@@ -124,18 +139,21 @@ class FakeSource:
         self.closed = True
 
 
+def change(component: str, ts_ms: int, up: bool, reason: str = "", agent: str = "mon-1") -> StateChange:
+    return StateChange(REFS[component], agent, ts_ms, up, reason)
+
+
 def outage(component: str, start_ms: int, length_ms: int, reason: str = "timeout", agent: str = "mon-1",
-           ) -> list[StoredChange]:
-    return [StoredChange(component, agent, start_ms, False, reason),
-            StoredChange(component, agent, start_ms + length_ms, True, "")]
+           ) -> list[StateChange]:
+    return [change(component, start_ms, False, reason, agent), change(component, start_ms + length_ms, True, "", agent)]
 
 
-def up_since(component: str, ts_ms: int, agent: str = "mon-1") -> StoredChange:
-    return StoredChange(component, agent, ts_ms, True, "")
+def up_since(component: str, ts_ms: int, agent: str = "mon-1") -> StateChange:
+    return change(component, ts_ms, True, "", agent)
 
 
 def april_source(core_outage_ms: int = 5 * M, gap: tuple[int, int] | None = None,
-                 windows: Sequence[StoredWindow] = ()) -> FakeSource:
+                 windows: Sequence[MaintenanceWindow] = ()) -> FakeSource:
     """April 2026: core-router down `core_outage_ms` on the 10th, sip-core and edge-router always up,
     lab-vlan never seen; agent mon-1 beats every minute (except in `gap`)."""
     t0 = APRIL.start_ms
@@ -143,7 +161,7 @@ def april_source(core_outage_ms: int = 5 * M, gap: tuple[int, int] | None = None
                up_since("edge-router", t0 - 5 * D),
                *outage("core-router", t0 + 9 * D + 12 * H, core_outage_ms, reason="ICMP 100 % loss")]
     hb = beats(t0 - D, APRIL.end_ms + D, gaps=[gap] if gap else [])
-    return FakeSource(changes, {"mon-1": (hb, 60.0)}, windows)
+    return FakeSource(changes, {"mon-1": AgentHeartbeats("mon-1", hb, 60.0)}, windows)
 
 
 async def fill_sqlite_store(loaded: Loaded) -> None:
@@ -167,16 +185,16 @@ async def fixed_report(tmp_path: Path) -> Report:
     """April 2026 with a bit of everything: a breach under a late-notice window, excused maintenance,
     an hour without monitoring, a policy override, a component never seen, text that needs escaping."""
     t0 = APRIL.start_ms
-    late = StoredWindow("w-late", "customer", "acme", t0 + 9 * D + 12 * H, t0 + 9 * D + 13 * H,
-                        t0 + 9 * D + 11 * H, "emergency fix", t0 + 9 * D + 11 * H)
-    timely = StoredWindow("w-timely", "component", "sip-core", t0 + 14 * D + 2 * H, t0 + 14 * D + 4 * H,
-                          t0 + 7 * D, "SBC upgrade", t0 + 7 * D)
+    late = MaintenanceWindow("w-late", "customer", "acme", t0 + 9 * D + 12 * H, t0 + 9 * D + 13 * H,
+                             t0 + 9 * D + 11 * H, "emergency fix", t0 + 9 * D + 11 * H)
+    timely = MaintenanceWindow("w-timely", "component", "sip-core", t0 + 14 * D + 2 * H, t0 + 14 * D + 4 * H,
+                               t0 + 7 * D, "SBC upgrade", t0 + 7 * D)
     source = april_source(gap=(t0 + 20 * D, t0 + 20 * D + H), windows=[late, timely])
     source._changes += [
-        StoredChange("sip-core", "mon-1", t0 + 14 * D + 2 * H + 10 * M, False, "SIP 503 <Service Unavailable> & co"),
-        StoredChange("sip-core", "mon-1", t0 + 14 * D + 2 * H + 40 * M, True, ""),
-        StoredChange("edge-router", "mon-1", t0 + 27 * D + 23 * H + 59 * M, False, "timeout"),
-        StoredChange("edge-router", "mon-1", t0 + 27 * D + 23 * H + 59 * M + 1_234, True, ""),
+        change("sip-core", t0 + 14 * D + 2 * H + 10 * M, False, "SIP 503 <Service Unavailable> & co"),
+        change("sip-core", t0 + 14 * D + 2 * H + 40 * M, True, ""),
+        change("edge-router", t0 + 27 * D + 23 * H + 59 * M, False, "timeout"),
+        change("edge-router", t0 + 27 * D + 23 * H + 59 * M + 1_234, True, ""),
     ]
     return await build_month_report(loaded_config(tmp_path), source, 2026, 4)
 

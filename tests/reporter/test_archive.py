@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reporter.schedule import prune_archive
+from reporter.monthly import prune_archive
 
 DAY_S = 86_400
 

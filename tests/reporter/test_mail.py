@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from reporter.mail import MailError, build_message, send_message
+from reporter.monthly import JOB_ID, archive, report_month, send_monthly_reports, start_report_scheduler
 from reporter.render import render_csv
 from reporter.report import build_month_report
-from reporter.schedule import JOB_ID, archive, report_month, send_monthly_reports, start_report_scheduler
 from slawatch.cli import report as cli
 from slawatch.config.loader import Loaded, load
 from slawatch.config.settings import SmtpSettings
@@ -221,7 +221,7 @@ async def test_scheduler_catches_up_a_missed_run_and_schedules_the_next(tmp_path
 
 
 def was_recorded(loaded: Loaded, key: str, customer: str) -> bool:
-    from reporter.source import SqliteSource
+    from slawatch.store.sqlite import SqliteSource
 
     async def check() -> bool:
         assert loaded.config.storage.sqlite is not None
@@ -235,8 +235,8 @@ def was_recorded(loaded: Loaded, key: str, customer: str) -> bool:
 
 def monthly_job(loaded: Loaded, year: int, month: int, now_ms: int) -> tuple[list[str], dict[str, str]]:
     """Run the monthly job on the SQLite store: (customers sent, customers skipped and why)."""
-    from reporter.schedule import run_monthly_reports
-    from reporter.source import open_source
+    from reporter.monthly import run_monthly_reports
+    from slawatch.store import open_source
 
     async def run() -> tuple[list[str], dict[str, str]]:
         source = open_source(loaded.config.storage)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from reporter.maintenance import EXIT_OK, EXIT_STORE, EXIT_USAGE, UsageError, format_duration, parse_time, register
-from reporter.source import StoredWindow, open_source
 from slawatch.config.loader import load
+from slawatch.model import MaintenanceWindow as StoredWindow
+from slawatch.store import open_source
 from slawatch.testing.influxd import Influxd
 
 pytestmark = pytest.mark.timeout(60)
@@ -296,3 +297,68 @@ def test_parse_time_naive_says_so() -> None:
 ])
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+# ---------------------------------------------------------------- the same notice rule as the report
+
+
+SHARED_CLASS = """\
+agent: {id: mon-test}
+storage: {sqlite: {path: store.db}}
+contract: contract.yaml
+customers:
+  - {name: acme, tier: gold}
+  - {name: initech, tier: gold, policy: {maintenance_notice: 7d}}
+components:
+  - {name: san-a, class: san, customer: initech, probes: [{kind: tcp, target: "127.0.0.1:3260"}]}
+  - {name: san-b, class: san, customer: acme, probes: [{kind: tcp, target: "127.0.0.1:3261"}]}
+"""
+
+
+def test_a_class_window_with_a_customer_notice_override_gets_the_reports_verdict(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A window over class san announced 4 days ahead: timely under the contract's 72 h (acme's san-b), late under
+    initech's own 7 days (san-a). `maintenance list` and the report must say the same for each component."""
+    from reporter.report import build_report
+    from slawatch.model import ComponentRef, Heartbeat, Interval, StateChange
+    from slawatch.store.sqlite import SqliteSink
+
+    shutil.copy(ROOT / "config" / "contract.yaml", tmp_path / "contract.yaml")
+    config = tmp_path / "slawatch.yaml"
+    config.write_text(SHARED_CLASS, encoding="utf-8")
+    assert add(config, "--class", "san", announced=SOON - timedelta(days=4)) == EXIT_OK
+    assert "LATE NOTICE for initech" in capsys.readouterr().out
+    assert run("maintenance", "list", "--config", str(config)) == EXIT_OK
+    assert "LATE for initech (<7d)" in capsys.readouterr().out
+    assert run("maintenance", "list", "--json", "--config", str(config)) == EXIT_OK
+    [doc] = json.loads(capsys.readouterr().out)
+    assert (doc["notice_ok"], doc["late_for"], doc["notice_required_s"]) == (False, ["initech"], 7 * 86400)
+
+    # Both components down for the first hour of the window, as the agent would store it.
+    loaded = load(config)
+    [window] = stored_windows(config)
+    refs = [ComponentRef("san-a", "san", "gold", "initech"), ComponentRef("san-b", "san", "gold", "acme")]
+    start = window.start_ms
+    points = [p for ref in refs for p in (StateChange(ref, "mon-test", start - 2 * 86_400_000, True, ""),
+                                          StateChange(ref, "mon-test", start, False, "iSCSI login refused"),
+                                          StateChange(ref, "mon-test", start + 3_600_000, True, ""))]
+    beats = [Heartbeat("mon-test", t, 60.0) for t in range(start - 86_400_000, start + 86_400_000, 60_000)]
+
+    async def report() -> dict[str, tuple[bool, int]]:
+        assert loaded.config.storage.sqlite is not None
+        sink = SqliteSink(loaded.config.storage.sqlite)
+        try:
+            await sink.write([*points, *beats])
+        finally:
+            await sink.close()
+        source = open_source(loaded.config.storage)
+        try:
+            built = await build_report(loaded, source, Interval(start - 3_600_000, start + 86_400_000 - 60_000))
+        finally:
+            await source.close()
+        return {c.customer or "": (c.result.outages[0].late_notice, c.result.downtime_ms) for c in built.components}
+
+    figures = asyncio.run(report())
+    assert figures == {"initech": (True, 3_600_000), "acme": (False, 0)}
+    late_in_report = sorted(customer for customer, (late, _) in figures.items() if late)
+    assert late_in_report == doc["late_for"]

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reporter.periods import month_period
-from reporter.report import iso_ms
+from reporter.periods import iso_ms, month_period
 from slawatch.cli.report import UsageError, resolve_period
 
 NOV = month_period(2026, 11, "UTC")

@@ -105,3 +105,17 @@ def test_human_durations(ms: int, text: str) -> None:
 
 def test_exact_seconds() -> None:
     assert [seconds_text(ms) for ms in (0, 300_000, 259_200, 1, -40_800)] == ["0", "300", "259.2", "0.001", "-40.8"]
+
+
+async def test_every_format_shows_the_engines_budget(tmp_path: Path) -> None:
+    """The engine's integer milliseconds are converted once: JSON, CSV and text agree with it, to the millisecond."""
+    report = await fixed_report(tmp_path)
+    doc = {c["name"]: c for c in json.loads(render_json(report))["components"]}
+    rows = {r["component"]: r for r in csv.DictReader(io.StringIO(render_csv(report), newline=""))}
+    text = render(report, "text")
+    for c in report.components:
+        budget = c.result.error_budget_ms
+        assert round(doc[c.name]["error_budget_s"] * 1000) == budget
+        assert rows[c.name]["error_budget_s"] == seconds_text(budget)
+        assert human_ms(budget) in text
+        assert doc[c.name]["basis_s"] * 1000 == c.result.basis_ms

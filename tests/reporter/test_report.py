@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from reporter.periods import Period
-from reporter.report import ReportError, build_month_report, build_report, iso_ms, policy_for
-from reporter.source import StoredWindow
+from reporter.periods import iso_ms
+from reporter.report import ReportError, build_month_report, build_report, policy_for
 from slawatch.cli import report as cli
 from slawatch.config.loader import load
+from slawatch.model import AgentHeartbeats, ComponentRef, Interval, MaintenanceWindow, StateChange
 from tests.reporter.april import (
     APRIL,
     D,
@@ -20,6 +20,7 @@ from tests.reporter.april import (
     H,
     M,
     april_source,
+    beats,
     fill_sqlite_store,
     loaded_config,
     write_config,
@@ -45,7 +46,7 @@ async def test_five_minute_outage_on_gold_network_is_a_breach(tmp_path: Path) ->
     assert r.basis_ms == 720 * H
     assert [(o.start_ms, o.end_ms, o.reason, o.agents) for o in r.outages] == [
         (APRIL.start_ms + 9 * D + 12 * H, APRIL.start_ms + 9 * D + 12 * H + 5 * M, "ICMP 100 % loss", ("mon-1",))]
-    assert r.error_budget_s == pytest.approx(259.2 - 300)
+    assert r.error_budget_ms == 259_200 - 300_000
     assert report.label == "2026-04" and report.month == (2026, 4)
     assert report.period == APRIL
 
@@ -54,7 +55,7 @@ async def test_432_minutes_on_gold_network_just_meets_the_target(tmp_path: Path)
     report = await build_month_report(loaded_config(tmp_path), april_source(259_200), 2026, 4)
     r = by_name(report)["core-router"].result
     assert (r.availability_pct, r.met) == (99.99, True)
-    assert r.error_budget_s == 0
+    assert r.error_budget_ms == 0
 
 
 async def test_every_configured_component_with_its_target(tmp_path: Path) -> None:
@@ -107,11 +108,11 @@ def test_policy_for_a_custom_range_counts_on_the_real_length(tmp_path: Path) -> 
     acme = loaded.config.customer("acme")
     assert policy_for(loaded.contract, acme).basis == "720h"
     assert policy_for(loaded.contract, acme, custom_range=True).basis == "period"
-    assert policy_for(loaded.contract, None).maintenance_notice_s == 72 * 3600
+    assert policy_for(loaded.contract, None).maintenance_notice_ms == 72 * H
 
 
 async def test_custom_range_uses_the_period_length_as_basis(tmp_path: Path) -> None:
-    week = Period(APRIL.start_ms + 7 * D, APRIL.start_ms + 14 * D)
+    week = Interval(APRIL.start_ms + 7 * D, APRIL.start_ms + 14 * D)
     report = await build_report(loaded_config(tmp_path), april_source(), week)
     r = by_name(report)["core-router"].result
     assert r.basis_ms == 7 * D
@@ -123,13 +124,14 @@ async def test_custom_range_uses_the_period_length_as_basis(tmp_path: Path) -> N
 
 async def test_timely_maintenance_is_cut_out_and_late_notice_is_not(tmp_path: Path) -> None:
     start = APRIL.start_ms + 9 * D + 12 * H
-    timely = StoredWindow("w-timely", "class", "network", start, start + H, start - 4 * D, "firmware", start - 4 * D)
+    timely = MaintenanceWindow("w-timely", "class", "network", start, start + H, start - 4 * D, "firmware",
+                               start - 4 * D)
     report = await build_month_report(loaded_config(tmp_path), april_source(windows=[timely]), 2026, 4)
     core = by_name(report)["core-router"].result
     assert (core.downtime_ms, core.maintenance_ms, core.availability_pct, core.met) == (0, 5 * M, 100.0, True)
     assert core.outages[0].window_ids == ("w-timely",)
 
-    late = StoredWindow("w-late", "customer", "acme", start, start + H, start - H, "emergency", start - H)
+    late = MaintenanceWindow("w-late", "customer", "acme", start, start + H, start - H, "emergency", start - H)
     report = await build_month_report(loaded_config(tmp_path), april_source(windows=[late]), 2026, 4)
     core = by_name(report)["core-router"].result
     assert (core.downtime_ms, core.maintenance_ms, core.met) == (5 * M, 0, False)
@@ -159,7 +161,7 @@ async def test_inputs_hash_is_stable_and_follows_every_input(tmp_path: Path) -> 
     assert len(first.inputs_sha256) == 64
     longer = await build_month_report(loaded, april_source(6 * M), 2026, 4)
     gap = await build_month_report(loaded, april_source(gap=(APRIL.start_ms + H, APRIL.start_ms + 2 * H)), 2026, 4)
-    win = StoredWindow("w", "component", "core-router", APRIL.start_ms, APRIL.start_ms + H, 0, "", 0)
+    win = MaintenanceWindow("w", "component", "core-router", APRIL.start_ms, APRIL.start_ms + H, 0, "", 0)
     windowed = await build_month_report(loaded, april_source(windows=[win]), 2026, 4)
     may = await build_month_report(loaded, april_source(), 2026, 5)
     hashes = {r.inputs_sha256 for r in (first, longer, gap, windowed, may)}
@@ -258,3 +260,63 @@ def test_cli_custom_range_text(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "99.950 %" in out  # 300 s of 7 days
     assert "2026-04-10T12:00:00.000Z" in out
     assert "sip-core" not in out
+
+
+# ---------------------------------------------------------------- class and tier as stored
+
+
+def tier_changed_source(first: str, second: str) -> FakeSource:
+    """lab-vlan (configured as base) stored as `first` until mid-April, then as `second`: 30 min down in the first
+    half, 60 min in the second, one agent watching throughout."""
+    t0, mid = APRIL.start_ms, APRIL.start_ms + 15 * D
+    before, after = (ComponentRef("lab-vlan", "vlan", tier, "") for tier in (first, second))
+    changes = [StateChange(before, "mon-1", t0 - 5 * D, True, ""),
+               StateChange(before, "mon-1", t0 + 3 * D, False, "vlan 12 down"),
+               StateChange(before, "mon-1", t0 + 3 * D + 30 * M, True, ""),
+               # The agent reloads its config with the new tier and stores the state again under it.
+               StateChange(after, "mon-1", mid, True, ""),
+               StateChange(after, "mon-1", mid + 5 * D, False, "vlan 12 down"),
+               StateChange(after, "mon-1", mid + 5 * D + H, True, "")]
+    hb = AgentHeartbeats("mon-1", beats(t0 - D, APRIL.end_ms + D), 60.0)
+    return FakeSource(changes, {"mon-1": hb})
+
+
+async def test_a_tier_changed_mid_month_takes_the_target_in_force_at_the_end_and_counts_all_downtime(
+        tmp_path: Path) -> None:
+    loaded = loaded_config(tmp_path)
+    report = await build_month_report(loaded, tier_changed_source("silver", "gold"), 2026, 4,
+                                      components=["lab-vlan"])
+    lab = by_name(report)["lab-vlan"]
+    # gold vlan is 99.8 %; the configured base (and the first half's silver) would be 99 %, met.
+    assert (lab.klass, lab.tier, lab.target_pct) == ("vlan", "gold", 99.8)
+    assert lab.result.downtime_ms == 90 * M  # both halves
+    assert (lab.result.availability_pct, lab.result.met) == (99.791, False)  # 1 - 5400/2592000
+    assert [o.duration_ms for o in lab.result.outages] == [30 * M, H]
+    # The other way round: silver at the end of the month, so silver's 99 %, met with the same downtime.
+    back = by_name(await build_month_report(loaded, tier_changed_source("gold", "silver"), 2026, 4,
+                                            components=["lab-vlan"]))["lab-vlan"]
+    assert (back.tier, back.target_pct, back.result.downtime_ms, back.result.met) == ("silver", 99.0, 90 * M, True)
+    # A report of the first half only ends while silver was in force.
+    half = await build_report(loaded, tier_changed_source("silver", "gold"),
+                              Interval(APRIL.start_ms, APRIL.start_ms + 15 * D), components=["lab-vlan"])
+    assert (by_name(half)["lab-vlan"].tier, by_name(half)["lab-vlan"].result.downtime_ms) == ("silver", 30 * M)
+
+
+async def test_a_stored_tier_the_contract_does_not_know_falls_back_to_the_configured_one(tmp_path: Path) -> None:
+    report = await build_month_report(loaded_config(tmp_path), tier_changed_source("silver", "bronze"), 2026, 4,
+                                      components=["lab-vlan"])
+    lab = by_name(report)["lab-vlan"]
+    assert (lab.tier, lab.target_pct, lab.result.downtime_ms) == ("base", 99.0, 90 * M)
+
+
+async def test_a_component_without_stored_changes_has_its_configured_tier(tmp_path: Path) -> None:
+    report = await build_month_report(loaded_config(tmp_path), FakeSource(), 2026, 4, components=["lab-vlan"])
+    assert (report.components[0].klass, report.components[0].tier) == ("vlan", "base")
+
+
+def test_cli_email_with_a_missing_store_says_so_once_and_exits_1(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path)
+    assert run_cli(["report", "--config", str(path), "--month", "2026-04", "--email"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("store.db does not exist") == 1 and "sent " not in err

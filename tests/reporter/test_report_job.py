@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from reporter.monthly import JOB_ID, period_key, report_month, run_monthly_reports, start_report_scheduler
 from reporter.periods import month_period
-from reporter.schedule import JOB_ID, period_key, report_month, run_monthly_reports, start_report_scheduler
-from reporter.source import InfluxSource, Source, SourceError, StoredChange, open_source
 from slawatch.config.loader import Loaded, bundled_contract, load
 from slawatch.config.settings import InfluxSettings, StorageSettings
 from slawatch.model import ComponentRef, Heartbeat, StateChange
-from slawatch.store.influxdb import InfluxSink
+from slawatch.store import Source, SourceError, open_source
+from slawatch.store.influxdb import InfluxSink, InfluxSource
 from slawatch.testing import free_port, need_binary
 from slawatch.testing.influxd import Influxd
 from tests.reporter.april import NOW_MS, FakeSource, april_source, loaded_config
@@ -85,7 +85,7 @@ class FailingSource(FakeSource):
         super().__init__(base._changes, base._heartbeats, base._windows)
         self.failing = set(failing)
 
-    async def changes(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[StoredChange]:
+    async def changes(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[StateChange]:
         if components is not None and self.failing & set(components):
             raise SourceError("influxdb:http://127.0.0.1:8086/slawatch.slawatch: partial write: field type conflict")
         return await super().changes(start_ms, end_ms, components)
@@ -165,7 +165,7 @@ async def test_store_down_at_start_is_one_line_per_attempt_until_it_is_back(
 
 @pytest.mark.peer("influxd")
 async def test_a_missing_database_reads_as_empty_and_a_closed_port_as_unavailable(influxd: Influxd) -> None:
-    from reporter.source import StoreUnavailable
+    from slawatch.store import StoreUnavailable
 
     fresh = InfluxSource(InfluxSettings(url=influxd.url, database=f"none_{uuid.uuid4().hex[:8]}"))
     try:
@@ -187,7 +187,7 @@ async def test_a_missing_database_reads_as_empty_and_a_closed_port_as_unavailabl
 
 async def test_a_reload_reschedules_only_a_changed_schedule_and_never_repeats_the_catch_up(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from reporter.schedule import MonthlyJob
+    from reporter.monthly import MonthlyJob
 
     caplog.set_level(logging.INFO)
     loaded = loaded_config(tmp_path, archive="reports")

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from slawatch.config.settings import InfluxSettings
-from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
-from slawatch.store import SinkError
-from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, influxql_duration
+from slawatch.model import ComponentRef, Heartbeat, MaintenanceWindow, Outcome, Point, Sample, StateChange
+from slawatch.store import SinkError, SourceError, StoreUnavailable
+from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, InfluxSource, influxql_duration
 from slawatch.store.lineprotocol import PROBE, STATE, encode, record
 from slawatch.testing import free_port, need_binary
 from slawatch.testing.influxd import ADMIN_USER, Influxd, start_influxd
@@ -434,3 +434,44 @@ async def test_v2_write_path_against_victoria_metrics(victoria: str, use_gzip: b
     assert len(latency[0]["timestamps"]) == sum(1 for p in batch[:20] if isinstance(p, Sample) and p.latency_ms)
     beats = vm_export(victoria, f'{{__name__="slawatch_heartbeat_period_s",agent="agent-{use_gzip}"}}', 1)
     assert beats[0]["values"] == [60]
+
+
+# ---------------------------------------------------------------- the reporter's side: the same client
+
+
+def window(id: str) -> MaintenanceWindow:
+    return MaintenanceWindow(id, "component", "sip-core", NOW_MS - 3_600_000, NOW_MS, NOW_MS - 7_200_000, "fw",
+                             NOW_MS - 7_200_000)
+
+
+async def test_the_source_sets_up_a_new_store_as_the_sink_does(influxd: Influxd) -> None:
+    """A window added before the agent ever wrote creates the database and the slawatch retention policy of the
+    contract's retention; the agent's sink then writes beside it, and a dropped database is made again."""
+    db = fresh_db()
+    source = InfluxSource(v1(influxd, db), retention_s=200 * 86400)
+    try:
+        await source.add_window(window("mw-1"))
+        policies = {r["name"]: r for r in influxd.rows(f'SHOW RETENTION POLICIES ON "{db}"', db)}
+        assert policies[RETENTION_POLICY]["duration"] == "4800h0m0s" and not policies[RETENTION_POLICY]["default"]
+        influxd.query(f'DROP DATABASE "{db}"', method="POST")
+        await source.record_report_sent("2026-04", "acme", NOW_MS, "ab" * 32)  # set up again, then written
+        assert await source.report_sent("2026-04", "acme")
+    finally:
+        await source.close()
+
+
+@pytest.mark.parametrize(("status", "error"), [(503, StoreUnavailable), (400, SourceError), (403, SourceError)])
+async def test_source_writes_fail_as_source_errors(scripted: Scripted, status: int, error: type[Exception]) -> None:
+    """The sink's write rules (a 5xx is worth retrying, a 400 drops the point) as the reporter must see them: a
+    window the server dropped is an error, not silently gone."""
+    source = InfluxSource(InfluxSettings(url=scripted.url, api="v2", org="o", bucket="b", token=SecretStr("t")))
+    scripted.answers = [(status, '{"code":"x","message":"partial write: field type conflict dropped=1"}')]
+    try:
+        with pytest.raises(error) as err:
+            await source.add_window(window("mw-2"))
+    finally:
+        await source.close()
+    assert str(status) in str(err.value) or status == 400
+    assert error is StoreUnavailable or not isinstance(err.value, StoreUnavailable)
+    writes = [r for r in scripted.requests if r[0] == "/api/v2/write"]
+    assert len(writes) == 1 and writes[0][2]["Authorization"] == "Token t"  # no set-up on v2; one client's auth

@@ -29,7 +29,7 @@ def test_example_config_passes() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "config/example.yaml: OK" in proc.stdout
     assert "load_balancer  silver        1   target 99.99 %" in proc.stdout
-    assert "probes: haproxy 1, http 1, icmp 1, sip 1, snmp 1, tcp 1, ups 1" in proc.stdout
+    assert "probes: dns 1, haproxy 1, http 1, icmp 1, sip 1, snmp 1, tcp 1, ups 1" in proc.stdout
 
 
 def test_there_are_enough_invalid_cases() -> None:

@@ -10,14 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reporter.periods import (
-    Period,
+    iso_ms,
     month_of,
     month_period,
     next_month,
+    parse_iso,
     parse_month,
     previous_month,
     split_at_months,
 )
+from slawatch.model import Interval
 
 H = 3_600_000
 D = 24 * H
@@ -58,8 +60,8 @@ def test_month_edges_are_local_midnight() -> None:
     october = month_period(2026, 10, PARIS)
     assert october.start_ms == ms(2026, 9, 30, 22)
     assert october.end_ms == ms(2026, 10, 31, 23)
-    assert month_period(2026, 4, "UTC") == Period(ms(2026, 4, 1), ms(2026, 5, 1))
-    assert march.duration_s == 743 * 3600.0
+    assert month_period(2026, 4, "UTC") == Interval(ms(2026, 4, 1), ms(2026, 5, 1))
+    assert march.duration_ms == 743 * H
 
 
 def test_consecutive_months_touch() -> None:
@@ -108,7 +110,7 @@ def test_parse_month_rejects(text: str, message: str) -> None:
 def test_split_outage_across_month_boundary() -> None:
     boundary = month_period(2026, 4, PARIS).start_ms
     pieces = split_at_months(boundary - 90 * 60_000, boundary + 30 * 60_000, PARIS)
-    assert pieces == [Period(boundary - 90 * 60_000, boundary), Period(boundary, boundary + 30 * 60_000)]
+    assert pieces == [Interval(boundary - 90 * 60_000, boundary), Interval(boundary, boundary + 30 * 60_000)]
 
 
 def test_split_spanning_several_months_and_edges() -> None:
@@ -157,3 +159,29 @@ def test_month_period_contains_its_own_instants(year: int, month: int, tz: str) 
     assert month_of(p.end_ms - 1, tz) == (year, month)
     assert month_of(p.end_ms, tz) == next_month(year, month)
     assert parse_month(f"{year:04d}-{month:02d}") == (year, month)
+
+
+@pytest.mark.parametrize(("text", "tz", "expected"), [
+    ("2024-05-01T22:00:00Z", None, 1714600800000),
+    ("2024-05-02T00:00:00+02:00", None, 1714600800000),
+    ("2024-05-01T22:00:00.250+00:00", None, 1714600800250),
+    ("2024-05-02", PARIS, 1714600800000),  # local midnight in Paris (CEST)
+    ("2024-05-02T00:00:00", PARIS, 1714600800000),
+    ("2024-05-02T00:00:00Z", PARIS, 1714608000000),  # an offset wins over the zone
+])
+def test_parse_iso(text: str, tz: str | None, expected: int) -> None:
+    assert parse_iso(text, tz) == expected
+
+
+def test_parse_iso_says_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="no UTC offset"):
+        parse_iso("2024-05-01T22:00")
+    with pytest.raises(ValueError, match="not an ISO 8601 time"):
+        parse_iso("yesterday", "UTC")
+
+
+@given(st.integers(min_value=-(10**13), max_value=253402300799999))
+def test_iso_round_trips(ms: int) -> None:
+    assert parse_iso(iso_ms(ms)) == ms
+    assert parse_iso(iso_ms(ms, always_ms=False)) == ms
+    assert iso_ms(ms, always_ms=False) == (iso_ms(ms) if ms % 1000 else iso_ms(ms).replace(".000Z", "Z"))

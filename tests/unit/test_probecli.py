@@ -8,7 +8,7 @@ import json
 import pytest
 
 from slawatch.cli.probe import InputError, build_settings, json_line, nagios_line, register, status
-from slawatch.config.settings import HttpProbe, IcmpProbe, SipProbe, SnmpProbe, TcpProbe, UpsProbe
+from slawatch.config.probes import HttpProbe, IcmpProbe, SipProbe, SnmpProbe, TcpProbe, UpsProbe
 from slawatch.model import Outcome, Result
 
 

@@ -9,7 +9,7 @@ from pysnmp.proto import errind, rfc1902, rfc1905
 
 from agent.probes.snmp import assess, check_failure, reboot_reason, show_ticks
 from agent.probes.snmpclient import Value, attempts, indication_result, lift
-from slawatch.config.settings import SnmpCheck, SnmpProbe
+from slawatch.config.probes import SnmpCheck, SnmpProbe
 from slawatch.model import Outcome, Result
 
 IF_OPER = "1.3.6.1.2.1.2.2.1.8.2"

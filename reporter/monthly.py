@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,38 +16,24 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
-from reporter.mail import MailError, build_message, send_message
-from reporter.periods import month_of, next_month, previous_month
-from reporter.render import render_csv, render_html, render_json, render_text
-from reporter.report import build_month_report, why_not_sent
-from reporter.source import Source, SourceError, StoreUnavailable
+from reporter.delivery import ALREADY_SENT, Delivery, Send, archive, deliver
+from reporter.mail import send_message
+from reporter.periods import month_of, month_period, next_month, previous_month, to_ms
+from reporter.report import month_key as period_key
 from slawatch.config.loader import Loaded
-from slawatch.config.settings import SmtpSettings, StorageSettings
+from slawatch.config.settings import StorageSettings
+from slawatch.store import Source
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[EmailMessage, SmtpSettings], Awaitable[list[str]]]
 OpenSource = Callable[[StorageSettings], Source]
 JOB_ID = "slawatch-monthly-report"
 RETRY_S = 3600.0
 MAX_RETRIES = 24
 
-
-@dataclass(slots=True)
-class MonthlyRun:
-    """What one run did: customers sent, customers that failed (to retry), customers skipped and why.
-
-    `unavailable` is the reason when the store could not be reached at all (every customer left is in `failed`).
-    """
-
-    sent: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    unavailable: str | None = None
-
-
-def period_key(year: int, month: int) -> str:
-    return f"{year:04d}-{month:02d}"
+MonthlyRun = Delivery
+__all__ = ["JOB_ID", "MonthlyJob", "MonthlyRun", "archive", "period_key", "prune_archive", "report_month",
+           "run_monthly_reports", "send_monthly_reports", "start_report_scheduler"]
 
 
 async def send_monthly_reports(loaded: Loaded, source: Source, year: int, month: int, *, now_ms: int,
@@ -61,29 +44,32 @@ async def send_monthly_reports(loaded: Loaded, source: Source, year: int, month:
 
 async def run_monthly_reports(loaded: Loaded, source: Source, year: int, month: int, *, now_ms: int,
                               send: Send = send_message) -> MonthlyRun:
-    """The monthly job for one month; a failure for one customer never stops the others.
-
-    Only a store that cannot be reached at all ends the run early: the customers left would each wait for the
-    same failure. The caller retries the failed customers.
-    """
+    """The monthly job for one month (see reporter.delivery.deliver), told in log lines; the caller retries the
+    failed customers."""
     config = loaded.config
     key = period_key(year, month)
-    run = MonthlyRun()
     names = [c.name for c in config.customers if any(comp.customer == c.name for comp in config.components)]
-    for i, name in enumerate(names):
-        try:
-            await _report_customer(loaded, source, year, month, name, now_ms=now_ms, send=send, run=run)
-        except StoreUnavailable as exc:
-            run.unavailable = str(exc)
-            run.failed.update((n, str(exc)) for n in names[i:])
-            break
-        except SourceError as exc:
-            log.error("report %s for %s not sent: %s", key, name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-            run.failed[name] = str(exc)
+    run = await deliver(loaded, source, month_period(year, month, config.report.timezone), names,
+                        month=(year, month), now_ms=now_ms, send=send, skip_sent=True,
+                        archive_to=config.report.archive)
     by_reason: dict[str, list[str]] = {}
-    for name, why in run.skipped.items():
-        if why != "already sent":
-            by_reason.setdefault(why, []).append(name)
+    for r in run.results:
+        if r.archive_error is not None:
+            log.error("report %s for %s: cannot archive under %s: %s", key, r.customer, config.report.archive,
+                      r.archive_error)
+        if r.status == "skipped" and r.why != ALREADY_SENT:
+            by_reason.setdefault(r.why, []).append(r.customer)
+        elif r.status == "failed" and r.why != run.unavailable:  # an unreachable store: one summary line
+            log.error("report %s for %s not sent: %s", key, r.customer, r.why,
+                      exc_info=r.error if r.error is not None and log.isEnabledFor(logging.DEBUG) else None)
+        elif r.status == "sent":
+            for refused in r.refused:
+                log.warning("report %s for %s: recipient refused: %s", key, r.customer, refused)
+            customer = config.customer(r.customer)
+            log.info("report %s sent to %s (%s)", key, r.customer, ", ".join(customer.report_to if customer else ()))
+            if r.record_error is not None:
+                log.error("report %s for %s sent but not recorded, a later run may send it again: %s", key,
+                          r.customer, r.record_error)
     for why, skipped in by_reason.items():
         log.warning("report %s for %s not emailed: %s", key, ", ".join(skipped), why)
     if config.report.archive is not None:
@@ -92,54 +78,6 @@ async def run_monthly_reports(loaded: Loaded, source: Source, year: int, month: 
         except OSError as exc:
             log.error("cannot prune the report archive %s: %s", config.report.archive, exc)
     return run
-
-
-async def _report_customer(loaded: Loaded, source: Source, year: int, month: int, name: str, *, now_ms: int,
-                           send: Send, run: MonthlyRun) -> None:
-    """Build, archive, send and record one customer's report, noting the outcome in `run`."""
-    config = loaded.config
-    key = period_key(year, month)
-    smtp = config.report.smtp
-    customer = config.customer(name)
-    assert customer is not None
-    if await source.report_sent(key, name):
-        run.skipped[name] = "already sent"
-        return
-    report = await build_month_report(loaded, source, year, month, customer=name)
-    why = why_not_sent(report)
-    if why is not None:
-        # Nothing was monitored that month (e.g. the agent was installed later): no report to send or archive.
-        run.skipped[name] = why
-        return
-    html, text, csv = render_html(report), render_text(report), render_csv(report)
-    if config.report.archive is not None:
-        try:
-            await asyncio.to_thread(archive, config.report.archive, key, name,
-                                    {"html": html, "json": render_json(report), "csv": csv})
-        except OSError as exc:
-            log.error("report %s for %s: cannot archive under %s: %s", key, name, config.report.archive, exc)
-    if not customer.report_to:
-        run.skipped[name] = "no report_to address"
-        return
-    if smtp is None:
-        run.skipped[name] = "report.smtp is not configured"
-        return
-    msg = build_message(report, name, customer.report_to, smtp.from_, now_ms=now_ms, html=html, text=text, csv=csv)
-    try:
-        refused = await send(msg, smtp)
-    except MailError as exc:
-        log.error("report %s for %s not sent: %s", key, name, exc)
-        run.failed[name] = str(exc)
-        return
-    for r in refused:
-        log.warning("report %s for %s: recipient refused: %s", key, name, r)
-    log.info("report %s sent to %s (%s)", key, name, ", ".join(customer.report_to))
-    run.sent.append(name)
-    try:
-        await source.record_report_sent(key, name, now_ms, report.inputs_sha256)
-    except SourceError as exc:
-        # Not a failure to retry: that would send it again at once.
-        log.error("report %s for %s sent but not recorded, a later run may send it again: %s", key, name, exc)
 
 
 def prune_archive(root: Path, retention_s: float, now_ms: int) -> list[str]:
@@ -152,30 +90,13 @@ def prune_archive(root: Path, retention_s: float, now_ms: int) -> list[str]:
         if not folder.is_dir() or m is None or not 1 <= int(m.group(2)) <= 12:
             continue
         year, month = next_month(int(m.group(1)), int(m.group(2)))
-        ended_ms = int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
+        ended_ms = to_ms(datetime(year, month, 1, tzinfo=UTC))
         if ended_ms + retention_s * 1000 < now_ms:
             shutil.rmtree(folder)
             removed.append(folder.name)
     if removed:
         log.info("report archive: removed %s (older than the retention)", ", ".join(removed))
     return removed
-
-
-def archive(root: Path, key: str, customer: str, files: dict[str, str]) -> list[Path]:
-    """Write root/<key>/<customer>.<ext> atomically (a temp file renamed), so a reader never sees half."""
-    folder = root / key
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for ext, text in sorted(files.items()):
-        path = folder / f"{customer}.{ext}"
-        tmp = folder / f".{customer}.{ext}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        written.append(path)
-    return written
 
 
 def report_month(now_ms: int, tz: str) -> tuple[int, int]:

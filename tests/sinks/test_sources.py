@@ -1,8 +1,10 @@
-"""reporter.source against real stores: SQLite written by SqliteSink, influxd 1.6 written by InfluxSink."""
+"""The stores read back for reports (Source), against real stores: SQLite written by SqliteSink, influxd 1.6
+written by InfluxSink."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import urllib.parse
 import urllib.request
@@ -14,24 +16,12 @@ from typing import Any
 
 import pytest
 
-from reporter.availability import Change, Interval
-from reporter.source import (
-    AgentViews,
-    InfluxSource,
-    Source,
-    SourceError,
-    SqliteSource,
-    StoredChange,
-    StoredWindow,
-    agent_views,
-    open_source,
-    quote_string,
-)
 from slawatch.config.settings import InfluxSettings, SqliteSettings, StorageSettings
-from slawatch.model import ComponentRef, Heartbeat, Point, StateChange
-from slawatch.store import Sink
-from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink
-from slawatch.store.sqlite import SqliteSink
+from slawatch.model import AgentHeartbeats, ComponentRef, Heartbeat, MaintenanceWindow, Point, StateChange
+from slawatch.store import Sink, Source, SourceError, open_source
+from slawatch.store import sqlite as sqlite_store
+from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, InfluxSource, quote_string
+from slawatch.store.sqlite import SqliteSink, SqliteSource
 from slawatch.testing.influxd import Influxd
 
 pytestmark = pytest.mark.timeout(90)
@@ -90,12 +80,8 @@ def change(component: str, agent: str, ts_ms: int, up: bool, reason: str = "") -
     return StateChange(ComponentRef(component, "sip", "gold", "acme"), agent, ts_ms, up, reason)
 
 
-def stored(c: StateChange) -> StoredChange:
-    return StoredChange(c.ref.component, c.agent, c.ts_ms, c.up, c.reason)
-
-
-def key(c: StoredChange) -> tuple[str, int, str]:
-    return c.component, c.ts_ms, c.agent
+def key(c: StateChange) -> tuple[str, int, str]:
+    return c.ref.component, c.ts_ms, c.agent
 
 
 # ---------------------------------------------------------------- state changes
@@ -115,7 +101,7 @@ async def test_changes_in_period_plus_the_last_one_before_it_per_component_and_a
 
     got = await store.source.changes(START, END)
 
-    expected = [stored(c) for c in (before_last, b_last, *inside, quiet_old)]
+    expected = [before_last, b_last, *inside, quiet_old]
     assert sorted(got, key=key) == sorted(expected, key=key)
     assert got == sorted(got, key=key)
 
@@ -124,8 +110,7 @@ async def test_changes_filtered_by_component(store: Store) -> None:
     await store.write([change("sip-1", "mon-a", START + H, False, "x"), change("sip-2", "mon-a", START + H, True),
                        change("sip-2", "mon-a", START - H, False, "y"), change("sip-3", "mon-a", START - H, True)])
     got = await store.source.changes(START, END, components=["sip-2", "not-there"])
-    assert got == [StoredChange("sip-2", "mon-a", START - H, False, "y"),
-                   StoredChange("sip-2", "mon-a", START + H, True, "")]
+    assert got == [change("sip-2", "mon-a", START - H, False, "y"), change("sip-2", "mon-a", START + H, True, "")]
     assert await store.source.changes(START, END, components=[]) == []
 
 
@@ -140,10 +125,10 @@ async def test_hostile_component_names_match_exactly_themselves(store: Store, na
     got = await store.source.changes(START, END, components=[name])
 
     i = HOSTILE.index(name)
-    assert got == [StoredChange(name, "mon-a", START - DAY - i * H, not i % 2, f"before {name}"),
-                   StoredChange(name, "mon-a", START + i * H, bool(i % 2), f"reason of {name}")]
+    assert got == [change(name, "mon-a", START - DAY - i * H, not i % 2, f"before {name}"),
+                   change(name, "mon-a", START + i * H, bool(i % 2), f"reason of {name}")]
     everything = await store.source.changes(START, END)
-    assert {c.component for c in everything} == set(HOSTILE)
+    assert {c.ref.component for c in everything} == set(HOSTILE)
 
 
 async def test_a_long_component_list_filters_the_answer(store: Store) -> None:
@@ -151,15 +136,15 @@ async def test_a_long_component_list_filters_the_answer(store: Store) -> None:
     await store.write([change(n, "mon-a", START + i * 1000, True) for i, n in enumerate(names)])
     wanted = [*names[::7], "a' OR '1'='1"]
     got = await store.source.changes(START, END, components=wanted)
-    assert [c.component for c in got] == sorted(names[::7])
+    assert [c.ref.component for c in got] == sorted(names[::7])
 
 
 async def test_empty_reason_and_agents_with_odd_names(store: Store) -> None:
     await store.write([change("sip-1", "mon 'a'", START + 1, False, ""),
                        change("sip-1", 'mon "b"', START + 2, False, "line 1\nline 2 \\ end")])
     got = await store.source.changes(START, END)
-    assert got == [StoredChange("sip-1", "mon 'a'", START + 1, False, ""),
-                   StoredChange("sip-1", 'mon "b"', START + 2, False, "line 1\nline 2 \\ end")]
+    assert got == [change("sip-1", "mon 'a'", START + 1, False, ""),
+                   change("sip-1", 'mon "b"', START + 2, False, "line 1\nline 2 \\ end")]
 
 
 # ---------------------------------------------------------------- heartbeats
@@ -177,9 +162,9 @@ async def test_heartbeats_with_three_periods_of_margin_before_the_period(store: 
     got = await store.source.heartbeats(START, END)
 
     assert got == {
-        "mon-a": ([START + i * 60_000 for i in range(-3, 30)], 60.0),
-        "mon-b": ([START + i * 300_000 for i in range(-3, 4)], 300.0),
-        "mon-new": ([START + H + i * 30_000 for i in range(4)], 30.0),
+        "mon-a": AgentHeartbeats("mon-a", [START + i * 60_000 for i in range(-3, 30)], 60.0),
+        "mon-b": AgentHeartbeats("mon-b", [START + i * 300_000 for i in range(-3, 4)], 300.0),
+        "mon-new": AgentHeartbeats("mon-new", [START + H + i * 30_000 for i in range(4)], 30.0),
     }
 
 
@@ -192,8 +177,8 @@ async def test_no_heartbeats(store: Store) -> None:
 
 
 def window(id: str, start: int, end: int, scope: Any = "component", value: str = "sip-1",
-           reason: str = "firmware upgrade") -> StoredWindow:
-    return StoredWindow(id, scope, value, start, end, start - 96 * H, reason, start - 97 * H)
+           reason: str = "firmware upgrade") -> MaintenanceWindow:
+    return MaintenanceWindow(id, scope, value, start, end, start - 96 * H, reason, start - 97 * H)
 
 
 async def test_windows_add_list_overlap_remove(store: Store) -> None:
@@ -243,12 +228,15 @@ async def test_hostile_window_values_and_ids_round_trip(store: Store, name: str)
 
 
 def test_applies_to() -> None:
-    assert window("w", 0, 1, "component", "sip-1").applies_to("sip-1", "sip", "acme")
-    assert not window("w", 0, 1, "component", "sip-1").applies_to("sip-10", "sip", "acme")
-    assert window("w", 0, 1, "class", "san").applies_to("x", "san", "acme")
-    assert not window("w", 0, 1, "class", "san").applies_to("san", "sip", "san-corp")
-    assert window("w", 0, 1, "customer", "acme").applies_to("x", "sip", "acme")
-    assert not window("w", 0, 1, "customer", "acme").applies_to("acme", "acme", "other")
+    def ref(component: str, klass: str, customer: str) -> ComponentRef:
+        return ComponentRef(component, klass, "gold", customer)
+
+    assert window("w", 0, 1, "component", "sip-1").applies_to(ref("sip-1", "sip", "acme"))
+    assert not window("w", 0, 1, "component", "sip-1").applies_to(ref("sip-10", "sip", "acme"))
+    assert window("w", 0, 1, "class", "san").applies_to(ref("x", "san", "acme"))
+    assert not window("w", 0, 1, "class", "san").applies_to(ref("san", "sip", "san-corp"))
+    assert window("w", 0, 1, "customer", "acme").applies_to(ref("x", "sip", "acme"))
+    assert not window("w", 0, 1, "customer", "acme").applies_to(ref("acme", "acme", "other"))
 
 
 # ---------------------------------------------------------------- reports sent
@@ -330,7 +318,7 @@ async def test_influx_names_the_retention_policy(influxd: Influxd) -> None:
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 204
         assert influxd.rows('SELECT "reason" FROM "slawatch_state"', db)[0]["reason"] == "decoy"
-        assert await source.changes(START, END) == [StoredChange("sip-1", "mon-a", START + H, False, "real")]
+        assert await source.changes(START, END) == [change("sip-1", "mon-a", START + H, False, "real")]
     finally:
         await source.close()
         await sink.close()
@@ -348,9 +336,9 @@ async def test_influx_errors_are_source_errors(influxd: Influxd) -> None:
 
 @pytest.mark.peer("influxd")
 async def test_influx_chunks_are_streamed(influxd: Influxd, monkeypatch: pytest.MonkeyPatch) -> None:
-    import reporter.source
+    import slawatch.store.influxdb
 
-    monkeypatch.setattr(reporter.source, "CHUNK_SIZE", 7)
+    monkeypatch.setattr(slawatch.store.influxdb, "CHUNK_SIZE", 7)
     db = f"t_{uuid.uuid4().hex[:10]}"
     settings = InfluxSettings(url=influxd.url, database=db)
     sink, source = InfluxSink(settings), InfluxSource(settings)
@@ -359,7 +347,7 @@ async def test_influx_chunks_are_streamed(influxd: Influxd, monkeypatch: pytest.
                                for i in range(100)]
         await sink.write(points)
         got = await source.changes(START, END)
-        assert sorted(got, key=key) == sorted((stored(p) for p in points if isinstance(p, StateChange)), key=key)
+        assert sorted(got, key=key) == sorted((p for p in points if isinstance(p, StateChange)), key=key)
     finally:
         await source.close()
         await sink.close()
@@ -387,21 +375,62 @@ def test_quote_string(text: str, literal: str) -> None:
     assert quote_string(text) == literal
 
 
-# ---------------------------------------------------------------- glue to the pure engine
+# ---------------------------------------------------------------- tags as stored at the time
 
 
-def test_agent_views_groups_changes_and_derives_coverage() -> None:
-    changes = [StoredChange("sip-1", "mon-a", 1000, False, "x"), StoredChange("sip-1", "mon-b", 500, True, ""),
-               StoredChange("sip-1", "mon-a", 0, True, ""), StoredChange("sip-2", "mon-a", 0, True, "")]
-    heartbeats = {"mon-a": ([0, 60_000, 120_000, 600_000], 60.0), "mon-c": ([0], 60.0)}
-    views = agent_views(changes, heartbeats, "sip-1")
-    assert [v.agent for v in views] == ["mon-a", "mon-b"]
-    assert views[0].changes == (Change(0, True, ""), Change(1000, False, "x"))
-    assert views[0].coverage == (Interval(0, 180_000), Interval(600_000, 660_000))
-    assert views[1].changes == (Change(500, True, ""),)
-    assert views[1].coverage == ()  # no heartbeats: never counted as watching
-    assert agent_views(changes, heartbeats, "nope") == []
-    assert [v.agent for v in agent_views(changes, heartbeats, "sip-2")] == ["mon-a"]
-    assert AgentViews(changes, heartbeats).components() == ["sip-1", "sip-2"]
-    # A different list (even equal) is indexed afresh.
-    assert agent_views(changes[:1], heartbeats, "sip-1")[0].changes == (Change(1000, False, "x"),)
+async def test_each_change_carries_the_tags_stored_with_it(store: Store) -> None:
+    """The tier changed mid-period (and the class before it): each change reads back with its own tags, and
+    the last change before the period is the latest one whatever its tags."""
+    old = ComponentRef("sip-1", "voice", "silver", "acme")
+    gold = ComponentRef("sip-1", "sip", "gold", "acme")
+    platinum = ComponentRef("sip-1", "sip", "platinum", "acme")
+    await store.write([StateChange(old, "mon-a", START - 2 * DAY, False, "old class"),
+                       StateChange(gold, "mon-a", START - DAY, True, ""),
+                       StateChange(gold, "mon-a", START + H, False, "timeout"),
+                       StateChange(platinum, "mon-a", START + 2 * H, True, "")])
+
+    got = await store.source.changes(START, END)
+
+    assert got == [StateChange(gold, "mon-a", START - DAY, True, ""),
+                   StateChange(gold, "mon-a", START + H, False, "timeout"),
+                   StateChange(platinum, "mon-a", START + 2 * H, True, "")]
+    assert got[0].ref is got[1].ref  # one ComponentRef per tag set, not one per change
+
+
+async def test_sqlite_last_change_before_the_period_is_a_seek(tmp_path: Path) -> None:
+    settings = SqliteSettings(path=tmp_path / "s.db")
+    sink = SqliteSink(settings)
+    await sink.write([change(f"c{i % 20}", f"mon-{i % 2}", START - DAY - i * 1000, bool(i % 3), "")
+                      for i in range(400)])
+    await sink.close()
+    with sqlite3.connect(settings.path) as db:
+        sql = sqlite_store._SQL_LAST_CHANGES.format(filter="")
+        plan = " | ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, [START]))
+    assert "slawatch_state_last" in plan
+    assert " SCAN slawatch_state" not in f" {plan}" and "SCAN s " not in plan, plan  # seeks only
+
+
+async def test_sqlite_without_the_last_change_index_reads_the_same(tmp_path: Path) -> None:
+    """A store whose agent predates the index: the reader scans instead, with the same answer."""
+    settings = SqliteSettings(path=tmp_path / "s.db")
+    sink = SqliteSink(settings)
+    points: list[Point] = [change(f"c{i % 7}", f"mon-{i % 3}", START - DAY + i * 60_000 - 50 * 60_000, bool(i % 2),
+                                  f"r{i}") for i in range(100)]
+    await sink.write(points)
+    await sink.close()
+    with_index = SqliteSource(settings)
+    try:
+        expected = await with_index.changes(START, END)
+        expected_some = await with_index.changes(START, END, components=["c1", "c5"])
+    finally:
+        await with_index.close()
+    with sqlite3.connect(settings.path) as db:
+        db.execute("DROP INDEX slawatch_state_last")
+    without = SqliteSource(settings)
+    try:
+        assert await without.changes(START, END) == expected
+        assert await without.changes(START, END, components=["c1", "c5"]) == expected_some
+    finally:
+        await without.close()
+    assert {c.ref.component for c in expected_some} == {"c1", "c5"}
+    assert len({(c.ref.component, c.agent) for c in expected if c.ts_ms < START}) == 21  # 7 components x 3 agents

@@ -1,0 +1,311 @@
+"""The stored data, owned here: every measurement (InfluxDB) / table (SQLite), its tags, fields and identity key."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, Literal
+
+from slawatch.model import SCOPES, ComponentRef, Heartbeat, MaintenanceWindow, Point, Sample, StateChange
+
+Value = bool | int | float | str
+Row = tuple[Value | None, ...]
+"""One stored record's values in its measurement's `columns` order (None: a field not written)."""
+
+Role = Literal["tag", "time", "field"]
+Type = Literal["string", "integer", "float"]
+
+MAX_TEXT_CHARS = 4096
+"""Longer string values are cut here (InfluxDB 1.x refuses string fields over 64 KiB)."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SQL_TYPE = {"string": "TEXT", "integer": "INTEGER", "float": "REAL"}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A tag (always a string), the time (epoch ms) or a field of a measurement; a column of its SQLite table."""
+
+    name: str
+    role: Role
+    type: Type = "string"
+    nullable: bool = False
+    """A field that may be absent (InfluxDB) / NULL (SQLite)."""
+    default: str | None = None
+    """SQL default, as SQL text."""
+    check: str | None = None
+    """SQL CHECK constraint, as SQL text."""
+    meaning: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One kind of stored record: an InfluxDB measurement and the SQLite table of the same name."""
+
+    name: str
+    columns: tuple[Column, ...]
+    """Every column, in the SQLite table's order."""
+    key: tuple[str, ...]
+    """Identity: the SQLite primary key. In InfluxDB the identity is the series (all tags) and the time."""
+    written_by: str
+    prune: str | None = None
+    """SQLite deletes rows whose this column is older than the retention; None: kept."""
+    indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    without_rowid: bool = True
+    time_field: bool = False
+    """The time is also written as an integer field of the same name (InfluxDB)."""
+    reserved: bool = False
+    """Declared (and its SQLite table created) but not written yet."""
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names) or [c.role for c in self.columns].count("time") != 1:
+            raise ValueError(f"{self.name}: columns must be unique, with one time column")
+        if any((c.role == "tag" and c.type != "string") or (c.role == "time" and c.type != "integer")
+               for c in self.columns):
+            raise ValueError(f"{self.name}: tags are strings, the time an integer")
+        if not set(self.key) <= set(names):
+            raise ValueError(f"{self.name}: key {self.key} names no column")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.role == "tag")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Field names as written to InfluxDB (with the time's name first when `time_field`)."""
+        own = tuple(c.name for c in self.columns if c.role == "field")
+        return (self.time, *own) if self.time_field else own
+
+    @property
+    def time(self) -> str:
+        return next(c.name for c in self.columns if c.role == "time")
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    def index(self, name: str) -> int:
+        """Position of a column in `columns` (and so in a Row)."""
+        return self.names.index(name)
+
+    def ddl(self) -> str:
+        """CREATE TABLE and CREATE INDEX statements (idempotent)."""
+        lines = []
+        width = max(len(n) for n in self.names)
+        for c in self.columns:
+            sql = f"    {c.name:<{width}} {_SQL_TYPE[c.type]}"
+            sql += "" if c.nullable else " NOT NULL"
+            if self.key == (c.name,) and len(self.key) == 1:
+                sql += " PRIMARY KEY"
+            if c.check is not None:
+                sql += f" CHECK ({c.check})"
+            if c.default is not None:
+                sql += f" DEFAULT {c.default}"
+            lines.append(sql)
+        if len(self.key) > 1:
+            lines.append(f"    PRIMARY KEY ({', '.join(self.key)})")
+        tail = " WITHOUT ROWID" if self.without_rowid else ""
+        out = f"CREATE TABLE IF NOT EXISTS {self.name} (\n" + ",\n".join(lines) + f"\n){tail};\n"
+        for suffix, columns in self.indexes:
+            out += f"CREATE INDEX IF NOT EXISTS {self.name}_{suffix} ON {self.name} ({', '.join(columns)});\n"
+        return out
+
+
+def _tag(name: str, meaning: str) -> Column:
+    return Column(name, "tag", meaning=meaning)
+
+
+_UP = Column("up", "field", "integer", check="up IN (0, 1)", meaning="1 when available, else 0")
+_REASON = Column("reason", "field", "string", meaning="why, in words")
+_COMPONENT = _tag("component", "component name")
+_CLASS = _tag("class", "component class, as configured when stored")
+_TIER = _tag("tier", "the customer's tier, as configured when stored")
+_CUSTOMER = _tag("customer", "customer name (empty when none)")
+_AGENT = _tag("agent", "agent id")
+_TS = Column("ts_ms", "time", "integer", meaning="UTC epoch milliseconds")
+
+PROBE = Measurement(
+    "slawatch_probe",
+    (_COMPONENT, _TS, _AGENT, _tag("probe", "the probe's name within the component"), _CLASS, _TIER, _CUSTOMER,
+     _tag("kind", "probe kind"), _UP,
+     Column("latency_ms", "field", "float", nullable=True, meaning="round-trip time; absent when none measured"),
+     Column("outcome", "field", "string", meaning="how the run ended"), _REASON),
+    key=("component", "ts_ms", "agent", "probe"), written_by="the agent, one point per probe run",
+    prune="ts_ms", indexes=(("ts", ("ts_ms",)),))
+
+STATE = Measurement(
+    "slawatch_state",
+    (_COMPONENT, _TS, _AGENT, _CLASS, _TIER, _CUSTOMER, _UP, _REASON),
+    key=("component", "ts_ms", "agent"), written_by="the agent, one point per confirmed state change",
+    prune="ts_ms",
+    # (component, agent, ts_ms): the last change of each component and agent before a period is one seek.
+    indexes=(("ts", ("ts_ms",)), ("last", ("component", "agent", "ts_ms"))))
+
+HEARTBEAT = Measurement(
+    "slawatch_heartbeat",
+    (_AGENT, _TS, Column("period_s", "field", "float", meaning="promised seconds to the next heartbeat")),
+    key=("agent", "ts_ms"), written_by="the agent, every heartbeat_s", prune="ts_ms", indexes=(("ts", ("ts_ms",)),))
+
+MAINTENANCE = Measurement(
+    "slawatch_maintenance",
+    (_tag("id", "stable window id"),
+     Column("scope", "field", check=f"scope IN ({', '.join(repr(s) for s in SCOPES)})",
+            meaning="component, class or customer"),
+     Column("value", "field", meaning="the component, class or customer name"),
+     Column("start_ms", "time", "integer", meaning="window start"),
+     Column("end_ms", "field", "integer", check="end_ms > start_ms", meaning="window end (exclusive)"),
+     Column("announced_ms", "field", "integer", meaning="when the customer was told"),
+     Column("reason", "field", default="''", meaning="free text"),
+     Column("created_ms", "field", "integer", meaning="when it was recorded"),
+     Column("removed", "field", "integer", default="0", check="removed IN (0, 1)", meaning="1 once withdrawn")),
+    key=("id",), written_by="slawatch maintenance add|remove", prune="end_ms",
+    indexes=(("time", ("start_ms", "end_ms")),), without_rowid=False)
+
+ACK = Measurement(
+    "slawatch_ack",
+    (_COMPONENT, _AGENT, Column("raised_ms", "time", "integer", meaning="when the fault was raised"),
+     Column("acked_ms", "field", "integer", meaning="when it was acknowledged"),
+     Column("acked_by", "field", meaning="who"), Column("note", "field", default="''", meaning="free text")),
+    key=("component", "agent", "raised_ms"), written_by="nothing yet", prune="raised_ms", without_rowid=False,
+    reserved=True)
+
+REPORT_SENT = Measurement(
+    "slawatch_report_sent",
+    (_tag("period", "the report's period key (2024-05)"), _tag("customer", "customer name"),
+     Column("sent_ms", "time", "integer", meaning="when it was sent"),
+     Column("sha256", "field", meaning="the report's inputs_sha256")),
+    key=("period", "customer"), written_by="the monthly report job and slawatch report --email",
+    without_rowid=False, time_field=True)
+
+RETENTION_POLICY = "slawatch"
+"""The InfluxDB (v1) retention policy slawatch creates and writes to when none is configured."""
+
+MEASUREMENTS: tuple[Measurement, ...] = (PROBE, STATE, HEARTBEAT, MAINTENANCE, ACK, REPORT_SENT)
+SCHEMA_VERSION = 1
+"""SQLite `PRAGMA user_version`."""
+
+
+def ddl() -> str:
+    """The SQLite schema: every table and index (idempotent)."""
+    return "\n".join(m.ddl() for m in MEASUREMENTS)
+
+
+def clean_text(value: str) -> str:
+    """Make a string storable anywhere: lone surrogates become U+FFFD, length is capped at MAX_TEXT_CHARS."""
+    if value.isascii() and len(value) <= MAX_TEXT_CHARS:  # the common case, and fast
+        return value
+    if len(value) > MAX_TEXT_CHARS:
+        value = value[:MAX_TEXT_CHARS]
+    return _SURROGATE.sub("\ufffd", value)
+
+
+# ---------------------------------------------------------------- values as stored rows (every backend)
+# Each builds the Row in its measurement's `columns` order; this runs for every point, so it is written out.
+
+
+def _sample_row(p: Sample) -> Row:
+    c, r, lat = clean_text, p.ref, p.latency_ms
+    return (c(r.component), p.ts_ms, c(p.agent), c(p.probe), c(r.klass), c(r.tier), c(r.customer), c(p.kind),
+            int(p.up), float(lat) if lat is not None and math.isfinite(lat) else None, c(str(p.outcome)), c(p.reason))
+
+
+def _state_row(p: StateChange) -> Row:
+    c, r = clean_text, p.ref
+    return (c(r.component), p.ts_ms, c(p.agent), c(r.klass), c(r.tier), c(r.customer), int(p.up), c(p.reason))
+
+
+def _heartbeat_row(p: Heartbeat) -> Row:
+    return (clean_text(p.agent), p.ts_ms, float(p.period_s))
+
+
+_POINT_ROWS: dict[type, tuple[Measurement, Callable[..., Row]]] = {
+    Sample: (PROBE, _sample_row), StateChange: (STATE, _state_row), Heartbeat: (HEARTBEAT, _heartbeat_row),
+}
+
+
+def point_row(point: Point) -> tuple[Measurement, Row]:
+    """A model point as its measurement and stored values: what every backend writes."""
+    try:
+        measurement, build = _POINT_ROWS[type(point)]
+    except KeyError:
+        raise TypeError(f"not a point: {point!r}") from None
+    return measurement, build(point)
+
+
+def window_row(window: MaintenanceWindow, *, removed: bool = False) -> Row:
+    c = clean_text
+    return (c(window.id), window.scope, c(window.value), int(window.start_ms), int(window.end_ms),
+            int(window.announced_ms), c(window.reason), int(window.created_ms), int(removed))
+
+
+def report_sent_row(period_key: str, customer: str, sent_ms: int, sha256: str) -> Row:
+    return (clean_text(period_key), clean_text(customer), int(sent_ms), sha256)
+
+
+# ---------------------------------------------------------------- stored rows back as values (every backend)
+
+
+def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
+    """`slawatch_state` rows (in STATE.columns order; ts_ms an int, up 0/1, reason a str) as StateChanges, in the
+    order given.
+
+    One ComponentRef per distinct (component, class, tier, customer): a month of 10 000 components is
+    ~400 000 changes over ~10 000 refs.
+    """
+    refs: dict[tuple[str, str, str, str], ComponentRef] = {}
+    ref_of, agent, ts, up, reason = _STATE_GET
+    new = tuple.__new__  # StateChange(...) without the Python-level __new__ of a NamedTuple: a third faster
+    out: list[StateChange] = []
+    append = out.append
+    last: tuple[str, str, str, str] | None = None
+    ref: ComponentRef | None = None
+    for row in rows:
+        key = ref_of(row)
+        if key != last:  # rows come by component: most follow one with the same tags, a compare, not a hash
+            ref = refs.get(key)
+            if ref is None:
+                ref = refs[key] = ComponentRef(*key)
+            last = key
+        append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason])))
+    return out
+
+
+_STATE_GET = (itemgetter(*(STATE.index(n) for n in ("component", "class", "tier", "customer"))),
+              STATE.index("agent"), STATE.index("ts_ms"), STATE.index("up"), STATE.index("reason"))
+STATE_ORDER = itemgetter(*(STATE.index(n) for n in STATE.key))
+"""Sort key of a `slawatch_state` row: its identity (component, ts_ms, agent), the order `changes` returns."""
+_KEY_LEADS = STATE.names[:len(STATE.key)] == STATE.key
+
+
+def sort_state_rows(rows: list[Any]) -> None:
+    """Sort `slawatch_state` rows (tuples in STATE.columns order) by their identity, in place."""
+    if _KEY_LEADS:
+        rows.sort()  # the key is the leading columns: plain tuple order, three times faster than a key function
+    else:
+        rows.sort(key=STATE_ORDER)
+
+WINDOW_COLUMNS = tuple(n for n in MAINTENANCE.names if n != "removed")
+"""The columns a MaintenanceWindow is read from, in its constructor's order."""
+
+
+def maintenance_window(row: Sequence[Any]) -> MaintenanceWindow:
+    """A `slawatch_maintenance` row, in WINDOW_COLUMNS order (a field never written reads as empty/0)."""
+    values = dict(zip(WINDOW_COLUMNS, row, strict=True))
+    for name in WINDOW_COLUMNS:
+        if values[name] is None:
+            values[name] = 0 if MAINTENANCE.column(name).type == "integer" else ""
+    return MaintenanceWindow(**values)
+
+
+__all__ = [
+    "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "PROBE", "REPORT_SENT", "RETENTION_POLICY",
+    "SCHEMA_VERSION", "STATE", "STATE_ORDER", "WINDOW_COLUMNS", "Column", "Measurement", "Row", "Value", "clean_text",
+    "ddl", "maintenance_window", "point_row", "report_sent_row", "sort_state_rows", "state_changes", "window_row",
+]
