@@ -19,6 +19,10 @@ from slawatch.testing.influxd import Influxd, start_influxd
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 RUNNING = pytest.StashKey["pytest.Item | None"]()
+# Fixtures being set up now (innermost last), and the servers each fixture was seen to start, by (baseid, name):
+# a module-scoped server fixture starts once, so the tests after the first one are checked by what it started.
+SETTING_UP = pytest.StashKey[list[tuple[str, str]]]()
+STARTED_BY = pytest.StashKey[dict[tuple[str, str], set[str]]]()
 
 
 def peer_names(item: pytest.Item) -> set[str]:
@@ -34,6 +38,8 @@ def require_marker(item: pytest.Item, server: str, how: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUNNING] = None
+    config.stash[SETTING_UP] = []
+    config.stash[STARTED_BY] = {}
 
     def audit(event: str, args: tuple[Any, ...]) -> None:
         # Every way of starting a process ends in subprocess.Popen (asyncio's too): a server binary started by
@@ -47,6 +53,8 @@ def pytest_configure(config: pytest.Config) -> None:
         program = executable or (argv.split()[0] if isinstance(argv, str | bytes) else argv[0])
         server = SERVERS.get(Path(os.fsdecode(program)).name)
         if server is not None:
+            if config.stash[SETTING_UP]:
+                config.stash[STARTED_BY].setdefault(config.stash[SETTING_UP][-1], set()).add(server)
             require_marker(item, server, "starts")
 
     sys.addaudithook(audit)
@@ -74,7 +82,22 @@ def missing_peer_skips(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any],
+                         request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
+    setting_up = request.config.stash[SETTING_UP]
+    setting_up.append((fixturedef.baseid, fixturedef.argname))
+    try:
+        return (yield)
+    finally:
+        setting_up.pop()
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    for (baseid, name), servers in item.config.stash[STARTED_BY].items():
+        if name in item.fixturenames and item.nodeid.startswith(baseid):
+            for server in servers:
+                require_marker(item, server, f"uses fixture {name!r}, which starts")
     with missing_peer_skips(item):
         return (yield)
 

@@ -112,6 +112,31 @@ def test_a_tool_is_no_server():
                                  "*test_marked_for_another_server starts haproxy but is not marked*"])
 
 
+def test_a_test_using_a_server_fixture_someone_else_started_needs_the_marker_too(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    haproxy = fake_server(pytester.path, "haproxy")
+    result = run_inner(pytester, monkeypatch, f"""
+import subprocess
+import pytest
+
+@pytest.fixture(scope="module")
+def lb():
+    subprocess.run([{str(haproxy)!r}], check=True)
+    return 1
+
+@pytest.mark.peer("haproxy")
+def test_first(lb):
+    pass
+
+def test_second_unmarked(lb):
+    pass
+
+def test_without_it():
+    pass
+""")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*test_second_unmarked uses fixture 'lb', which starts haproxy but is not marked*"])
+
 def test_a_missing_peer_skips_and_fails_under_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     source = """
 import pytest

@@ -91,10 +91,9 @@ class Influxd:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(_CONFIG.format(
             dir=self.dir, rpc_port=self.rpc_port, http_port=self.http_port, auth="true" if self.auth else "false"))
-        log = (self.dir / "influxd.log").open("ab")
-        self.proc = subprocess.Popen([self.binary, "run", "-config", str(self.config_path)],
-                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
+        with (self.dir / "influxd.log").open("ab") as log:
+            self.proc = subprocess.Popen([self.binary, "run", "-config", str(self.config_path)],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:

@@ -444,6 +444,7 @@ def window(id: str) -> MaintenanceWindow:
                              NOW_MS - 7_200_000)
 
 
+@pytest.mark.peer("influxd")
 async def test_the_source_sets_up_a_new_store_as_the_sink_does(influxd: Influxd) -> None:
     """A window added before the agent ever wrote creates the database and the slawatch retention policy of the
     contract's retention; the agent's sink then writes beside it, and a dropped database is made again."""
