@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeAlias
 
 from pydantic import TypeAdapter, ValidationError
 
+from slawatch.cli.usage import EXIT_UNKNOWN
 from slawatch.config.settings import ProbeBase, ProbeSettings
 from slawatch.model import Outcome, Result
 
@@ -31,7 +32,6 @@ STATUS: dict[Outcome, tuple[str, int]] = {
     Outcome.BAD_RESPONSE: ("CRITICAL", 2),
     Outcome.AGENT_ERROR: ("UNKNOWN", 3),
 }
-EXIT_UNKNOWN = 3
 
 _SETTINGS: TypeAdapter[ProbeSettings] = TypeAdapter(ProbeSettings)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

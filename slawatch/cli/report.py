@@ -18,18 +18,12 @@ from reporter.periods import Period, month_period, parse_month
 from reporter.render import FORMATS, render
 from reporter.report import Progress, ReportError, build_report, select_components, why_not_final, why_not_sent
 from reporter.source import Source, SourceError, open_source
+from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from slawatch.config.loader import ConfigError, Loaded, load
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 log = logging.getLogger(__name__)
-
-
-class UsageError(Exception):
-    """The command line asks for something impossible; exit 2 with the message."""
 
 
 def parse_instant(option: str, text: str, tz: str) -> int:
