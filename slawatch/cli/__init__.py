@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "demo": "slawatch.cli.demo",
     "probe": "slawatch.cli.probe",
     "report": "slawatch.cli.report",
-    "maintenance": "reporter.maintenance",
+    "maintenance": "slawatch.cli.maintenance",
 }
 
 

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from reporter.maintenance import EXIT_OK, EXIT_STORE, EXIT_USAGE, UsageError, format_duration, parse_time, register
+from reporter.maintenance import format_duration
 from reporter.source import StoredWindow, open_source
+from slawatch.cli.maintenance import parse_time, register
+from slawatch.cli.usage import EXIT_FAILURE as EXIT_STORE
+from slawatch.cli.usage import EXIT_OK, EXIT_USAGE, UsageError
 from slawatch.config.loader import load
 from tests.sinks.influx import Influxd
 
