@@ -32,9 +32,9 @@ from agent.spool import Spool, SpoolError
 from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
 from agent.supervisor import Supervisor
 from slawatch.config.loader import ConfigError, Loaded, load
-from slawatch.config.settings import Component, ProbeBase
+from slawatch.config.settings import Component, ProbeBase, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
-from slawatch.store import Sink, SinkError, open_sinks
+from slawatch.store import Sink, SinkError
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +68,33 @@ def consumer_name(sink: Sink) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", sink.name.split(":", 1)[0])
 
 
-class Agent:
-    """One monitoring agent. `run()` until `stop` is set; `reload()` on SIGHUP."""
+def open_spool(settings: SpoolSettings, sinks: Sequence[Sink]) -> Spool:
+    """The spool in front of `sinks`, one consumer each; SpoolError when another agent holds it."""
+    return Spool(settings.path, int(settings.max_bytes), consumers=tuple(consumer_name(s) for s in sinks))
 
-    def __init__(self, loaded: Loaded, *, on_change: Callable[[StateChange], None] | None = None,
-                 on_sample: Callable[[Sample], None] | None = None, metrics: Metrics | None = None,
-                 clock: Clock | None = None) -> None:
+
+class Agent:
+    """One monitoring agent. `run()` until `stop` is set; `reload()` on SIGHUP.
+
+    Built from outside (`slawatch.cli.agent.build_agent`): the spool (from `open_spool(…, sinks)`) and the sinks
+    are opened by the caller and handed over; the agent closes them when `run()` ends.
+    """
+
+    def __init__(self, loaded: Loaded, spool: Spool, sinks: Sequence[Sink], metrics: Metrics, clock: Clock, *,
+                 on_change: Callable[[StateChange], None] | None = None,
+                 on_sample: Callable[[Sample], None] | None = None) -> None:
         self.loaded = loaded
-        self.metrics = metrics or Metrics()
-        self.clock = clock or Clock()
+        self.metrics = metrics
+        self.clock = clock
         self.clock.on_step.append(self._on_clock_step)
         self.on_change = on_change
         self.on_sample = on_sample
         cfg = loaded.config
         self.agent_id = cfg.agent.id
-        self.sinks: list[Sink] = open_sinks(cfg.storage, retention_s=loaded.contract.retention_s)
+        self.sinks: list[Sink] = list(sinks)
         self._consumers = {consumer_name(s): s for s in self.sinks}
         spool_cfg = cfg.storage.spool
-        self.spool = Spool(spool_cfg.path, int(spool_cfg.max_bytes), consumers=tuple(self._consumers))
+        self.spool = spool
         self.states: dict[str, ComponentState] = {}
         self.checkpoint = Checkpoint(spool_cfg.path, self.agent_id)
         self._saved: dict[str, Saved] = self.checkpoint.load()  # taken over by the first _apply

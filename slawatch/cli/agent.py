@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.daemon import Agent
+from agent.clock import Clock
+from agent.daemon import Agent, open_spool
 from agent.logthrottle import throttle_repeats
+from agent.metrics import Metrics
 from agent.spool import SpoolError
 from agent.web import serve
 from reporter.schedule import MonthlyJob
@@ -22,7 +24,8 @@ from reporter.source import open_source
 from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.config.settings import split_host_port
-from slawatch.model import StateChange
+from slawatch.model import Sample, StateChange
+from slawatch.store import open_sinks
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +114,20 @@ def _agent_cmd(args: argparse.Namespace) -> int:
         flush_log_counts()
 
 
+def build_agent(loaded: Loaded, *, metrics: Metrics | None = None, clock: Clock | None = None,
+                on_change: Callable[[StateChange], None] | None = None,
+                on_sample: Callable[[Sample], None] | None = None) -> Agent:
+    """The agent of a config with its stores and spool opened; SpoolError when the spool is in use or unreadable."""
+    storage = loaded.config.storage
+    sinks = open_sinks(storage, retention_s=loaded.contract.retention_s)  # connected on their first write
+    spool = open_spool(storage.spool, sinks)
+    return Agent(loaded, spool, sinks, metrics or Metrics(), clock or Clock(), on_change=on_change,
+                 on_sample=on_sample)
+
+
 async def _main(loaded: Loaded) -> int:
     try:
-        agent = Agent(loaded)
+        agent = build_agent(loaded)
     except SpoolError as exc:  # in use by another agent, or unreadable: a start-up error, not a crash
         log.error("%s", exc)
         return EXIT_USAGE

@@ -15,9 +15,8 @@ from pathlib import Path
 from aiohttp import web
 
 from agent import demoups
-from agent.daemon import Agent
 from agent.probes.sipmessage import SipParseError, parse_message
-from slawatch.cli.agent import print_change, run_agent, setup_logging
+from slawatch.cli.agent import build_agent, print_change, run_agent, setup_logging
 from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
 from slawatch.config.loader import ConfigError, bundled_contract, load
 from slawatch.model import Outcome, Sample
@@ -227,7 +226,7 @@ async def run_demo(directory: Path, *, duration_s: float | None = None, interval
     if duration_s is not None:
         loop.call_later(duration_s, stop.set)
     watch = DegradedWatch(lambda line: print(line, flush=True))
-    agent = Agent(loaded, on_change=print_change(lambda line: print(line, flush=True)), on_sample=watch.observe)
+    agent = build_agent(loaded, on_change=print_change(lambda line: print(line, flush=True)), on_sample=watch.observe)
     try:
         await run_agent(agent, stop)
     finally:
