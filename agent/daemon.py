@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from agent.cadence import Job, Scheduler, stable_phase
 from agent.checkpoint import Checkpoint
 from agent.clock import Clock, Step
 from agent.health import Growth, Streak
 from agent.metrics import Metrics
 from agent.probes import run_probe, snmpclient
-from agent.schedule import Job, Scheduler, stable_phase
 from agent.spool import Spool, SpoolError
 from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
 from agent.supervisor import Supervisor
@@ -105,7 +105,8 @@ class Agent:
         self._held: dict[str, tuple[StateChange, Saved]] = {}  # changes the spool could not take yet
         self._beat_period_s = cfg.agent.heartbeat_s
         self._last_beat_ms: int | None = None
-        self.scheduler = Scheduler(self._run_job, cfg.agent.concurrency, on_lateness=self.metrics.lateness.observe)
+        self.scheduler: Scheduler[ProbeJob] = Scheduler(self._run_job, cfg.agent.concurrency,
+                                                        on_lateness=self.metrics.lateness.observe)
         self._outbox: list[Point] = []
         self._outbox_full = asyncio.Event()
         self._spooled = asyncio.Event()
@@ -135,7 +136,7 @@ class Agent:
     def _apply(self, loaded: Loaded) -> None:
         cfg = loaded.config
         states: dict[str, ComponentState] = {}
-        jobs: list[Job] = []
+        jobs: list[Job[ProbeJob]] = []
         for comp in cfg.components:
             ref = ComponentRef(comp.name, comp.klass, cfg.tier_of(comp) or "", comp.customer or "")
             confirm = cfg.confirm_of(comp)
@@ -176,7 +177,7 @@ class Agent:
         self.scheduler.set_jobs(jobs)
 
     @staticmethod
-    def _jobs_of(comp: Component) -> list[Job]:
+    def _jobs_of(comp: Component) -> list[Job[ProbeJob]]:
         jobs = []
         for probe in comp.probes:
             key = f"{comp.name}/{probe.label}"
@@ -217,8 +218,8 @@ class Agent:
 
     # ------------------------------------------------------------ probing
 
-    async def _run_job(self, job: Job) -> bool:
-        pj: ProbeJob = job.payload
+    async def _run_job(self, job: Job[ProbeJob]) -> bool:
+        pj = job.payload
         t0 = time.perf_counter()
         run = await run_probe(pj.settings, self.clock)
         duration = time.perf_counter() - t0
