@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 
 from slawatch import __version__
-from slawatch.cli.usage import EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE
+from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Point stdout at /dev/null so that the flush at exit does not fail again (Python docs, "SIGPIPE").
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return EXIT_FAILURE
     return code
 
 
