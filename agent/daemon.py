@@ -22,19 +22,19 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from agent.cadence import Job, Scheduler, stable_phase
 from agent.checkpoint import Checkpoint
 from agent.clock import Clock, Step
 from agent.health import Growth, Streak
 from agent.metrics import Metrics
 from agent.probes import load_kind, loaded_kinds, run_probe
-from agent.schedule import Job, Scheduler, stable_phase
 from agent.spool import Spool, SpoolError
 from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
 from agent.supervisor import Supervisor
 from slawatch.config.loader import ConfigError, Loaded, load
-from slawatch.config.settings import Component, ProbeBase
+from slawatch.config.settings import Component, ProbeBase, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
-from slawatch.store import Sink, SinkError, open_sinks
+from slawatch.store import Sink, SinkError
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +68,33 @@ def consumer_name(sink: Sink) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", sink.name.split(":", 1)[0])
 
 
-class Agent:
-    """One monitoring agent. `run()` until `stop` is set; `reload()` on SIGHUP."""
+def open_spool(settings: SpoolSettings, sinks: Sequence[Sink]) -> Spool:
+    """The spool in front of `sinks`, one consumer each; SpoolError when another agent holds it."""
+    return Spool(settings.path, int(settings.max_bytes), consumers=tuple(consumer_name(s) for s in sinks))
 
-    def __init__(self, loaded: Loaded, *, on_change: Callable[[StateChange], None] | None = None,
-                 on_sample: Callable[[Sample], None] | None = None, metrics: Metrics | None = None,
-                 clock: Clock | None = None) -> None:
+
+class Agent:
+    """One monitoring agent. `run()` until `stop` is set; `reload()` on SIGHUP.
+
+    Built from outside (`slawatch.cli.agent.build_agent`): the spool (from `open_spool(…, sinks)`) and the sinks
+    are opened by the caller and handed over; the agent closes them when `run()` ends.
+    """
+
+    def __init__(self, loaded: Loaded, spool: Spool, sinks: Sequence[Sink], metrics: Metrics, clock: Clock, *,
+                 on_change: Callable[[StateChange], None] | None = None,
+                 on_sample: Callable[[Sample], None] | None = None) -> None:
         self.loaded = loaded
-        self.metrics = metrics or Metrics()
-        self.clock = clock or Clock()
+        self.metrics = metrics
+        self.clock = clock
         self.clock.on_step.append(self._on_clock_step)
         self.on_change = on_change
         self.on_sample = on_sample
         cfg = loaded.config
         self.agent_id = cfg.agent.id
-        self.sinks: list[Sink] = open_sinks(cfg.storage, retention_s=loaded.contract.retention_s)
+        self.sinks: list[Sink] = list(sinks)
         self._consumers = {consumer_name(s): s for s in self.sinks}
         spool_cfg = cfg.storage.spool
-        self.spool = Spool(spool_cfg.path, int(spool_cfg.max_bytes), consumers=tuple(self._consumers))
+        self.spool = spool
         self.states: dict[str, ComponentState] = {}
         self.checkpoint = Checkpoint(spool_cfg.path, self.agent_id)
         self._saved: dict[str, Saved] = self.checkpoint.load()  # taken over by the first _apply
@@ -96,7 +105,8 @@ class Agent:
         self._held: dict[str, tuple[StateChange, Saved]] = {}  # changes the spool could not take yet
         self._beat_period_s = cfg.agent.heartbeat_s
         self._last_beat_ms: int | None = None
-        self.scheduler = Scheduler(self._run_job, cfg.agent.concurrency, on_lateness=self.metrics.lateness.observe)
+        self.scheduler: Scheduler[ProbeJob] = Scheduler(self._run_job, cfg.agent.concurrency,
+                                                        on_lateness=self.metrics.lateness.observe)
         self._outbox: list[Point] = []
         self._outbox_full = asyncio.Event()
         self._spooled = asyncio.Event()
@@ -126,7 +136,7 @@ class Agent:
     def _apply(self, loaded: Loaded) -> None:
         cfg = loaded.config
         states: dict[str, ComponentState] = {}
-        jobs: list[Job] = []
+        jobs: list[Job[ProbeJob]] = []
         for comp in cfg.components:
             ref = ComponentRef(comp.name, comp.klass, cfg.tier_of(comp) or "", comp.customer or "")
             confirm = cfg.confirm_of(comp)
@@ -167,7 +177,7 @@ class Agent:
         self.scheduler.set_jobs(jobs)
 
     @staticmethod
-    def _jobs_of(comp: Component) -> list[Job]:
+    def _jobs_of(comp: Component) -> list[Job[ProbeJob]]:
         jobs = []
         for probe in comp.probes:
             key = f"{comp.name}/{probe.label}"
@@ -208,8 +218,8 @@ class Agent:
 
     # ------------------------------------------------------------ probing
 
-    async def _run_job(self, job: Job) -> bool:
-        pj: ProbeJob = job.payload
+    async def _run_job(self, job: Job[ProbeJob]) -> bool:
+        pj = job.payload
         t0 = time.perf_counter()
         run = await run_probe(pj.settings, self.clock)
         duration = time.perf_counter() - t0
