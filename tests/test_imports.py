@@ -20,9 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("agent", "reporter", "slawatch")
 LINTER = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
 CONTRACTS = {c["id"]: c for c in LINTER["contracts"]}
-# Broken until the probe kinds stop importing agent.probes (and each other) for shared helpers: the probe
-# modules' rework does that. Strict, so the marker must go (and `dns` join the list) once it holds.
-PENDING = {"probe-kinds": "probe modules still import agent.probes and tcp.py's helpers"}
 
 
 def lint_imports(*contracts: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -33,9 +30,7 @@ def lint_imports(*contracts: str, cwd: Path = ROOT) -> subprocess.CompletedProce
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=100)
 
 
-@pytest.mark.parametrize("contract", [
-    pytest.param(c, marks=pytest.mark.xfail(reason=PENDING[c], strict=True)) if c in PENDING else c
-    for c in CONTRACTS])
+@pytest.mark.parametrize("contract", list(CONTRACTS))
 def test_import_contract_is_kept(contract: str) -> None:
     proc = lint_imports(contract)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -58,8 +53,9 @@ def test_contracts_catch_what_they_forbid(tmp_path: Path) -> None:
              "kernel": ("slawatch/model.py", "import agent.spool"),
              "kernel-root": ("slawatch/__init__.py", "import slawatch.cli"),
              "agent-reporter": ("agent/health.py", "import reporter.report"),
-             "cli-on-top": ("reporter/render.py", "import slawatch.cli.usage")}
-    assert set(wrong) == set(CONTRACTS) - set(PENDING)
+             "cli-on-top": ("reporter/render.py", "import slawatch.cli.usage"),
+             "probe-kinds": ("agent/probes/haproxy.py", "import agent.probes.http")}
+    assert set(wrong) == set(CONTRACTS)
     for path, line in wrong.values():
         with open(tmp_path / path, "a", encoding="utf-8") as f:
             f.write(f"\n{line}  # noqa\n")
@@ -89,10 +85,7 @@ def probe_imports() -> tuple[str, int, set[str]]:
     return line, doc["code"], set(doc["modules"])
 
 
-@pytest.mark.parametrize("heavy", ["reporter", "aiosmtplib", "aiosqlite", "sqlite3", "apscheduler",
-                                   pytest.param("jinja2", marks=pytest.mark.xfail(
-                                       reason="pysnmp loads pysmi, which loads jinja2: until agent.probes loads "
-                                              "only the kind that runs", strict=True))])
+@pytest.mark.parametrize("heavy", ["reporter", "aiosmtplib", "aiosqlite", "sqlite3", "apscheduler", "jinja2"])
 def test_slawatch_probe_loads_no_reporter_nor_store_library(heavy: str) -> None:
     line, code, modules = probe_imports()
     assert line.startswith("CRITICAL - tcp 127.0.0.1:") and code == 2, line
@@ -101,17 +94,9 @@ def test_slawatch_probe_loads_no_reporter_nor_store_library(heavy: str) -> None:
     assert not loaded, f"`slawatch probe tcp` imports {loaded}"
 
 
-# Imports inside a function that carry no comment saying why, kept by modules under rework elsewhere; this list
-# only shrinks (an entry that is gone fails the test, so that it is taken out).
-UNEXPLAINED = {
-    ("agent/probes/haproxy.py", "agent.probes"), ("agent/probes/http.py", "agent.probes"),
-    ("agent/probes/http.py", "yarl"), ("agent/probes/icmp.py", "agent.probes"), ("agent/probes/sip.py", "agent.probes"),
-    ("agent/probes/snmpclient.py", "agent.probes"), ("agent/probes/tcp.py", "agent.probes"),
-    ("agent/probes/ups.py", "agent.probes"),
-    ("reporter/source.py", "slawatch.store.influxdb"), ("reporter/source.py", "slawatch.store.sqlite"),
-    ("slawatch/config/loader.py", "importlib.resources"), ("slawatch/config/settings.py", "apscheduler.triggers.cron"),
-    ("slawatch/store/__init__.py", "slawatch.store.influxdb"), ("slawatch/store/__init__.py", "slawatch.store.sqlite"),
-}
+# Imports inside a function that carry no comment saying why: none (an entry here would have to be taken out once
+# gone).
+UNEXPLAINED: set[tuple[str, str]] = set()
 
 
 def test_an_import_inside_a_function_says_why() -> None:
