@@ -19,11 +19,12 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.cadence import Job, Scheduler, stable_phase
-from agent.checkpoint import Checkpoint
+from agent.checkpoint import Checkpoint, encode_row, encode_rows
 from agent.clock import Clock, Step
 from agent.health import Growth, Streak
 from agent.metrics import Metrics
@@ -73,6 +74,15 @@ def open_spool(settings: SpoolSettings, sinks: Sequence[Sink]) -> Spool:
     return Spool(settings.path, int(settings.max_bytes), consumers=tuple(consumer_name(s) for s in sinks))
 
 
+class _Confirmed(NamedTuple):
+    """A confirmed change waiting for its commit: what to log, and the state to keep if the spool refuses it."""
+
+    change: StateChange
+    previous_up: bool | None
+    previous_since: int | None
+    before: Saved
+
+
 class Agent:
     """One monitoring agent. `run()` until `stop` is set; `reload()` on SIGHUP.
 
@@ -103,6 +113,10 @@ class Agent:
         self._checkpoint_later: asyncio.Task[None] | None = None
         self._checkpoint_error_logged = -3600.0
         self._held: dict[str, tuple[StateChange, Saved]] = {}  # changes the spool could not take yet
+        self._ckpt_rows: dict[str, bytes] = {}  # each component's checkpoint entry, encoded
+        self._ckpt_dirty: set[str] = set()  # components whose entry must be encoded again
+        self._to_act: list[_Confirmed] = []  # confirmed changes waiting to be on disk before they are acted on
+        self._commit_lock = asyncio.Lock()
         self._beat_period_s = cfg.agent.heartbeat_s
         self._last_beat_ms: int | None = None
         self.scheduler: Scheduler[ProbeJob] = Scheduler(self._run_job, cfg.agent.concurrency,
@@ -172,6 +186,8 @@ class Agent:
             if name in old_components:
                 stale_probes.extend((name, p.label, p.kind) for p in old_components[name].probes)
         self.metrics.forget(stale_refs, stale_probes)
+        self._ckpt_dirty.update(self.states)  # removed components leave the checkpoint, new ones join it
+        self._ckpt_dirty.update(states)
         self.states = states
         self.loaded = loaded
         self.scheduler.set_jobs(jobs)
@@ -241,36 +257,66 @@ class Agent:
         self.metrics.observe_probe(ref, pj.probe, pj.settings.kind, result, duration)
         if change is not None:
             self._outbox.append(change)
-            # On disk (with the runs that confirmed it) before anything acts on it: a SIGKILL after the
-            # log line or a notification can no longer lose the change.
-            await self._flush()
-            if any(p is change for p in self._outbox):  # the spool refused it (disk full): held in memory
-                self._held[state.ref.component] = (change, state.save((previous_up, previous_since)))
-            await self._save_checkpoint()
-            log_change(change, previous_up, previous_since)
-            self.metrics.set_component(ref, change.up)
-            if self.on_change is not None:
-                self.on_change(change)
+            self._to_act.append(_Confirmed(change, previous_up, previous_since,
+                                           state.save((previous_up, previous_since))))
+            await self._commit()
         elif was_pending or state.pending(pj.probe):
+            self._ckpt_dirty.add(pj.component)
             self._checkpoint_soon()  # a streak in confirmation began, grew or ended
         log_degraded(state, was_degraded)
         if len(self._outbox) >= FLUSH_POINTS:
             self._outbox_full.set()
         return state.pending(pj.probe)
 
+    async def _commit(self) -> None:
+        """Put confirmed changes on disk, then act on them (log line, metric, hooks).
+
+        On disk means in the spool with the runs that confirmed them, and in the checkpoint: a SIGKILL after the
+        log line or a notification can no longer lose a change. Changes confirmed while a commit is writing wait
+        for the next one, which takes them all: when a core switch takes 1 000 components down at once (or 10 000
+        components are seen for the first time at start), that is a few spool and checkpoint writes, not one each.
+        """
+        async with self._commit_lock:
+            if not self._to_act:
+                return  # a commit that began after this change was queued has acted on it
+            batch, self._to_act = self._to_act, []
+            await self._flush()
+            self._ckpt_dirty.update(c.change.ref.component for c in batch)
+            refused = {id(p) for p in self._outbox if isinstance(p, StateChange)}
+            for confirmed in batch:
+                if id(confirmed.change) in refused:  # the spool refused it (disk full): held in memory
+                    self._held[confirmed.change.ref.component] = (confirmed.change, confirmed.before)
+            await self._save_checkpoint()
+            for confirmed in batch:
+                change = confirmed.change
+                log_change(change, confirmed.previous_up, confirmed.previous_since)
+                self.metrics.set_component(change.ref, change.up)
+                if self.on_change is not None:
+                    self.on_change(change)
+
     # ------------------------------------------------------------ checkpoint of component state
 
-    def _snapshot(self) -> list[Saved]:
-        held: dict[str, Saved] = {}
+    def _snapshot(self) -> bytes:
+        """The checkpoint as bytes: only the components touched since the last one are encoded again (a mass
+        outage, or 10 000 components confirmed for the first time at start, commits many times a second)."""
+        dirty, self._ckpt_dirty = self._ckpt_dirty, set()
         if self._held:
             waiting = {id(p) for p in self._outbox if isinstance(p, StateChange)}
             for name, (change, before) in list(self._held.items()):
                 if id(change) in waiting:
-                    held[name] = before  # not spooled yet: a restart must confirm it again
+                    self._ckpt_rows[name] = encode_row(before)  # not spooled yet: a restart must confirm it again
+                    self._ckpt_dirty.add(name)  # looked at again by the next checkpoint
+                    dirty.discard(name)
                 else:
                     del self._held[name]
-        return [held.get(name) or st.save() for name, st in self.states.items()
-                if st.up is not None or st.pending_any()]
+                    dirty.add(name)
+        for name in dirty:
+            st = self.states.get(name)
+            if st is None or (st.up is None and not st.pending_any()):
+                self._ckpt_rows.pop(name, None)
+            else:
+                self._ckpt_rows[name] = encode_row(st.save())
+        return encode_rows(self.agent_id, self._ckpt_rows.values())
 
     async def _save_checkpoint(self) -> None:
         """Write the checkpoint now, or wait for a write that started after this call (coalesced)."""
@@ -279,9 +325,9 @@ class Agent:
             if not self._checkpoint_dirty:
                 return  # a write that began after our update has it
             self._checkpoint_dirty = False
-            saved = self._snapshot()
+            data = self._snapshot()
             try:
-                await asyncio.to_thread(self.checkpoint.save, saved)
+                await asyncio.to_thread(self.checkpoint.write, data)
             except OSError as exc:
                 if time.monotonic() - self._checkpoint_error_logged > 60:
                     self._checkpoint_error_logged = time.monotonic()
