@@ -20,7 +20,6 @@ import threading
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from agent.state import Saved, SavedStreak
 from slawatch.model import ComponentRef
@@ -31,14 +30,21 @@ FILE_NAME = "state.ckpt"
 MAGIC = b"SLWCKPT1"
 
 
-def encode(agent: str, saved: Iterable[Saved]) -> bytes:
-    rows: list[list[Any]] = []
-    for s in saved:
-        r = s.ref
-        streaks = {p: [t.up, t.length, t.start_ms, t.last_ms, t.reason] for p, t in s.streaks.items()}
-        rows.append([r.component, r.klass, r.tier, r.customer, s.up, s.since_ms, streaks])
-    payload = json.dumps({"agent": agent, "components": rows}, separators=(",", ":")).encode()
+def encode_row(saved: Saved) -> bytes:
+    """One component's entry of the checkpoint (kept encoded by the agent, which re-encodes only what changed)."""
+    r = saved.ref
+    streaks = {p: [t.up, t.length, t.start_ms, t.last_ms, t.reason] for p, t in saved.streaks.items()}
+    return json.dumps([r.component, r.klass, r.tier, r.customer, saved.up, saved.since_ms, streaks],
+                      separators=(",", ":")).encode()
+
+
+def encode_rows(agent: str, rows: Iterable[bytes]) -> bytes:
+    payload = b'{"agent":%s,"components":[%s]}' % (json.dumps(agent).encode(), b",".join(rows))
     return MAGIC + b" %08x\n" % zlib.crc32(payload) + payload
+
+
+def encode(agent: str, saved: Iterable[Saved]) -> bytes:
+    return encode_rows(agent, (encode_row(s) for s in saved))
 
 
 def decode(data: bytes) -> tuple[str, dict[str, Saved]]:
@@ -99,7 +105,10 @@ class Checkpoint:
 
     def save(self, saved: Iterable[Saved]) -> None:
         """Replace the checkpoint durably; raises OSError."""
-        data = encode(self.agent, saved)
+        self.write(encode(self.agent, saved))
+
+    def write(self, data: bytes) -> None:
+        """Replace the checkpoint durably with an encoded one (`encode_rows`); raises OSError."""
         with self._lock:
             self._replace(data)
         self.writes += 1

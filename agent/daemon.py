@@ -19,22 +19,23 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from agent.checkpoint import Checkpoint
+from agent.cadence import Job, Scheduler, stable_phase
+from agent.checkpoint import Checkpoint, encode_row, encode_rows
 from agent.clock import Clock, Step
 from agent.health import Growth, Streak
 from agent.metrics import Metrics
 from agent.probes import load_kind, loaded_kinds, run_probe
-from agent.schedule import Job, Scheduler, stable_phase
 from agent.spool import Spool, SpoolError
 from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
 from agent.supervisor import Supervisor
 from slawatch.config.loader import ConfigError, Loaded, load
-from slawatch.config.settings import Component, ProbeBase
+from slawatch.config.settings import Component, ProbeBase, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
-from slawatch.store import Sink, SinkError, open_sinks
+from slawatch.store import Sink, SinkError
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +69,42 @@ def consumer_name(sink: Sink) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", sink.name.split(":", 1)[0])
 
 
-class Agent:
-    """One monitoring agent. `run()` until `stop` is set; `reload()` on SIGHUP."""
+def open_spool(settings: SpoolSettings, sinks: Sequence[Sink]) -> Spool:
+    """The spool in front of `sinks`, one consumer each; SpoolError when another agent holds it."""
+    return Spool(settings.path, int(settings.max_bytes), consumers=tuple(consumer_name(s) for s in sinks))
 
-    def __init__(self, loaded: Loaded, *, on_change: Callable[[StateChange], None] | None = None,
-                 on_sample: Callable[[Sample], None] | None = None, metrics: Metrics | None = None,
-                 clock: Clock | None = None) -> None:
+
+class _Confirmed(NamedTuple):
+    """A confirmed change waiting for its commit: what to log, and the state to keep if the spool refuses it."""
+
+    change: StateChange
+    previous_up: bool | None
+    previous_since: int | None
+    before: Saved
+
+
+class Agent:
+    """One monitoring agent. `run()` until `stop` is set; `reload()` on SIGHUP.
+
+    Built from outside (`slawatch.cli.agent.build_agent`): the spool (from `open_spool(…, sinks)`) and the sinks
+    are opened by the caller and handed over; the agent closes them when `run()` ends.
+    """
+
+    def __init__(self, loaded: Loaded, spool: Spool, sinks: Sequence[Sink], metrics: Metrics, clock: Clock, *,
+                 on_change: Callable[[StateChange], None] | None = None,
+                 on_sample: Callable[[Sample], None] | None = None) -> None:
         self.loaded = loaded
-        self.metrics = metrics or Metrics()
-        self.clock = clock or Clock()
+        self.metrics = metrics
+        self.clock = clock
         self.clock.on_step.append(self._on_clock_step)
         self.on_change = on_change
         self.on_sample = on_sample
         cfg = loaded.config
         self.agent_id = cfg.agent.id
-        self.sinks: list[Sink] = open_sinks(cfg.storage, retention_s=loaded.contract.retention_s)
+        self.sinks: list[Sink] = list(sinks)
         self._consumers = {consumer_name(s): s for s in self.sinks}
         spool_cfg = cfg.storage.spool
-        self.spool = Spool(spool_cfg.path, int(spool_cfg.max_bytes), consumers=tuple(self._consumers))
+        self.spool = spool
         self.states: dict[str, ComponentState] = {}
         self.checkpoint = Checkpoint(spool_cfg.path, self.agent_id)
         self._saved: dict[str, Saved] = self.checkpoint.load()  # taken over by the first _apply
@@ -94,9 +113,14 @@ class Agent:
         self._checkpoint_later: asyncio.Task[None] | None = None
         self._checkpoint_error_logged = -3600.0
         self._held: dict[str, tuple[StateChange, Saved]] = {}  # changes the spool could not take yet
+        self._ckpt_rows: dict[str, bytes] = {}  # each component's checkpoint entry, encoded
+        self._ckpt_dirty: set[str] = set()  # components whose entry must be encoded again
+        self._to_act: list[_Confirmed] = []  # confirmed changes waiting to be on disk before they are acted on
+        self._commit_lock = asyncio.Lock()
         self._beat_period_s = cfg.agent.heartbeat_s
         self._last_beat_ms: int | None = None
-        self.scheduler = Scheduler(self._run_job, cfg.agent.concurrency, on_lateness=self.metrics.lateness.observe)
+        self.scheduler: Scheduler[ProbeJob] = Scheduler(self._run_job, cfg.agent.concurrency,
+                                                        on_lateness=self.metrics.lateness.observe)
         self._outbox: list[Point] = []
         self._outbox_full = asyncio.Event()
         self._spooled = asyncio.Event()
@@ -126,7 +150,7 @@ class Agent:
     def _apply(self, loaded: Loaded) -> None:
         cfg = loaded.config
         states: dict[str, ComponentState] = {}
-        jobs: list[Job] = []
+        jobs: list[Job[ProbeJob]] = []
         for comp in cfg.components:
             ref = ComponentRef(comp.name, comp.klass, cfg.tier_of(comp) or "", comp.customer or "")
             confirm = cfg.confirm_of(comp)
@@ -162,12 +186,14 @@ class Agent:
             if name in old_components:
                 stale_probes.extend((name, p.label, p.kind) for p in old_components[name].probes)
         self.metrics.forget(stale_refs, stale_probes)
+        self._ckpt_dirty.update(self.states)  # removed components leave the checkpoint, new ones join it
+        self._ckpt_dirty.update(states)
         self.states = states
         self.loaded = loaded
         self.scheduler.set_jobs(jobs)
 
     @staticmethod
-    def _jobs_of(comp: Component) -> list[Job]:
+    def _jobs_of(comp: Component) -> list[Job[ProbeJob]]:
         jobs = []
         for probe in comp.probes:
             key = f"{comp.name}/{probe.label}"
@@ -208,8 +234,8 @@ class Agent:
 
     # ------------------------------------------------------------ probing
 
-    async def _run_job(self, job: Job) -> bool:
-        pj: ProbeJob = job.payload
+    async def _run_job(self, job: Job[ProbeJob]) -> bool:
+        pj = job.payload
         t0 = time.perf_counter()
         run = await run_probe(pj.settings, self.clock)
         duration = time.perf_counter() - t0
@@ -231,36 +257,66 @@ class Agent:
         self.metrics.observe_probe(ref, pj.probe, pj.settings.kind, result, duration)
         if change is not None:
             self._outbox.append(change)
-            # On disk (with the runs that confirmed it) before anything acts on it: a SIGKILL after the
-            # log line or a notification can no longer lose the change.
-            await self._flush()
-            if any(p is change for p in self._outbox):  # the spool refused it (disk full): held in memory
-                self._held[state.ref.component] = (change, state.save((previous_up, previous_since)))
-            await self._save_checkpoint()
-            log_change(change, previous_up, previous_since)
-            self.metrics.set_component(ref, change.up)
-            if self.on_change is not None:
-                self.on_change(change)
+            self._to_act.append(_Confirmed(change, previous_up, previous_since,
+                                           state.save((previous_up, previous_since))))
+            await self._commit()
         elif was_pending or state.pending(pj.probe):
+            self._ckpt_dirty.add(pj.component)
             self._checkpoint_soon()  # a streak in confirmation began, grew or ended
         log_degraded(state, was_degraded)
         if len(self._outbox) >= FLUSH_POINTS:
             self._outbox_full.set()
         return state.pending(pj.probe)
 
+    async def _commit(self) -> None:
+        """Put confirmed changes on disk, then act on them (log line, metric, hooks).
+
+        On disk means in the spool with the runs that confirmed them, and in the checkpoint: a SIGKILL after the
+        log line or a notification can no longer lose a change. Changes confirmed while a commit is writing wait
+        for the next one, which takes them all: when a core switch takes 1 000 components down at once (or 10 000
+        components are seen for the first time at start), that is a few spool and checkpoint writes, not one each.
+        """
+        async with self._commit_lock:
+            if not self._to_act:
+                return  # a commit that began after this change was queued has acted on it
+            batch, self._to_act = self._to_act, []
+            await self._flush()
+            self._ckpt_dirty.update(c.change.ref.component for c in batch)
+            refused = {id(p) for p in self._outbox if isinstance(p, StateChange)}
+            for confirmed in batch:
+                if id(confirmed.change) in refused:  # the spool refused it (disk full): held in memory
+                    self._held[confirmed.change.ref.component] = (confirmed.change, confirmed.before)
+            await self._save_checkpoint()
+            for confirmed in batch:
+                change = confirmed.change
+                log_change(change, confirmed.previous_up, confirmed.previous_since)
+                self.metrics.set_component(change.ref, change.up)
+                if self.on_change is not None:
+                    self.on_change(change)
+
     # ------------------------------------------------------------ checkpoint of component state
 
-    def _snapshot(self) -> list[Saved]:
-        held: dict[str, Saved] = {}
+    def _snapshot(self) -> bytes:
+        """The checkpoint as bytes: only the components touched since the last one are encoded again (a mass
+        outage, or 10 000 components confirmed for the first time at start, commits many times a second)."""
+        dirty, self._ckpt_dirty = self._ckpt_dirty, set()
         if self._held:
             waiting = {id(p) for p in self._outbox if isinstance(p, StateChange)}
             for name, (change, before) in list(self._held.items()):
                 if id(change) in waiting:
-                    held[name] = before  # not spooled yet: a restart must confirm it again
+                    self._ckpt_rows[name] = encode_row(before)  # not spooled yet: a restart must confirm it again
+                    self._ckpt_dirty.add(name)  # looked at again by the next checkpoint
+                    dirty.discard(name)
                 else:
                     del self._held[name]
-        return [held.get(name) or st.save() for name, st in self.states.items()
-                if st.up is not None or st.pending_any()]
+                    dirty.add(name)
+        for name in dirty:
+            st = self.states.get(name)
+            if st is None or (st.up is None and not st.pending_any()):
+                self._ckpt_rows.pop(name, None)
+            else:
+                self._ckpt_rows[name] = encode_row(st.save())
+        return encode_rows(self.agent_id, self._ckpt_rows.values())
 
     async def _save_checkpoint(self) -> None:
         """Write the checkpoint now, or wait for a write that started after this call (coalesced)."""
@@ -269,9 +325,9 @@ class Agent:
             if not self._checkpoint_dirty:
                 return  # a write that began after our update has it
             self._checkpoint_dirty = False
-            saved = self._snapshot()
+            data = self._snapshot()
             try:
-                await asyncio.to_thread(self.checkpoint.save, saved)
+                await asyncio.to_thread(self.checkpoint.write, data)
             except OSError as exc:
                 if time.monotonic() - self._checkpoint_error_logged > 60:
                     self._checkpoint_error_logged = time.monotonic()

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.daemon import Agent  # noqa: E402
+from slawatch.cli.agent import build_agent  # noqa: E402
 from slawatch.config.loader import bundled_contract, load  # noqa: E402
 from slawatch.store.influxdb import RETENTION_POLICY  # noqa: E402
 from slawatch.testing.influxd import Influxd  # noqa: E402
@@ -136,7 +137,7 @@ defaults: {{interval_s: {args.interval}, timeout_s: 5, confirm: {{down: 2, up: 1
 components:
 {components_yaml(probe_plan(n, tcp_ports, sip, http, os.geteuid() == 0, mix))}
 """)
-    agent = Agent(load(cfg))
+    agent = build_agent(load(cfg))
     lateness: list[float] = []
     observe = agent.metrics.lateness.observe
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent.schedule import Job, Scheduler, stable_phase
+from agent.cadence import Job, Scheduler, stable_phase
 
 
 class Counter:

@@ -1,4 +1,4 @@
-"""`slawatch agent` and `slawatch demo`: run the daemon in the foreground with signals and logging."""
+"""`slawatch agent`: run the daemon in the foreground with signals and logging."""
 
 from __future__ import annotations
 
@@ -12,17 +12,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from agent.clock import Clock
+from agent.daemon import Agent, open_spool
 from agent.logthrottle import throttle_repeats
+from agent.metrics import Metrics
 from agent.spool import SpoolError
+from agent.web import serve
+from reporter.monthly import MonthlyJob
+from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.config.settings import split_host_port
-from slawatch.model import StateChange
-
-if TYPE_CHECKING:
-    from agent.daemon import Agent
-    from reporter.monthly import MonthlyJob
+from slawatch.model import Sample, StateChange
+from slawatch.store import open_sinks, open_source
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,6 @@ def setup_logging(fmt: str, level: str) -> None:
 
 async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
     """Serve /metrics and run the agent until SIGTERM/SIGINT (or `stop`); SIGHUP reloads the config."""
-    from agent.web import serve
-
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -88,9 +88,6 @@ class MonthlyReports:
         self.job: MonthlyJob | None = None
 
     def start(self, loaded: Loaded) -> None:
-        from reporter.monthly import MonthlyJob
-        from slawatch.store import open_source
-
         if self.job is None:
             self.job = MonthlyJob(open_source)
         self.job.configure(loaded)
@@ -108,7 +105,7 @@ def _agent_cmd(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
-        return 2
+        return EXIT_USAGE
     raise_open_file_limit()
     try:
         return asyncio.run(_main(loaded))
@@ -116,16 +113,25 @@ def _agent_cmd(args: argparse.Namespace) -> int:
         flush_log_counts()
 
 
-async def _main(loaded: Loaded) -> int:
-    from agent.daemon import Agent
+def build_agent(loaded: Loaded, *, metrics: Metrics | None = None, clock: Clock | None = None,
+                on_change: Callable[[StateChange], None] | None = None,
+                on_sample: Callable[[Sample], None] | None = None) -> Agent:
+    """The agent of a config with its stores and spool opened; SpoolError when the spool is in use or unreadable."""
+    storage = loaded.config.storage
+    sinks = open_sinks(storage, retention_s=loaded.contract.retention_s)  # connected on their first write
+    spool = open_spool(storage.spool, sinks)
+    return Agent(loaded, spool, sinks, metrics or Metrics(), clock or Clock(), on_change=on_change,
+                 on_sample=on_sample)
 
+
+async def _main(loaded: Loaded) -> int:
     try:
-        agent = Agent(loaded)
+        agent = build_agent(loaded)
     except SpoolError as exc:  # in use by another agent, or unreadable: a start-up error, not a crash
         log.error("%s", exc)
-        return 2
+        return EXIT_USAGE
     await run_agent(agent)
-    return 0
+    return EXIT_OK
 
 
 def raise_open_file_limit() -> None:
@@ -157,13 +163,6 @@ def print_change(out: Callable[[str], None] = print) -> Callable[[StateChange], 
     return show
 
 
-def _demo_cmd(args: argparse.Namespace) -> int:
-    from slawatch.cli.demo import run_demo
-
-    setup_logging("text", args.log_level)
-    return asyncio.run(run_demo(Path(args.dir), duration_s=args.duration, interval_s=args.interval))
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agent = sub.add_parser("agent", help="run the monitoring agent (until SIGTERM; SIGHUP reloads)",
                            description="Run the agent in the foreground: probe, keep state, spool and store. "
@@ -173,14 +172,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agent.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     agent.set_defaults(func=_agent_cmd)
 
-    demo = sub.add_parser("demo", help="run the agent against built-in loopback demo targets",
-                          description="Start loopback demo targets (SIP, TCP, HTTP, a UPS over SNMP, a flapping "
-                                      "service) and the real agent watching them with the embedded SQLite "
-                                      "store; print state changes as they happen. Ctrl-C stops it; "
-                                      "`slawatch report` then reads the same store.")
-    demo.add_argument("--dir", default="slawatch-demo", help="where the demo writes its config, store and spool "
-                                                            "(default: ./slawatch-demo)")
-    demo.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
-    demo.add_argument("--interval", type=float, default=5.0, metavar="S", help="probe interval (default 5)")
-    demo.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
-    demo.set_defaults(func=_demo_cmd)

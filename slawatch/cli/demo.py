@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -13,10 +14,10 @@ from pathlib import Path
 from aiohttp import web
 
 from agent import demoups
-from agent.daemon import Agent
 from agent.probes.icmp import may_ping
 from agent.probes.sipmessage import SipParseError, parse_message
-from slawatch.cli.agent import print_change, run_agent
+from slawatch.cli.agent import build_agent, print_change, run_agent, setup_logging
+from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
 from slawatch.config.loader import ConfigError, bundled_contract, load
 from slawatch.model import Outcome, Sample
 
@@ -201,7 +202,7 @@ async def run_demo(directory: Path, *, duration_s: float | None = None, interval
         loaded = load(config_path)
     except ConfigError as exc:  # pragma: no cover - the demo writes a valid file
         print(exc)
-        return 2
+        return EXIT_USAGE
     print(f"slawatch demo: {len(loaded.config.components)} loopback targets, probed every {interval_s:g}s")
     store = loaded.config.storage.sqlite.path if loaded.config.storage.sqlite else "-"
     print(f"  config  {config_path}\n  store   {store}")
@@ -215,7 +216,7 @@ async def run_demo(directory: Path, *, duration_s: float | None = None, interval
     if duration_s is not None:
         loop.call_later(duration_s, stop.set)
     watch = DegradedWatch(lambda line: print(line, flush=True))
-    agent = Agent(loaded, on_change=print_change(lambda line: print(line, flush=True)), on_sample=watch.observe)
+    agent = build_agent(loaded, on_change=print_change(lambda line: print(line, flush=True)), on_sample=watch.observe)
     try:
         await run_agent(agent, stop)
     finally:
@@ -228,4 +229,23 @@ async def run_demo(directory: Path, *, duration_s: float | None = None, interval
         ups_transport.close()
         await runner.cleanup()
     print(f"demo stopped; {agent.probe_runs} probe runs stored in {directory}")
-    return 0
+    return EXIT_OK
+
+
+def _demo_cmd(args: argparse.Namespace) -> int:
+    setup_logging("text", args.log_level)
+    return asyncio.run(run_demo(Path(args.dir), duration_s=args.duration, interval_s=args.interval))
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser("demo", help="run the agent against built-in loopback demo targets",
+                          description="Start loopback demo targets (SIP, TCP, HTTP, a UPS over SNMP, a flapping "
+                                      "service) and the real agent watching them with the embedded SQLite "
+                                      "store; print state changes as they happen. Ctrl-C stops it; "
+                                      "`slawatch report` then reads the same store.")
+    demo.add_argument("--dir", default="slawatch-demo", help="where the demo writes its config, store and spool "
+                                                            "(default: ./slawatch-demo)")
+    demo.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    demo.add_argument("--interval", type=float, default=5.0, metavar="S", help="probe interval (default 5)")
+    demo.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    demo.set_defaults(func=_demo_cmd)

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from agent.probes import Kind, kind, run_probe
 from agent.probes.options import Env, InputError
+from slawatch.cli.usage import EXIT_UNKNOWN
 from slawatch.config.probes import PROBE_KINDS, PROBE_SETTINGS, ProbeBase, ProbeSettings
 from slawatch.model import Outcome, Result
 
@@ -34,7 +35,6 @@ STATUS: dict[Outcome, tuple[str, int]] = {
     Outcome.BAD_RESPONSE: ("CRITICAL", 2),
     Outcome.AGENT_ERROR: ("UNKNOWN", 3),
 }
-EXIT_UNKNOWN = 3
 
 _SETTINGS: TypeAdapter[ProbeSettings] = TypeAdapter(ProbeSettings)
 # Settings fields whose command-line option is not simply `--field-name`, for error messages; a kind adds its own.

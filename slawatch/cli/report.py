@@ -15,19 +15,12 @@ from reporter.delivery import deliver
 from reporter.periods import month_period, parse_iso, parse_month
 from reporter.render import FORMATS, render
 from reporter.report import Progress, ReportError, build_report, select_components
+from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.model import Interval
 from slawatch.store import Source, SourceError, open_source
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
 log = logging.getLogger(__name__)
-
-
-class UsageError(Exception):
-    """The command line asks for something impossible; exit 2 with the message."""
 
 
 def parse_instant(option: str, text: str, tz: str) -> int:

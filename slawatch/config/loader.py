@@ -8,6 +8,7 @@ import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
@@ -402,8 +403,6 @@ def _message(err: Any, *, secret: bool = False) -> str:
 
 def bundled_contract() -> Path:
     """The contract shipped with slawatch (config/contract.yaml), installed or in a checkout."""
-    from importlib.resources import files
-
     try:
         candidate = Path(str(files("slawatch.defaults").joinpath("contract.yaml")))
         if candidate.is_file():

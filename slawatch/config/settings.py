@@ -291,7 +291,7 @@ class ReportSettings(Strict):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, v: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.cron import CronTrigger  # lazy: loads only when a config sets a schedule
 
         if len(v.split()) != 5:
             raise ValueError(f"bad cron schedule {shown(v)}: need 5 fields (minute hour day month weekday)")

@@ -98,8 +98,9 @@ def open_sinks(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTI
     `retention_s` is the contract's `retention_s`: the daemon prunes SQLite with it, InfluxDB gets a
     retention policy of that length.
     """
+    # Lazy: a backend's client library (aiohttp, aiosqlite) loads only when that backend is configured (start-up).
     from slawatch.store.influxdb import InfluxSink
-    from slawatch.store.sqlite import SqliteSink
+    from slawatch.store.sqlite import SqliteSink  # lazy, as above
 
     sinks: list[Sink] = []
     if storage.sqlite is not None:
@@ -111,8 +112,9 @@ def open_sinks(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTI
 
 def open_source(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTION_S) -> Source:
     """The InfluxDB source when InfluxDB is configured, else SQLite."""
+    # Lazy: a backend's client library (aiohttp, aiosqlite) loads only when that backend is configured (start-up).
     from slawatch.store.influxdb import InfluxSource
-    from slawatch.store.sqlite import SqliteSource
+    from slawatch.store.sqlite import SqliteSource  # lazy, as above
 
     if storage.influxdb is not None:
         return InfluxSource(storage.influxdb, retention_s=retention_s)

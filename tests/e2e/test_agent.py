@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.daemon import Agent
+from slawatch.cli.agent import build_agent
 from slawatch.config.loader import load
 from slawatch.model import StateChange
 from slawatch.testing import free_port
@@ -64,7 +64,7 @@ async def test_agent_stores_every_probe_and_dates_the_outage_at_the_first_failur
         tmp_path: Path, target: CountingServer) -> None:
     loaded = load(write_config(tmp_path, target.port, interval=0.25))
     changes: list[StateChange] = []
-    agent = Agent(loaded, on_change=changes.append)
+    agent = build_agent(loaded, on_change=changes.append)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     await asyncio.sleep(1.5)
@@ -100,7 +100,7 @@ async def test_metrics_healthz_and_reload(tmp_path: Path, target: CountingServer
 
     listen = free_port()
     cfg = write_config(tmp_path, target.port, interval=0.25, listen_port=listen)
-    agent = Agent(load(cfg))
+    agent = build_agent(load(cfg))
     stop = asyncio.Event()
     task = asyncio.create_task(run_agent(agent, stop))
     await asyncio.sleep(1.0)
@@ -203,7 +203,7 @@ def test_reload_drops_the_metric_series_of_removed_and_retagged_components(tmp_p
     probes: [{kind: tcp, target: "127.0.0.1:9"}]
 """
     cfg = write_config(tmp_path, 9, extra_components=extra)
-    agent = Agent(load(cfg))
+    agent = build_agent(load(cfg))
     for st in agent.states.values():
         agent.metrics.set_component(st.ref, True)
         agent.metrics.observe_probe(st.ref, "tcp", "tcp", Result(Outcome.UP), 0.001)

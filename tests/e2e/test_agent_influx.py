@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.daemon import Agent
+from slawatch.cli.agent import build_agent
 from slawatch.config.loader import bundled_contract, load
 from slawatch.store.influxdb import RETENTION_POLICY
 from slawatch.testing import free_port
@@ -48,7 +48,7 @@ defaults: {{interval_s: 0.5, timeout_s: 0.4}}
 components:
 {components}
 """)
-        agent = Agent(load(cfg))
+        agent = build_agent(load(cfg))
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
         await asyncio.sleep(3.0)

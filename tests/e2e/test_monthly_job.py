@@ -7,10 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from agent.daemon import Agent
 from reporter.monthly import period_key, report_month, run_monthly_reports
 from reporter.periods import month_period
-from slawatch.cli.agent import run_agent
+from slawatch.cli.agent import build_agent, run_agent
 from slawatch.config.loader import bundled_contract, load
 from slawatch.config.settings import SqliteSettings
 from slawatch.model import ComponentRef, Heartbeat, StateChange
@@ -40,7 +39,7 @@ report: {{timezone: UTC, schedule: "0 0 1 * *", archive: archive}}
     await sink.write([StateChange(ref, "a1", start + 1000, True, ""),
                       *(Heartbeat("a1", start + i * 60_000, 60.0) for i in range(100))])
     await sink.close()
-    agent = Agent(loaded)
+    agent = build_agent(loaded)
     stop = asyncio.Event()
     task = asyncio.create_task(run_agent(agent, stop))
     key = period_key(*report_month(time.time_ns() // 1_000_000, "UTC"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.daemon import Agent
+from slawatch.cli.agent import build_agent
 from slawatch.config.loader import load
 from slawatch.testing import free_port
 from slawatch.testing.agentproc import ROOT
@@ -77,7 +77,7 @@ def test_sighup_with_hostile_configs_keeps_the_agent_and_says_so(tmp_path: Path)
 
 async def test_an_unexpected_reload_error_keeps_the_config_and_sets_the_metric(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, free_port())
-    agent = Agent(load(cfg))
+    agent = build_agent(load(cfg))
     try:
         assert await agent.reload() is True
         running = agent.loaded

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from agent.daemon import Agent
+from slawatch.cli.agent import build_agent
 from slawatch.config.loader import bundled_contract, load
 from slawatch.testing import free_port, need_binary
 from slawatch.testing.influxd import Influxd, start_influxd
@@ -184,7 +184,7 @@ async def test_report_gives_back_the_known_outages(tmp_path: Path, storage: str,
     await asyncio.to_thread(sipp.start)
     cfg = write_config(tmp_path, storage, sipp.port, flaky.port, steady.port)
     period_start = time.time()
-    agent = Agent(load(cfg))
+    agent = build_agent(load(cfg))
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:

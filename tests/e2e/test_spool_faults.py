@@ -24,6 +24,7 @@ import pytest
 
 from agent.daemon import Agent
 from agent.spool import SEG_HEADER
+from slawatch.cli.agent import build_agent
 from slawatch.config.loader import bundled_contract, load
 from slawatch.testing import free_port, need, need_binary
 from slawatch.testing.influxd import Influxd
@@ -119,7 +120,7 @@ async def test_full_disk_with_the_store_down_counts_every_drop_and_recovers_by_i
         cfg = write_config(tmp_path, tcp_target, f"""  influxdb: {{url: "{influx.url}", api: v1, database: slawatch,
               timeout_s: 2}}
   spool: {{path: {spool}}}""")
-        agent = Agent(load(cfg))
+        agent = build_agent(load(cfg))
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
 
@@ -168,7 +169,7 @@ async def test_points_the_spool_cannot_take_at_stop_are_counted_and_logged(
     caplog.set_level(logging.INFO, logger="agent")
     cfg = write_config(tmp_path, tcp_target, f"""  sqlite: {{path: {tmp_path / "store.db"}}}
   spool: {{path: {tiny_fs / "spool"}}}""", components=10)
-    agent = Agent(load(cfg))
+    agent = build_agent(load(cfg))
     fd = os.open(tiny_fs / "ballast", os.O_WRONLY | os.O_CREAT)
     with contextlib.suppress(OSError):  # the disk is full from the start
         for _ in range(1024):

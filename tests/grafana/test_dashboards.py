@@ -489,8 +489,8 @@ def test_variables_cascade(influx: Influxd) -> None:
 
 
 async def scrape_agent(tmp: Path) -> str:
-    from agent.daemon import Agent
     from agent.web import serve
+    from slawatch.cli.agent import build_agent
     from slawatch.config.loader import bundled_contract, load
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -508,7 +508,7 @@ customers: [{{name: acme, tier: gold}}]
 components:
   - {{name: san-1, class: san, customer: acme, probes: [{{kind: tcp, target: "127.0.0.1:{port}"}}]}}
 """)
-    agent = Agent(load(cfg))
+    agent = build_agent(load(cfg))
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     web_port = free_port()

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from reporter.maintenance import EXIT_OK, EXIT_STORE, EXIT_USAGE, UsageError, format_duration, parse_time, register
+from reporter.maintenance import format_duration
+from slawatch.cli.maintenance import parse_time, register
+from slawatch.cli.usage import EXIT_FAILURE as EXIT_STORE
+from slawatch.cli.usage import EXIT_OK, EXIT_USAGE, UsageError
 from slawatch.config.loader import load
 from slawatch.model import MaintenanceWindow as StoredWindow
 from slawatch.store import open_source

@@ -11,27 +11,63 @@ that diff the job set by key. APScheduler drives the cron work (the monthly repo
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import random
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.02  # at most 50 dispatcher wake-ups a second; each costs ~0.2 ms of CPU (epoll, timer)
 
+T = TypeVar("T")
+
+
+class Handle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class CadenceClock(Protocol):
+    """Where the scheduler reads the time and sets its timers: the event loop's clock, or a fake one in tests."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never steps; timers run on it."""
+        ...
+
+    def wall(self) -> float:
+        """UTC epoch seconds now: a probe's phase grid is aligned to the wall clock."""
+        ...
+
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Handle:
+        """Call `callback` once `delay_s` has passed on the monotonic clock."""
+        ...
+
+
+class LoopClock:
+    """The running event loop's timers on time.monotonic (the loop's own clock), and time.time."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Handle:
+        return asyncio.get_running_loop().call_later(delay_s, callback)
+
 
 @dataclass(eq=False, slots=True)
-class Job:
+class Job(Generic[T]):
     """One probe to run every `interval_s` (or `retry_interval_s` while its component is unconfirmed)."""
 
     key: Hashable
     interval_s: float
-    payload: Any
+    payload: T
     retry_interval_s: float | None = None
     phase_s: float = 0.0
     running: bool = field(default=False, repr=False)
@@ -49,33 +85,34 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 
 # `run` returns True when the job should come back after its retry interval instead of its interval.
-Runner = Callable[[Job], Awaitable[bool]]
+Runner = Callable[[Job[T]], Awaitable[bool]]
 LatenessObserver = Callable[[float], None]
 
 
-class Scheduler:
+class Scheduler(Generic[T]):
     """Runs jobs on a monotonic timeline; each job's next start is aligned to its phase grid."""
 
-    def __init__(self, run: Runner, concurrency: int, *, jitter_s: float = 0.05,
-                 on_lateness: LatenessObserver | None = None) -> None:
+    def __init__(self, run: Runner[T], concurrency: int, *, jitter_s: float = 0.05,
+                 on_lateness: LatenessObserver | None = None, clock: CadenceClock | None = None) -> None:
         self._run = run
         self._sem = asyncio.Semaphore(concurrency)
         self._jitter_s = jitter_s
         self._on_lateness = on_lateness
-        self._jobs: dict[Hashable, Job] = {}
-        self._heap: list[tuple[float, int, Job, int]] = []
+        self._clock = clock or LoopClock()
+        self._jobs: dict[Hashable, Job[T]] = {}
+        self._heap: list[tuple[float, int, Job[T], int]] = []
         self._seq = 0
         self._waiter: asyncio.Future[None] | None = None  # set while the dispatcher sleeps
         self._stopping = False
         self._inflight: set[asyncio.Task[None]] = set()
 
     @property
-    def jobs(self) -> dict[Hashable, Job]:
+    def jobs(self) -> dict[Hashable, Job[T]]:
         return self._jobs
 
-    def set_jobs(self, jobs: list[Job]) -> None:
+    def set_jobs(self, jobs: Iterable[Job[T]]) -> None:
         """Replace the job set: new jobs start at their phase, removed ones stop, unchanged ones go on."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         fresh = {job.key: job for job in jobs}
         for key, gone in self._jobs.items():
             if key not in fresh:
@@ -92,26 +129,26 @@ class Scheduler:
         self._jobs = fresh
         self._wake_up()
 
-    def _next_slot(self, job: Job, after: float) -> float:
+    def _next_slot(self, job: Job[T], after: float) -> float:
         """The first instant of the job's grid (phase + k*interval on the wall clock) after `after`."""
-        wall_offset = time.time() - time.monotonic()
+        wall_offset = self._clock.wall() - self._clock.monotonic()
         wall = after + wall_offset
         k = (wall - job.phase_s) // job.interval_s + 1
         return k * job.interval_s + job.phase_s - wall_offset
 
-    def _push(self, job: Job, due: float) -> None:
+    def _push(self, job: Job[T], due: float) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, job, job.generation))
 
     async def run_forever(self) -> None:
         while not self._stopping:
-            now = time.monotonic()
+            now = self._clock.monotonic()
             while self._heap and self._heap[0][0] <= now and not self._stopping:
                 due, _, job, generation = heapq.heappop(self._heap)
                 if generation != job.generation or job.running:
                     continue
                 await self._sem.acquire()
-                start = time.monotonic()
+                start = self._clock.monotonic()
                 if self._on_lateness is not None:
                     self._on_lateness(start - due)
                 job.running = True
@@ -121,7 +158,7 @@ class Scheduler:
                 now = start
             if self._stopping:
                 break
-            delay = self._heap[0][0] - time.monotonic() if self._heap else 3600.0
+            delay = self._heap[0][0] - self._clock.monotonic() if self._heap else 3600.0
             if delay > 0:
                 # Sleep at least one tick: at 1 000 probes/s one wake-up starts several due probes instead
                 # of paying a timer and a context switch for each (costs at most TICK_S of lateness).
@@ -132,7 +169,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
-        handle = loop.call_later(delay, _resolve, waiter)
+        handle = self._clock.call_later(delay, functools.partial(_resolve, waiter))
         try:
             await waiter
         finally:
@@ -144,7 +181,7 @@ class Scheduler:
         if self._waiter is not None:
             _resolve(self._waiter)
 
-    async def _one(self, job: Job, due: float) -> None:
+    async def _one(self, job: Job[T], due: float) -> None:
         retry = False
         try:
             retry = await self._run(job)
@@ -155,7 +192,7 @@ class Scheduler:
             self._sem.release()
         if self._stopping or self._jobs.get(job.key) is not job:
             return
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if retry and job.retry_interval_s:
             nxt = max(now, due + job.retry_interval_s)
         else:
@@ -171,8 +208,21 @@ class Scheduler:
         self._stopping = True
         self._wake_up()
         if self._inflight:
-            _, pending = await asyncio.wait(set(self._inflight), timeout=grace_s)
+            pending = await self._wait(set(self._inflight), grace_s)
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.wait(pending, timeout=1.0)
+                await asyncio.wait(pending, timeout=1.0)  # a cancelled probe ends at its next await
+
+    async def _wait(self, tasks: set[asyncio.Task[None]], timeout_s: float) -> set[asyncio.Task[None]]:
+        """Wait until `tasks` are done or `timeout_s` has passed on the clock; return the ones still running."""
+        expired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        handle = self._clock.call_later(timeout_s, functools.partial(_resolve, expired))
+        pending: set[asyncio.Future[None]] = set(tasks)
+        try:
+            while pending and not expired.done():
+                _, pending = await asyncio.wait({*pending, expired}, return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(expired)
+        finally:
+            handle.cancel()
+        return {t for t in tasks if t in pending}

@@ -1,0 +1,55 @@
+"""`slawatch check-config FILE`: validate a config file and its contract, print a summary or every located error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
+from slawatch.config.loader import ConfigError, Loaded, load
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        loaded = load(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{args.file}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        return EXIT_USAGE
+    print(summary(loaded))
+    return EXIT_OK
+
+
+def summary(loaded: Loaded) -> str:
+    config, contract = loaded.config, loaded.contract
+    by_class_tier = Counter((c.klass, config.tier_of(c) or "?") for c in config.components)
+    kinds = Counter(p.kind for c in config.components for p in c.probes)
+    lines = [f"{loaded.path}: OK — agent {config.agent.id}, contract {contract.name} {contract.version}"]
+    lines.append(f"components: {len(config.components)}")
+    for (klass, tier), n in sorted(by_class_tier.items()):
+        target = contract.target_pct(klass, tier)
+        lines.append(f"  {klass:<14} {tier:<9} {n:>5}   target {target:g} %")
+    lines.append("probes: " + (", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "none"))
+    storage = config.storage
+    where = []
+    if storage.sqlite is not None:
+        where.append(f"sqlite {storage.sqlite.path}")
+    if storage.influxdb is not None:
+        db = storage.influxdb
+        name = f"db={db.database}" if db.api == "v1" else f"bucket={db.bucket}"
+        where.append(f"influxdb {db.api} {db.url} {name}")
+    spool = storage.spool
+    lines.append(f"storage: {', '.join(where)}; spool {spool.path} (max {spool.max_bytes.human_readable()})")
+    lines.append(f"customers: {', '.join(f'{c.name} ({c.tier})' for c in config.customers) or 'none'}")
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = sub.add_parser("check-config", help="validate a config file and the contract it names",
+                           description="Validate a config file and its contract. Exit 0 with a summary, "
+                                       "or 2 with every error and its location.")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=_check_config)
