@@ -3,60 +3,24 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from slawatch.testing import free_port, need
+from slawatch.testing.snmp import run_snmpsim
 
 ROOT = Path(__file__).resolve().parents[2]
 UPS_SOURCE = "1.3.6.1.2.1.33.1.4.1.0"
-# An SNMPv2c GET of sysUpTime.0 with community "ups-online", for the readiness check.
-READY_GET = bytes.fromhex("302a020101040a7570732d6f6e6c696e65a019020101020100020100300e300c06082b0601020101"
-                          "03000500")
 
 
 @pytest.fixture(scope="module")
 def sim_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """snmpsim serving tests/fixtures/snmp: each recording's name is its community."""
-    beside = Path(sys.executable).with_name("snmpsim-command-responder")
-    exe = str(beside) if beside.exists() else shutil.which("snmpsim-command-responder")
-    need(exe is not None, "snmpsim-command-responder not found (pip install snmpsim pysmi)")
-    assert exe is not None
-    tmp = tmp_path_factory.mktemp("snmpsim")
-    port = free_port(socket.SOCK_DGRAM)
-    with open(tmp / "out.log", "wb") as out:
-        proc = subprocess.Popen([exe, f"--data-dir={ROOT / 'tests' / 'fixtures' / 'snmp'}",
-                                 f"--cache-dir={tmp / 'cache'}", f"--agent-udpv4-endpoint=127.0.0.1:{port}"],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
-                                env={**os.environ, "SNMPSIM_ALLOW_ROOT": "true"})
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(0.2)
-            for _ in range(150):
-                assert proc.poll() is None, (tmp / "out.log").read_text(errors="replace")[-2000:]
-                sock.sendto(READY_GET, ("127.0.0.1", port))
-                try:
-                    sock.recvfrom(65536)
-                    break
-                except (TimeoutError, ConnectionRefusedError):
-                    time.sleep(0.05)
-            else:
-                pytest.fail("snmpsim did not answer within 30 s")
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with run_snmpsim(tmp_path_factory.mktemp("snmpsim"), ROOT / "tests" / "fixtures" / "snmp", "ups-online") as sim:
+        yield sim.port
 
 
 def probe(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
