@@ -280,12 +280,13 @@ class Agent:
             if not self._to_act:
                 return  # a commit that began after this change was queued has acted on it
             batch, self._to_act = self._to_act, []
-            await self._flush()
+            spooled = await self._flush()
             self._ckpt_dirty.update(c.change.ref.component for c in batch)
-            refused = {id(p) for p in self._outbox if isinstance(p, StateChange)}
-            for confirmed in batch:
-                if id(confirmed.change) in refused:  # the spool refused it (disk full): held in memory
-                    self._held[confirmed.change.ref.component] = (confirmed.change, confirmed.before)
+            if not spooled:  # the spool refused some (disk full): those changes are held in memory
+                refused = {id(p) for p in self._outbox if isinstance(p, StateChange)}
+                for confirmed in batch:
+                    if id(confirmed.change) in refused:
+                        self._held[confirmed.change.ref.component] = (confirmed.change, confirmed.before)
             await self._save_checkpoint()
             for confirmed in batch:
                 change = confirmed.change
