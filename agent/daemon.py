@@ -33,7 +33,8 @@ from agent.spool import Spool, SpoolError
 from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
 from agent.supervisor import Supervisor
 from slawatch.config.loader import ConfigError, Loaded, load
-from slawatch.config.settings import Component, ProbeBase, SpoolSettings
+from slawatch.config.probes import ProbeBase
+from slawatch.config.settings import Component, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
 from slawatch.store import Sink, SinkError
 

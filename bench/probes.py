@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.probes import run_probe
-from slawatch.config.settings import HttpProbe, IcmpProbe, ProbeBase, SipProbe, TcpProbe
+from slawatch.config.probes import HttpProbe, IcmpProbe, ProbeBase, SipProbe, TcpProbe
 
 # Each peer prints its port on its first line, then serves until stdin closes.
 _PEER_PRELUDE = """

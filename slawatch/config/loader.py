@@ -15,7 +15,9 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from slawatch.config.settings import PROBE_KINDS, VALUE_SHOWN, Config, Contract, cross_check, shown
+from slawatch.config.probes import PROBE_KINDS
+from slawatch.config.settings import Config, Contract, cross_check, shown
+from slawatch.config.units import VALUE_SHOWN
 
 Loc = tuple[str | int, ...]
 # libyaml's parser when present: a 10 000-component file loads in a fraction of the pure-Python time.

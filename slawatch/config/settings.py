@@ -16,17 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-# `X as X` is a re-export: these were defined here before the probe kinds' settings (slawatch.config.probes) and
-# the checks every model shares (slawatch.config.units) got modules of their own.
-from slawatch.config.probes import PROBE_KINDS as PROBE_KINDS
-from slawatch.config.probes import HttpProbe as HttpProbe
-from slawatch.config.probes import IcmpProbe as IcmpProbe
-from slawatch.config.probes import ProbeBase as ProbeBase
 from slawatch.config.probes import ProbeSettings
-from slawatch.config.probes import SipProbe as SipProbe
-from slawatch.config.probes import SnmpProbe as SnmpProbe
-from slawatch.config.probes import TcpProbe as TcpProbe
-from slawatch.config.probes import UpsProbe as UpsProbe
 from slawatch.config.units import (
     NAME_PATTERN,
     ClientTimeout,
@@ -39,7 +29,6 @@ from slawatch.config.units import (
     Timeout,
     parse_duration_s,
 )
-from slawatch.config.units import VALUE_SHOWN as VALUE_SHOWN
 from slawatch.config.units import check_name as _check_name
 from slawatch.config.units import check_url as _check_url
 from slawatch.config.units import count_within as _count_within

@@ -18,7 +18,7 @@ from agent import demoups
 from agent.probes import run_probe, snmpclient
 from slawatch.cli.demo import DegradedWatch
 from slawatch.config.loader import load
-from slawatch.config.settings import SnmpProbe, UpsProbe
+from slawatch.config.probes import SnmpProbe, UpsProbe
 from slawatch.model import ComponentRef, Outcome, Sample
 from slawatch.testing import free_port
 
