@@ -71,8 +71,10 @@ class StateChange(NamedTuple):
     back by the stores in this same form, and taken as it is by the availability engine.
 
     `ts_ms` is the effective instant: the start of the first probe run of the confirming streak. `ref` holds the
-    class, tier and customer the component had when the change was stored. A NamedTuple, not a dataclass: a month
-    of 10 000 components holds ~400 000 of them, and a tuple builds five times faster.
+    class, tier and customer the component had when the change was stored. `degraded` marks a confirmed DEGRADED
+    state (a UPS on battery, a pool short of members): up for availability, a fault for the incident desk; a change
+    from up to degraded or back is a change with up=True. A NamedTuple, not a dataclass: a month of 10 000
+    components holds ~400 000 of them, and a tuple builds five times faster.
     """
 
     ref: ComponentRef
@@ -80,6 +82,7 @@ class StateChange(NamedTuple):
     ts_ms: int
     up: bool
     reason: str
+    degraded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,7 +142,9 @@ PROBE = Measurement(
 
 STATE = Measurement(
     "slawatch_state",
-    (_COMPONENT, _TS, _AGENT, _CLASS, _TIER, _CUSTOMER, _UP, _REASON),
+    (_COMPONENT, _TS, _AGENT, _CLASS, _TIER, _CUSTOMER, _UP, _REASON,
+     Column("degraded", "field", "integer", nullable=True, check="degraded IN (0, 1)",
+            meaning="1 for a confirmed DEGRADED state (up=1); absent otherwise")),
     key=("component", "ts_ms", "agent"), written_by="the agent, one point per confirmed state change",
     prune="ts_ms",
     # (component, agent, ts_ms): the last change of each component and agent before a period is one seek.
@@ -188,8 +190,25 @@ RETENTION_POLICY = "slawatch"
 """The InfluxDB (v1) retention policy slawatch creates and writes to when none is configured."""
 
 MEASUREMENTS: tuple[Measurement, ...] = (PROBE, STATE, HEARTBEAT, MAINTENANCE, ACK, REPORT_SENT)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """SQLite `PRAGMA user_version`."""
+
+MIGRATIONS: tuple[tuple[int, Measurement, str], ...] = (
+    (2, STATE, "degraded"),
+)
+"""(version, table, column): columns added since version 1; a store made before `version` gets the column (as
+declared in its Measurement) when it is opened. Tables new in a version are created by `ddl()` itself."""
+
+
+def add_column_sql(measurement: Measurement, name: str) -> str:
+    """ALTER TABLE adding one declared column (nullable columns only: old rows read as NULL)."""
+    c = measurement.column(name)
+    if not c.nullable:
+        raise ValueError(f"{measurement.name}.{name}: only a nullable column can be added to a stored table")
+    sql = f"ALTER TABLE {measurement.name} ADD COLUMN {c.name} {_SQL_TYPE[c.type]}"
+    if c.check is not None:
+        sql += f" CHECK ({c.check})"
+    return sql
 
 
 def ddl() -> str:
@@ -218,7 +237,8 @@ def _sample_row(p: Sample) -> Row:
 
 def _state_row(p: StateChange) -> Row:
     c, r = clean_text, p.ref
-    return (c(r.component), p.ts_ms, c(p.agent), c(r.klass), c(r.tier), c(r.customer), int(p.up), c(p.reason))
+    return (c(r.component), p.ts_ms, c(p.agent), c(r.klass), c(r.tier), c(r.customer), int(p.up), c(p.reason),
+            1 if p.degraded else None)  # absent unless set: an up/down change is stored as before version 2
 
 
 def _heartbeat_row(p: Heartbeat) -> Row:
@@ -260,7 +280,7 @@ def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
     ~400 000 changes over ~10 000 refs.
     """
     refs: dict[tuple[str, str, str, str], ComponentRef] = {}
-    ref_of, agent, ts, up, reason = _STATE_GET
+    ref_of, agent, ts, up, reason, degraded = _STATE_GET
     new = tuple.__new__  # StateChange(...) without the Python-level __new__ of a NamedTuple: a third faster
     out: list[StateChange] = []
     append = out.append
@@ -273,12 +293,13 @@ def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
             if ref is None:
                 ref = refs[key] = ComponentRef(*key)
             last = key
-        append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason])))
+        append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason], row[degraded] == 1)))
     return out
 
 
 _STATE_GET = (itemgetter(*(STATE.index(n) for n in ("component", "class", "tier", "customer"))),
-              STATE.index("agent"), STATE.index("ts_ms"), STATE.index("up"), STATE.index("reason"))
+              STATE.index("agent"), STATE.index("ts_ms"), STATE.index("up"), STATE.index("reason"),
+              STATE.index("degraded"))
 STATE_ORDER = itemgetter(*(STATE.index(n) for n in STATE.key))
 """Sort key of a `slawatch_state` row: its identity (component, ts_ms, agent), the order `changes` returns."""
 _KEY_LEADS = STATE.names[:len(STATE.key)] == STATE.key
@@ -305,7 +326,8 @@ def maintenance_window(row: Sequence[Any]) -> MaintenanceWindow:
 
 
 __all__ = [
-    "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "PROBE", "REPORT_SENT", "RETENTION_POLICY",
-    "SCHEMA_VERSION", "STATE", "STATE_ORDER", "WINDOW_COLUMNS", "Column", "Measurement", "Row", "Value", "clean_text",
-    "ddl", "maintenance_window", "point_row", "report_sent_row", "sort_state_rows", "state_changes", "window_row",
+    "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "MIGRATIONS", "PROBE", "REPORT_SENT",
+    "RETENTION_POLICY", "SCHEMA_VERSION", "STATE", "STATE_ORDER", "WINDOW_COLUMNS", "Column", "Measurement", "Row",
+    "Value", "add_column_sql", "clean_text", "ddl", "maintenance_window", "point_row", "report_sent_row",
+    "sort_state_rows", "state_changes", "window_row",
 ]
