@@ -207,12 +207,21 @@ class StorageSettings(Strict):
     sqlite: SqliteSettings | None = None
     influxdb: InfluxSettings | None = None
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    # The incident desk's records (incidents, their logs, the notification outbox) need transactions: a SQLite
+    # file, the embedded store's own unless set (InfluxDB cannot keep them).
+    records: Path | None = None
 
     @model_validator(mode="after")
     def _default_sqlite(self) -> StorageSettings:
         if self.sqlite is None and self.influxdb is None:
             self.sqlite = SqliteSettings()
         return self
+
+    @property
+    def records_path(self) -> Path:
+        if self.records is not None:
+            return self.records
+        return self.sqlite.path if self.sqlite is not None else SqliteSettings().path
 
 
 class Customer(Strict):
