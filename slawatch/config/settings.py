@@ -224,10 +224,17 @@ class StorageSettings(Strict):
         return self.sqlite.path if self.sqlite is not None else SqliteSettings().path
 
 
+Recipient = Annotated[str, Field(min_length=3, max_length=2048,
+                                 pattern=r"^([^@\s:/]+@[^@\s]+|[A-Za-z][A-Za-z0-9+.-]*://\S+)$")]
+"""Where a notification goes: an email address (sent by SMTP) or an Apprise URL (json://, slack://, mailto:// ...)."""
+
+
 class Customer(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     tier: str
     report_to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+    # The customer's contacts for incident notifications (open, acknowledged, resolved ...); none: not told.
+    notify: list[Recipient] = Field(default_factory=list, max_length=100)
     policy: PolicyOverrides = Field(default_factory=PolicyOverrides)
 
 
@@ -300,6 +307,58 @@ class ReportSettings(Strict):
         return v
 
 
+class EscalationSettings(Strict):
+    """Repeats to `to` (and the NOC) while an incident stays unacknowledged."""
+
+    to: list[Recipient] = Field(default_factory=list, max_length=100)
+    every_s: Duration | None = Field(default=None, alias="every")
+    # Percentages of the response target at which to escalate (50: half the time to the deadline has passed).
+    at_target_pct: list[Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [50.0, 100.0], max_length=20)
+    max: Annotated[int, _count_within(1, 1000)] = 24
+
+    @field_validator("every_s", mode="before")
+    @classmethod
+    def _every(cls, v: object) -> float | None:
+        return None if v is None else parse_duration_s(v)
+
+
+class NotifySettings(Strict):
+    """Incident notifications: who is told, how often, how hard delivery is tried."""
+
+    noc: list[Recipient] = Field(default_factory=list, max_length=100)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    # Base of the link to an incident in the console (default: http://<agent.listen>).
+    console_url: str | None = None
+    # A component that fails again within this time of its recovery re-opens the same incident.
+    reopen_within_s: Duration = Field(default=600.0, alias="reopen_within")
+    retry_first_s: Duration = Field(default=10.0, alias="retry_first")
+    retry_max_s: Duration = Field(default=1800.0, alias="retry_max")
+    give_up_after_s: Duration = Field(default=2 * 86400.0, alias="give_up_after")
+    timeout_s: ClientTimeout = 30.0
+    concurrency: Annotated[int, _count_within(1, 200)] = 10
+    # SMTP for email recipients; default: report.smtp.
+    smtp: SmtpSettings | None = None
+
+    @field_validator("reopen_within_s", "retry_first_s", "retry_max_s", "give_up_after_s", mode="before")
+    @classmethod
+    def _durations(cls, v: object) -> float:
+        return parse_duration_s(v)
+
+    @field_validator("console_url")
+    @classmethod
+    def _console(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v, ("http", "https"))
+
+
+class DeskSettings(Strict):
+    """The incident desk: faults become incidents (on by default)."""
+
+    enabled: bool = True
+    # How often open incidents are checked for escalation and the outbox for due notifications.
+    tick_s: Annotated[float, Field(ge=0.1, le=60, allow_inf_nan=False)] = 1.0
+
+
 class Config(Strict):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -308,6 +367,8 @@ class Config(Strict):
     customers: list[Customer] = Field(default_factory=list)
     components: list[Component] = Field(default_factory=list)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    desk: DeskSettings = Field(default_factory=DeskSettings)
 
     @model_validator(mode="after")
     def _resolve_probe_timing(self) -> Config:
