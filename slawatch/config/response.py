@@ -232,12 +232,13 @@ def response_terms(
             problems.append((("priorities",), f"no rule gives a priority to {', '.join(uncovered)}: add rules for "
                                               "them or a catch-all (a rule without `classes`, or without `fault`)"))
         given = {r.priority for r in priority_rules}
-        if rules is not None:
-            for i, target in enumerate(rules.targets):
-                if target.priority is not None and target.priority not in given:
-                    problems.append((("response", "targets", i, "priority"),
-                                     f"priority {shown(target.priority)} is never given by `priorities` "
-                                     f"(they give {', '.join(sorted(given))})"))
+        named_at: list[tuple[Loc, str | None]] = (
+            [(("response", name), name) for name in short] if rules is None
+            else [(("response", "targets", i, "priority"), t.priority) for i, t in enumerate(rules.targets)])
+        for loc, priority in named_at:
+            if priority is not None and priority not in given:
+                problems.append((loc, f"priority {shown(priority)} is never given by `priorities` "
+                                      f"(they give {', '.join(sorted(given))})"))
     else:
         priority_rules.append(PriorityRule(default_priority))
     if problems:

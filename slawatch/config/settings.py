@@ -60,8 +60,9 @@ class Contract(Strict):
     decimals: Annotated[int, Field(ge=0, le=6)] = 3
     # `response` has two forms: per priority and tier (`urgent: {base: 2h}`, `within` on 24/7), read into
     # response_s, or `targets:` rules with calendars, read into response_rules.
-    response_s: dict[str, ResponseTargets] = Field(default_factory=dict, alias="response")
+    # (response_rules first: "did you mean" hints for keys under `response` look the alias up in this order.)
     response_rules: ResponseSettings | None = Field(default=None, alias="response")
+    response_s: dict[str, ResponseTargets] = Field(default_factory=dict, alias="response")
     calendars: dict[str, CalendarSettings] = Field(default_factory=dict, max_length=100)
     priorities: list[PrioritySettings] | None = Field(default=None, min_length=1, max_length=1000)
     _terms: ResponseTerms | None = PrivateAttr(default=None)
