@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     ByteSize,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -17,6 +18,8 @@ from pydantic import (
 )
 
 from slawatch.config.probes import ProbeSettings
+from slawatch.config.response import CalendarSettings, PrioritySettings, ResponseSettings, response_terms
+from slawatch.config.terms import ResponseTerms
 from slawatch.config.units import (
     NAME_PATTERN,
     ClientTimeout,
@@ -55,7 +58,14 @@ class Contract(Strict):
     unmonitored: Literal["up", "down", "exclude"] = "up"
     quorum: Literal["majority"] | Annotated[int, _count_within(1, 1000)] = "majority"
     decimals: Annotated[int, Field(ge=0, le=6)] = 3
+    # `response` has two forms: per priority and tier (`urgent: {base: 2h}`, `within` on 24/7), read into
+    # response_s, or `targets:` rules with calendars, read into response_rules.
+    # (response_rules first: "did you mean" hints for keys under `response` look the alias up in this order.)
+    response_rules: ResponseSettings | None = Field(default=None, alias="response")
     response_s: dict[str, ResponseTargets] = Field(default_factory=dict, alias="response")
+    calendars: dict[str, CalendarSettings] = Field(default_factory=dict, max_length=100)
+    priorities: list[PrioritySettings] | None = Field(default=None, min_length=1, max_length=1000)
+    _terms: ResponseTerms | None = PrivateAttr(default=None)
 
     @field_validator("maintenance_notice_s", mode="before")
     @classmethod
@@ -81,12 +91,27 @@ class Contract(Strict):
             _check_name("class" if info.field_name == "classes" else "response priority", name)
         return v
 
+    @field_validator("calendars")
+    @classmethod
+    def _calendar_names(cls, v: dict[str, CalendarSettings]) -> dict[str, CalendarSettings]:
+        for name in v:
+            if name != "24/7":  # reported with its own message by response_terms
+                _check_name("calendar", name)
+        return v
+
     @field_validator("response_s", mode="before")
     @classmethod
     def _responses(cls, v: object) -> object:
+        if _is_rules(v):
+            return {}
         if isinstance(v, dict):
             return {k: {t: parse_duration_s(d) for t, d in (tiers or {}).items()} for k, tiers in v.items()}
         return v
+
+    @field_validator("response_rules", mode="before")
+    @classmethod
+    def _rules(cls, v: object) -> object:
+        return v if _is_rules(v) else None
 
     @model_validator(mode="after")
     def _every_class_has_every_tier(self) -> Contract:
@@ -101,10 +126,21 @@ class Contract(Strict):
             unknown = [t for t in tiers if t not in self.tiers]
             if unknown:
                 raise ValueError(f"response {shown(priority)} names unknown tier(s) {', '.join(unknown)}")
+        self._terms = response_terms(self.tiers, list(self.classes), self.calendars, self.priorities,
+                                     self.response_s, self.response_rules)
         return self
+
+    def response_terms(self) -> ResponseTerms:
+        """Calendars, priority rules and response targets, checked, for the response-time engine."""
+        assert self._terms is not None  # set by validation
+        return self._terms
 
     def target_pct(self, klass: str, tier: str) -> float:
         return self.classes[klass][tier]
+
+
+def _is_rules(v: object) -> bool:
+    return isinstance(v, dict) and "targets" in v
 
 
 class PolicyOverrides(Strict):
