@@ -246,9 +246,9 @@ class Desk:
         """An announced window (meeting the notice rule) covering the component now, if any. A late-notice
         window excuses nothing: the fault is raised."""
         for window in self._windows:
-            if window.start_ms <= now_ms < window.end_ms and window.applies_to(ref):
-                if notice_of(self.loaded, window).ok:
-                    return window
+            if (window.start_ms <= now_ms < window.end_ms and window.applies_to(ref)
+                    and notice_of(self.loaded, window).ok):
+                return window
         return None
 
     # ------------------------------------------------------------ escalation

@@ -172,3 +172,23 @@ def _deadline(calendar: Calendar, raised_ms: int, target_ms: int, paused: Sequen
             return None
         cursor = end
     return calendar.add_open(cursor, remaining)
+
+
+def instants_at(
+    calendars: Mapping[str, Calendar],
+    target: ResponseTarget,
+    raised_ms: int,
+    shares: Sequence[float],
+    pauses: Sequence[Pause] = (),
+    now_ms: int | None = None,
+) -> list[int | None]:
+    """For each share of the target (0.5: half of it), the instant the counted time since the raise reaches it,
+    as `evaluate` counts (pauses push it later; None inside an open pause). Escalation uses these."""
+    whole = evaluate(calendars, target, raised_ms, None, pauses, now_ms)
+    if whole.target_s is None:
+        return [None for _ in shares]
+    deciding = calendars[target.calendar]
+    measure = target.in_hours if deciding.is_open(raised_ms) else target.out_of_hours
+    counting = calendars[measure.on or target.calendar]
+    paused = _merged(pauses, raised_ms, None, now_ms)
+    return [_deadline(counting, raised_ms, round(whole.target_s * 1000 * share), paused) for share in shares]

@@ -13,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.timeout(300)
 def test_ruff() -> None:
-    paths = ["slawatch", "agent", "reporter", "tests", "bench", "grafana"]
+    paths = ["slawatch", "agent", "reporter", "desk", "tests", "bench", "grafana"]
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", *paths], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.timeout(600)
 def test_mypy_strict() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "slawatch", "agent", "reporter"],
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "slawatch", "agent", "reporter", "desk"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
