@@ -8,6 +8,7 @@ import contextvars
 import email.utils
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ _JSON_SCHEMES = frozenset({"json", "jsons"})
 _LIBRARY_LOGGERS = ("apprise", "urllib3.connectionpool", "urllib3.util.retry")
 _HTTP_STATUS = re.compile(r"error=(\d{3})\b")
 _OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\"()\]]+)")
+_SSL_ERROR = re.compile(r"\[SSL: [A-Z_]+\] [^'\"()]+")
 _TIMED_OUT = re.compile(r"(Read timed out|Connection to \S+ timed out|timed out)")
 # An HTTP 4xx says the request itself is refused; these few say "not now" and are worth retrying.
 _RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -193,11 +195,11 @@ def _asset(timeout_s: float) -> apprise.AppriseAsset:
                                 secure_logging=True, service_timeout=timeout_s)
 
 
-# The capture of Apprise's log records for the delivery running in this context: (tap, records). Apprise runs each
-# plugin's send in a worker thread with a copy of the caller's context, so its records find the delivery they
-# belong to, whichever deliveries run at the same time.
-_CAPTURE: contextvars.ContextVar[tuple[_Tap, list[tuple[int, str]]] | None] = contextvars.ContextVar(
-    "slawatch_desk_capture", default=None)
+# Apprise's log records for the delivery running in this context, as (level, text). Apprise runs each plugin's send
+# in a worker thread with a copy of the caller's context, so its records find the delivery they belong to, whichever
+# deliveries run at the same time.
+_CAPTURE: contextvars.ContextVar[list[tuple[int, str]] | None] = contextvars.ContextVar("slawatch_desk_capture",
+                                                                                        default=None)
 
 
 class _Tap(logging.Filter):
@@ -246,8 +248,11 @@ class _Tap(logging.Filter):
         if record.name != "apprise":
             return True
         capture = _CAPTURE.get()
-        if capture is not None and capture[0] is self:
-            capture[1].append((record.levelno, clean))
+        # Whichever tap sees the record first keeps it (the first to refuse it stops the others); the delivery then
+        # hides its own recipient's secrets in what it keeps.
+        if capture is not None and not getattr(record, "slawatch_captured", False):
+            record.slawatch_captured = True
+            capture.append((record.levelno, clean))
         return record.levelno >= (self._level or logging.getLogger().getEffectiveLevel())
 
 
@@ -286,7 +291,30 @@ def smtp_failure(exc: MailError) -> Delivery:
     cause = exc.__cause__
     codes = _smtp_codes(cause)
     permanent = (cause is None) or (bool(codes) and all(500 <= c < 600 for c in codes))
-    return Delivery(False, str(exc), retryable=not permanent)
+    error = str(exc)
+    system = _os_error(cause)
+    if system and system.lower() not in error.lower():
+        error += f" ({system})"  # asyncio says "Connect call failed"; the errno says why
+    return Delivery(False, error, retryable=not permanent)
+
+
+def _os_error(exc: BaseException | None) -> str:
+    """The system's words for the first OS error behind `exc` ("Connection refused"), or ""."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno:
+            return os.strerror(exc.errno)
+        exc = exc.__cause__ or exc.__context__
+    return ""
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 < seconds < float("inf") else None
 
 
 def _jsonable(data: Mapping[str, Any]) -> Any:
@@ -303,7 +331,7 @@ def apprise_reason(service: str, records: Iterable[tuple[int, str]], timed_out: 
         if level >= logging.WARNING and text not in warnings:
             warnings.append(_one_line(text))
         elif text.startswith("Socket Exception:"):
-            found = _OS_ERROR.findall(text) or _TIMED_OUT.findall(text)
+            found = _OS_ERROR.findall(text) or _SSL_ERROR.findall(text) or _TIMED_OUT.findall(text)
             cause = found[-1].strip() if found else _one_line(text.partition(":")[2])[:200]
         elif text.startswith("Response Details:"):
             answer = _one_line(text.partition(":")[2])[:200]
@@ -379,8 +407,10 @@ class Channels:
                 return f"malformed {plugins[scheme].service_name} URL {shown}"
             hint = " (a JSON webhook is json:// or jsons://)" if scheme in ("http", "https") else ""
             return f"unknown notification scheme {scheme}://{hint} in {shown}"
-        fields["cto"] = fields.get("cto", self.inner_timeout_s)
-        fields["rto"] = fields.get("rto", self.inner_timeout_s)
+        # Apprise's connect and read timeouts (`?cto=&rto=`): ours when the URL gives none, and never longer, so a
+        # send abandoned at the deadline does not hold one of Apprise's worker threads much beyond it.
+        for key in ("cto", "rto"):
+            fields[key] = min(_seconds(fields.get(key)) or self.inner_timeout_s, self.inner_timeout_s)
         try:
             plugin = _plugin(fields, self._asset)
         except Exception as exc:  # the plugin's own check of its arguments: its message says what is wrong
@@ -435,7 +465,7 @@ class Channels:
             fields["payload"] = {"message_id": message.message_id, "data": _jsonable(message.data),
                                  **(fields.get("payload") or {})}
         records: list[tuple[int, str]] = []
-        token = _CAPTURE.set((self._tap, records))
+        token = _CAPTURE.set(records)
         try:
             plugin = _plugin(fields, self._asset)
             notifier = apprise.Apprise(asset=self._asset)
