@@ -9,8 +9,9 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
+from desk.channels import Channels, Delivery, Message, redact
 from slawatch.config.settings import NotifySettings
 from slawatch.model import Notification, NotificationState
 from slawatch.store import DeskStore, SourceError
@@ -23,24 +24,12 @@ within this."""
 STORE_RETRY_S = 5.0
 
 
-class Delivered(Protocol):
-    ok: bool
-    error: str
-    retryable: bool
-
-
-class Deliverer(Protocol):
-    """What delivers one message to one recipient (desk.channels.Channels)."""
-
-    async def deliver(self, recipient: str, message: Any) -> Delivered: ...
-
-
 def backoff_ms(attempts: int, first_s: float, max_s: float) -> int:
     """Wait before attempt `attempts + 1`: first_s, doubling, at most max_s."""
-    return round(min(max_s, first_s * 2 ** max(0, attempts - 1)) * 1000)
+    return round(min(max_s, first_s * 2.0 ** max(0, attempts - 1)) * 1000)
 
 
-def outcome(note: Notification, result: Delivered, now_ms: int, settings: NotifySettings) -> Notification:
+def outcome(note: Notification, result: Delivery, now_ms: int, settings: NotifySettings) -> Notification:
     """The row after one attempt: sent; pending again later; or failed for good (retrying cannot help, or it
     has been failing for `give_up_after`)."""
     attempts = note.attempts + 1
@@ -58,13 +47,11 @@ def outcome(note: Notification, result: Delivered, now_ms: int, settings: Notify
 class Sender:
     """Takes due notifications from the store and delivers them through `channels`."""
 
-    def __init__(self, store: DeskStore, channels: Deliverer, settings: NotifySettings,
-                 message_of: Callable[[Notification], Any], *,
+    def __init__(self, store: DeskStore, channels: Channels, settings: NotifySettings, *,
                  clock_ms: Callable[[], int] | None = None) -> None:
         self.store = store
         self.channels = channels
         self.settings = settings
-        self.message_of = message_of
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._wake = asyncio.Event()
         self.sent = self.failed = self.retried = 0
@@ -102,7 +89,7 @@ class Sender:
 
         async def one(note: Notification) -> None:
             async with gate:
-                result = await self.channels.deliver(note.recipient, self.message_of(note))
+                result = await self.channels.deliver(note.recipient, message_of(note))
             after = outcome(note, result, self.clock_ms(), self.settings)
             await self.store.mark(after)
             if after.state is NotificationState.SENT:
@@ -111,25 +98,21 @@ class Sender:
                 self.failed += 1
                 self.last_error = after.last_error
                 log.error("notification %s (%s) to %s given up after %d attempt(s): %s", note.id, note.kind,
-                          shown(note.recipient), after.attempts, after.last_error)
+                          redact(note.recipient), after.attempts, after.last_error)
             else:
                 self.retried += 1
                 self.last_error = after.last_error
                 if note.attempts == 0:  # said once, not at every retry
                     log.warning("notification %s (%s) to %s failed, retrying: %s", note.id, note.kind,
-                                shown(note.recipient), after.last_error)
+                                redact(note.recipient), after.last_error)
 
         await asyncio.gather(*(one(n) for n in due))
         return len(due) == limit
 
 
-def shown(recipient: str) -> str:
-    """A recipient as logs may show it: an Apprise URL reduced to its scheme and host."""
-    if "://" not in recipient:
-        return recipient
-    scheme, _, rest = recipient.partition("://")
-    host = rest.split("/", 1)[0].rpartition("@")[2]
-    return f"{scheme}://{host}/…"
+def message_of(note: Notification) -> Message:
+    """The outbox row as the channels send it; its Message-ID is the row's id: a resend is recognisable."""
+    return Message(note.subject, note.text, note.html or None, f"<{note.id}@slawatch>", message_data(note))
 
 
 def message_data(note: Notification) -> dict[str, Any]:

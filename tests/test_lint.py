@@ -1,4 +1,4 @@
-"""The code passes `ruff check` and `mypy --strict` (slawatch/, agent/ and reporter/)."""
+"""The code passes `ruff check` and `mypy --strict` (slawatch/, agent/, reporter/ and desk/)."""
 
 from __future__ import annotations
 

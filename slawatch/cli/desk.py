@@ -10,19 +10,14 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.daemon import Agent
-from desk.channels import Channels, Message
+from desk.channels import Channels, redact
 from desk.desk import Desk
-from desk.sender import Sender, message_data
+from desk.sender import Sender
 from slawatch.config.loader import Loaded
-from slawatch.model import IncidentState, Notification, StateChange
+from slawatch.model import IncidentState, StateChange
 from slawatch.store import DeskStore, Source, open_desk_store, open_source
 
 log = logging.getLogger(__name__)
-
-
-def message_of(note: Notification) -> Message:
-    """The outbox row as the channels send it; its Message-ID is the row's id: a resend is recognisable."""
-    return Message(note.subject, note.text, note.html or None, f"<{note.id}@slawatch>", message_data(note))
 
 
 class IncidentDesk:
@@ -33,7 +28,7 @@ class IncidentDesk:
         self.store: DeskStore = open_desk_store(config.storage)
         self.source: Source = open_source(config.storage, retention_s=loaded.contract.retention_s)
         self.channels = self._channels(loaded)
-        self.sender = Sender(self.store, self.channels, config.notify, message_of)
+        self.sender = Sender(self.store, self.channels, config.notify)
         self.desk = Desk(loaded, self.store, self.source, on_queued=self.sender.wake)
         self._check(loaded)
 
@@ -50,8 +45,7 @@ class IncidentDesk:
         for recipient in dict.fromkeys(recipients):
             problem = self.channels.check(recipient)
             if problem is not None:
-                log.error("notifications to %s cannot be sent: %s", recipient.split("://")[0] + "://…"
-                          if "://" in recipient else recipient, problem)
+                log.error("notifications to %s cannot be sent: %s", redact(recipient), problem)
 
     def feed(self, change: StateChange) -> None:
         self.desk.feed(change)
@@ -88,11 +82,10 @@ class IncidentDesk:
             key = (str(incident.state), incident.priority)
             counts[key] = counts.get(key, 0) + 1
         for state in (IncidentState.OPEN, IncidentState.ACKNOWLEDGED, IncidentState.PAUSED):
-            if not any(k[0] == state for k in counts):
-                counts[(str(state), "")] = 0
-        for (state, priority), n in sorted(counts.items()):
-            if n or not priority:
-                active.add_metric([state, priority], n)
+            if not any(name == state for name, _ in counts):
+                counts[(str(state), "")] = 0  # every state is exported, at 0 when it has none
+        for (name, priority), n in sorted(counts.items()):
+            active.add_metric([name, priority], n)
         yield active
         raised = CounterMetricFamily("slawatch_incidents_raised", "Incidents raised or re-opened by this desk")
         raised.add_metric([], self.desk.raised)
