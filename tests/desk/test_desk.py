@@ -90,7 +90,7 @@ async def test_a_fault_raises_one_incident_and_its_recovery_resolves_it(tmp_path
     assert data["deadline"] == "2026-06-03T10:15:00Z" and data["component"] == "pbx-1"
     assert data["url"] == "https://noc.provider.example/console/incidents/INC-2026-000001"
     assert "Respond by:" in opened[0].text and "SIP 503" in opened[0].text
-    assert opened[0].subject == "[P1] DOWN: pbx-1 (acme) — INC-2026-000001"
+    assert opened[0].subject == "[P1] DOWN: pbx-1 (acme) - INC-2026-000001"
 
     desk.feed(change("pbx-1", T0 - 2 * MIN, False, "SIP 503 Service Unavailable"))  # the same change again
     await desk.pass_once()
@@ -100,7 +100,7 @@ async def test_a_fault_raises_one_incident_and_its_recovery_resolves_it(tmp_path
     (resolved,) = await store.incidents()
     assert resolved.state is IncidentState.RESOLVED and resolved.resolved_ms == T0 + 4 * MIN
     resolve = [n for n in await store.notifications(incident.id) if n.kind == "resolve"]
-    assert len(resolve) == 3 and resolve[0].subject.endswith("after 6m — INC-2026-000001")
+    assert len(resolve) == 3 and resolve[0].subject.endswith("after 6m - INC-2026-000001")
     assert json.loads(resolve[0].data)["duration_s"] == 360
     assert [e.action for e in await store.events(incident.id)] == ["opened", "resolved"]
 
