@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     ByteSize,
     Field,
     PrivateAttr,
@@ -260,8 +262,20 @@ class StorageSettings(Strict):
         return self.sqlite.path if self.sqlite is not None else SqliteSettings().path
 
 
-Recipient = Annotated[str, Field(min_length=3, max_length=2048,
-                                 pattern=r"^([^@\s:/]+@[^@\s]+|[A-Za-z][A-Za-z0-9+.-]*://\S+)$")]
+_RECIPIENT = re.compile(r"[^@\s:/]+@[^@\s]+|[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def _recipient(value: str) -> str:
+    # The value is not repeated in the message: an Apprise URL may hold a token or a password.
+    if len(value) > 2048 or not _RECIPIENT.fullmatch(value):
+        scheme = value.partition("://")[0] + "://" if "://" in value and len(value) <= 2048 else ""
+        raise ValueError(f"not a notification recipient{' (' + scheme + '…)' if scheme else ''}: write an email "
+                         "address (noc@example.net) or an Apprise URL without spaces (json://host/path, "
+                         "slack://…, mailto://…)")
+    return value
+
+
+Recipient = Annotated[str, AfterValidator(_recipient)]
 """Where a notification goes: an email address (sent by SMTP) or an Apprise URL (json://, slack://, mailto:// ...)."""
 
 
