@@ -151,7 +151,8 @@ class Contract(Strict):
 
     def response_terms(self) -> ResponseTerms:
         """Calendars, priority rules and response targets, checked, for the response-time engine."""
-        assert self._terms is not None  # set by validation
+        if self._terms is None:  # a contract built without validation (model_construct) has none
+            raise ValueError("the contract was not validated: load it with Contract.model_validate")
         return self._terms
 
     def target_pct(self, klass: str, tier: str) -> float:
