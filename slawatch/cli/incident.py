@@ -131,6 +131,17 @@ def _clock(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except UsageError as exc:
+            print(f"slawatch incident: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return run
+
+
 def _add_clock(actions: Subparsers) -> None:
     clock = actions.add_parser(
         "clock", help="the response time, target, deadline and verdict of an incident, from given instants",
@@ -155,17 +166,6 @@ def _add_clock(actions: Subparsers) -> None:
 ACTIONS: dict[str, Callable[[Subparsers], None]] = {
     "clock": _add_clock,
 }
-
-
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except UsageError as exc:
-            print(f"slawatch incident: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-
-    return run
 
 
 def register(sub: Subparsers) -> None:

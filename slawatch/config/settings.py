@@ -14,8 +14,11 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -132,9 +135,26 @@ class Contract(Strict):
                                      self.response_s, self.response_rules)
         return self
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, object]:
+        # A contract without calendars, priorities or response rules dumps as it did before they existed (a
+        # report's inputs hash covers the dump), and `response` holds the form the file was written in.
+        data: dict[str, object] = handler(self)
+        if not self.calendars:
+            data.pop("calendars", None)
+        if self.priorities is None:
+            data.pop("priorities", None)
+        if info.by_alias:
+            if self.response_rules is not None:
+                data["response"] = self.response_rules.model_dump(mode=info.mode, by_alias=True, exclude_none=True)
+        elif self.response_rules is None:
+            data.pop("response_rules", None)
+        return data
+
     def response_terms(self) -> ResponseTerms:
         """Calendars, priority rules and response targets, checked, for the response-time engine."""
-        assert self._terms is not None  # set by validation
+        if self._terms is None:  # a contract built without validation (model_construct) has none
+            raise ValueError("the contract was not validated: load it with Contract.model_validate")
         return self._terms
 
     def target_pct(self, klass: str, tier: str) -> float:
