@@ -16,7 +16,17 @@ from console.app import make_console
 from console.context import CONSOLE_KEY, Console
 from console.passwords import hash_password
 from slawatch.config.loader import Loaded, bundled_contract, load
-from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange, User
+from slawatch.model import (
+    ComponentRef,
+    Heartbeat,
+    Incident,
+    IncidentState,
+    Outcome,
+    Point,
+    Sample,
+    StateChange,
+    User,
+)
 from slawatch.store.sqlite import SqliteSink, SqliteSource
 from slawatch.store.sqlite_desk import SqliteDeskStore
 from slawatch.store.sqlite_users import SqliteUserStore
@@ -28,11 +38,13 @@ XSS = "<script>alert(1)</script>"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-def write_config(tmp: Path, *, extra_components: str = "", console: str = "{}") -> Path:
+def write_config(tmp: Path, *, extra_components: str = "", console: str = "{}", storage_extra: str = "") -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "console.yaml"
+    more = f", {storage_extra}" if storage_extra else ""
     cfg.write_text(f"""
 agent: {{id: a1, listen: "127.0.0.1:9", heartbeat_s: 1}}
-storage: {{sqlite: {{path: store.db}}, spool: {{path: spool}}}}
+storage: {{sqlite: {{path: {tmp / 'store.db'}}}, spool: {{path: {tmp / 'spool'}}}{more}}}
 contract: {bundled_contract()}
 customers: [{{name: acme, tier: gold}}, {{name: globex, tier: silver}}]
 report:
@@ -62,6 +74,12 @@ components:
 def ref(loaded: Loaded, name: str) -> ComponentRef:
     comp = next(c for c in loaded.config.components if c.name == name)
     return ComponentRef(name, comp.klass, loaded.config.tier_of(comp) or "", comp.customer or "")
+
+
+def incident(id: str, ref: ComponentRef, start_ms: int) -> Incident:
+    """An open P1 incident of `ref`, raised a minute after its fault started."""
+    return Incident(id, ref, "down", start_ms, start_ms + 60_000, "P1", IncidentState.OPEN, "TCP refused", ("a1",),
+                    updated_ms=start_ms + 60_000, version=1)
 
 
 def change(loaded: Loaded, name: str, ts_ms: int, up: bool, reason: str = "", degraded: bool = False) -> StateChange:
