@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -135,30 +136,51 @@ def figures(loaded: Loaded, period: Interval, changes: Sequence[StateChange], he
 SPARK_POINTS = 40
 
 
-def sparkline(latencies: Sequence[tuple[int, float | None]], start_ms: int, end_ms: int,
-              width: int = 120, height: int = 24) -> str:
-    """An inline SVG polyline of latencies (ts_ms, ms) over [start_ms, end_ms), averaged in SPARK_POINTS buckets;
-    "" without any. Numbers only: nothing in it comes from the config or the store as text."""
+@dataclass(frozen=True, slots=True)
+class Spark:
+    """A latency polyline: `points` is "x,y x,y ..." in a width × height box, numbers only; `top_ms` its scale."""
+
+    width: int
+    height: int
+    points: str
+    top_ms: float
+
+
+def spark(latencies: Sequence[tuple[int, float | None]], start_ms: int, end_ms: int,
+          width: int = 120, height: int = 24) -> Spark | None:
+    """Latencies (ts_ms, ms) over [start_ms, end_ms), averaged in SPARK_POINTS buckets; None without any."""
     if end_ms <= start_ms:
-        return ""
+        return None
     sums = [0.0] * SPARK_POINTS
     counts = [0] * SPARK_POINTS
     span = end_ms - start_ms
     for ts, ms in latencies:
-        if ms is None or not start_ms <= ts < end_ms:
+        if ms is None or not start_ms <= ts < end_ms or not math.isfinite(ms):
             continue
         b = (ts - start_ms) * SPARK_POINTS // span
         sums[b] += ms
         counts[b] += 1
     points = [(i, sums[i] / counts[i]) for i in range(SPARK_POINTS) if counts[i]]
     if not points:
-        return ""
+        return None
     top = max(v for _, v in points) or 1.0
     step = width / (SPARK_POINTS - 1)
-    coords = " ".join(f"{i * step:.1f},{height - 1 - (v / top) * (height - 2):.1f}" for i, v in points)
+    coords = [f"{i * step:.1f},{height - 1 - (v / top) * (height - 2):.1f}" for i, v in points]
+    if len(coords) == 1:  # one bucket (a component watched for a moment): a dot, drawn by the round line cap
+        coords.append(coords[0])
+    return Spark(width, height, " ".join(coords), top)
+
+
+def sparkline(latencies: Sequence[tuple[int, float | None]], start_ms: int, end_ms: int,
+              width: int = 120, height: int = 24) -> str:
+    """The same as an inline SVG ("" without latencies). Numbers only: nothing in it comes from the config or the
+    store as text."""
+    s = spark(latencies, start_ms, end_ms, width, height)
+    if s is None:
+        return ""
     return (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-            f'aria-label="latency, max {top:.1f} ms"><polyline fill="none" stroke="currentColor" stroke-width="1.2" '
-            f'points="{coords}"/></svg>')
+            f'aria-label="latency, max {s.top_ms:.1f} ms"><polyline fill="none" stroke="currentColor" '
+            f'stroke-width="1.2" stroke-linecap="round" points="{s.points}"/></svg>')
 
 
 def latency_by_component(samples: Iterable[Sample]) -> dict[str, list[tuple[int, float | None]]]:
@@ -186,7 +208,7 @@ class Board:
         self.snapshot = Snapshot()
         self.figures: dict[str, Figure] = {}
         self.figures_ms = 0
-        self.sparks: dict[str, str] = {}
+        self.sparks: dict[str, Spark] = {}
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -235,10 +257,10 @@ class Board:
             return
         loaded = self.loaded
 
-        def compute() -> tuple[dict[str, Figure], dict[str, str]]:
+        def compute() -> tuple[dict[str, Figure], dict[str, Spark]]:
             figs = figures(loaded, period, changes, beats, windows)
-            lat = latency_by_component(samples)
-            return figs, {name: sparkline(points, span_start, now) for name, points in lat.items()}
+            lines = {name: spark(points, span_start, now) for name, points in latency_by_component(samples).items()}
+            return figs, {name: line for name, line in lines.items() if line is not None}
 
         self.figures, self.sparks = await asyncio.to_thread(compute)
         self.figures_ms = now
@@ -287,5 +309,5 @@ def counts(items: Iterable[Status]) -> Mapping[str, int]:
     return out
 
 
-__all__ = ["STATES", "Board", "ComponentRef", "Figure", "Snapshot", "Status", "by_customer", "counts", "figures",
-           "sparkline", "statuses"]
+__all__ = ["STATES", "Board", "ComponentRef", "Figure", "Snapshot", "Spark", "Status", "by_customer", "counts",
+           "figures", "spark", "sparkline", "statuses"]

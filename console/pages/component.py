@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aiohttp import web
-from markupsafe import Markup
 
-from console.board import Status, figures, sparkline
+from console.board import Status, figures, spark
 from console.context import Ctx
 from console.scope import may_see
 from reporter.periods import month_of, month_period
@@ -61,9 +60,9 @@ async def show(request: web.Request, ctx: Ctx) -> web.StreamResponse:
             incidents = await console.desk_store.incidents(component=name)
         except SourceError as exc:
             error = error or str(exc)
-    chart = sparkline([(s.ts_ms, s.latency_ms) for s in samples], span_start, now, width=720, height=160)
+    chart = spark([(s.ts_ms, s.latency_ms) for s in samples], span_start, now, width=720, height=160)
     return ctx.render("component.html", title=name, comp=comp, status=status, figure=figure,
                       changes=[c for c in changes if c.ts_ms >= period.start_ms], last=_last_per_probe(samples),
-                      chart=Markup(chart), windows=ref_windows, incidents=list(reversed(incidents)), error=error,
-                      period=period, span_s=config.console.latency_span_s)
+                      chart=chart, windows=ref_windows, incidents=list(reversed(incidents)), error=error,
+                      period=period, span_s=config.console.latency_span_s, span_start=span_start, now=now)
 

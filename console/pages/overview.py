@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 from markupsafe import Markup
 
-from console.board import STATES, Figure, Status, by_customer, counts
-from console.context import Console, Ctx, when
+from console.board import STATES, Figure, Spark, Status, by_customer, counts
+from console.context import Console, Ctx, duration, pct, when
 from console.scope import may_see
 from reporter.calendars import Calendar, calendars_of
 from reporter.response import evaluate, target_of
@@ -49,13 +49,13 @@ class Rows:
     def __init__(self) -> None:
         self._rows: dict[str, tuple[object, Markup]] = {}
 
-    def row(self, console: Console, st: Status, fig: Figure | None, spark: str) -> Markup:
+    def row(self, console: Console, st: Status, fig: Figure | None, spark: Spark | None) -> Markup:
         key = (st, None if fig is None else (fig.pct, fig.target_pct, fig.met, fig.budget_ms), spark)
         hit = self._rows.get(st.name)
         if hit is not None and hit[0] == key:
             return hit[1]
         macro = console.templates.get_template("_rows.html").module.component_row  # type: ignore[attr-defined]
-        html = Markup(macro(st, fig, Markup(spark)))
+        html = Markup(macro(st, fig, spark))
         self._rows[st.name] = (key, html)
         return html
 
@@ -109,7 +109,7 @@ async def show(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     mine = visible(console, ctx.user)
     shown = [st for st in mine if matches(st, query, state)]
     rows = _rows(console)
-    groups = [(customer, [rows.row(console, st, board.figures.get(st.name), board.sparks.get(st.name, ""))
+    groups = [(customer, [rows.row(console, st, board.figures.get(st.name), board.sparks.get(st.name))
                           for st in items])
               for customer, items in by_customer(shown)]
     active, near = await incidents(console, ctx.user, board.clock())
@@ -138,8 +138,27 @@ async def api(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     mine = visible(console, ctx.user)
     changed: Sequence[Status] = [st for st in mine if snap.seqs.get(st.name, 0) > since]
     active, near = await incidents(console, ctx.user, console.board.clock())
-    return web.json_response({
+    doc: dict[str, Any] = {
         "seq": snap.seq, "read_ms": snap.read_ms, "error": snap.error, "counts": counts(mine),
         "incidents": {"active": len(active), "near_deadline": len(near)},
-        "changed": [_status_doc(st) for st in changed]},
-        headers={"Cache-Control": "no-store"})
+        "changed": [_status_doc(st) for st in changed], "figures_ms": console.board.figures_ms}
+    try:
+        figures_seen = int(request.query.get("figures", "0"))
+    except ValueError:
+        figures_seen = 0
+    if console.board.figures_ms != figures_seen:  # new month-to-date figures and sparklines: once per computation
+        board = console.board
+        doc["figures"] = {st.name: _figure_doc(board.figures.get(st.name), board.sparks.get(st.name))
+                          for st in mine}
+    return web.json_response(doc, headers={"Cache-Control": "no-store"})
+
+
+def _figure_doc(fig: Figure | None, spark: Spark | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"pct": "—", "target": "", "budget": "—", "missed": False, "over": False}
+    if fig is not None:
+        doc.update(pct=pct(fig.pct), target=f" / {pct(fig.target_pct)}", budget=duration(fig.budget_ms),
+                   missed=fig.met is False, over=fig.budget_ms < 0)
+    if spark is not None:
+        doc["spark"] = {"points": spark.points, "top": round(spark.top_ms, 1), "width": spark.width,
+                        "height": spark.height}
+    return doc

@@ -62,15 +62,60 @@
       tr.querySelector(".reason").textContent = c.reason;
       setTimeout(function () { tr.classList.remove("flash"); }, 3000);
     });
+    if (doc.figures) {
+      rows().forEach(function (tr) {
+        const f = doc.figures[tr.dataset.name];
+        if (f) updateFigures(tr, f);
+      });
+      counts.dataset.figures = String(doc.figures_ms);
+    }
     counts.dataset.seq = String(doc.seq);
+    const asof = document.getElementById("read-at");
+    if (asof && doc.read_ms) asof.textContent = utc(doc.read_ms);
     applyFilter();
+  }
+
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function utc(ms) {  // as the server writes instants: 2026-05-01 12:00:00 UTC
+    return new Date(ms).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+
+  function updateFigures(tr, f) {
+    const mtd = tr.querySelector(".mtd");
+    mtd.querySelector(".pct").textContent = f.pct;
+    mtd.querySelector(".target").textContent = f.target;
+    mtd.classList.toggle("missed", f.missed);
+    const budget = tr.querySelector(".budget");
+    budget.textContent = f.budget;
+    budget.classList.toggle("missed", f.over);
+    const cell = tr.querySelector("td.spark");
+    cell.textContent = "";
+    if (!f.spark) return;
+    // Built element by element from numbers: nothing from the answer is parsed as markup.
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "spark");
+    svg.setAttribute("width", String(f.spark.width));
+    svg.setAttribute("height", String(f.spark.height));
+    svg.setAttribute("viewBox", "0 0 " + f.spark.width + " " + f.spark.height);
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", "latency, max " + f.spark.top + " ms");
+    const line = document.createElementNS(SVG, "polyline");
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", "currentColor");
+    line.setAttribute("stroke-width", "1.2");
+    line.setAttribute("stroke-linecap", "round");
+    line.setAttribute("points", f.spark.points);
+    svg.appendChild(line);
+    cell.appendChild(svg);
   }
 
   if (counts) {
     const period = Math.max(1, Number(document.body.dataset.refreshS) || 5) * 1000;
     async function poll() {
       try {
-        const res = await fetch("/api/overview?since=" + encodeURIComponent(counts.dataset.seq || "-1"),
+        const res = await fetch("/api/overview?since=" + encodeURIComponent(counts.dataset.seq || "-1") +
+                                "&figures=" + encodeURIComponent(counts.dataset.figures || "0"),
                                 {credentials: "same-origin", headers: {"Accept": "application/json"}});
         if (res.status === 401) { window.location.reload(); return; }
         if (res.ok) update(await res.json());
