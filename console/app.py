@@ -19,8 +19,9 @@ from cryptography.fernet import Fernet
 from console import board as board_mod
 from console.board import Board
 from console.context import CONSOLE_KEY, Console, Ctx, Page, pw_tag, templates
+from console.health import HealthFn
 from console.limits import LoginLimiter
-from console.pages import component, login, overview
+from console.pages import agents, component, login, overview, reports, status
 from slawatch import __version__
 from slawatch.config.loader import Loaded
 from slawatch.model import User
@@ -39,6 +40,11 @@ PAGES: tuple[Page, ...] = (
     Page("GET", "/", overview.show, "overview"),
     Page("GET", "/api/overview", overview.api, "overview-api"),
     Page("GET", "/components/{name}", component.show, "component"),
+    Page("GET", "/reports", reports.show, "reports"),
+    Page("GET", "/reports/to-date/{file}", reports.to_date, "reports-to-date"),
+    Page("GET", r"/reports/{month:\d{4}-\d{2}}/{file}", reports.download, "reports-file"),
+    Page("GET", "/agents", agents.show, "agents"),
+    Page("GET", "/status/{customer}", status.show, "status", public=True),
     Page("GET", "/login", login.form, "login", public=True),
     Page("POST", "/login", login.submit, "login-submit", public=True),
     Page("POST", "/logout", login.logout, "logout"),
@@ -174,16 +180,19 @@ def mount(app: web.Application, console: Console, *, secret: Fernet) -> None:
 
 def make_console(loaded: Loaded, source: Source, desk_store: DeskStore | None, users: UserStore, *,
                  secret: Fernet | None = None, board: Board | None = None,
-                 clock: Callable[[], int] = board_mod.wall_ms) -> web.Application:
+                 clock: Callable[[], int] = board_mod.wall_ms, local_health: HealthFn | None = None
+                 ) -> web.Application:
     """The console on an application of its own (a central server, tests); its stores stay the caller's to close."""
     app = web.Application()
-    mount(app, new_console(loaded, source, desk_store, users, board=board, clock=clock),
+    mount(app, new_console(loaded, source, desk_store, users, board=board, clock=clock, local_health=local_health),
           secret=secret or load_secret(loaded.config.console.secret_path(loaded.config.storage)))
     return app
 
 
 def new_console(loaded: Loaded, source: Source, desk_store: DeskStore | None, users: UserStore, *,
-                board: Board | None = None, clock: Callable[[], int] = board_mod.wall_ms) -> Console:
+                board: Board | None = None, clock: Callable[[], int] = board_mod.wall_ms,
+                local_health: HealthFn | None = None) -> Console:
     settings = loaded.config.console
     return Console(loaded, source, desk_store, users, board or Board(loaded, source, clock=clock),
-                   LoginLimiter(settings.login_attempts, settings.login_lock_s), templates())
+                   LoginLimiter(settings.login_attempts, settings.login_lock_s), templates(),
+                   local_health=local_health)

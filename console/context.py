@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp_session import Session
 
 from console.board import Board
+from console.health import HealthFn
 from console.limits import LoginLimiter
 from reporter.maintenance import format_duration
 from slawatch import __version__
@@ -42,6 +43,8 @@ class Console:
     limiter: LoginLimiter
     templates: jinja2.Environment
     extra: dict[str, Any] = field(default_factory=dict)
+    # The agent in this process, when the console runs inside `slawatch agent` (the agents page shows it).
+    local_health: HealthFn | None = None
 
     def apply(self, loaded: Loaded) -> None:
         """A reloaded config: new components, customers and settings (the secret and the stores stay)."""

@@ -4,10 +4,13 @@ beside /metrics and /healthz, following the agent's reloads."""
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
+from agent.daemon import Agent
 from console.app import load_secret, mount, new_console
+from console.health import HealthFn, LocalHealth, SinkHealth, TaskHealth
 from slawatch.config.loader import Loaded
 from slawatch.store import DeskStore, open_desk_store, open_source, open_user_store
 
@@ -18,14 +21,15 @@ class OperatorConsole:
     """The console of one agent process. It reads the store (never the agent's memory); the desk's store is
     shared with the incident desk when there is one."""
 
-    def __init__(self, loaded: Loaded, desk_store: DeskStore | None = None) -> None:
+    def __init__(self, loaded: Loaded, desk_store: DeskStore | None = None, *,
+                 local_health: HealthFn | None = None) -> None:
         storage = loaded.config.storage
         self.source = open_source(storage, retention_s=loaded.contract.retention_s)
         self._own_desk_store = desk_store is None
         self.desk_store = desk_store if desk_store is not None else open_desk_store(storage)
         self.users = open_user_store(storage)
         self.secret = load_secret(loaded.config.console.secret_path(storage))
-        self.console = new_console(loaded, self.source, self.desk_store, self.users)
+        self.console = new_console(loaded, self.source, self.desk_store, self.users, local_health=local_health)
 
     def mount(self, app: web.Application) -> None:
         mount(app, self.console, secret=self.secret)
@@ -38,3 +42,18 @@ class OperatorConsole:
         await self.users.close()
         if self._own_desk_store:
             await self.desk_store.close()
+
+
+def agent_health(agent: Agent) -> HealthFn:
+    """What /healthz knows of `agent`, as the console's agents page shows it."""
+    def read() -> LocalHealth:
+        held, sinks = agent.sink_health()
+        now = time.monotonic()
+        stable_s = agent.supervisor.stable_s
+        return LocalHealth(
+            agent.agent_id, tuple(agent.health()), time.time() - agent.started, len(agent.states), agent.probe_runs,
+            agent.spool.bytes, held, tuple(SinkHealth(*s) for s in sinks),
+            tuple(TaskHealth(t.name, t.restarts, t.last_error, t.failing(now, stable_s))
+                  for t in agent.supervisor.tasks.values()))
+
+    return read
