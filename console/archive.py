@@ -33,6 +33,19 @@ class Archived:
     def filename(self) -> str:
         return f"{self.customer}.{self.fmt}"
 
+    @property
+    def size_text(self) -> str:
+        return size_text(self.size)
+
+
+def size_text(size: int) -> str:
+    """Bytes as a person reads them: 312 B, 4.1 KiB, 2.3 MiB."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / 1024 / 1024:.1f} MiB"
+
 
 def parse_name(name: str) -> tuple[str, str] | None:
     """(customer, format) of an archived file's name, None for anything else (temp files, other formats)."""
