@@ -1,7 +1,7 @@
 """Console load on the real agent: does a crowd polling the console delay probing?
 
     python bench/console_load.py [--components 2000] [--interval 10] [--clients 50] [--poll 2] [--seconds 60]
-                                 [--warmup 30] [--workdir DIR]
+                                 [--warmup 30] [--workdir DIR] [--py-spy PATH]
 
 Starts a TCP target farm (4 loopback listeners, its own process) and the real `slawatch agent` (its own process,
 SQLite store, the console on its listener) watching `--components` TCP components every `--interval` seconds; adds
@@ -116,15 +116,15 @@ async def scrape(session: ClientSession, base: str) -> tuple[list[tuple[float, f
     return buckets(text), sum(float(n) for n in RUNS.findall(text))
 
 
-async def sign_in(base: str) -> ClientSession:
-    session = ClientSession(cookie_jar=CookieJar(unsafe=True), timeout=ClientTimeout(total=30))
+async def sign_in(base: str, session: ClientSession) -> None:
     async with session.get(base + "/login") as resp:
         token = CSRF.search(await resp.text())
-    assert token, "no CSRF token on the login form"
+    if token is None:
+        raise SystemExit("no CSRF token on the login form")
     async with session.post(base + "/login", data={"name": "bench", "password": PASSWORD, "csrf": token.group(1)},
                             allow_redirects=False) as resp:
-        assert resp.status == 303, f"sign-in failed: {resp.status}"
-    return session
+        if resp.status != 303:
+            raise SystemExit(f"sign-in failed: HTTP {resp.status}")
 
 
 class Poller:
@@ -199,6 +199,7 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=float, default=30.0)
     ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--py-spy", metavar="PATH", help="record the agent's stacks during the polling (py-spy binary)")
     args = ap.parse_args()
     if not (1 <= args.components <= 20_000 and 1 <= args.clients <= 500 and 0.5 <= args.poll <= 60
             and 5 <= args.seconds <= 600 and 0 <= args.warmup <= 600):
@@ -237,12 +238,23 @@ async def main() -> None:
               flush=True)
         await asyncio.sleep(args.warmup)
         before = await window(base, agent.pid, args.seconds, None)
-        sessions = await asyncio.gather(*(sign_in(base) for _ in range(args.clients)))
-        pollers = [Poller(base, s, args.poll) for s in sessions]
+        sessions = [ClientSession(cookie_jar=CookieJar(unsafe=True), timeout=ClientTimeout(total=30))
+                    for _ in range(args.clients)]
+        spy = None
         try:
+            for session in sessions:  # one at a time: each sign-in is an Argon2 check
+                await sign_in(base, session)
+            pollers = [Poller(base, s, args.poll) for s in sessions]
+            if args.py_spy is not None:
+                spy = subprocess.Popen([args.py_spy, "record", "-p", str(agent.pid), "-d", f"{args.seconds:.0f}",
+                                        "-r", "50", "--format", "raw", "-o", str(work / "during.txt")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             during = await window(base, agent.pid, args.seconds, pollers)
         finally:
             await asyncio.gather(*(s.close() for s in sessions))
+            if spy is not None:
+                spy.wait(30)
+                print(f"py-spy stacks of the agent while polled: {work / 'during.txt'}")
         times = [t for p in pollers for t in p.times]
         print(f"\n{args.components} components every {args.interval:g} s, {args.clients} clients polling "
               f"/api/overview every {args.poll:g} s, {args.seconds:g} s windows; 2 shared cores, clients in the "
