@@ -9,9 +9,12 @@ an operator account; waits `--warmup` seconds (one probe interval and the consol
 Then two windows of `--seconds` each:
 
     before   no console client
-    during   `--clients` aiohttp client sessions, each signed in through the login form with its own cookies,
+    polling  `--clients` aiohttp client sessions, each signed in through the login form with its own cookies,
              polling /api/overview every `--poll` seconds as the overview's script does (`since` and `figures`
-             from the previous answer), after one GET / each
+             from the previous answer), after one GET / each (measured apart: `opening`)
+
+The `opening` window between them: every client loads the overview page once (spread over one poll period),
+then 2 probe intervals more.
 
 Prints per window: the agent's schedule lateness p50/p99 (from its slawatch_schedule_lateness_seconds histogram,
 /metrics scraped at the window's start and end; interpolated within a bucket as PromQL's histogram_quantile does),
@@ -135,11 +138,19 @@ class Poller:
         self.times: list[float] = []
         self.errors = 0
         self.bytes = 0
+        self.page_bytes = 0
+        self.page_s = 0.0
+
+    async def load(self, offset_s: float) -> None:
+        """Open the overview page, as a tab does before it polls."""
+        await asyncio.sleep(offset_s)  # tabs are not opened in the same millisecond
+        t0 = time.perf_counter()
+        async with self.session.get(self.base + "/") as resp:
+            self.page_bytes = len(await resp.read())
+        self.page_s = time.perf_counter() - t0
 
     async def run(self, until: float, offset_s: float) -> None:
-        await asyncio.sleep(offset_s)  # tabs are not opened in the same millisecond
-        async with self.session.get(self.base + "/") as resp:
-            self.bytes += len(await resp.read())
+        await asyncio.sleep(offset_s)
         seq, figures = -1, 0
         loop = asyncio.get_running_loop()
         next_at = loop.time()
@@ -169,11 +180,19 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def window(base: str, pid: int, seconds: float, pollers: list[Poller] | None) -> dict[str, float | None]:
+async def window(base: str, pid: int, seconds: float, pollers: list[Poller] | None, *, load: bool = False
+                 ) -> dict[str, float | None]:
+    """One measured window: idle for `seconds`; or the pollers opening their pages (`load`, spread over one poll
+    period, then `seconds` more); or the pollers polling for `seconds`."""
     async with ClientSession(timeout=ClientTimeout(total=30)) as s:
         b0, r0 = await scrape(s, base)
         c0, t0 = proc_cpu_s(pid), time.monotonic()
-        if pollers:
+        if pollers and load:
+            spread = pollers[0].poll_s
+            await asyncio.wait_for(asyncio.gather(*(p.load(spread * i / len(pollers))
+                                                    for i, p in enumerate(pollers))), 120)
+            await asyncio.sleep(seconds)
+        elif pollers:
             until = asyncio.get_running_loop().time() + seconds
             spread = pollers[0].poll_s
             await asyncio.wait_for(asyncio.gather(*(p.run(until, spread * i / len(pollers))
@@ -249,6 +268,7 @@ async def main() -> None:
                 spy = subprocess.Popen([args.py_spy, "record", "-p", str(agent.pid), "-d", f"{args.seconds:.0f}",
                                         "-r", "50", "--format", "raw", "-o", str(work / "during.txt")],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            opening = await window(base, agent.pid, 2 * args.interval, pollers, load=True)
             during = await window(base, agent.pid, args.seconds, pollers)
         finally:
             await asyncio.gather(*(s.close() for s in sessions))
@@ -260,10 +280,14 @@ async def main() -> None:
               f"/api/overview every {args.poll:g} s, {args.seconds:g} s windows; 2 shared cores, clients in the "
               f"bench process\n")
         print(f"{'window':<8} {'lateness p50':>13} {'lateness p99':>13} {'probe runs':>11} {'agent CPU':>10}")
-        for name, w in (("before", before), ("during", during)):
+        for name, w in (("before", before), ("opening", opening), ("polling", during)):
             cpu = w["cpu"] or 0.0
             print(f"{name:<8} {fmt_s(w['p50']):>13} {fmt_s(w['p99']):>13} {w['runs'] or 0:>11.0f} {cpu:>9.0%}")
-        print(f"\npoll round trip: p50 {pct(times, 0.5) * 1000:.1f} ms, p95 {pct(times, 0.95) * 1000:.1f} ms, "
+        pages = [p.page_s for p in pollers]
+        print(f"\n'opening': the {args.clients} overview pages loaded within {args.poll:g} s, then "
+              f"{2 * args.interval:g} s more; page load p50 {pct(pages, 0.5) * 1000:.0f} ms, max "
+              f"{max(pages) * 1000:.0f} ms, {pollers[0].page_bytes / 1e6:.2f} MB each (uncompressed)")
+        print(f"poll round trip: p50 {pct(times, 0.5) * 1000:.1f} ms, p95 {pct(times, 0.95) * 1000:.1f} ms, "
               f"max {max(times, default=0) * 1000:.1f} ms; {len(times)} answers "
               f"({statistics.fmean([len(p.times) for p in pollers]):.1f} per client), "
               f"{sum(p.errors for p in pollers)} errors, {sum(p.bytes for p in pollers) / 1e6:.1f} MB received")
