@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from agent.daemon import Agent
 from console.app import load_secret, mount, new_console
 from console.health import HealthFn, LocalHealth, SinkHealth, TaskHealth
 from slawatch.config.loader import Loaded
 from slawatch.store import DeskStore, open_desk_store, open_source, open_user_store
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
 
 log = logging.getLogger(__name__)
 
