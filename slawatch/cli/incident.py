@@ -493,6 +493,9 @@ def _act(args: argparse.Namespace, loaded: Loaded, action: Callable[[Incident, i
 
     step, queued = _with_store(loaded, work)
     incident, event = step.incident, step.events[-1]
+    if queued and not loaded.config.desk.enabled:
+        print(f"slawatch incident: note: desk.enabled is false in {loaded.path}: no agent sends the notifications "
+              "queued", file=sys.stderr)
     verdict = _verdict(calendars_of(loaded.contract.response_terms()), loaded, incident, event.ts_ms)
     if args.format == "json":
         print(json.dumps({"id": incident.id, "action": event.action, "actor": event.actor, "comment": event.comment,
