@@ -143,6 +143,17 @@ def _clock(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except UsageError as exc:
+            print(f"slawatch incident: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return run
+
+
 def _add_clock(actions: Subparsers) -> None:
     clock = actions.add_parser(
         "clock", help="the response time, target, deadline and verdict of an incident, from given instants",
@@ -232,6 +243,21 @@ def _scrubbed(error: str, to: str) -> str:
 
 
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+
+
+def _desk_guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """As `_guarded`; and an action that does not apply, or a store error, exits 1 with the reason."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ActionError as exc:
+            print(f"slawatch incident: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        except SourceError as exc:
+            print(f"slawatch incident: store error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+
+    return _guarded(run)
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -577,7 +603,7 @@ def _add_list(actions: Subparsers) -> None:
     lst.add_argument("--since", metavar="ISO", help="only those raised at or after this time")
     lst.add_argument("--now", metavar="ISO", help="read the response clocks at this time (default: now)")
     lst.add_argument("--format", choices=("text", "json"), default="text")
-    lst.set_defaults(func=_guarded(_list))
+    lst.set_defaults(func=_desk_guarded(_list))
 
 
 def _add_show(actions: Subparsers) -> None:
@@ -589,7 +615,7 @@ def _add_show(actions: Subparsers) -> None:
     _config_option(show)
     show.add_argument("--now", metavar="ISO", help="read the response clock at this time (default: now)")
     show.add_argument("--format", choices=("text", "json"), default="text")
-    show.set_defaults(func=_guarded(_show))
+    show.set_defaults(func=_desk_guarded(_show))
 
 
 def _action_parser(actions: Subparsers, name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -606,7 +632,7 @@ def _common(parser: argparse.ArgumentParser, func: Callable[[argparse.Namespace]
     parser.add_argument("--by", metavar="NAME", help="who acts (default: your login name)")
     _config_option(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.set_defaults(func=_guarded(func))
+    parser.set_defaults(func=_desk_guarded(func))
 
 
 def _add_ack(actions: Subparsers) -> None:
@@ -657,23 +683,6 @@ ACTIONS: dict[str, Callable[[Subparsers], None]] = {
     "resolve": _add_resolve,
     "clock": _add_clock,
 }
-
-
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except UsageError as exc:
-            print(f"slawatch incident: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except ActionError as exc:
-            print(f"slawatch incident: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-        except SourceError as exc:
-            print(f"slawatch incident: store error: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-
-    return run
 
 
 def register(sub: Subparsers) -> None:
