@@ -1,6 +1,6 @@
 """The incident desk end to end with real peers: the agent (a subprocess) watches SIPp and HAProxy, and its
-notifications arrive at aiosmtpd and a JSON webhook receiver: on the fault, on a degraded pool, on recovery, and
-after a mail server outage spanning an agent restart, each exactly once."""
+notifications arrive at aiosmtpd and a JSON webhook receiver: on the fault, on a degraded pool, on an operator's
+`slawatch incident ack`, on recovery, and after a mail server outage spanning an agent restart, each exactly once."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import asyncio
 import json
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -128,7 +130,7 @@ def wall(ts: str) -> float:
 
 
 def mails(smtp: SmtpServer, incident: str, kind: str) -> list[Mail]:
-    """Mails about `incident` whose subject says `kind` (the outbox id <incident>.<seq>.<n> is their Message-ID)."""
+    """Mails about `incident` whose subject says `kind`."""
     heads = {"open": "] DOWN:", "degraded": "] DEGRADED:", "resolve": "] RESOLVED:", "ack": "] ACKNOWLEDGED:"}
     return [m for m in smtp.received if m.subject.endswith(f"- {incident}") and heads[kind] in m.subject]
 
@@ -163,6 +165,12 @@ def deadline_of(priority: str, raised_ms: int) -> str:
                        None, (), raised_ms)
     assert verdict.deadline_ms is not None
     return datetime.fromtimestamp(verdict.deadline_ms / 1000).astimezone().isoformat()
+
+
+async def slawatch(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `slawatch` command line as an operator runs it beside the agent."""
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "slawatch.cli", *args], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=60)
 
 
 def same_instant(iso: str, other: str) -> bool:
@@ -249,6 +257,23 @@ async def _desk_life(peers: Peers, spawn: Callable[[Path], AgentProcess], lb: Ha
     pool_hook, = await until(lambda: hooks(peers.hook, pool["id"], "open"), "the degraded webhook")
     assert pool_hook["fault"] == "degraded" and pool_hook["priority"] == "P3" and "web3 DOWN" in pool_hook["reason"]
 
+    # An operator lists the incidents and acknowledges the SIP one: the running agent sends the ack mail.
+    cfg = str(peers.tmp / "agent.yaml")
+    listed = await slawatch("incident", "list", "--config", cfg, "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(i["id"], i["priority"], i["state"]) for i in json.loads(listed.stdout)] == [
+        (inc["id"], "P1", "open"), (pool["id"], "P3", "open")]
+    acked = await slawatch("incident", "ack", inc["id"], "--comment", "engineer dispatched", "--by", "ann",
+                           "--config", cfg)
+    assert acked.returncode == 0, acked.stderr
+    ack_mails = await until(lambda: len(m := mails(peers.smtp, inc["id"], "ack")) >= 2 and m, "the ack mails")
+    for mail in ack_mails:
+        assert mail.subject == f"[P1] ACKNOWLEDGED: sip-core (acme) - {inc['id']}"
+        assert re.search(r"Acknowledged: +\S+ \S+ UTC by ann", mail.text), mail.text
+        assert "Comment:      engineer dispatched (ann)" in mail.text
+    ack_hook, = await until(lambda: hooks(peers.hook, inc["id"], "ack"), "the ack webhook")
+    assert ack_hook["acknowledged_by"] == "ann" and ack_hook["comment"] == "engineer dispatched"
+
     # SIPp is back: the incident is resolved and the resolve mail carries the outage's duration.
     peers.sipp.start()
     await logged(agent, "sip-core recovered after")
@@ -266,6 +291,16 @@ async def _desk_life(peers: Peers, spawn: Callable[[Path], AgentProcess], lb: Ha
     # Two more intervals: nothing arrives twice.
     await asyncio.sleep(2 * INTERVAL_S)
     assert_each_once(peers, db)
+
+    # The incident as `slawatch incident show` tells it: acknowledged by ann, answered in time, every message sent.
+    shown = await slawatch("incident", "show", inc["id"], "--config", cfg, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["state"] == "resolved" and doc["acknowledged_by"] == "ann" and doc["met"] is True
+    assert 0 < doc["response_s"] < 60 and doc["ack_comment"] == "engineer dispatched"
+    assert [e["action"] for e in doc["events"]] == ["opened", "acknowledged", "resolved"]
+    assert [(n["kind"], n["state"]) for n in doc["notifications"]] == [
+        ("open", "sent")] * 3 + [("ack", "sent")] * 3 + [("resolve", "sent")] * 3
     assert agent.stop() == 0
 
 
