@@ -71,12 +71,32 @@ def timely(window: MaintenanceWindow, notice_ms: int) -> bool:
     return window.start_ms - window.announced_ms >= notice_ms
 
 
+PartKind = Literal["counted", "late_notice", "excused"]
+"""How the contract counts a piece of an outage: downtime outside any window ("counted"), downtime inside a window
+announced too late ("late_notice", counted too), or down time inside a timely window ("excused")."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutagePart:
+    """A maximal piece [start_ms, end_ms) of an outage that the contract counts one way (PartKind)."""
+
+    start_ms: int
+    end_ms: int
+    kind: PartKind
+
+    @property
+    def duration_ms(self) -> int:
+        return self.end_ms - self.start_ms
+
+
 @dataclass(frozen=True, slots=True)
 class Outage:
     """One maximal run of observed down time [start_ms, end_ms), clipped to the period.
 
     `counted_ms` is what the contract counts (duration minus `maintenance_ms`, what timely maintenance
     excuses); `late_notice` is True when some of it fell in a window announced too late to excuse it.
+    `parts` cut it, in order and without gaps, into pieces counted one way each: the "counted" and
+    "late_notice" parts add up to `counted_ms`, the "excused" ones to `maintenance_ms`.
     """
 
     start_ms: int
@@ -87,10 +107,14 @@ class Outage:
     agents: tuple[str, ...]
     late_notice: bool
     window_ids: tuple[str, ...] = ()
+    parts: tuple[OutagePart, ...] = ()
 
     @property
     def duration_ms(self) -> int:
         return self.end_ms - self.start_ms
+
+    def part_ms(self, kind: PartKind) -> int:
+        return sum(p.duration_ms for p in self.parts if p.kind == kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +257,14 @@ class _OpenOutage:
     window_ids: set[str] = field(default_factory=set)
     maintenance_ms: int = 0
     late: bool = False
+    parts: list[OutagePart] = field(default_factory=list)
+
+    def add(self, start: int, end: int, kind: PartKind) -> None:
+        last = self.parts[-1] if self.parts else None
+        if last is not None and last.kind == kind and last.end_ms == start:
+            self.parts[-1] = OutagePart(last.start_ms, end, kind)
+        else:
+            self.parts.append(OutagePart(start, end, kind))
 
     def close(self, end: int) -> Outage:
         return Outage(
@@ -244,7 +276,21 @@ class _OpenOutage:
             agents=tuple(sorted(self.agents)),
             late_notice=self.late,
             window_ids=tuple(sorted(self.window_ids)),
+            parts=tuple(self.parts),
         )
+
+
+def downtime_in(span: Interval, outages: Iterable[Outage]) -> dict[PartKind, int]:
+    """How much of each kind of outage part falls inside `span` (a maintenance window, say)."""
+    out: dict[PartKind, int] = {"counted": 0, "late_notice": 0, "excused": 0}
+    for o in outages:
+        if o.end_ms <= span.start_ms or o.start_ms >= span.end_ms:
+            continue
+        for p in o.parts:
+            overlap = min(p.end_ms, span.end_ms) - max(p.start_ms, span.start_ms)
+            if overlap > 0:
+                out[p.kind] += overlap
+    return out
 
 
 def period_basis_ms(policy: Policy, period: Interval) -> int:
@@ -372,10 +418,12 @@ def availability(
         if n_timely > 0:
             maint_ms += length
             current.maintenance_ms += length
+            current.add(t, t + length, "excused")
         else:
             down_ms += length
             if n_late > 0:
                 current.late = True
+            current.add(t, t + length, "late_notice" if n_late > 0 else "counted")
 
     if current is not None:
         outages.append(current.close(end))
