@@ -302,7 +302,7 @@ def why_not_final(loaded: Loaded, report: Report, customer: str) -> str | None:
     if report.period != month_period(*report.month, report.timezone):
         return "the month is still in progress"
     expected = {c.name for c in loaded.config.components if c.customer == customer}
-    if {c.name for c in report.components} != expected:
+    if {c.name for c in report.components_of(customer)} != expected:
         return f"only some of {customer}'s components"
     return None
 
