@@ -34,7 +34,10 @@ def encode_row(saved: Saved) -> bytes:
     """One component's entry of the checkpoint (kept encoded by the agent, which re-encodes only what changed)."""
     r = saved.ref
     streaks = {p: [t.up, t.length, t.start_ms, t.last_ms, t.reason] for p, t in saved.streaks.items()}
-    return json.dumps([r.component, r.klass, r.tier, r.customer, saved.up, saved.since_ms, streaks],
+    row: list[object] = [r.component, r.klass, r.tier, r.customer, saved.up, saved.since_ms, streaks]
+    if saved.degraded:  # an eighth element only when set: checkpoints written before it stay readable
+        row.append(True)
+    return json.dumps(row,
                       separators=(",", ":")).encode()
 
 
@@ -62,10 +65,11 @@ def decode(data: bytes) -> tuple[str, dict[str, Saved]]:
     out: dict[str, Saved] = {}
     try:
         agent = doc["agent"]
-        for comp, klass, tier, customer, up, since, streaks in doc["components"]:
+        for comp, klass, tier, customer, up, since, streaks, *more in doc["components"]:
             saved_streaks = {p: SavedStreak(bool(t[0]), int(t[1]), int(t[2]), int(t[3]), str(t[4]))
                              for p, t in streaks.items()}
-            out[comp] = Saved(ComponentRef(comp, klass, tier, customer), up, since, saved_streaks)
+            out[comp] = Saved(ComponentRef(comp, klass, tier, customer), up, since, saved_streaks,
+                              more == [True])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ValueError(f"unexpected content: {exc}") from None
     if not isinstance(agent, str):

@@ -253,13 +253,13 @@ class Agent:
             self.on_sample(sample)
         self.probe_runs += 1
         was_pending, was_degraded = state.pending(pj.probe), state.is_degraded
-        previous_up, previous_since = state.up, state.since_ms
+        previous_up, previous_since, previous_degraded = state.up, state.since_ms, state.in_degraded
         change = state.observe(pj.probe, run.started_ms, result, run.mono_ms, run.epoch)
         self.metrics.observe_probe(ref, pj.probe, pj.settings.kind, result, duration)
         if change is not None:
             self._outbox.append(change)
             self._to_act.append(_Confirmed(change, previous_up, previous_since,
-                                           state.save((previous_up, previous_since))))
+                                           state.save((previous_up, previous_since, previous_degraded))))
             await self._commit()
         elif was_pending or state.pending(pj.probe):
             self._ckpt_dirty.add(pj.component)

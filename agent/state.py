@@ -3,7 +3,9 @@
 A component goes down after `confirm.down` consecutive failed runs of a probe (with `require: all`; with
 `any`, once every probe has failed that often) and up after `confirm.up` good runs. The change is dated at
 the FIRST run of the confirming streak, so the confirmation setting never shortens or lengthens the
-measured downtime. DEGRADED counts as up.
+measured downtime. DEGRADED counts as up; a probe DEGRADED for `confirm.down` consecutive runs makes a confirmed
+DEGRADED state (a change with up=True, degraded=True, dated at that streak's first run), which ends at the first
+run after which no probe is DEGRADED (a fault for the incident desk, available time for the report).
 
 A component's changes are never dated before its previous change, and a recovery whose outage saw a step
 of the wall clock is dated by the monotonic time the outage lasted: a clock step never adds or removes
@@ -51,6 +53,7 @@ class Saved:
     up: bool | None
     since_ms: int | None
     streaks: Mapping[str, SavedStreak]
+    degraded: bool = False
 
 
 def format_duration(ms: int) -> str:
@@ -78,6 +81,8 @@ class ComponentState:
         self._streaks: dict[str, _Streak | None] = dict.fromkeys(probes)
         self.up: bool | None = None  # None until the first state is confirmed
         self.degraded: dict[str, str] = {}  # probe -> reason, while its latest run is DEGRADED (shown, counts as up)
+        self._degraded_runs: dict[str, tuple[int, int]] = {}  # probe -> (consecutive DEGRADED runs, first one's ms)
+        self.in_degraded = False  # a confirmed DEGRADED state (stored as a change)
         self.since_ms: int | None = None
         self._since_mono: int | None = None
         self._since_epoch = 0
@@ -112,8 +117,11 @@ class ComponentState:
         ok = result.outcome.is_up
         if result.outcome is Outcome.DEGRADED:
             self.degraded[probe] = result.reason
+            runs, first_ms = self._degraded_runs.get(probe, (0, started_ms))
+            self._degraded_runs[probe] = (runs + 1, first_ms)
         else:
             self.degraded.pop(probe, None)
+            self._degraded_runs.pop(probe, None)
         streak = self._streaks[probe]
         reason = result.reason if result.outcome is not Outcome.UP else ""
         if streak is not None and streak.up == ok:
@@ -122,7 +130,29 @@ class ComponentState:
             streak.last_ms = started_ms
         else:
             self._streaks[probe] = _Streak(ok, 1, started_ms, reason, started_ms, mono_ms, epoch)
-        return self._evaluate()
+        change = self._evaluate()
+        if change is None and self.up is True:
+            change = self._evaluate_degraded(started_ms)
+        elif change is not None and change.up and self._degraded_confirmed():
+            change = change._replace(degraded=True)  # it comes up DEGRADED (a UPS found on battery)
+            self.in_degraded = True
+        return change
+
+    def _degraded_confirmed(self) -> list[str]:
+        return sorted(p for p, (runs, _) in self._degraded_runs.items() if runs >= self.confirm_down)
+
+    def _evaluate_degraded(self, started_ms: int) -> StateChange | None:
+        if not self.in_degraded:
+            confirmed = self._degraded_confirmed()
+            if not confirmed:
+                return None
+            n = len(self._streaks)
+            reason = "; ".join(f"{p}: {self.degraded[p]}" if n > 1 else self.degraded[p] for p in confirmed)
+            first_ms = min(self._degraded_runs[p][1] for p in confirmed)
+            return self._change(True, first_ms, None, 0, reason or "degraded", degraded=True)
+        if not self.degraded:
+            return self._change(True, started_ms, None, 0, "")
+        return None
 
     def _confirmed(self, up: bool) -> list[tuple[str, _Streak]]:
         need = self.confirm_up if up else self.confirm_down
@@ -138,37 +168,38 @@ class ComponentState:
             pick = min if all_required else max
             first = pick((s for _, s in down), key=_start)
             reason = "; ".join(f"{p}: {s.reason}" if n > 1 else s.reason for p, s in sorted(down))
-            return self._change(False, first, reason or "down")
+            return self._change(False, first.start_ms, first.start_mono, first.start_epoch, reason or "down")
         if self.up is not True and (len(good) == n if all_required else good):
             pick = max if all_required else min
             first = pick((s for _, s in good), key=_start)
             reasons = "; ".join(f"{p}: {s.reason}" for p, s in sorted(good) if s.reason)
-            return self._change(True, first, reasons)
+            return self._change(True, first.start_ms, first.start_mono, first.start_epoch, reasons)
         return None
 
-    def _change(self, up: bool, streak: _Streak, reason: str) -> StateChange:
-        at_ms = streak.start_ms
+    def _change(self, up: bool, start_ms: int, start_mono: int | None, start_epoch: int, reason: str, *,
+                degraded: bool = False) -> StateChange:
+        at_ms = start_ms
         if self.since_ms is not None:
-            if (up and self.up is False and streak.start_mono is not None and self._since_mono is not None
-                    and (streak.start_epoch != self._since_epoch or self._since_moved)):
+            if (up and self.up is False and start_mono is not None and self._since_mono is not None
+                    and (start_epoch != self._since_epoch or self._since_moved)):
                 # The wall clock stepped during the outage, or its start had to be moved to stay in order: its
                 # length is what the monotonic clock measured.
-                at_ms = self.since_ms + (streak.start_mono - self._since_mono)
+                at_ms = self.since_ms + (start_mono - self._since_mono)
             at_ms = max(at_ms, self.since_ms + 1)  # never before the previous change (a step back)
-        self.up, self.since_ms = up, at_ms
-        self._since_mono, self._since_epoch = streak.start_mono, streak.start_epoch
-        self._since_moved = at_ms != streak.start_ms
-        return StateChange(self.ref, self.agent, at_ms, up, reason)
+        self.up, self.since_ms, self.in_degraded = up, at_ms, degraded
+        self._since_mono, self._since_epoch = start_mono, start_epoch
+        self._since_moved = at_ms != start_ms
+        return StateChange(self.ref, self.agent, at_ms, up, reason, degraded)
 
     # ------------------------------------------------------------ across restarts
 
-    def save(self, before: tuple[bool | None, int | None] | None = None) -> Saved:
-        """The confirmed state (or `before`, the (up, since_ms) it had before its last change) and the streaks
-        that disagree with it, the only ones a restart needs."""
-        up, since = (self.up, self.since_ms) if before is None else before
+    def save(self, before: tuple[bool | None, int | None, bool] | None = None) -> Saved:
+        """The confirmed state (or `before`, the (up, since_ms, degraded) it had before its last change) and the
+        streaks that disagree with it, the only ones a restart needs."""
+        up, since, degraded = (self.up, self.since_ms, self.in_degraded) if before is None else before
         streaks = {p: SavedStreak(s.up, s.length, s.start_ms, s.last_ms, s.reason)
                    for p, s in self._streaks.items() if s is not None and s.up != up}
-        return Saved(self.ref, up, since, streaks)
+        return Saved(self.ref, up, since, streaks, degraded)
 
     def restore(self, saved: Saved, now_ms: int, max_gap_ms: Mapping[str, int]) -> None:
         """Take over the state saved by a previous run of the agent (or before a reload).
@@ -180,7 +211,7 @@ class ComponentState:
         """
         if saved.ref != self.ref:
             return
-        self.up, self.since_ms = saved.up, saved.since_ms
+        self.up, self.since_ms, self.in_degraded = saved.up, saved.since_ms, saved.degraded
         self._since_mono, self._since_epoch, self._since_moved = None, 0, False
         for probe, st in saved.streaks.items():
             if probe in self._streaks and 0 <= now_ms - st.last_ms <= max_gap_ms.get(probe, 0):
@@ -193,6 +224,8 @@ def _start(streak: _Streak) -> int:
 
 def log_change(change: StateChange, previous_up: bool | None, previous_since_ms: int | None) -> None:
     """Log a confirmed change: WARNING when down, INFO when up ("recovered after 4m12s" after an outage)."""
+    if change.up and previous_up is True:
+        return  # up to DEGRADED or back: log_degraded said so at the first run
     name, reason = change.ref.component, change.reason
     fields = {"component": name, "state": "up" if change.up else "down", "reason": reason}
     if change.up and previous_up is False and previous_since_ms is not None:

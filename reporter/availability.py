@@ -249,6 +249,13 @@ def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, in
     return timeline
 
 
+
+def quorum_size(n_known: int, quorum: int | None) -> int:
+    """How many of the `n_known` agents with data must see a component down for it to be down: `quorum`, or a
+    majority when None; all of them when fewer have data than the quorum. The one rule for the report and the
+    incident desk."""
+    return min(n_known // 2 + 1 if quorum is None else quorum, n_known)
+
 @dataclass(slots=True)
 class _OpenOutage:
     start: int
@@ -381,8 +388,7 @@ def availability(
             else:
                 n_late += st
         if agents_moved:
-            quorum = n_known // 2 + 1 if fixed_quorum is None else fixed_quorum
-            is_down = n_known > 0 and n_down >= min(quorum, n_known)
+            is_down = n_known > 0 and n_down >= quorum_size(n_known, fixed_quorum)
 
         if n_known == 0:
             unmon_ms += length

@@ -71,8 +71,10 @@ class StateChange(NamedTuple):
     back by the stores in this same form, and taken as it is by the availability engine.
 
     `ts_ms` is the effective instant: the start of the first probe run of the confirming streak. `ref` holds the
-    class, tier and customer the component had when the change was stored. A NamedTuple, not a dataclass: a month
-    of 10 000 components holds ~400 000 of them, and a tuple builds five times faster.
+    class, tier and customer the component had when the change was stored. `degraded` marks a confirmed DEGRADED
+    state (a UPS on battery, a pool short of members): up for availability, a fault for the incident desk; a change
+    from up to degraded or back is a change with up=True. A NamedTuple, not a dataclass: a month of 10 000
+    components holds ~400 000 of them, and a tuple builds five times faster.
     """
 
     ref: ComponentRef
@@ -80,6 +82,7 @@ class StateChange(NamedTuple):
     ts_ms: int
     up: bool
     reason: str
+    degraded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +157,113 @@ class MaintenanceWindow:
         if self.scope == "class":
             return self.value == ref.klass
         return self.value == ref.customer
+
+
+# ---------------------------------------------------------------- incidents (the incident desk)
+
+Fault = Literal["down", "degraded"]
+
+
+class IncidentState(StrEnum):
+    """open → acknowledged → resolved; paused while the provider waits on the customer (the clock stops)."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    PAUSED = "paused"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Time waiting on the customer, [start_ms, end_ms); end_ms None while it lasts."""
+
+    start_ms: int
+    end_ms: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """A fault raised to the people who answer it, as stored (`slawatch_incident`).
+
+    `start_ms` is the effective start of the fault (the availability ledger's outage start); `raised_ms` when it
+    was confirmed and raised, where the response clock starts. `version` counts the incident's events: every
+    write appends events after it and is refused when someone else wrote first.
+    """
+
+    id: str
+    ref: ComponentRef
+    fault: Fault
+    start_ms: int
+    raised_ms: int
+    priority: str
+    state: IncidentState
+    reason: str
+    agents: tuple[str, ...] = ()
+    acknowledged_ms: int | None = None
+    acknowledged_by: str = ""
+    ack_comment: str = ""
+    pauses: tuple[Pause, ...] = ()
+    resolved_ms: int | None = None
+    resolved_by: str = ""
+    """Who resolved it by hand; empty when the component recovered."""
+    escalations: int = 0
+    """Escalation instants already handled (sent)."""
+    updated_ms: int = 0
+    version: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.state is not IncidentState.RESOLVED
+
+    @property
+    def pause_spans(self) -> tuple[tuple[int, int | None], ...]:
+        return tuple((p.start_ms, p.end_ms) for p in self.pauses)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    """One line of an incident's append-only log (`slawatch_incident_event`): who did what, when."""
+
+    incident_id: str
+    seq: int
+    ts_ms: int
+    action: str
+    """opened, reopened, acknowledged, paused, resumed, priority, escalated, fault, resolved, commented."""
+    actor: str
+    """The operator's name, or `slawatch` for what the desk did by itself."""
+    comment: str = ""
+    detail: str = ""
+    """Machine-readable particulars as JSON text (old and new priority, the fault's reason ...)."""
+
+
+class NotificationState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    """Given up: retrying could not help, or it kept failing for `give_up_after`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message to one recipient, kept in the store's outbox (`slawatch_notification`) until delivered.
+
+    `id` is `<incident>.<event seq>.<n>`: a replay of the same write cannot duplicate it.
+    """
+
+    id: str
+    incident_id: str
+    kind: str
+    """open, reopen, ack, priority, pause, resume, escalation, resolve."""
+    recipient: str
+    subject: str
+    text: str
+    html: str
+    data: str
+    """The structured fields as JSON text (for webhooks)."""
+    created_ms: int
+    due_ms: int
+    attempts: int = 0
+    state: NotificationState = NotificationState.PENDING
+    last_error: str = ""
+    sent_ms: int | None = None

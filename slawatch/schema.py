@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -9,7 +10,21 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
 
-from slawatch.model import SCOPES, ComponentRef, Heartbeat, MaintenanceWindow, Point, Sample, StateChange
+from slawatch.model import (
+    SCOPES,
+    ComponentRef,
+    Heartbeat,
+    Incident,
+    IncidentEvent,
+    IncidentState,
+    MaintenanceWindow,
+    Notification,
+    NotificationState,
+    Pause,
+    Point,
+    Sample,
+    StateChange,
+)
 
 Value = bool | int | float | str
 Row = tuple[Value | None, ...]
@@ -59,6 +74,8 @@ class Measurement:
     """The time is also written as an integer field of the same name (InfluxDB)."""
     reserved: bool = False
     """Declared (and its SQLite table created) but not written yet."""
+    record: bool = False
+    """Kept only in the desk's transactional store (SQLite, PostgreSQL), never in InfluxDB."""
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -142,7 +159,9 @@ PROBE = Measurement(
 
 STATE = Measurement(
     "slawatch_state",
-    (_COMPONENT, _TS, _AGENT, _CLASS, _TIER, _CUSTOMER, _UP, _REASON),
+    (_COMPONENT, _TS, _AGENT, _CLASS, _TIER, _CUSTOMER, _UP, _REASON,
+     Column("degraded", "field", "integer", nullable=True, check="degraded IN (0, 1)",
+            meaning="1 for a confirmed DEGRADED state (up=1); absent otherwise")),
     key=("component", "ts_ms", "agent"), written_by="the agent, one point per confirmed state change",
     prune="ts_ms",
     # (component, agent, ts_ms): the last change of each component and agent before a period is one seek.
@@ -184,12 +203,96 @@ REPORT_SENT = Measurement(
     key=("period", "customer"), written_by="the monthly report job and slawatch report --email",
     without_rowid=False, time_field=True)
 
+def _field(name: str, type: Type = "string", meaning: str = "", **kw: Any) -> Column:
+    return Column(name, "field", type, meaning=meaning, **kw)
+
+
+_STATES = ", ".join(repr(str(s)) for s in IncidentState)
+
+INCIDENT = Measurement(
+    "slawatch_incident",
+    (_tag("id", "INC-2026-000123: the year it was raised and its number in that year"),
+     _COMPONENT, _CLASS, _TIER, _CUSTOMER,
+     _field("fault", check="fault IN ('down', 'degraded')", meaning="down or degraded (the worst seen)"),
+     Column("start_ms", "time", "integer", meaning="effective start of the fault (the outage start in the ledger)"),
+     _field("raised_ms", "integer", "when it was confirmed and raised: the response clock starts here"),
+     _field("priority", meaning="P1, P2 ... from the contract's rules, or as an operator set it"),
+     _field("state", check=f"state IN ({_STATES})", meaning="open, acknowledged, paused or resolved"),
+     _REASON,
+     _field("agents", meaning="the agents that saw the fault, comma-separated"),
+     _field("acknowledged_ms", "integer", "the first acknowledgement: the response clock stops", nullable=True),
+     _field("acknowledged_by", meaning="who acknowledged", default="''"),
+     _field("ack_comment", meaning="their comment", default="''"),
+     _field("pauses", meaning="waiting on the customer: JSON [[start_ms, end_ms or null, reason], ...]",
+            default="'[]'"),
+     _field("resolved_ms", "integer", "recovery, or resolved by hand", nullable=True),
+     _field("resolved_by", meaning="who resolved it by hand; empty on recovery", default="''"),
+     _field("escalations", "integer", "escalation instants handled so far", default="0"),
+     _field("updated_ms", "integer", "last change"),
+     _field("version", "integer", "number of events in its log; every write checks and moves it")),
+    key=("id",), written_by="the incident desk and slawatch incident", prune="start_ms",
+    indexes=(("component", ("component", "start_ms")), ("raised", ("raised_ms",)), ("state", ("state",))),
+    without_rowid=False, record=True)
+
+INCIDENT_FAULT = Measurement(
+    "slawatch_incident_fault",
+    (_COMPONENT, Column("start_ms", "time", "integer", meaning="effective start of one fault of the component"),
+     _field("incident", meaning="the incident it opened or re-opened")),
+    key=("component", "start_ms"),
+    written_by="the incident desk, in the same transaction as the incident: one fault raises one incident",
+    prune="start_ms", record=True)
+
+INCIDENT_EVENT = Measurement(
+    "slawatch_incident_event",
+    (_tag("incident", "incident id"), _field("seq", "integer", "1, 2, ... within the incident"),
+     _TS, _field("action", meaning="opened, reopened, acknowledged, paused, resumed, priority, escalated, fault, "
+                                   "resolved, commented"),
+     _field("actor", meaning="operator name, or slawatch"), _field("comment", default="''", meaning="free text"),
+     _field("detail", default="''", meaning="particulars as JSON text")),
+    key=("incident", "seq"), written_by="the incident desk and slawatch incident (append-only)", prune="ts_ms",
+    record=True)
+
+_NOTE_STATES = ", ".join(repr(str(s)) for s in NotificationState)
+
+NOTIFICATION = Measurement(
+    "slawatch_notification",
+    (_tag("id", "<incident>.<event seq>.<n>: one message to one recipient"), _tag("incident", "incident id"),
+     _field("kind", meaning="open, reopen, ack, priority, pause, resume, escalation, resolve"),
+     _field("recipient", meaning="an email address or an Apprise URL"),
+     _field("subject"), _field("text"), _field("html", default="''"), _field("data", meaning="JSON text"),
+     Column("created_ms", "time", "integer", meaning="when it was queued"),
+     _field("due_ms", "integer", "next attempt"), _field("attempts", "integer", "attempts so far", default="0"),
+     _field("state", check=f"state IN ({_NOTE_STATES})", meaning="pending, sent or failed (given up)"),
+     _field("last_error", default="''", meaning="why the last attempt failed"),
+     _field("sent_ms", "integer", "when it was delivered", nullable=True)),
+    key=("id",), written_by="the incident desk (queued with the incident's change; the sender marks them)",
+    prune="created_ms", indexes=(("due", ("state", "due_ms")), ("incident", ("incident",))), without_rowid=False,
+    record=True)
+
 RETENTION_POLICY = "slawatch"
 """The InfluxDB (v1) retention policy slawatch creates and writes to when none is configured."""
 
-MEASUREMENTS: tuple[Measurement, ...] = (PROBE, STATE, HEARTBEAT, MAINTENANCE, ACK, REPORT_SENT)
-SCHEMA_VERSION = 1
+MEASUREMENTS: tuple[Measurement, ...] = (PROBE, STATE, HEARTBEAT, MAINTENANCE, ACK, REPORT_SENT, INCIDENT,
+                                         INCIDENT_FAULT, INCIDENT_EVENT, NOTIFICATION)
+SCHEMA_VERSION = 2
 """SQLite `PRAGMA user_version`."""
+
+MIGRATIONS: tuple[tuple[int, Measurement, str], ...] = (
+    (2, STATE, "degraded"),
+)
+"""(version, table, column): columns added since version 1; a store made before `version` gets the column (as
+declared in its Measurement) when it is opened. Tables new in a version are created by `ddl()` itself."""
+
+
+def add_column_sql(measurement: Measurement, name: str) -> str:
+    """ALTER TABLE adding one declared column (nullable columns only: old rows read as NULL)."""
+    c = measurement.column(name)
+    if not c.nullable:
+        raise ValueError(f"{measurement.name}.{name}: only a nullable column can be added to a stored table")
+    sql = f"ALTER TABLE {measurement.name} ADD COLUMN {c.name} {_SQL_TYPE[c.type]}"
+    if c.check is not None:
+        sql += f" CHECK ({c.check})"
+    return sql
 
 
 def ddl() -> str:
@@ -218,7 +321,8 @@ def _sample_row(p: Sample) -> Row:
 
 def _state_row(p: StateChange) -> Row:
     c, r = clean_text, p.ref
-    return (c(r.component), p.ts_ms, c(p.agent), c(r.klass), c(r.tier), c(r.customer), int(p.up), c(p.reason))
+    return (c(r.component), p.ts_ms, c(p.agent), c(r.klass), c(r.tier), c(r.customer), int(p.up), c(p.reason),
+            1 if p.degraded else None)  # absent unless set: an up/down change is stored as before version 2
 
 
 def _heartbeat_row(p: Heartbeat) -> Row:
@@ -260,7 +364,7 @@ def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
     ~400 000 changes over ~10 000 refs.
     """
     refs: dict[tuple[str, str, str, str], ComponentRef] = {}
-    ref_of, agent, ts, up, reason = _STATE_GET
+    ref_of, agent, ts, up, reason, degraded = _STATE_GET
     new = tuple.__new__  # StateChange(...) without the Python-level __new__ of a NamedTuple: a third faster
     out: list[StateChange] = []
     append = out.append
@@ -273,12 +377,13 @@ def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
             if ref is None:
                 ref = refs[key] = ComponentRef(*key)
             last = key
-        append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason])))
+        append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason], row[degraded] == 1)))
     return out
 
 
 _STATE_GET = (itemgetter(*(STATE.index(n) for n in ("component", "class", "tier", "customer"))),
-              STATE.index("agent"), STATE.index("ts_ms"), STATE.index("up"), STATE.index("reason"))
+              STATE.index("agent"), STATE.index("ts_ms"), STATE.index("up"), STATE.index("reason"),
+              STATE.index("degraded"))
 STATE_ORDER = itemgetter(*(STATE.index(n) for n in STATE.key))
 """Sort key of a `slawatch_state` row: its identity (component, ts_ms, agent), the order `changes` returns."""
 _KEY_LEADS = STATE.names[:len(STATE.key)] == STATE.key
@@ -304,8 +409,66 @@ def maintenance_window(row: Sequence[Any]) -> MaintenanceWindow:
     return MaintenanceWindow(**values)
 
 
+# ---------------------------------------------------------------- the incident desk's records (every backend)
+
+
+def incident_row(i: Incident) -> Row:
+    c, r = clean_text, i.ref
+    pauses = json.dumps([[p.start_ms, p.end_ms, c(p.reason)] for p in i.pauses], ensure_ascii=False)
+    return (c(i.id), c(r.component), c(r.klass), c(r.tier), c(r.customer), i.fault, int(i.start_ms),
+            int(i.raised_ms), c(i.priority), str(i.state), c(i.reason), c(",".join(i.agents)), i.acknowledged_ms,
+            c(i.acknowledged_by), c(i.ack_comment), pauses, i.resolved_ms, c(i.resolved_by), int(i.escalations),
+            int(i.updated_ms), int(i.version))
+
+
+def incident(row: Sequence[Any]) -> Incident:
+    """A `slawatch_incident` row, in INCIDENT.columns order."""
+    (id_, component, klass, tier, customer, fault, start_ms, raised_ms, priority, state, reason, agents,
+     acknowledged_ms, acknowledged_by, ack_comment, pauses, resolved_ms, resolved_by, escalations, updated_ms,
+     version) = row
+    return Incident(
+        id_, ComponentRef(component, klass, tier, customer), fault, int(start_ms), int(raised_ms), priority,
+        IncidentState(state), reason, tuple(a for a in agents.split(",") if a), _int_or_none(acknowledged_ms),
+        acknowledged_by, ack_comment, tuple(Pause(int(s), _int_or_none(e), str(r)) for s, e, r in json.loads(pauses)),
+        _int_or_none(resolved_ms), resolved_by, int(escalations), int(updated_ms), int(version))
+
+
+def event_row(e: IncidentEvent) -> Row:
+    c = clean_text
+    return (c(e.incident_id), int(e.seq), int(e.ts_ms), c(e.action), c(e.actor), c(e.comment), c(e.detail))
+
+
+def incident_event(row: Sequence[Any]) -> IncidentEvent:
+    """A `slawatch_incident_event` row, in INCIDENT_EVENT.columns order."""
+    incident_id, seq, ts_ms, action, actor, comment, detail = row
+    return IncidentEvent(incident_id, int(seq), int(ts_ms), action, actor, comment, detail)
+
+
+def notification_row(n: Notification) -> Row:
+    # The message texts are not cut at MAX_TEXT_CHARS: a mail body is longer than a reason. Surrogates still go.
+    def whole(text: str) -> str:
+        return _SURROGATE.sub("\ufffd", text)
+
+    return (whole(n.id), whole(n.incident_id), n.kind, whole(n.recipient), whole(n.subject), whole(n.text),
+            whole(n.html), whole(n.data), int(n.created_ms), int(n.due_ms), int(n.attempts), str(n.state),
+            clean_text(n.last_error), n.sent_ms)
+
+
+def notification(row: Sequence[Any]) -> Notification:
+    """A `slawatch_notification` row, in NOTIFICATION.columns order."""
+    (id_, incident_id, kind, recipient, subject, text, html, data, created_ms, due_ms, attempts, state, last_error,
+     sent_ms) = row
+    return Notification(id_, incident_id, kind, recipient, subject, text, html, data, int(created_ms), int(due_ms),
+                        int(attempts), NotificationState(state), last_error, _int_or_none(sent_ms))
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 __all__ = [
-    "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "PROBE", "REPORT_SENT", "RETENTION_POLICY",
-    "SCHEMA_VERSION", "STATE", "STATE_ORDER", "WINDOW_COLUMNS", "Column", "Measurement", "Row", "Value", "clean_text",
-    "ddl", "maintenance_window", "point_row", "report_sent_row", "sort_state_rows", "state_changes", "window_row",
+    "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "MIGRATIONS", "PROBE", "REPORT_SENT",
+    "RETENTION_POLICY", "SCHEMA_VERSION", "STATE", "STATE_ORDER", "WINDOW_COLUMNS", "Column", "Measurement", "Row",
+    "Value", "add_column_sql", "clean_text", "ddl", "maintenance_window", "point_row", "report_sent_row",
+    "sort_state_rows", "state_changes", "window_row",
 ]

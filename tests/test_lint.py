@@ -1,4 +1,4 @@
-"""The code passes `ruff check` and `mypy --strict` (slawatch/, agent/ and reporter/)."""
+"""The code passes `ruff check` and `mypy --strict` (slawatch/, agent/, reporter/ and desk/)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.timeout(300)
 def test_ruff() -> None:
-    paths = ["slawatch", "agent", "reporter", "tests", "bench", "grafana"]
+    paths = ["slawatch", "agent", "reporter", "desk", "tests", "bench", "grafana"]
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", *paths], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.timeout(600)
 def test_mypy_strict() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "slawatch", "agent", "reporter"],
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "slawatch", "agent", "reporter", "desk"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

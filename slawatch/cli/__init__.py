@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "probe": "slawatch.cli.probe",
     "report": "slawatch.cli.report",
     "maintenance": "slawatch.cli.maintenance",
+    "incident": "slawatch.cli.incident",
 }
 
 

@@ -20,6 +20,7 @@ from agent.metrics import Metrics
 from agent.spool import SpoolError
 from agent.web import serve
 from reporter.monthly import MonthlyJob
+from slawatch.cli.desk import IncidentDesk
 from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.config.settings import split_host_port
@@ -72,10 +73,22 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
     reports = MonthlyReports()
     reports.start(agent.loaded)
     agent.on_reload.append(reports.start)
+    desk = IncidentDesk(agent.loaded) if agent.loaded.config.desk.enabled else None
+    tasks: list[asyncio.Task[None]] = []
+    if desk is not None:
+        desk.attach(agent)
+        tasks = desk.start(agent, stop)
     try:
         await agent.run(stop)
     finally:
         reports.stop()
+        if tasks:  # they end with `stop`; what the sender had not sent stays in the outbox for the next start
+            _, running = await asyncio.wait(tasks, timeout=5.0)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        if desk is not None:
+            await desk.close()
         await listener.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from slawatch.config.probes import PROBE_KINDS
 from slawatch.config.settings import Config, Contract, cross_check, shown
-from slawatch.config.units import VALUE_SHOWN
+from slawatch.config.units import VALUE_SHOWN, Located
 
 Loc = tuple[str | int, ...]
 # libyaml's parser when present: a 10 000-component file loads in a fraction of the pure-Python time.
@@ -241,10 +241,8 @@ def _validate(model: type[M], data: dict[str, Any], lines: dict[Loc, int], path:
         return model.model_validate(data)
     except ValidationError as exc:
         problems: dict[Loc, list[str]] = {}
-        for err in exc.errors():
-            loc = _data_loc(data, err["loc"])
+        for err, loc, message in _located(data, exc.errors()):
             problems.setdefault(loc, [])
-            message = _message(err, secret=bool(loc) and loc[-1] in _SECRET_KEYS)
             if err["type"] == "extra_forbidden":
                 allowed = _allowed_keys(model, data, loc[:-1])
                 close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -256,6 +254,20 @@ def _validate(model: type[M], data: dict[str, Any], lines: dict[Loc, int], path:
                 problems[loc].append(message)
         raise ConfigError([Problem(path, _line_for(lines, loc), loc, " or ".join(msgs))
                            for loc, msgs in problems.items()]) from None
+
+
+def _located(data: Any, errors: list[Any]) -> list[tuple[Any, Loc, str]]:
+    """(error, location in the file, message) for each error; a validator that found several problems (Located)
+    gives one entry per problem, at its own place."""
+    out: list[tuple[Any, Loc, str]] = []
+    for err in errors:
+        located = (err.get("ctx") or {}).get("error")
+        if err["type"] == "value_error" and isinstance(located, Located):
+            out.extend((err, _data_loc(data, (*err["loc"], *where)), message) for where, message in located.problems)
+            continue
+        loc = _data_loc(data, err["loc"])
+        out.append((err, loc, _message(err, secret=bool(loc) and loc[-1] in _SECRET_KEYS)))
+    return out
 
 
 def _data_loc(data: Any, loc: tuple[Any, ...]) -> Loc:

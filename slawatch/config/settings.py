@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     ByteSize,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -17,6 +18,8 @@ from pydantic import (
 )
 
 from slawatch.config.probes import ProbeSettings
+from slawatch.config.response import CalendarSettings, PrioritySettings, ResponseSettings, response_terms
+from slawatch.config.terms import ResponseTerms
 from slawatch.config.units import (
     NAME_PATTERN,
     ClientTimeout,
@@ -55,7 +58,14 @@ class Contract(Strict):
     unmonitored: Literal["up", "down", "exclude"] = "up"
     quorum: Literal["majority"] | Annotated[int, _count_within(1, 1000)] = "majority"
     decimals: Annotated[int, Field(ge=0, le=6)] = 3
+    # `response` has two forms: per priority and tier (`urgent: {base: 2h}`, `within` on 24/7), read into
+    # response_s, or `targets:` rules with calendars, read into response_rules.
+    # (response_rules first: "did you mean" hints for keys under `response` look the alias up in this order.)
+    response_rules: ResponseSettings | None = Field(default=None, alias="response")
     response_s: dict[str, ResponseTargets] = Field(default_factory=dict, alias="response")
+    calendars: dict[str, CalendarSettings] = Field(default_factory=dict, max_length=100)
+    priorities: list[PrioritySettings] | None = Field(default=None, min_length=1, max_length=1000)
+    _terms: ResponseTerms | None = PrivateAttr(default=None)
 
     @field_validator("maintenance_notice_s", mode="before")
     @classmethod
@@ -81,12 +91,27 @@ class Contract(Strict):
             _check_name("class" if info.field_name == "classes" else "response priority", name)
         return v
 
+    @field_validator("calendars")
+    @classmethod
+    def _calendar_names(cls, v: dict[str, CalendarSettings]) -> dict[str, CalendarSettings]:
+        for name in v:
+            if name != "24/7":  # reported with its own message by response_terms
+                _check_name("calendar", name)
+        return v
+
     @field_validator("response_s", mode="before")
     @classmethod
     def _responses(cls, v: object) -> object:
+        if _is_rules(v):
+            return {}
         if isinstance(v, dict):
             return {k: {t: parse_duration_s(d) for t, d in (tiers or {}).items()} for k, tiers in v.items()}
         return v
+
+    @field_validator("response_rules", mode="before")
+    @classmethod
+    def _rules(cls, v: object) -> object:
+        return v if _is_rules(v) else None
 
     @model_validator(mode="after")
     def _every_class_has_every_tier(self) -> Contract:
@@ -101,10 +126,21 @@ class Contract(Strict):
             unknown = [t for t in tiers if t not in self.tiers]
             if unknown:
                 raise ValueError(f"response {shown(priority)} names unknown tier(s) {', '.join(unknown)}")
+        self._terms = response_terms(self.tiers, list(self.classes), self.calendars, self.priorities,
+                                     self.response_s, self.response_rules)
         return self
+
+    def response_terms(self) -> ResponseTerms:
+        """Calendars, priority rules and response targets, checked, for the response-time engine."""
+        assert self._terms is not None  # set by validation
+        return self._terms
 
     def target_pct(self, klass: str, tier: str) -> float:
         return self.classes[klass][tier]
+
+
+def _is_rules(v: object) -> bool:
+    return isinstance(v, dict) and "targets" in v
 
 
 class PolicyOverrides(Strict):
@@ -207,6 +243,9 @@ class StorageSettings(Strict):
     sqlite: SqliteSettings | None = None
     influxdb: InfluxSettings | None = None
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    # The incident desk's records (incidents, their logs, the notification outbox) need transactions: a SQLite
+    # file, the embedded store's own unless set (InfluxDB cannot keep them).
+    records: Path | None = None
 
     @model_validator(mode="after")
     def _default_sqlite(self) -> StorageSettings:
@@ -214,11 +253,24 @@ class StorageSettings(Strict):
             self.sqlite = SqliteSettings()
         return self
 
+    @property
+    def records_path(self) -> Path:
+        if self.records is not None:
+            return self.records
+        return self.sqlite.path if self.sqlite is not None else SqliteSettings().path
+
+
+Recipient = Annotated[str, Field(min_length=3, max_length=2048,
+                                 pattern=r"^([^@\s:/]+@[^@\s]+|[A-Za-z][A-Za-z0-9+.-]*://\S+)$")]
+"""Where a notification goes: an email address (sent by SMTP) or an Apprise URL (json://, slack://, mailto:// ...)."""
+
 
 class Customer(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     tier: str
     report_to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+    # The customer's contacts for incident notifications (open, acknowledged, resolved ...); none: not told.
+    notify: list[Recipient] = Field(default_factory=list, max_length=100)
     policy: PolicyOverrides = Field(default_factory=PolicyOverrides)
 
 
@@ -291,6 +343,58 @@ class ReportSettings(Strict):
         return v
 
 
+class EscalationSettings(Strict):
+    """Repeats to `to` (and the NOC) while an incident stays unacknowledged."""
+
+    to: list[Recipient] = Field(default_factory=list, max_length=100)
+    every_s: Duration | None = Field(default=None, alias="every")
+    # Percentages of the response target at which to escalate (50: half the time to the deadline has passed).
+    at_target_pct: list[Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [50.0, 100.0], max_length=20)
+    max: Annotated[int, _count_within(1, 1000)] = 24
+
+    @field_validator("every_s", mode="before")
+    @classmethod
+    def _every(cls, v: object) -> float | None:
+        return None if v is None else parse_duration_s(v)
+
+
+class NotifySettings(Strict):
+    """Incident notifications: who is told, how often, how hard delivery is tried."""
+
+    noc: list[Recipient] = Field(default_factory=list, max_length=100)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    # Base of the link to an incident in the console (default: http://<agent.listen>).
+    console_url: str | None = None
+    # A component that fails again within this time of its recovery re-opens the same incident.
+    reopen_within_s: Duration = Field(default=600.0, alias="reopen_within")
+    retry_first_s: Duration = Field(default=10.0, alias="retry_first")
+    retry_max_s: Duration = Field(default=1800.0, alias="retry_max")
+    give_up_after_s: Duration = Field(default=2 * 86400.0, alias="give_up_after")
+    timeout_s: ClientTimeout = 30.0
+    concurrency: Annotated[int, _count_within(1, 200)] = 10
+    # SMTP for email recipients; default: report.smtp.
+    smtp: SmtpSettings | None = None
+
+    @field_validator("reopen_within_s", "retry_first_s", "retry_max_s", "give_up_after_s", mode="before")
+    @classmethod
+    def _durations(cls, v: object) -> float:
+        return parse_duration_s(v)
+
+    @field_validator("console_url")
+    @classmethod
+    def _console(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v, ("http", "https"))
+
+
+class DeskSettings(Strict):
+    """The incident desk: faults become incidents (on by default)."""
+
+    enabled: bool = True
+    # How often open incidents are checked for escalation and the outbox for due notifications.
+    tick_s: Annotated[float, Field(ge=0.1, le=60, allow_inf_nan=False)] = 1.0
+
+
 class Config(Strict):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -299,6 +403,8 @@ class Config(Strict):
     customers: list[Customer] = Field(default_factory=list)
     components: list[Component] = Field(default_factory=list)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    desk: DeskSettings = Field(default_factory=DeskSettings)
 
     @model_validator(mode="after")
     def _resolve_probe_timing(self) -> Config:

@@ -176,3 +176,12 @@ def check_url(value: str, schemes: tuple[str, ...], *, credentials: str = "usern
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Located(ValueError):
+    """Several problems found by one validator, each at its own place under the model that raised it: the loader
+    reports each at its own key and line instead of one message at the model."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        super().__init__("; ".join(message for _, message in problems))
+        self.problems = problems

@@ -8,7 +8,17 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from slawatch.config.settings import SqliteSettings, StorageSettings
-from slawatch.model import SCOPES, AgentHeartbeats, Heartbeats, MaintenanceWindow, Point, StateChange
+from slawatch.model import (
+    SCOPES,
+    AgentHeartbeats,
+    Heartbeats,
+    Incident,
+    IncidentEvent,
+    MaintenanceWindow,
+    Notification,
+    Point,
+    StateChange,
+)
 
 DEFAULT_RETENTION_S = 180 * 86400.0
 
@@ -88,6 +98,57 @@ class Source(Protocol):
     async def close(self) -> None: ...
 
 
+class DeskStore(Protocol):
+    """The incident desk's records: incidents, the faults that raised them, their append-only event logs and the
+    notification outbox. Transactional (SQLite on one host): an incident's change, its events and its
+    notifications are stored together or not at all. Errors: SourceError."""
+
+    name: str
+
+    async def next_id(self, year: int) -> str: ...
+
+    async def fault_known(self, component: str, start_ms: int) -> str | None:
+        """The incident a fault of `component` that started at `start_ms` has raised, if any."""
+        ...
+
+    async def open(self, incident: Incident, events: Sequence[IncidentEvent], notes: Sequence[Notification]) -> bool:
+        """Store a new incident; False, storing nothing, when its fault (component, start_ms) is already known."""
+        ...
+
+    async def update(self, version: int, incident: Incident, events: Sequence[IncidentEvent],
+                     notes: Sequence[Notification], *, fault_start_ms: int | None = None) -> bool:
+        """Replace the incident stored at `version`; False, storing nothing, when it has moved on since."""
+        ...
+
+    async def get(self, id: str) -> Incident | None: ...
+
+    async def active(self) -> list[Incident]: ...
+
+    async def latest(self, component: str) -> Incident | None: ...
+
+    async def incidents(self, start_ms: int | None = None, end_ms: int | None = None, *,
+                        customer: str | None = None, component: str | None = None,
+                        active_only: bool = False) -> list[Incident]: ...
+
+    async def events(self, id: str) -> list[IncidentEvent]: ...
+
+    async def due_notifications(self, now_ms: int, limit: int) -> list[Notification]: ...
+
+    async def next_due_ms(self) -> int | None: ...
+
+    async def pending_count(self) -> int: ...
+
+    async def notifications(self, incident_id: str | None = None) -> list[Notification]: ...
+
+    async def mark(self, note: Notification) -> None:
+        """Store the outcome of a delivery attempt of a pending notification."""
+        ...
+
+    async def prune(self, older_than_ms: int) -> int: ...
+
+    async def close(self) -> None: ...
+
+
 # Backends are imported where they are opened: each pulls in its client library (aiosqlite, aiohttp), which a
 # process that uses only the other, or none (`slawatch probe`), need not load at start-up.
 
@@ -121,6 +182,13 @@ def open_source(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENT
     return SqliteSource(storage.sqlite or SqliteSettings())
 
 
+def open_desk_store(storage: StorageSettings) -> DeskStore:
+    """The incident desk's store: the SQLite file `storage.records_path` (the embedded store's by default)."""
+    from slawatch.store.sqlite_desk import SqliteDeskStore  # lazy, as above
+
+    return SqliteDeskStore(storage.records_path)
+
+
 # ---------------------------------------------------------------- shared by the backends' readers
 
 
@@ -150,6 +218,7 @@ def group_heartbeats(rows: Iterable[tuple[str, int, float]], start_ms: int, look
 
 
 __all__ = [
-    "DEFAULT_RETENTION_S", "HEARTBEAT_GAP_FACTOR", "Sink", "SinkError", "Source", "SourceError", "StoreUnavailable",
-    "check_window", "group_heartbeats", "heartbeat_margin_ms", "open_sinks", "open_source",
+    "DEFAULT_RETENTION_S", "HEARTBEAT_GAP_FACTOR", "DeskStore", "Sink", "SinkError", "Source", "SourceError",
+    "StoreUnavailable", "check_window", "group_heartbeats", "heartbeat_margin_ms", "open_desk_store", "open_sinks",
+    "open_source",
 ]

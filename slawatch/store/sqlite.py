@@ -88,6 +88,7 @@ class SqliteSink:
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=10000")
             await db.executescript(SCHEMA)
+            await _migrate(db)
             await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             await db.commit()
         except sqlite3.Error as exc:
@@ -156,6 +157,25 @@ class SqliteSink:
         # Busy, full disk, I/O errors pass; a constraint or a corrupt file will not by waiting.
         retryable = isinstance(exc, sqlite3.OperationalError | OSError)
         return SinkError(f"SQLite {doing} {self.path}: {exc}", retryable=retryable)
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Bring a store made by an earlier version up to SCHEMA_VERSION: add the columns it lacks."""
+    version = await schema_version(db)
+    for since, measurement, column in schema.MIGRATIONS:
+        if version >= since:
+            continue
+        async with db.execute(f"PRAGMA table_info({measurement.name})") as cursor:
+            present = {r[1] for r in await cursor.fetchall()}
+        if column not in present:
+            log.info("SQLite store: adding %s.%s (schema version %d)", measurement.name, column, since)
+            await db.execute(schema.add_column_sql(measurement, column))
+
+
+async def schema_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 # ---------------------------------------------------------------- reading (the reporter)
@@ -234,26 +254,41 @@ class SqliteSource:
                     raise StoreUnavailable(f"SQLite store {self.path} does not exist (the agent creates it on its "
                                            f"first write; check storage.sqlite.path)")
                 self._check_file()
-                uri = f"file:{pathname2url(str(self.path.resolve()))}?mode=ro"
+                db = await self._open_read_only()
                 try:
-                    db = await aiosqlite.connect(uri, uri=True, timeout=10.0, isolation_level=None)
+                    old = 0 < await schema_version(db) < SCHEMA_VERSION
                 except sqlite3.Error as exc:
-                    await _let_aiosqlite_stop()
-                    raise StoreUnavailable(f"cannot open SQLite store {self.path} read-only: {exc}") from exc
+                    await db.close()
+                    raise StoreUnavailable(f"cannot read SQLite store {self.path}: {exc}") from exc
+                if old:  # made by an earlier version and not opened by an agent since: bring it up to date first
+                    await db.close()
+                    await self._writer_locked()
+                    db = await self._open_read_only()
                 self._ro = db
             return self._ro
 
+    async def _open_read_only(self) -> aiosqlite.Connection:
+        uri = f"file:{pathname2url(str(self.path.resolve()))}?mode=ro"
+        try:
+            return await aiosqlite.connect(uri, uri=True, timeout=10.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            await _let_aiosqlite_stop()
+            raise StoreUnavailable(f"cannot open SQLite store {self.path} read-only: {exc}") from exc
+
     async def _writer(self) -> aiosqlite.Connection:
         async with self._lock:
-            if self._rw is None:
-                if self.path.exists():
-                    self._check_file()
-                try:  # the sink's own set-up: WAL, and the schema's tables if they are not there yet
-                    self._rw = await SqliteSink(self.settings).connect()
-                except SinkError as exc:
-                    await _let_aiosqlite_stop()
-                    raise StoreUnavailable(str(exc)) from exc
-            return self._rw
+            return await self._writer_locked()
+
+    async def _writer_locked(self) -> aiosqlite.Connection:
+        if self._rw is None:
+            if self.path.exists():
+                self._check_file()
+            try:  # the sink's own set-up: WAL, the schema's tables if they are not there yet, migrations
+                self._rw = await SqliteSink(self.settings).connect()
+            except SinkError as exc:
+                await _let_aiosqlite_stop()
+                raise StoreUnavailable(str(exc)) from exc
+        return self._rw
 
     def _check_file(self) -> None:
         if not self.path.is_file():

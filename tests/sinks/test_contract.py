@@ -96,7 +96,7 @@ def mixed_batch() -> list[Point]:
 
 def expected(points: list[Point], measurement: str) -> Rows:
     """What the contract promises to read back: tags + fields by name, ts_ms; missing fields are None."""
-    columns = {PROBE: ("latency_ms",), STATE: (), HEARTBEAT: ()}[measurement]
+    columns = {PROBE: ("latency_ms",), STATE: ("degraded",), HEARTBEAT: ()}[measurement]
     rows = []
     for p in points:
         rec = record(p)

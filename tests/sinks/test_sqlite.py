@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -12,11 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from slawatch import schema
 from slawatch.config.settings import SqliteSettings
 from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
 from slawatch.store import SinkError
 from slawatch.store.lineprotocol import record
-from slawatch.store.sqlite import COLUMNS, SCHEMA_VERSION, SqliteSink, rows
+from slawatch.store.sqlite import COLUMNS, SCHEMA_VERSION, SqliteSink, SqliteSource, rows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -177,3 +179,43 @@ def test_rows_are_the_records_every_sink_shares(batch: list[Point]) -> None:
         values = {**dict(rec.tags), **dict(rec.fields), "ts_ms": rec.ts_ms}
         want[rec.measurement].append(tuple(values.get(col) for col in COLUMNS[rec.measurement]))
     assert got == want
+
+
+# ---------------------------------------------------------------- a store made by schema version 1
+
+
+def _version_1_store(path: Path) -> None:
+    """A store as version 1 made it: slawatch_state without `degraded`, user_version 1, one change in it."""
+    old_state = dataclasses.replace(schema.STATE, columns=tuple(c for c in schema.STATE.columns
+                                                                if c.name != "degraded"))
+    with sqlite3.connect(path) as db:
+        db.executescript("\n".join((old_state if m is schema.STATE else m).ddl() for m in schema.MEASUREMENTS))
+        db.execute("INSERT INTO slawatch_state VALUES ('ups-1', 1000, 'a1', 'power', 'gold', 'acme', 0, 'dead')")
+        db.execute("PRAGMA user_version=1")
+
+
+async def test_a_version_1_store_is_read_by_the_reporter_after_gaining_the_column(tmp_path: Path) -> None:
+    _version_1_store(tmp_path / "old.db")
+    source = SqliteSource(SqliteSettings(path=tmp_path / "old.db"))
+    try:
+        (change,) = await source.changes(0, 10_000)
+    finally:
+        await source.close()
+    assert change == StateChange(ComponentRef("ups-1", "power", "gold", "acme"), "a1", 1000, False, "dead", False)
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert "degraded" in [r[1] for r in db.execute("PRAGMA table_info(slawatch_state)")]
+
+
+async def test_the_agent_writes_degraded_changes_into_a_version_1_store(tmp_path: Path) -> None:
+    _version_1_store(tmp_path / "old.db")
+    sink = SqliteSink(SqliteSettings(path=tmp_path / "old.db"))
+    ref = ComponentRef("ups-1", "power", "gold", "acme")
+    try:
+        await sink.write([StateChange(ref, "a1", 2000, True, "on battery", True),
+                          StateChange(ref, "a1", 3000, True, "")])
+    finally:
+        await sink.close()
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        got = db.execute("SELECT ts_ms, up, degraded FROM slawatch_state ORDER BY ts_ms").fetchall()
+    assert got == [(1000, 0, None), (2000, 1, 1), (3000, 1, None)]

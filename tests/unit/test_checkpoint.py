@@ -16,6 +16,7 @@ SAVED = [
           {"options": SavedStreak(False, 4, 1_000, 4_000, "SIP 503 Service Unavailable"),
            "register": SavedStreak(True, 1, 4_100, 4_100, "")}),
     Saved(ComponentRef("ups-é", "power", "", ""), True, 5, {}),
+    Saved(ComponentRef("ups-2", "power", "gold", "acme"), True, 7, {}, degraded=True),
     Saved(ComponentRef("new", "san", "base", "x"), None, None, {"tcp": SavedStreak(True, 1, 9, 9, "")}),
 ]
 

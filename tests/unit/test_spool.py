@@ -483,7 +483,7 @@ refs = st.builds(ComponentRef, text, text, text, text)
 ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 points = st.one_of(
     st.builds(Sample, refs, text, text, text, ints, st.sampled_from(list(Outcome)), text, floats),
-    st.builds(StateChange, refs, text, ints, st.booleans(), text),
+    st.builds(StateChange, refs, text, ints, st.booleans(), text, st.booleans()),
     st.builds(Heartbeat, text, ints, st.floats(allow_nan=False)),
 )
 

@@ -103,6 +103,47 @@ def test_with_confirmation_one_the_state_follows_every_run(runs: list[bool]) -> 
     assert s.up == runs[-1]
 
 
+def changes_of(state: ComponentState, runs: list[tuple[str, int, Result]]) -> list[tuple[int, bool, bool, str]]:
+    out = []
+    for probe, ts, result in runs:
+        change = state.observe(probe, ts, result)
+        if change is not None:
+            out.append((change.ts_ms, change.up, change.degraded, change.reason))
+    return out
+
+
+def test_degraded_is_confirmed_like_down_and_dated_at_its_first_run() -> None:
+    s = machine(down=2)
+    assert changes_of(s, [("p", 0, UP), ("p", 10, DEG), ("p", 20, UP), ("p", 30, DEG), ("p", 40, DEG),
+                          ("p", 50, DEG), ("p", 60, UP), ("p", 70, UP)]) == [
+        (0, True, False, ""), (30, True, True, "on battery"), (60, True, False, "")]
+    assert s.in_degraded is False and s.since_ms == 60
+
+
+def test_a_component_first_seen_degraded_comes_up_degraded() -> None:
+    s = machine(down=1)
+    assert changes_of(s, [("p", 0, DEG), ("p", 10, DEG)]) == [(0, True, True, "p: on battery")]
+    assert s.in_degraded
+
+
+def test_down_ends_degraded_and_a_recovery_to_degraded_says_so() -> None:
+    s = machine(probes=("a", "b"), down=1)
+    got = changes_of(s, [("a", 0, UP), ("b", 0, UP), ("a", 10, DEG), ("b", 20, DOWN), ("b", 30, UP),
+                         ("a", 40, UP)])
+    assert got == [(0, True, False, ""), (10, True, True, "a: on battery"),
+                   (20, False, False, "b: no answer within 2s"), (30, True, True, "a: on battery"),
+                   (40, True, False, "")]
+
+
+def test_a_restored_degraded_component_writes_no_second_degraded_change() -> None:
+    s = machine(down=1)
+    changes_of(s, [("p", 0, DEG)])
+    restarted = machine(down=1)
+    restarted.restore(s.save(), 100, {"p": 1000})
+    assert changes_of(restarted, [("p", 200, DEG), ("p", 300, DEG)]) == []
+    assert changes_of(restarted, [("p", 400, UP)]) == [(400, True, False, "")]
+
+
 def test_degraded_is_up_and_remembered_until_a_plain_up() -> None:
     s = machine(down=1)
     feed(s, [("p", 0, DEG)])
@@ -257,7 +298,7 @@ def test_a_change_the_spool_did_not_take_is_saved_as_before_it_and_confirmed_aga
     s = machine(down=2)
     feed(s, [("p", 0, UP), ("p", 1_000, DOWN)])
     assert feed(s, [("p", 2_000, DOWN)]) == [(1_000, False, "no answer within 2s")]
-    saved = s.save((True, 0))  # what the daemon keeps while the change waits in memory
+    saved = s.save((True, 0, False))  # what the daemon keeps while the change waits in memory
     assert (saved.up, saved.since_ms, saved.streaks["p"].start_ms) == (True, 0, 1_000)
     again = machine(down=2)
     again.restore(saved, now_ms=2_500, max_gap_ms={"p": 3_000})
