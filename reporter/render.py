@@ -22,7 +22,7 @@ JSON_FORMAT = "slawatch-report/1"
 CSV_COLUMNS = (
     "period", "period_from", "period_to", "customer", "tier", "component", "class", "target_pct",
     "availability_pct", "met", "downtime_s", "maintenance_s", "unmonitored_s", "up_s", "basis_s",
-    "error_budget_s", "outages", "inputs_sha256", "maintenance_windows",
+    "error_budget_s", "outages", "inputs_sha256", "maintenance_windows", "degraded_s",
 )
 NO_CUSTOMER = "(no customer)"
 
@@ -156,9 +156,9 @@ def render_text(report: Report) -> str:
             rows.append((c.name, c.klass, c.tier, target_text(c.target_pct),
                          pct_text(r.availability_pct, c.policy.decimals), duration_text(r.downtime_ms),
                          duration_text(r.maintenance_ms), duration_text(r.unmonitored_ms),
-                         human_ms(r.error_budget_ms), met_text(r.met)))
+                         duration_text(r.degraded_ms), human_ms(r.error_budget_ms), met_text(r.met)))
         lines += _table(("component", "class", "tier", "target", "availability", "downtime", "maintenance",
-                         "unmonitored", "budget left", "met"), rows)
+                         "unmonitored", "degraded", "budget left", "met"), rows)
         ledger = [(c.name, iso_ms(o.start_ms), iso_ms(o.end_ms), duration_text(o.duration_ms),
                    duration_text(o.counted_ms), o.reason or "-", ", ".join(o.agents) or "-", _outage_notes(o))
                   for c in comps for o in c.result.outages]
@@ -169,6 +169,11 @@ def render_text(report: Report) -> str:
                             ledger, indent="    ")
         else:
             lines.append("  outages: none")
+        spells = [(c.name, iso_ms(d.start_ms), iso_ms(d.end_ms), duration_text(d.duration_ms), d.reason or "-",
+                   ", ".join(d.agents)) for c in comps for d in c.result.degraded]
+        if spells:  # up time, so not in the figures: what was on battery, short of members, and when
+            lines += ["", f"  degraded ({len(spells)})"]
+            lines += _table(("component", "start", "end", "duration", "reason", "agents"), spells, indent="    ")
         windows = report.maintenance_of(customer.name if customer is not None else None)
         lines.append("")
         if windows:
@@ -213,6 +218,9 @@ def _component_doc(c: ComponentReport) -> dict[str, Any]:
         "availability_pct": r.availability_pct, "ratio": r.ratio, "met": r.met,
         "downtime_s": seconds(r.downtime_ms), "down_s": seconds(r.down_ms), "up_s": seconds(r.up_ms),
         "maintenance_s": seconds(r.maintenance_ms), "unmonitored_s": seconds(r.unmonitored_ms),
+        "degraded_s": seconds(r.degraded_ms),
+        "degraded": [{"start": iso_ms(d.start_ms), "end": iso_ms(d.end_ms), "duration_s": seconds(d.duration_ms),
+                      "reason": d.reason, "agents": list(d.agents)} for d in r.degraded],
         "basis_s": seconds(r.basis_ms), "error_budget_s": seconds(r.error_budget_ms),
         "outages": [_outage_doc(o) for o in r.outages],
         "unmonitored": [{"start": iso_ms(g.start_ms), "end": iso_ms(g.end_ms), "duration_s": seconds(g.duration_ms)}
@@ -277,7 +285,7 @@ def render_csv(report: Report) -> str:
             "" if r.met is None else ("true" if r.met else "false"),
             seconds_text(r.downtime_ms), seconds_text(r.maintenance_ms), seconds_text(r.unmonitored_ms),
             seconds_text(r.up_ms), seconds_text(r.basis_ms), seconds_text(r.error_budget_ms), len(r.outages),
-            report.inputs_sha256, csv_text(" ".join(windows.get(c.name, ()))),
+            report.inputs_sha256, csv_text(" ".join(windows.get(c.name, ()))), seconds_text(r.degraded_ms),
         ))
     return out.getvalue()
 
@@ -316,6 +324,7 @@ _PART_LOOK: dict[PartKind, tuple[str, str]] = {
     "excused": ("#7aa6d6", "excused maintenance"),
 }
 UNMONITORED_FILL = "#c7ccd1"
+DEGRADED_FILL = "#f9ab00"  # up, but on battery or short of members: amber on the green of up time
 
 
 def _x(report: Report, ts_ms: int) -> float:
@@ -356,6 +365,11 @@ def _timeline(report: Report, comps: tuple[ComponentReport, ...], ticks: list[_T
             x0, x1 = _x(report, g.start_ms), _x(report, g.end_ms)
             rects.append(_Rect(x0, y, max(1.0, round(x1 - x0, 2)), _ROW_H - 8, UNMONITORED_FILL,
                                f"unmonitored {iso_ms(g.start_ms)} – {iso_ms(g.end_ms)}"))
+        for d in c.result.degraded:
+            x0, x1 = _x(report, d.start_ms), _x(report, d.end_ms)
+            rects.append(_Rect(x0, y, max(2.0, round(x1 - x0, 2)), _ROW_H - 8, DEGRADED_FILL,
+                               f"degraded {iso_ms(d.start_ms)} – {iso_ms(d.end_ms)} "
+                               f"({human_ms(d.duration_ms)}) {d.reason}".rstrip()))
         for o in c.result.outages:
             for part in o.parts:
                 x0, x1 = _x(report, part.start_ms), _x(report, part.end_ms)
@@ -410,12 +424,13 @@ def render_html(report: Report) -> str:
             "timelines": _timelines(report, comps),
             "ledger": [{"component": c.name, "o": o, "notes": _outage_notes(o)}
                        for c in comps for o in c.result.outages],
+            "degraded": [{"component": c.name, "d": d} for c in comps for d in c.result.degraded],
             "maintenance": [{"m": m, "w": m.window, "lead": notice_text(m.lead_ms), "verdict": verdict_text(m),
                              "covers": f"{m.window.scope} {m.window.value}"}
                             for m in report.maintenance_of(customer.name if customer is not None else None)],
         })
     return _environment().get_template("report.html.j2").render(
-        report=report, sections=sections, look=_PART_LOOK, unmonitored=UNMONITORED_FILL,
+        report=report, sections=sections, look=_PART_LOOK, unmonitored=UNMONITORED_FILL, degraded=DEGRADED_FILL,
         period_from=iso_ms(report.period.start_ms), period_to=iso_ms(report.period.end_ms),
         length=human_ms(report.period.duration_ms))
 

@@ -325,7 +325,9 @@ def inputs_sha256(
         "contract": contract,
         "policies": {name: policy_doc(p) for name, p in policies.items()},
         "components": sorted([list(c) for c in components], key=lambda c: str(c[0])),
-        "changes": sorted([c.ref.component, c.agent, c.ts_ms, c.up, c.reason] for c in changes),
+        # A degraded change adds a mark, so that a store without any hashes as it did before degraded existed.
+        "changes": sorted([c.ref.component, c.agent, c.ts_ms, c.up, c.reason, *(["degraded"] if c.degraded else [])]
+                          for c in changes),
         "heartbeats": {agent: [hb.period_s, sorted(hb.instants_ms)] for agent, hb in heartbeats.items()},
         "windows": sorted([w.id, w.scope, w.value, w.start_ms, w.end_ms, w.announced_ms, w.reason, w.created_ms]
                           for w in windows),

@@ -36,7 +36,7 @@ REFS = {"core-router": ComponentRef("core-router", "network", "gold", "acme"),
         "edge-router": ComponentRef("edge-router", "network", "gold", "globex"),
         "lab-vlan": ComponentRef("lab-vlan", "vlan", "base", "")}
 T0 = APRIL.start_ms + 9 * D  # 10 April, 00:00 UTC
-RED, ORANGE, BLUE, GREY = "#d93025", "#e8710a", "#7aa6d6", "#c7ccd1"
+RED, ORANGE, BLUE, GREY, AMBER = "#d93025", "#e8710a", "#7aa6d6", "#c7ccd1", "#f9ab00"
 
 
 def loaded_two_notices(tmp_path: Path) -> Loaded:
@@ -158,18 +158,19 @@ async def test_the_timeline_paints_each_part_of_an_outage_in_its_own_colour(tmp_
 
 
 async def test_the_fixed_reports_timeline_colours(tmp_path: Path) -> None:
-    """The golden report: core-router's outage in a late window is orange, sip-core's in a timely one blue, the
-    hour without heartbeats grey on every watched row, edge-router's 1.234 s red (2 px wide, to be seen)."""
+    """The golden report: core-router's outage in a late window is orange, sip-core's in a timely one blue and its
+    degraded spell amber, the hour without heartbeats grey on every watched row, edge-router's 1.234 s red (2 px
+    wide, to be seen)."""
     html = render_html(await fixed_report(tmp_path))
     assert [f for _, _, f, _ in timeline_rects(html, "core-router")] == [ORANGE, GREY]  # the 10th, the 21st
-    assert [f for _, _, f, _ in timeline_rects(html, "sip-core")] == [BLUE, GREY]  # the 15th, the 21st
+    assert [f for _, _, f, _ in timeline_rects(html, "sip-core")] == [AMBER, BLUE, GREY]  # the 5th, 15th, 21st
     [(_, width, fill, _)] = [r for r in timeline_rects(html, "edge-router") if r[2] != GREY]
     assert (fill, width) == (RED, 2.0)
     assert [f for _, _, f, _ in timeline_rects(html, "lab-vlan")] == [GREY]
     # The legend names each colour.
     for colour, words in [(RED, "downtime"), (ORANGE, "downtime in late-notice maintenance (counted)"),
-                          (BLUE, "excused maintenance"), (GREY, "unmonitored")]:
-        assert f'<span style="color:{colour};">■</span> {words}' in html
+                          (BLUE, "excused maintenance"), (AMBER, "degraded (up)"), (GREY, "unmonitored")]:
+        assert f'<span style="color:{colour};">■</span> {words}</span>' in html
 
 
 async def test_maintenance_names_are_documented(tmp_path: Path) -> None:
