@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from reporter.mail import MailError, build_message, send_message
-from reporter.pdf import PdfError, render_pdf
+from reporter.pdf import PdfError, render_pdf_apart
 from reporter.render import render_csv, render_html, render_json, render_text
 from reporter.report import build_report, period_label, why_not_final, why_not_sent
 from slawatch.config.loader import Loaded
@@ -131,8 +131,8 @@ async def _deliver_one(loaded: Loaded, source: Source, period: Interval, name: s
         return Delivered(name, "skipped", "report.smtp is not configured", archive_error=archive_error)
     pdf, pdf_error = None, None
     try:
-        # Layout takes a second or more: off the event loop, which keeps probing meanwhile.
-        pdf = await asyncio.to_thread(render_pdf, report, html)
+        # In a child process: the layout would hold up the agent's event loop, and its probes, even in a thread.
+        pdf = await render_pdf_apart(report, html)
     except PdfError as exc:
         pdf_error = str(exc)  # the figures are in the mail and the CSV: send it without the PDF, and say so
     msg = build_message(report, name, customer.report_to, smtp.from_, now_ms=now_ms, html=html, text=text, csv=csv,
