@@ -46,7 +46,7 @@ def subject(kind: str, incident: Incident) -> str:
     tail = ""
     if kind == "resolve" and incident.resolved_ms is not None:
         tail = f" after {format_duration((incident.resolved_ms - incident.start_ms) / 1000)}"
-    return f"[{incident.priority}] {head}: {incident.ref.component}{customer}{tail} — {incident.id}"
+    return f"[{incident.priority}] {head}: {incident.ref.component}{customer}{tail} - {incident.id}"
 
 
 def fields(kind: str, incident: Incident, event: IncidentEvent | None, ctx: Context) -> dict[str, object]:

@@ -192,8 +192,9 @@ ACK = Measurement(
     (_COMPONENT, _AGENT, Column("raised_ms", "time", "integer", meaning="when the fault was raised"),
      Column("acked_ms", "field", "integer", meaning="when it was acknowledged"),
      Column("acked_by", "field", meaning="who"), Column("note", "field", default="''", meaning="free text")),
-    key=("component", "agent", "raised_ms"), written_by="nothing yet", prune="raised_ms", without_rowid=False,
-    reserved=True)
+    key=("component", "agent", "raised_ms"),
+    written_by="nothing (acknowledgements are kept with their incident, in slawatch_incident)", prune="raised_ms",
+    without_rowid=False, reserved=True)
 
 REPORT_SENT = Measurement(
     "slawatch_report_sent",

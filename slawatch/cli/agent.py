@@ -55,7 +55,7 @@ def setup_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiohttp.access", "pysnmp", "asyncio", "apscheduler"):
+    for noisy in ("aiohttp.access", "pysnmp", "asyncio", "apscheduler", "apprise"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

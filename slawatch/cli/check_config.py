@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections import Counter
 
@@ -19,8 +20,29 @@ def _check_config(args: argparse.Namespace) -> int:
         count = len(exc.problems)
         print(f"{args.file}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return EXIT_USAGE
+    problems = notify_problems(loaded)
+    if problems:
+        for where, why in problems:
+            print(f"{loaded.path}: {where}: {why}", file=sys.stderr)
+        print(f"{args.file}: {len(problems)} error{'s' if len(problems) != 1 else ''}", file=sys.stderr)
+        return EXIT_USAGE
     print(summary(loaded))
     return EXIT_OK
+
+
+def notify_problems(loaded: Loaded) -> list[tuple[str, str]]:
+    """The notification recipients that cannot be reached at all (checked by the channels that would send)."""
+    # Lazy: the channels load Apprise, which only a config with recipients needs.
+    from slawatch.cli.desk import IncidentDesk, recipient_problems
+
+    notify = loaded.config.notify
+    if not (notify.noc or notify.escalation.to or any(c.notify for c in loaded.config.customers)):
+        return []
+    channels = IncidentDesk.channels_of(loaded)
+    try:
+        return recipient_problems(loaded, channels)
+    finally:
+        asyncio.run(channels.close())
 
 
 def summary(loaded: Loaded) -> str:
@@ -44,6 +66,12 @@ def summary(loaded: Loaded) -> str:
     spool = storage.spool
     lines.append(f"storage: {', '.join(where)}; spool {spool.path} (max {spool.max_bytes.human_readable()})")
     lines.append(f"customers: {', '.join(f'{c.name} ({c.tier})' for c in config.customers) or 'none'}")
+    notify = config.notify
+    contacts = sum(len(c.notify) for c in config.customers)
+    desk = (f"incidents: raised and notified to {len(notify.noc)} NOC recipient(s), {contacts} customer "
+            f"contact(s), {len(notify.escalation.to)} escalation recipient(s); records in "
+            f"{storage.records_path}" if config.desk.enabled else "incidents: off (desk.enabled: false)")
+    lines.append(desk)
     return "\n".join(lines)
 
 

@@ -20,6 +20,22 @@ from slawatch.store import DeskStore, Source, open_desk_store, open_source
 log = logging.getLogger(__name__)
 
 
+def recipient_problems(loaded: Loaded, channels: Channels) -> list[tuple[str, str]]:
+    """(where in the config, why) for each recipient that cannot be reached at all: an unknown Apprise scheme,
+    a malformed URL, an address without SMTP settings. The recipient is shown redacted."""
+    config = loaded.config
+    places = [(f"notify.noc[{i}]", r) for i, r in enumerate(config.notify.noc)]
+    places += [(f"notify.escalation.to[{i}]", r) for i, r in enumerate(config.notify.escalation.to)]
+    places += [(f"customers[{k}].notify[{i}]", r) for k, c in enumerate(config.customers)
+               for i, r in enumerate(c.notify)]
+    out = []
+    for where, recipient in places:
+        problem = channels.check(recipient)
+        if problem is not None:
+            out.append((f"{where} ({redact(recipient)})", problem))
+    return out
+
+
 class IncidentDesk:
     """The desk and its sender for one agent process."""
 
@@ -27,25 +43,20 @@ class IncidentDesk:
         config = loaded.config
         self.store: DeskStore = open_desk_store(config.storage)
         self.source: Source = open_source(config.storage, retention_s=loaded.contract.retention_s)
-        self.channels = self._channels(loaded)
+        self.channels = self.channels_of(loaded)
         self.sender = Sender(self.store, self.channels, config.notify)
         self.desk = Desk(loaded, self.store, self.source, on_queued=self.sender.wake)
         self._check(loaded)
 
     @staticmethod
-    def _channels(loaded: Loaded) -> Channels:
+    def channels_of(loaded: Loaded) -> Channels:
         notify = loaded.config.notify
         return Channels(notify.smtp or loaded.config.report.smtp, timeout_s=notify.timeout_s)
 
     def _check(self, loaded: Loaded) -> None:
         """Say at start which recipients cannot be reached at all (the rest still are)."""
-        config = loaded.config
-        recipients = [*config.notify.noc, *config.notify.escalation.to, *(r for c in config.customers
-                                                                            for r in c.notify)]
-        for recipient in dict.fromkeys(recipients):
-            problem = self.channels.check(recipient)
-            if problem is not None:
-                log.error("notifications to %s cannot be sent: %s", redact(recipient), problem)
+        for where, problem in recipient_problems(loaded, self.channels):
+            log.error("%s: notifications cannot be sent: %s", where, problem)
 
     def feed(self, change: StateChange) -> None:
         self.desk.feed(change)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     ByteSize,
     Field,
     PrivateAttr,
     SecretStr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -130,9 +135,26 @@ class Contract(Strict):
                                      self.response_s, self.response_rules)
         return self
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, object]:
+        # A contract without calendars, priorities or response rules dumps as it did before they existed (a
+        # report's inputs hash covers the dump), and `response` holds the form the file was written in.
+        data: dict[str, object] = handler(self)
+        if not self.calendars:
+            data.pop("calendars", None)
+        if self.priorities is None:
+            data.pop("priorities", None)
+        if info.by_alias:
+            if self.response_rules is not None:
+                data["response"] = self.response_rules.model_dump(mode=info.mode, by_alias=True, exclude_none=True)
+        elif self.response_rules is None:
+            data.pop("response_rules", None)
+        return data
+
     def response_terms(self) -> ResponseTerms:
         """Calendars, priority rules and response targets, checked, for the response-time engine."""
-        assert self._terms is not None  # set by validation
+        if self._terms is None:  # a contract built without validation (model_construct) has none
+            raise ValueError("the contract was not validated: load it with Contract.model_validate")
         return self._terms
 
     def target_pct(self, klass: str, tier: str) -> float:
@@ -260,8 +282,20 @@ class StorageSettings(Strict):
         return self.sqlite.path if self.sqlite is not None else SqliteSettings().path
 
 
-Recipient = Annotated[str, Field(min_length=3, max_length=2048,
-                                 pattern=r"^([^@\s:/]+@[^@\s]+|[A-Za-z][A-Za-z0-9+.-]*://\S+)$")]
+_RECIPIENT = re.compile(r"[^@\s:/]+@[^@\s]+|[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def _recipient(value: str) -> str:
+    # The value is not repeated in the message: an Apprise URL may hold a token or a password.
+    if len(value) > 2048 or not _RECIPIENT.fullmatch(value):
+        scheme = value.partition("://")[0] + "://" if "://" in value and len(value) <= 2048 else ""
+        raise ValueError(f"not a notification recipient{' (' + scheme + '…)' if scheme else ''}: write an email "
+                         "address (noc@example.net) or an Apprise URL without spaces (json://host/path, "
+                         "slack://…, mailto://…)")
+    return value
+
+
+Recipient = Annotated[str, AfterValidator(_recipient)]
 """Where a notification goes: an email address (sent by SMTP) or an Apprise URL (json://, slack://, mailto:// ...)."""
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from slawatch.config.loader import ConfigError, load_contract
+from slawatch.config.settings import Contract
 from slawatch.config.terms import ALL_DAY, OpenHours, parse_closure, parse_hours
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,3 +156,18 @@ def test_example_contracts_ship_in_the_package(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     shipped = sorted(p.name for p in (build / "slawatch" / "defaults" / "contracts").glob("*.yaml"))
     assert shipped == [p.name for p in CONTRACTS]
+
+
+@pytest.mark.parametrize("path", CONTRACTS, ids=lambda p: p.stem)
+def test_the_dump_of_a_contract_reads_back_to_the_same_terms(path: Path) -> None:
+    """A report carries the contract's dump: it keeps the form `response` was written in, calendars included."""
+    contract = load_contract(path)
+    again = Contract.model_validate(contract.model_dump(mode="json", by_alias=True))
+    assert again.response_terms() == contract.response_terms()
+    assert Contract.model_validate(contract.model_dump()).response_terms() == contract.response_terms()
+
+
+def test_a_contract_without_response_terms_dumps_as_before() -> None:
+    dump = load_contract(ROOT / "config" / "contract.yaml").model_dump(mode="json", by_alias=True)
+    assert "calendars" not in dump and "priorities" not in dump
+    assert dump["response"] == {"urgent": {"base": 7200.0, "silver": 7200.0, "gold": 7200.0, "platinum": 3600.0}}
