@@ -16,6 +16,7 @@ import jinja2
 from reporter.availability import Outage, PartKind, Policy, period_basis_ms
 from reporter.periods import from_ms, iso_ms, to_ms
 from reporter.report import ComponentReport, CustomerInfo, MaintenanceEntry, Report, policy_doc
+from reporter.responses import IncidentEntry, summary
 
 FORMATS = ("text", "json", "csv", "html")
 JSON_FORMAT = "slawatch-report/1"
@@ -186,7 +187,36 @@ def render_text(report: Report) -> str:
                               m.window.reason or "-") for m in windows], indent="    ")
         else:
             lines.append("  maintenance: none")
+        lines += _response_text(report.incidents_of(customer.name if customer is not None else None))
     return "\n".join(lines) + "\n"
+
+
+def verdict_word(e: IncidentEntry) -> str:
+    if e.met is None:
+        return "pending" if e.verdict.target_s is not None else "no target"
+    if e.incident.acknowledged_ms is None:
+        return "met (resolved before its deadline)" if e.met else "BREACHED (not acknowledged)"
+    return "met" if e.met else "BREACHED"
+
+
+def _response_text(items: Sequence[IncidentEntry]) -> list[str]:
+    if not items:
+        return ["", "  response times: no incidents"]
+    total = summary(items)
+    lines = ["", f"  response times ({total['incidents']} incidents: {total['met']} met, {total['breached']} "
+                 f"breached, {total['pending']} pending)"]
+    rows = []
+    for e in items:
+        i, v = e.incident, e.verdict
+        rows.append((i.id, i.ref.component, i.priority, minute_text(i.raised_ms),
+                     minute_text(i.acknowledged_ms) if i.acknowledged_ms is not None else "-",
+                     human_ms(round(v.response_s * 1000)) if v.response_s is not None and i.acknowledged_ms else "-",
+                     human_ms(round(v.target_s * 1000)) if v.target_s is not None else "-",
+                     minute_text(v.deadline_ms) if v.deadline_ms is not None else "-",
+                     human_ms(round(v.paused_s * 1000)) if v.paused_s else "-", verdict_word(e)))
+    lines += _table(("incident", "component", "priority", "raised", "acknowledged", "response", "target",
+                     "deadline", "paused", "verdict"), rows, indent="    ")
+    return lines
 
 
 # ---------------------------------------------------------------- json
@@ -244,6 +274,31 @@ def report_doc(report: Report) -> dict[str, Any]:
         "inputs_sha256": report.inputs_sha256,
         "components": [_component_doc(c) for c in report.components],
         "maintenance": [_maintenance_doc(m) for m in report.maintenance],
+        "incidents": [_incident_doc(e) for e in report.incidents],
+        "response_summary": summary(report.incidents),
+    }
+
+
+def _incident_row(e: IncidentEntry) -> dict[str, Any]:
+    i, v = e.incident, e.verdict
+    acked = i.acknowledged_ms is not None
+    return {"i": i, "verdict": verdict_word(e), "met": e.met,
+            "response": human_ms(round(v.response_s * 1000)) if acked and v.response_s is not None else "–",
+            "target": human_ms(round(v.target_s * 1000)) if v.target_s is not None else "–",
+            "deadline": v.deadline_ms, "paused": human_ms(round(v.paused_s * 1000)) if v.paused_s else "–"}
+
+
+def _incident_doc(e: IncidentEntry) -> dict[str, Any]:
+    i, v = e.incident, e.verdict
+    return {
+        "id": i.id, "component": i.ref.component, "customer": e.customer, "priority": i.priority, "fault": i.fault,
+        "raised_at": iso_ms(i.raised_ms),
+        "acknowledged_at": None if i.acknowledged_ms is None else iso_ms(i.acknowledged_ms),
+        "acknowledged_by": i.acknowledged_by or None,
+        "resolved_at": None if i.resolved_ms is None else iso_ms(i.resolved_ms),
+        "response_s": v.response_s if i.acknowledged_ms is not None else None, "target_s": v.target_s,
+        "deadline": None if v.deadline_ms is None else iso_ms(v.deadline_ms), "met": e.met,
+        "paused_s": v.paused_s, "calendar": v.calendar,
     }
 
 
@@ -428,6 +483,8 @@ def render_html(report: Report) -> str:
             "maintenance": [{"m": m, "w": m.window, "lead": notice_text(m.lead_ms), "verdict": verdict_text(m),
                              "covers": f"{m.window.scope} {m.window.value}"}
                             for m in report.maintenance_of(customer.name if customer is not None else None)],
+            "incidents": [_incident_row(e) for e in report.incidents_of(customer.name if customer else None)],
+            "response": summary(report.incidents_of(customer.name if customer is not None else None)),
         })
     return _environment().get_template("report.html.j2").render(
         report=report, sections=sections, look=_PART_LOOK, unmonitored=UNMONITORED_FILL, degraded=DEGRADED_FILL,

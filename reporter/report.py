@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from reporter import responses
 from reporter.availability import AgentViews, Availability, Outage, Policy, availability, downtime_in, timely
+from reporter.calendars import calendars_of
 from reporter.periods import iso_ms, month_period
+from reporter.responses import IncidentEntry
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import Component, Config, Contract, Customer
-from slawatch.model import ComponentRef, Heartbeats, Interval, MaintenanceWindow, StateChange
-from slawatch.store import Source
+from slawatch.model import ComponentRef, Heartbeats, Incident, Interval, MaintenanceWindow, StateChange
+from slawatch.store import Source, open_desk_store
 
 Progress = Callable[[int, int], None]
 
@@ -93,6 +97,7 @@ class Report:
     components: tuple[ComponentReport, ...]
     inputs_sha256: str
     maintenance: tuple[MaintenanceEntry, ...] = ()
+    incidents: tuple[IncidentEntry, ...] = ()
 
     @property
     def period_key(self) -> str:
@@ -106,6 +111,9 @@ class Report:
 
     def maintenance_of(self, customer: str | None) -> tuple[MaintenanceEntry, ...]:
         return tuple(m for m in self.maintenance if m.customer == customer)
+
+    def incidents_of(self, customer: str | None) -> tuple[IncidentEntry, ...]:
+        return tuple(i for i in self.incidents if i.customer == customer)
 
 
 def policy_for(contract: Contract, customer: Customer | None, *, custom_range: bool = False) -> Policy:
@@ -206,11 +214,14 @@ async def build_report(
     customer: str | None = None,
     components: Sequence[str] | None = None,
     progress: Progress | None = None,
+    incidents: Sequence[Incident] | None = None,
+    as_of_ms: int | None = None,
 ) -> Report:
     """Read what `period` needs from `source` and compute every selected component's availability.
 
     `month` marks a calendar-month report (basis from the policy); without it the period is a custom
-    range, measured on its real length.
+    range, measured on its real length. `incidents` are the incidents raised in the period (read from the desk's
+    store when None); their response clocks are read at `as_of_ms` (default: now) while unacknowledged.
     """
     config, contract = loaded.config, loaded.contract
     selected = select_components(loaded, customer, components)
@@ -222,6 +233,10 @@ async def build_report(
     changes = await source.changes(period.start_ms, period.end_ms, names) if selected else []
     heartbeats = await source.heartbeats(period.start_ms, period.end_ms) if selected else {}
     windows = await source.windows(period.start_ms, period.end_ms) if selected else []
+    if incidents is None:
+        incidents = await read_incidents(loaded, period) if selected else []
+    wanted = set(names)
+    raised = [i for i in incidents if i.ref.component in wanted and period.start_ms <= i.raised_ms < period.end_ms]
 
     policies = customers_policies(loaded, custom_range=custom)
     customers = {c.name: CustomerInfo(c.name, c.tier, tuple(c.report_to), policies[c.name])
@@ -251,7 +266,7 @@ async def build_report(
         period=period, label=label, timezone=tz, contract=contract_doc,
         policies={"": default_policy, **{name: c.policy for name, c in customers.items()}},
         components=[(r.name, r.klass, r.tier, r.customer, r.target_pct) for r in results],
-        changes=changes, heartbeats=heartbeats, windows=used_windows.values())
+        changes=changes, heartbeats=heartbeats, windows=used_windows.values(), incidents=raised)
     maintenance = [maintenance_entry(used_windows[wid], customer, comps)
                    for (wid, customer), comps in touched.items()]
     maintenance.sort(key=lambda m: (m.window.start_ms, m.window.id, m.customer is None, m.customer or ""))
@@ -259,7 +274,21 @@ async def build_report(
         period=period, label=label, month=month, timezone=tz,
         contract_name=contract.name, contract_version=contract.version, contract=contract_doc,
         policy=default_policy, customers=tuple(customers.values()), components=tuple(results),
-        inputs_sha256=digest, maintenance=tuple(maintenance))
+        inputs_sha256=digest, maintenance=tuple(maintenance),
+        incidents=responses.entries(contract, calendars_of(contract.response_terms()), raised,
+                                    as_of_ms if as_of_ms is not None else time.time_ns() // 1_000_000))
+
+
+async def read_incidents(loaded: Loaded, period: Interval) -> list[Incident]:
+    """The incidents raised in `period`, from the desk's store; none when it has never been made (no desk ran)."""
+    storage = loaded.config.storage
+    if not storage.records_path.exists():
+        return []
+    store = open_desk_store(storage)
+    try:
+        return await store.incidents(period.start_ms, period.end_ms)
+    finally:
+        await store.close()
 
 
 def maintenance_entry(window: MaintenanceWindow, customer: str | None,
@@ -318,6 +347,7 @@ def inputs_sha256(
     changes: Iterable[StateChange],
     heartbeats: Heartbeats,
     windows: Iterable[MaintenanceWindow],
+    incidents: Iterable[Incident] = (),
 ) -> str:
     """sha256 of a canonical JSON of every input the figures depend on, independent of read order."""
     doc = {
@@ -332,6 +362,11 @@ def inputs_sha256(
         "windows": sorted([w.id, w.scope, w.value, w.start_ms, w.end_ms, w.announced_ms, w.reason, w.created_ms]
                           for w in windows),
     }
+    # Incidents only when there are some: a report without any hashes as it did before incidents existed.
+    raised = sorted([i.id, i.ref.component, i.priority, i.raised_ms, i.acknowledged_ms, i.resolved_ms,
+                     [[p.start_ms, p.end_ms] for p in i.pauses]] for i in incidents)
+    if raised:
+        doc["incidents"] = raised
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
