@@ -460,6 +460,8 @@ async def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-desk-"))
     work.mkdir(parents=True, exist_ok=True)
     ok = True
+    # The figures are CPU-bound: a busy machine shows in them, so say how busy it was.
+    print("load average at the start: {:.2f} {:.2f} {:.2f}, {} CPUs".format(*os.getloadavg(), os.cpu_count()))
     with SmtpServer() as smtp:
         hook = await start_webhook()
         try:
