@@ -1,6 +1,7 @@
 """The incident desk end to end with real peers: the agent (a subprocess) watches SIPp and HAProxy, and its
 notifications arrive at aiosmtpd and a JSON webhook receiver: on the fault, on a degraded pool, on an operator's
-`slawatch incident ack`, on recovery, and after a mail server outage spanning an agent restart, each exactly once."""
+`slawatch incident ack`, on recovery, and after a mail server outage spanning an agent restart, each exactly once;
+the month's report shows the incident with its response time."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,19 @@ async def _desk_life(peers: Peers, spawn: Callable[[Path], AgentProcess], lb: Ha
     assert [e["action"] for e in doc["events"]] == ["opened", "acknowledged", "resolved"]
     assert [(n["kind"], n["state"]) for n in doc["notifications"]] == [
         ("open", "sent")] * 3 + [("ack", "sent")] * 3 + [("resolve", "sent")] * 3
+
+    # The month's report shows the incident with its response time, as the command line read it.
+    month = datetime.fromtimestamp(inc["raised_ms"] / 1000, UTC).strftime("%Y-%m")
+    report = await slawatch("report", "--config", cfg, "--month", month, "--format", "json")
+    assert report.returncode == 0, report.stderr
+    month_doc = json.loads(report.stdout)
+    by_id = {i["id"]: i for i in month_doc["incidents"]}
+    sip = by_id[inc["id"]]
+    assert (sip["component"], sip["priority"], sip["acknowledged_by"], sip["met"]) == ("sip-core", "P1", "ann", True)
+    assert sip["response_s"] == doc["response_s"] and sip["target_s"] == doc["target_s"]
+    assert same_instant(sip["deadline"], deadline) and same_instant(sip["raised_at"], data["raised_at"])
+    assert by_id[pool["id"]]["priority"] == "P3" and by_id[pool["id"]]["response_s"] is None  # not acknowledged
+    assert month_doc["response_summary"]["incidents"] == 2 and month_doc["response_summary"]["met"] == 1
     assert agent.stop() == 0
 
 
