@@ -274,3 +274,19 @@ async def test_at_start_the_desk_takes_what_the_store_says(tmp_path: Path, store
         await source.close()
     (incident,) = await store.incidents()
     assert (incident.ref.component, incident.start_ms, incident.reason) == ("pbx-1", T0 - MIN, "SIP 503")
+
+
+async def test_a_thousand_faults_at_once_are_raised_in_one_pass_with_the_clock_from_their_confirmation(
+        tmp_path: Path, store: SqliteDeskStore) -> None:
+    clock = Clock(T0)
+    desk = await desk_at(tmp_path, store, clock)
+    for k in range(300):
+        desk.feed(change(f"edge-{k:03d}", T0 - MIN, False, "refused", klass="network"))
+    clock.now_ms = T0 + 7_000  # the desk gets to them seven seconds later
+    await desk.pass_once()
+    await desk.pass_once()
+    raised = await store.incidents()
+    assert len(raised) == 300 and len({i.id for i in raised}) == 300
+    assert {i.raised_ms for i in raised} == {T0}  # when the change reached the desk, not when it was written
+    assert sorted(i.id for i in raised)[-1] == "INC-2026-000300"
+    assert len(await store.notifications()) == 900  # the NOC and the two contacts of acme, each
