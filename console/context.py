@@ -3,6 +3,7 @@ and the helpers every page shares."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import secrets
@@ -42,6 +43,8 @@ class Console:
     limiter: LoginLimiter
     templates: jinja2.Environment
     extra: dict[str, Any] = field(default_factory=dict)
+    verifying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    """Password checks (Argon2, CPU-heavy by design) run one at a time."""
 
     def apply(self, loaded: Loaded) -> None:
         """A reloaded config: new components, customers and settings (the secret and the stores stay)."""
