@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
+from aiohttp import test_utils, web
 from aiohttp_session import Session
 from cryptography.fernet import Fernet
 
@@ -322,7 +321,7 @@ async def test_incidents_near_their_response_deadline(tmp_path: Path) -> None:
 def test_secure_cookies_auto_follows_the_request_scheme() -> None:
     storage = _CookieStorage(Fernet(Fernet.generate_key()), secure="auto", max_age_s=600)
     for sslcontext, secure in ((None, False), (ssl.create_default_context(), True)):
-        request = make_mocked_request("GET", "/", sslcontext=sslcontext)
+        request = test_utils.make_mocked_request("GET", "/", sslcontext=sslcontext)
         response = web.Response()
         session = Session("id", data=None, new=True, max_age=600)
         session["csrf"] = "x"
