@@ -43,10 +43,17 @@ PAGES: tuple[Page, ...] = (
     Page("POST", "/logout", login.logout, "logout"),
 )
 
+
+class SecretError(ValueError):
+    """The session key file cannot be used; the message says what to do."""
+
+
 def load_secret(path: Path) -> Fernet:
     """The session key in `path`, created (0600, a fresh Fernet key) when there is none yet."""
     try:
         key = path.read_bytes().strip()
+        if path.stat().st_mode & 0o077:
+            log.warning("console: the session key %s can be read by others: chmod 600 it", path)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = Fernet.generate_key()
@@ -58,7 +65,13 @@ def load_secret(path: Path) -> Fernet:
             with os.fdopen(fd, "wb") as f:
                 f.write(key + b"\n")
             log.info("console: created the session key %s", path)
-    return Fernet(key)
+    except OSError as exc:
+        raise SecretError(f"cannot read the console's session key {path} (console.secret_file): {exc}") from None
+    try:
+        return Fernet(key)
+    except ValueError:
+        raise SecretError(f"{path} (console.secret_file) holds no session key: remove it and a new one is made at "
+                          f"the next start (signing everyone out)") from None
 
 
 class _CookieStorage(EncryptedCookieStorage):
