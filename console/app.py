@@ -3,11 +3,13 @@ scoping), and `mount`, which adds it to an aiohttp application (the agent's list
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -42,6 +44,9 @@ PAGES: tuple[Page, ...] = (
     Page("POST", "/login", login.submit, "login-submit", public=True),
     Page("POST", "/logout", login.logout, "logout"),
 )
+
+# Work a page keeps going in the background while the console runs (started and cancelled with the application).
+BACKGROUND: tuple[Callable[[Console], Coroutine[Any, Any, None]], ...] = (overview.keep_warm,)
 
 
 class SecretError(ValueError):
@@ -174,10 +179,17 @@ def mount(app: web.Application, console: Console, *, secret: Fernet) -> None:
         app.router.add_route(page.method, page.path, _wrap(page), name=f"console-{page.name}")
     app.router.add_static("/static/", STATIC, name="console-static")
 
+    tasks: list[asyncio.Task[None]] = []
+
     async def start(_app: web.Application) -> None:
         console.board.start()
+        tasks.extend(asyncio.create_task(work(console), name=f"console-{work.__name__}") for work in BACKGROUND)
 
     async def stop(_app: web.Application) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks.clear()
         await console.board.stop()
 
     app.on_startup.append(start)
