@@ -55,6 +55,7 @@ class Rows:
         self._heads: dict[str, tuple[Status, Markup]] = {}
         self._tails: dict[str, tuple[tuple[object, ...] | None, Markup]] = {}
         self._sparks: dict[str, tuple[Spark | None, Markup]] = {}
+        self._rows: dict[str, tuple[Markup, Markup, Markup, Markup]] = {}
 
     def row(self, console: Console, st: Status, fig: Figure | None, spark: Spark | None) -> Markup:
         name = st.name
@@ -70,7 +71,12 @@ class Rows:
         line = self._sparks.get(name)
         if line is None or line[0] is not spark:
             line = self._sparks[name] = (spark, spark_svg(spark))
-        return head[1] + line[1] + tail[1]
+        joined = self._rows.get(name)
+        if joined is None or joined[0] is not head[1] or joined[1] is not line[1] or joined[2] is not tail[1]:
+            # Plain str joins of pieces that are all markup already (Markup's + would escape-check each).
+            joined = self._rows[name] = (head[1], line[1], tail[1], Markup(str.__add__(str.__add__(head[1], line[1]),
+                                                                                        tail[1])))
+        return joined[3]
 
 
 def spark_svg(s: Spark | None) -> Markup:
