@@ -294,6 +294,7 @@ async def test_component_page(tmp_path: Path) -> None:
         assert 'href="/incidents/INC-2026-000007"' in text
         assert "refused" in text  # the probe's last result
         assert "Outages this month" in text and "DOWN" in text
+        assert "<td>ongoing</td>" in text  # pbx-1 is still down: its outage has no end yet
         san = await (await s.client.get("/components/san-1")).text()
         assert '<svg class="spark" width="720"' in san and "DEGRADED" in san
 
