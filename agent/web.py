@@ -7,7 +7,7 @@ import html
 import logging
 import resource
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -70,12 +70,20 @@ td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}}
     return web.Response(text=page, content_type="text/html")
 
 
-def make_app(agent: Agent) -> web.Application:
+Mount = Callable[[web.Application], None]
+"""Adds more routes to the agent's application before it starts (the console, passed in by the composition root)."""
+
+
+def make_app(agent: Agent, mount: Mount | None = None) -> web.Application:
+    """/metrics and /healthz, then what `mount` adds; without it, the bare status page at /."""
     app = web.Application()
     app[AGENT_KEY] = agent
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/", _status)
+    if mount is None:
+        app.router.add_get("/", _status)
+    else:
+        mount(app)
     return app
 
 
@@ -92,14 +100,15 @@ class Listener:
     `header_timeout_s` is closed; between requests aiohttp's keep-alive timeout, set to the same value, applies.
     """
 
-    def __init__(self, agent: Agent, *, max_connections: int, header_timeout_s: float) -> None:
+    def __init__(self, agent: Agent, *, max_connections: int, header_timeout_s: float,
+                 mount: Mount | None = None) -> None:
         self.cap = max_connections
         self.header_timeout_s = header_timeout_s
         self.active = 0
         self.refused = 0
         self.header_timeouts = 0
         self._at_cap = False
-        self._runner = web.AppRunner(make_app(agent), access_log=None, keepalive_timeout=header_timeout_s)
+        self._runner = web.AppRunner(make_app(agent, mount), access_log=None, keepalive_timeout=header_timeout_s)
         self._server: asyncio.Server | None = None
         agent.metrics.watch(self._metrics)
 
@@ -213,8 +222,9 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
 
-async def serve(agent: Agent, host: str, port: int) -> Listener:
-    """Start the listener with the agent's limits; the cap leaves most of the open-file limit to probing."""
+async def serve(agent: Agent, host: str, port: int, mount: Mount | None = None) -> Listener:
+    """Start the listener with the agent's limits; the cap leaves most of the open-file limit to probing. `mount`
+    adds routes beside /metrics and /healthz (the console)."""
     settings = agent.loaded.config.agent
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
@@ -223,7 +233,7 @@ async def serve(agent: Agent, host: str, port: int) -> Listener:
     if cap < settings.max_connections:
         log.warning("HTTP listener capped at %d connections, below agent.max_connections (%d): the open-file "
                     "limit is %d", cap, settings.max_connections, soft)
-    listener = Listener(agent, max_connections=cap, header_timeout_s=settings.header_timeout_s)
+    listener = Listener(agent, max_connections=cap, header_timeout_s=settings.header_timeout_s, mount=mount)
     try:
         await listener.start(host, port)
     except BaseException:

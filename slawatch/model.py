@@ -267,3 +267,22 @@ class Notification:
     state: NotificationState = NotificationState.PENDING
     last_error: str = ""
     sent_ms: int | None = None
+
+
+# ---------------------------------------------------------------- console accounts
+
+Role = Literal["admin", "operator", "customer"]
+ROLES: tuple[Role, ...] = ("admin", "operator", "customer")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A console account (`slawatch_user`). An admin or an operator sees everything; a customer account sees only
+    the customers in `customers`. `password_hash` is an Argon2 hash, never the password."""
+
+    name: str
+    role: Role
+    password_hash: str
+    customers: tuple[str, ...] = ()
+    created_ms: int = 0
+    updated_ms: int = 0

@@ -11,6 +11,7 @@ from operator import itemgetter
 from typing import Any, Literal
 
 from slawatch.model import (
+    ROLES,
     SCOPES,
     ComponentRef,
     Heartbeat,
@@ -20,10 +21,12 @@ from slawatch.model import (
     MaintenanceWindow,
     Notification,
     NotificationState,
+    Outcome,
     Pause,
     Point,
     Sample,
     StateChange,
+    User,
 )
 
 Value = bool | int | float | str
@@ -270,11 +273,24 @@ NOTIFICATION = Measurement(
     prune="created_ms", indexes=(("due", ("state", "due_ms")), ("incident", ("incident",))), without_rowid=False,
     record=True)
 
+_ROLES = ", ".join(repr(r) for r in ROLES)
+
+USER = Measurement(
+    "slawatch_user",
+    (_tag("name", "the account's login name"),
+     _field("role", check=f"role IN ({_ROLES})", meaning="admin, operator or customer"),
+     _field("customers", meaning="for a customer account, the customers it may see: JSON [\"acme\", ...]",
+            default="'[]'"),
+     _field("password_hash", meaning="Argon2 hash of the password (never the password)"),
+     Column("created_ms", "time", "integer", meaning="when the account was added"),
+     _field("updated_ms", "integer", "last change (password, role)")),
+    key=("name",), written_by="slawatch user add|passwd|remove", without_rowid=False, record=True)
+
 RETENTION_POLICY = "slawatch"
 """The InfluxDB (v1) retention policy slawatch creates and writes to when none is configured."""
 
 MEASUREMENTS: tuple[Measurement, ...] = (PROBE, STATE, HEARTBEAT, MAINTENANCE, ACK, REPORT_SENT, INCIDENT,
-                                         INCIDENT_FAULT, INCIDENT_EVENT, NOTIFICATION)
+                                         INCIDENT_FAULT, INCIDENT_EVENT, NOTIFICATION, USER)
 SCHEMA_VERSION = 2
 """SQLite `PRAGMA user_version`."""
 
@@ -467,9 +483,42 @@ def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def samples(rows: Iterable[Sequence[Any]]) -> list[Sample]:
+    """`slawatch_probe` rows (in PROBE.columns order) as Samples, in the order given."""
+    refs: dict[tuple[str, str, str, str], ComponentRef] = {}
+    out: list[Sample] = []
+    for component, ts_ms, agent, probe, klass, tier, customer, kind, _up, latency_ms, outcome, reason in rows:
+        key = (component, klass, tier, customer)
+        ref = refs.get(key)
+        if ref is None:
+            ref = refs[key] = ComponentRef(*key)
+        try:
+            seen = Outcome(outcome)
+        except ValueError:  # written by a later version: keep the sample, as the nearest known outcome
+            seen = Outcome.UP if _up == 1 else Outcome.AGENT_ERROR
+        out.append(Sample(ref, probe, kind, agent, int(ts_ms), seen, reason or "",
+                          None if latency_ms is None else float(latency_ms)))
+    return out
+
+
+def user_row(u: User) -> Row:
+    c = clean_text
+    return (c(u.name), u.role, json.dumps([c(x) for x in u.customers]), u.password_hash, int(u.created_ms),
+            int(u.updated_ms))
+
+
+def user(row: Sequence[Any]) -> User:
+    name, role, customers, password_hash, created_ms, updated_ms = row
+    if role not in ROLES:
+        raise ValueError(f"stored user {name!r} has an unknown role {role!r}")
+    return User(str(name), role, str(password_hash), tuple(str(c) for c in json.loads(customers or "[]")),
+                int(created_ms), int(updated_ms))
+
+
 __all__ = [
     "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "MIGRATIONS", "PROBE", "REPORT_SENT",
     "RETENTION_POLICY", "SCHEMA_VERSION", "STATE", "STATE_ORDER", "WINDOW_COLUMNS", "Column", "Measurement", "Row",
     "Value", "add_column_sql", "clean_text", "ddl", "maintenance_window", "point_row", "report_sent_row",
-    "sort_state_rows", "state_changes", "window_row",
+    "samples", "sort_state_rows", "state_changes", "user", "user_row", "window_row",
 ]
+

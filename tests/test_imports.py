@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("agent", "reporter", "desk", "slawatch")
+PACKAGES = ("agent", "reporter", "desk", "console", "slawatch")
 LINTER = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
 CONTRACTS = {c["id"]: c for c in LINTER["contracts"]}
 
@@ -56,7 +56,9 @@ def test_contracts_catch_what_they_forbid(tmp_path: Path) -> None:
              "cli-on-top": ("reporter/render.py", "import slawatch.cli.usage"),
              "probe-kinds": ("agent/probes/haproxy.py", "import agent.probes.http"),
              "desk-beside": ("reporter/render.py", "import desk.incidents"),
-             "desk-not-agent": ("desk/messages.py", "import agent.spool")}
+             "desk-not-agent": ("desk/messages.py", "import agent.spool"),
+             "console-beside": ("desk/messages.py", "import console.scope"),
+             "console-not-agent": ("console/scope.py", "import agent.spool")}
     assert set(wrong) == set(CONTRACTS)
     for path, line in wrong.values():
         with open(tmp_path / path, "a", encoding="utf-8") as f:

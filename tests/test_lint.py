@@ -1,4 +1,4 @@
-"""The code passes `ruff check` and `mypy --strict` (slawatch/, agent/, reporter/ and desk/)."""
+"""The code passes `ruff check` and `mypy --strict` (slawatch/, agent/, reporter/, desk/ and console/)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.timeout(300)
 def test_ruff() -> None:
-    paths = ["slawatch", "agent", "reporter", "desk", "tests", "bench", "grafana"]
+    paths = ["slawatch", "agent", "reporter", "desk", "console", "tests", "bench", "grafana"]
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", *paths], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.timeout(600)
 def test_mypy_strict() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "slawatch", "agent", "reporter", "desk"],
-                          cwd=ROOT, capture_output=True, text=True)
+    packages = ["slawatch", "agent", "reporter", "desk", "console"]
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", *packages], cwd=ROOT, capture_output=True,
+                          text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

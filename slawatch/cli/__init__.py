@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "report": "slawatch.cli.report",
     "maintenance": "slawatch.cli.maintenance",
     "incident": "slawatch.cli.incident",
+    "user": "slawatch.cli.user",
 }
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.clock import Clock
 from agent.daemon import Agent, open_spool
@@ -26,6 +27,9 @@ from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.config.settings import split_host_port
 from slawatch.model import Sample, StateChange
 from slawatch.store import open_sinks, open_source
+
+if TYPE_CHECKING:
+    from slawatch.cli.console import OperatorConsole
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +71,33 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
     host, port = split_host_port(agent.loaded.config.agent.listen)
-    listener = await serve(agent, host, port)
-    log.info("serving /metrics, /healthz and the status page on http://%s:%d/",
-             f"[{host}]" if ":" in host else host, port)
+    desk = IncidentDesk(agent.loaded) if agent.loaded.config.desk.enabled else None
+    console: OperatorConsole | None = None
+    if agent.loaded.config.console.enabled:
+        # The console's libraries (Jinja2, Argon2, sessions) load only when it is enabled: lazy, for start-up.
+        from slawatch.cli.console import OperatorConsole
+
+        try:
+            console = OperatorConsole(agent.loaded, desk.store if desk is not None else None)
+        except BaseException:
+            if desk is not None:
+                await desk.close()
+            raise
+    if console is not None:
+        agent.on_reload.append(console.apply)
+    try:
+        listener = await serve(agent, host, port, console.mount if console is not None else None)
+    except BaseException:
+        if console is not None:
+            await console.close()
+        if desk is not None:
+            await desk.close()
+        raise
+    log.info("serving /metrics, /healthz and the %s on http://%s:%d/",
+             "console" if console is not None else "status page", f"[{host}]" if ":" in host else host, port)
     reports = MonthlyReports()
     reports.start(agent.loaded)
     agent.on_reload.append(reports.start)
-    desk = IncidentDesk(agent.loaded) if agent.loaded.config.desk.enabled else None
     tasks: list[asyncio.Task[None]] = []
     if desk is not None:
         desk.attach(agent)
@@ -90,6 +114,8 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
         if desk is not None:
             await desk.close()
         await listener.close()
+        if console is not None:
+            await console.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 

@@ -429,6 +429,32 @@ class DeskSettings(Strict):
     tick_s: Annotated[float, Field(ge=0.1, le=60, allow_inf_nan=False)] = 1.0
 
 
+class ConsoleSettings(Strict):
+    """The operator console, served on `agent.listen` beside /metrics (on by default; it refuses to serve until a
+    user is added with `slawatch user add`)."""
+
+    enabled: bool = True
+    # The key that encrypts session cookies: created 0600 on first start; default <storage.spool.path>/console.key.
+    secret_file: Path | None = None
+    # Secure cookies: "auto" sets the flag when the request came over https.
+    secure_cookies: Literal["auto"] | bool = "auto"
+    session_max_age_s: Annotated[float, Field(ge=60, le=30 * 86400, allow_inf_nan=False)] = 12 * 3600.0
+    # This many wrong passwords for one user, or from one address, lock the login for `login_lock_s`.
+    login_attempts: Annotated[int, _count_within(1, 100)] = 5
+    login_lock_s: Annotated[float, Field(ge=1, le=86400, allow_inf_nan=False)] = 900.0
+    # How often the console reads the current states from the store (and a page polls for them).
+    refresh_s: Annotated[float, Field(ge=0.5, le=600, allow_inf_nan=False)] = 5.0
+    # How often the month-to-date availability is recomputed in the background.
+    figures_s: Annotated[float, Field(ge=5, le=86400, allow_inf_nan=False)] = 60.0
+    # The span of the latency sparklines and charts.
+    latency_span_s: Annotated[float, Field(ge=60, le=7 * 86400, allow_inf_nan=False)] = 3600.0
+    # An unacknowledged incident is "near its deadline" with less than this left.
+    near_deadline_s: Annotated[float, Field(ge=0, le=7 * 86400, allow_inf_nan=False)] = 1800.0
+
+    def secret_path(self, storage: StorageSettings) -> Path:
+        return self.secret_file if self.secret_file is not None else storage.spool.path / "console.key"
+
+
 class Config(Strict):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -439,6 +465,7 @@ class Config(Strict):
     report: ReportSettings = Field(default_factory=ReportSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     desk: DeskSettings = Field(default_factory=DeskSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
     def _resolve_probe_timing(self) -> Config:

@@ -17,7 +17,9 @@ from slawatch.model import (
     MaintenanceWindow,
     Notification,
     Point,
+    Sample,
     StateChange,
+    User,
 )
 
 DEFAULT_RETENTION_S = 180 * 86400.0
@@ -79,6 +81,17 @@ class Source(Protocol):
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
         """Per agent: sorted heartbeat instants in [start_ms - 3 periods, end_ms) and its (longest) period."""
+        ...
+
+    async def samples(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[Sample]:
+        """Every probe run in [start_ms, end_ms), sorted by (component, ts_ms, agent, probe): the console's latency
+        charts and last results."""
+        ...
+
+    async def latency(self, start_ms: int, end_ms: int, step_ms: int) -> dict[str, list[tuple[int, float]]]:
+        """Per component, the mean measured latency (ms) of its probe runs in each step of [start_ms, end_ms):
+        (step start, mean) for the steps that have one, in time order. Steps are aligned to multiples of
+        `step_ms` since the epoch (pass a `start_ms` on one). The console's sparklines: the store averages."""
         ...
 
     async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[MaintenanceWindow]:
@@ -156,6 +169,30 @@ class DeskStore(Protocol):
     async def close(self) -> None: ...
 
 
+class UserStore(Protocol):
+    """The console's accounts (`slawatch_user`), kept with the desk's records. Errors: SourceError."""
+
+    name: str
+
+    async def users(self) -> list[User]: ...
+
+    async def get(self, name: str) -> User | None: ...
+
+    async def count(self) -> int: ...
+
+    async def add(self, user: User) -> bool:
+        """Store a new account; False when the name is taken."""
+        ...
+
+    async def replace(self, user: User) -> bool:
+        """Store an account's new role, customers or password hash; False when there is no such account."""
+        ...
+
+    async def remove(self, name: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
 # Backends are imported where they are opened: each pulls in its client library (aiosqlite, aiohttp), which a
 # process that uses only the other, or none (`slawatch probe`), need not load at start-up.
 
@@ -196,6 +233,13 @@ def open_desk_store(storage: StorageSettings) -> DeskStore:
     return SqliteDeskStore(storage.records_path)
 
 
+def open_user_store(storage: StorageSettings) -> UserStore:
+    """The console's accounts: on the desk's records file `storage.records_path`."""
+    from slawatch.store.sqlite_users import SqliteUserStore  # lazy, as above
+
+    return SqliteUserStore(storage.records_path)
+
+
 # ---------------------------------------------------------------- shared by the backends' readers
 
 
@@ -226,6 +270,6 @@ def group_heartbeats(rows: Iterable[tuple[str, int, float]], start_ms: int, look
 
 __all__ = [
     "DEFAULT_RETENTION_S", "HEARTBEAT_GAP_FACTOR", "DeskStore", "Sink", "SinkError", "Source", "SourceError",
-    "StoreUnavailable", "check_window", "group_heartbeats", "heartbeat_margin_ms", "open_desk_store", "open_sinks",
-    "open_source",
+    "StoreUnavailable", "UserStore", "check_window", "group_heartbeats", "heartbeat_margin_ms", "open_desk_store",
+    "open_sinks", "open_source", "open_user_store",
 ]

@@ -9,14 +9,15 @@ import gzip
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 import aiohttp
 
 from slawatch import schema
 from slawatch.config.settings import InfluxSettings
-from slawatch.model import SCOPES, Heartbeats, MaintenanceWindow, Point, StateChange
-from slawatch.schema import HEARTBEAT, MAINTENANCE, REPORT_SENT, STATE
+from slawatch.model import SCOPES, Heartbeats, MaintenanceWindow, Point, Sample, StateChange
+from slawatch.schema import HEARTBEAT, MAINTENANCE, PROBE, REPORT_SENT, STATE
 from slawatch.store import (
     DEFAULT_RETENTION_S,
     SinkError,
@@ -333,6 +334,10 @@ _STATE_FIRST_FIELD, *_STATE_MORE_FIELDS = STATE.fields
 _STATE_READ = [("time" if c.role == "time" else c.name, c.role == "tag") for c in STATE.columns]
 """Where each STATE column is in an answer: ("time", False) for the point's time, (tag, True), (field, False)."""
 
+_PROBE_TAGS = ", ".join(quote_ident(t) for t in PROBE.tags)
+_PROBE_READ = [("time" if c.role == "time" else c.name, c.role == "tag") for c in PROBE.columns]
+_PROBE_ORDER = itemgetter(*(PROBE.index(n) for n in PROBE.key))
+
 
 class InfluxSource:
     """InfluxQL over /query (v1, or v2's v1-compatible API with db=bucket), answers streamed in chunks; windows
@@ -407,6 +412,40 @@ class InfluxSource:
                                                         missing_ok=True)
                 if row.get("period_s") is not None]
         return group_heartbeats(rows, start_ms, lookback)
+
+    async def samples(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[Sample]:
+        where = ""
+        wanted: set[str] | None = None
+        if components is not None:
+            wanted = set(components)
+            if not wanted:
+                return []
+            if len(wanted) <= _COMPONENT_FILTER_MAX:
+                where = " AND (" + " OR ".join(f'"component" = {quote_string(c)}' for c in sorted(wanted)) + ")"
+        q = (f"SELECT {_fields(PROBE.fields)} FROM {self.client.source(PROBE.name)} WHERE time >= {time_ms(start_ms)} "
+             f"AND time < {time_ms(end_ms)}{where} GROUP BY {_PROBE_TAGS}")
+        rows: list[tuple[Any, ...]] = []
+        async for tags, row in self.client.rows(q, missing_ok=True):
+            if (wanted is not None and tags.get("component", "") not in wanted) or row.get("up") is None:
+                continue
+            rows.append(tuple((tags.get(name) or "") if is_tag else row.get(name) for name, is_tag in _PROBE_READ))
+        rows.sort(key=_PROBE_ORDER)
+        return schema.samples(rows)
+
+    async def latency(self, start_ms: int, end_ms: int, step_ms: int) -> dict[str, list[tuple[int, float]]]:
+        if step_ms <= 0:
+            raise ValueError(f"step_ms must be positive, got {step_ms}")
+        # GROUP BY time() buckets start at multiples of the step since the epoch, as SQLite's do.
+        q = (f'SELECT MEAN("latency_ms") AS "mean" FROM {self.client.source(PROBE.name)} '
+             f"WHERE time >= {time_ms(start_ms)} AND time < {time_ms(end_ms)} "
+             f'GROUP BY time({int(step_ms)}ms), "component"')
+        out: dict[str, list[tuple[int, float]]] = {}
+        async for tags, row in self.client.rows(q, missing_ok=True):
+            if row.get("mean") is not None:
+                out.setdefault(tags.get("component", ""), []).append((int(row["time"]), float(row["mean"])))
+        for steps in out.values():
+            steps.sort()
+        return out
 
     async def _window_rows(self, where: str) -> list[tuple[MaintenanceWindow, bool]]:
         """(window, removed) for every stored window matching `where`."""

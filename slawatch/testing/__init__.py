@@ -25,6 +25,7 @@ SERVERS = {
     "pg_ctl": "postgresql",
     "prometheus": "prometheus",
     "prometheus-blackbox-exporter": "blackbox_exporter",
+    "chromium": "chromium",
 }
 
 

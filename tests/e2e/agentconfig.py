@@ -17,6 +17,7 @@ storage: {{sqlite: {{path: store.db}}, spool: {{path: spool}}}}
 contract: {bundled_contract()}
 defaults: {{interval_s: {interval}, timeout_s: {interval * 0.8:g}, confirm: {{down: 2, up: 1}}}}
 customers: [{{name: acme, tier: gold}}]
+console: {{enabled: false}}  # the bare status page at /: the console has its own tests (tests/console)
 components:
   - name: san-1
     class: san

@@ -128,5 +128,5 @@ def test_the_listen_url_of_an_ipv6_address_is_bracketed(tmp_path: Path, spawn: S
     port = free_port(host="::1")
     agent = spawn(write_config(tmp_path, ups[1], f"[::1]:{port}"))
     line = agent.wait_for("serving /metrics")
-    assert line.endswith(f"serving /metrics, /healthz and the status page on http://[::1]:{port}/")
+    assert line.endswith(f"serving /metrics, /healthz and the console on http://[::1]:{port}/")
     assert agent.stop() == 0

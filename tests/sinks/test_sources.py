@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 
 from slawatch.config.settings import InfluxSettings, SqliteSettings, StorageSettings
-from slawatch.model import AgentHeartbeats, ComponentRef, Heartbeat, MaintenanceWindow, Point, StateChange
+from slawatch.model import (
+    AgentHeartbeats,
+    ComponentRef,
+    Heartbeat,
+    MaintenanceWindow,
+    Outcome,
+    Point,
+    Sample,
+    StateChange,
+)
 from slawatch.store import Sink, Source, SourceError, open_source
 from slawatch.store import sqlite as sqlite_store
 from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, InfluxSource, quote_string
@@ -145,6 +154,56 @@ async def test_empty_reason_and_agents_with_odd_names(store: Store) -> None:
     got = await store.source.changes(START, END)
     assert got == [change("sip-1", "mon 'a'", START + 1, False, ""),
                    change("sip-1", 'mon "b"', START + 2, False, "line 1\nline 2 \\ end")]
+
+
+# ---------------------------------------------------------------- samples (the console's latency charts)
+
+
+def probe_run(component: str, ts_ms: int, latency_ms: float | None, *, agent: str = "mon-a", probe: str = "options",
+              outcome: Outcome = Outcome.UP, reason: str = "") -> Sample:
+    return Sample(ComponentRef(component, "sip", "gold", "acme"), probe, "sip", agent, ts_ms, outcome, reason,
+                  latency_ms)
+
+
+async def test_samples_in_period_sorted_by_component_time_agent_probe(store: Store) -> None:
+    runs = [probe_run("sip-2", START + 2000, 4.5), probe_run("sip-1", START + 1000, 1.25, agent="mon-b"),
+            probe_run("sip-1", START + 1000, 2.5, probe="a-register"),
+            probe_run("sip-1", START + 1000, None, outcome=Outcome.TIMEOUT, reason="no answer in 2 s"),
+            probe_run("sip-1", START - 1, 9.0), probe_run("sip-1", END, 9.0)]
+    await store.write(list(runs))
+    got = await store.source.samples(START, END)
+    assert got == [runs[2], runs[3], runs[1], runs[0]]
+    assert got[1].latency_ms is None and got[1].outcome is Outcome.TIMEOUT and got[1].reason == "no answer in 2 s"
+
+
+@pytest.mark.parametrize("name", HOSTILE[:5])
+async def test_samples_filtered_by_hostile_component_names(store: Store, name: str) -> None:
+    await store.write([probe_run(n, START + i * 1000, float(i)) for i, n in enumerate(HOSTILE)])
+    got = await store.source.samples(START, END, components=[name, "not-there"])
+    assert got == [probe_run(name, START + HOSTILE.index(name) * 1000, float(HOSTILE.index(name)))]
+    assert await store.source.samples(START, END, components=[]) == []
+
+
+async def test_mean_latency_per_component_and_step(store: Store) -> None:
+    step = 60_000
+    t0 = START  # on a whole minute: steps line up with the epoch's
+    await store.write([probe_run("sip-1", t0 + 1000, 2.0), probe_run("sip-1", t0 + 59_999, 4.0, probe="b"),
+                       probe_run("sip-1", t0 + 60_000, 10.0), probe_run("sip-1", t0 + 61_000, None,
+                                                                        outcome=Outcome.TIMEOUT),
+                       probe_run("sip-1", t0 + 5 * step, 1.5, agent="mon-b"),
+                       probe_run("sip-2", t0 + 2 * step + 5, 7.0), probe_run("sip-2", t0 - 1, 99.0),
+                       probe_run("sip-3", t0 + step, None, outcome=Outcome.REFUSED),
+                       probe_run(HOSTILE[0], t0 + 3 * step, 0.25)])
+    got = await store.source.latency(t0, t0 + 10 * step, step)
+    assert got == {"sip-1": [(t0, 3.0), (t0 + step, 10.0), (t0 + 5 * step, 1.5)], "sip-2": [(t0 + 2 * step, 7.0)],
+                   HOSTILE[0]: [(t0 + 3 * step, 0.25)]}
+    assert await store.source.latency(t0 + 20 * step, t0 + 30 * step, step) == {}
+
+
+async def test_no_samples(store: Store) -> None:
+    await store.write([change("sip-1", "mon-a", START, True)])
+    assert await store.source.samples(START, END) == []
+    assert await store.source.latency(START, END, 60_000) == {}
 
 
 # ---------------------------------------------------------------- heartbeats

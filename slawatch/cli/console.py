@@ -1,0 +1,45 @@
+"""The operator console inside `slawatch agent` (one host): its stores opened here, mounted on the agent's listener
+beside /metrics and /healthz, following the agent's reloads."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from console.app import SecretError, load_secret, mount, new_console
+from slawatch.cli.usage import EXIT_USAGE
+from slawatch.config.loader import Loaded
+from slawatch.store import DeskStore, open_desk_store, open_source, open_user_store
+
+log = logging.getLogger(__name__)
+
+
+class OperatorConsole:
+    """The console of one agent process. It reads the store (never the agent's memory); the desk's store is
+    shared with the incident desk when there is one."""
+
+    def __init__(self, loaded: Loaded, desk_store: DeskStore | None = None) -> None:
+        storage = loaded.config.storage
+        self.source = open_source(storage, retention_s=loaded.contract.retention_s)
+        self._own_desk_store = desk_store is None
+        self.desk_store = desk_store if desk_store is not None else open_desk_store(storage)
+        self.users = open_user_store(storage)
+        try:
+            self.secret = load_secret(loaded.config.console.secret_path(storage))
+        except SecretError as exc:  # a start-up error the operator fixes, not a crash
+            log.error("%s", exc)
+            raise SystemExit(EXIT_USAGE) from None
+        self.console = new_console(loaded, self.source, self.desk_store, self.users)
+
+    def mount(self, app: web.Application) -> None:
+        mount(app, self.console, secret=self.secret)
+
+    def apply(self, loaded: Loaded) -> None:
+        self.console.apply(loaded)
+
+    async def close(self) -> None:
+        await self.source.close()
+        await self.users.close()
+        if self._own_desk_store:
+            await self.desk_store.close()
