@@ -355,6 +355,11 @@ class Channels:
     """Delivers one message to one recipient: an email address by SMTP with the configured settings, anything written
     `scheme://…` through Apprise (mailto://, json://, form://, slack://, tgram://, msteams://, SMS gateways…).
 
+    Mail by SMTP carries the text, the HTML alternative and the message's own Message-ID. Through Apprise a service
+    gets the subject and the plain text; a webhook (json://, form://, xml://) also the message id in a header
+    (MESSAGE_ID_HEADER), a JSON webhook the structured `data` and `message_id` as extra fields of its body, and
+    Apprise's email (mailto://) the id in that header too, since Apprise writes its own Message-ID.
+
     Each delivery is bounded by `timeout_s` and never raises. Apprise reads nothing of the machine's (see `_asset`),
     and its records reach the application's log with the recipients' secrets hidden.
     """

@@ -15,7 +15,7 @@ from desk.incidents import FaultSeen, Step
 from desk.messages import Context, notifications, recipients_for
 from reporter.availability import quorum_size
 from reporter.calendars import Calendar, calendars_of
-from reporter.maintenance import notice_of
+from reporter.maintenance import format_duration, notice_of
 from reporter.periods import from_ms
 from reporter.report import configured_ref, customers_policies
 from reporter.response import ResponseTarget, evaluate, instants_at, priority_of, target_of
@@ -30,6 +30,8 @@ WINDOWS_REFRESH_S = 30.0
 RECONCILE_S = 30.0
 """Every component's last stored state is read again this often: what the agents wrote while the desk was not
 following (a restart, another agent on the same store) is caught up."""
+PRUNE_S = 6 * 3600.0
+"""Resolved incidents older than the contract's retention are forgotten this often."""
 ID_ATTEMPTS = 5
 BATCH = 200
 """Components handled per pass; the rest wait for the next (a core switch taking 1 000 down at once)."""
@@ -138,12 +140,16 @@ class Desk:
 
     async def run(self, stop: asyncio.Event, *, tick_s: float = 1.0) -> None:
         await self.load()
-        last_reconcile = time.monotonic()
+        last_reconcile = last_prune = time.monotonic()
+        await self.prune()
         while not stop.is_set():
             await self.pass_once()
             if time.monotonic() - last_reconcile >= RECONCILE_S:
                 await self._reconcile()
                 last_reconcile = time.monotonic()
+            if time.monotonic() - last_prune >= PRUNE_S:
+                await self.prune()
+                last_prune = time.monotonic()
             self._wake.clear()
             if self._dirty:
                 continue
@@ -176,6 +182,19 @@ class Desk:
 
     def refresh_windows_soon(self) -> None:
         self._windows_at = -1e18
+
+    async def prune(self) -> int:
+        """Forget resolved incidents raised longer ago than the contract's retention (with their logs)."""
+        older_than = self.clock_ms() - round(self.loaded.contract.retention_s * 1000)
+        try:
+            n = await self.store.prune(older_than)
+        except SourceError as exc:
+            log.warning("incident desk: cannot prune old incidents: %s", exc)
+            return 0
+        if n:
+            log.info("incident desk: %d old incident records pruned (retention %s)", n,
+                     format_duration(self.loaded.contract.retention_s))
+        return n
 
     # ------------------------------------------------------------ one component
 

@@ -274,7 +274,7 @@ class SqliteSource:
         try:
             return await aiosqlite.connect(uri, uri=True, timeout=10.0, isolation_level=None)
         except sqlite3.Error as exc:
-            await _let_aiosqlite_stop()
+            await let_aiosqlite_stop()
             raise StoreUnavailable(f"cannot open SQLite store {self.path} read-only: {exc}") from exc
 
     async def _writer(self) -> aiosqlite.Connection:
@@ -288,7 +288,7 @@ class SqliteSource:
             try:  # the sink's own set-up: WAL, the schema's tables if they are not there yet, migrations
                 self._rw = await SqliteSink(self.settings).connect()
             except SinkError as exc:
-                await _let_aiosqlite_stop()
+                await let_aiosqlite_stop()
                 raise StoreUnavailable(str(exc)) from exc
         return self._rw
 
@@ -386,7 +386,7 @@ class SqliteSource:
         self._ro = self._rw = None
 
 
-async def _let_aiosqlite_stop() -> None:
+async def let_aiosqlite_stop() -> None:
     # A failed aiosqlite.connect stops its worker thread without awaiting it; the thread then reports to
     # this event loop. Give it a moment so that a CLI leaving asyncio.run right after does not close the
     # loop under it.
