@@ -351,8 +351,8 @@ async def test_maintenance_preview_then_save_with_good_and_late_notice_and_remov
         assert "late: 10h of the required 72h notice, counts as downtime" in text and 'class="preview late"' in text
         assert (await post(s, "/maintenance/new", {**late, "step": "save"})).status == 303
         listed = await (await s.client.get("/maintenance")).text()
-        rows = dict(re.findall(r'<tr class="(notice-\w+)" data-id="mw-\w+">\s*<td>mw-\w+</td>\s*<td>component '
-                               r'<a href="/components/([\w-]+)"', listed))
+        rows = dict(re.findall(r'<tr class="(notice-\w+)" data-id="mw-\w+">\s*<td class="wid">mw-\w+</td>\s*'
+                               r'<td class="covers">component <a href="/components/([\w-]+)"', listed))
         assert rows == {"notice-ok": "pbx-1", "notice-late": "san-1"}, rows
 
         confirm = await (await s.client.get(f"/maintenance/{window.id}/remove")).text()
