@@ -99,6 +99,10 @@ async def test_an_operator_acknowledges_an_incident_in_the_browser(
     deadline_ms = int(await countdown.get_attribute("data-deadline-ms") or 0)
     assert 0 < deadline_ms - time.time() * 1000 <= 2 * 3600 * 1000
     await page.screenshot(path=str(tmp_path / "incident-open.png"), full_page=True)
+    # The page's script ticks the countdown on (here past a deadline moved to five seconds ago).
+    await page.evaluate("document.querySelector('.clock .countdown').dataset.deadlineMs = String(Date.now() - 5000)")
+    await page.wait_for_selector(".clock .countdown.late", timeout=5_000)
+    assert (await countdown.text_content() or "").startswith("overdue by ")
 
     await page.fill("form[action$='/ack'] textarea[name=comment]", "engineer on the way")
     await page.click("form[action$='/ack'] button[type=submit]")
