@@ -3,7 +3,6 @@ scoping), and `mount`, which adds it to an aiohttp application (the agent's list
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import secrets
@@ -18,7 +17,7 @@ from cryptography.fernet import Fernet
 
 from console import board as board_mod
 from console.board import Board
-from console.context import CONSOLE_KEY, Console, Ctx, Page, pw_tag, templates
+from console.context import CONSOLE_KEY, Console, Ctx, Page, pw_tag, templates, token_matches
 from console.limits import LoginLimiter
 from console.pages import component, incidents, login, maintenance, overview
 from slawatch import __version__
@@ -121,7 +120,7 @@ async def _guarded(request: web.Request, page: Page) -> web.StreamResponse:
         sent = request.headers.get(CSRF_HEADER)
         if sent is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             sent = str((await request.post()).get(CSRF_FIELD, ""))
-        if not sent or not hmac.compare_digest(sent.encode(), token.encode()):
+        if not sent or not token_matches(sent, token):
             return _plain(console, 403, "This form has expired or did not come from this console: reload the page "
                                         "and try again.")
     user: User | None = None

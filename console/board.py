@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -12,11 +13,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from console.formats import duration, pct
 from reporter.availability import AgentViews, Availability, availability, quorum_size
 from reporter.periods import month_of, month_period
 from reporter.report import component_ref, configured_ref, customers_policies
 from slawatch.config.loader import Loaded
-from slawatch.model import ComponentRef, Heartbeats, Interval, MaintenanceWindow, Sample, StateChange
+from slawatch.model import ComponentRef, Heartbeats, Interval, MaintenanceWindow, StateChange
 from slawatch.store import HEARTBEAT_GAP_FACTOR, Source, SourceError
 
 log = logging.getLogger(__name__)
@@ -101,10 +103,12 @@ def statuses(loaded: Loaded, changes: Iterable[StateChange], heartbeats: Heartbe
         latest[c.ref.component][c.agent] = c
     live = fresh_agents(heartbeats, now_ms)
     policies = customers_policies(loaded)
+    tiers = {c.name: c.tier for c in config.customers}
     out: dict[str, Status] = {}
     for comp in config.components:
-        tier = config.tier_of(comp) or ""
-        views = [c for agent, c in sorted(latest.get(comp.name, {}).items()) if agent in live]
+        tier = comp.tier or tiers.get(comp.customer or "", "")
+        seen = latest.get(comp.name)
+        views = [] if seen is None else [c for agent, c in sorted(seen.items()) if agent in live]
         policy = policies.get(comp.customer, policies[None])
         state, since, reason, agents = _state_of(views, policy.quorum)
         out[comp.name] = Status(comp.name, comp.klass, tier, comp.customer or "", state, since, reason, agents)
@@ -165,29 +169,30 @@ def spark(latencies: Sequence[tuple[int, float | None]], start_ms: int, end_ms: 
         return None
     top = max(v for _, v in points) or 1.0
     step = width / (SPARK_POINTS - 1)
-    coords = [f"{i * step:.1f},{height - 1 - (v / top) * (height - 2):.1f}" for i, v in points]
+    coords = [f"{i * step:.0f},{height - 1 - (v / top) * (height - 2):.0f}" for i, v in points]
     if len(coords) == 1:  # one bucket (a component watched for a moment): a dot, drawn by the round line cap
         coords.append(coords[0])
     return Spark(width, height, " ".join(coords), top)
 
 
-def sparkline(latencies: Sequence[tuple[int, float | None]], start_ms: int, end_ms: int,
-              width: int = 120, height: int = 24) -> str:
-    """The same as an inline SVG ("" without latencies). Numbers only: nothing in it comes from the config or the
-    store as text."""
-    s = spark(latencies, start_ms, end_ms, width, height)
-    if s is None:
-        return ""
-    return (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-            f'aria-label="latency, max {s.top_ms:.1f} ms"><polyline fill="none" stroke="currentColor" '
-            f'stroke-width="1.2" stroke-linecap="round" points="{s.points}"/></svg>')
+def figure_doc(fig: Figure | None, line: Spark | None) -> dict[str, object]:
+    """A component's figures as the overview's script shows them (texts as the page writes them)."""
+    doc: dict[str, object] = {"pct": "—", "target": "", "budget": "—", "missed": False, "over": False}
+    if fig is not None:
+        doc.update(pct=pct(fig.pct), target=f" / {pct(fig.target_pct)}", budget=duration(fig.budget_ms),
+                   missed=fig.met is False, over=fig.budget_ms < 0)
+    if line is not None:
+        doc["spark"] = {"points": line.points, "top": round(line.top_ms, 1), "width": line.width,
+                        "height": line.height}
+    return doc
 
 
-def latency_by_component(samples: Iterable[Sample]) -> dict[str, list[tuple[int, float | None]]]:
-    out: dict[str, list[tuple[int, float | None]]] = defaultdict(list)
-    for s in samples:
-        out[s.ref.component].append((s.ts_ms, s.latency_ms))
-    return out
+def spark_steps(now_ms: int, span_ms: int) -> tuple[int, int, int]:
+    """(start, end, step) of the sparklines: SPARK_POINTS steps on multiples of the step, the last one holding
+    `now_ms`, so that every point is one step of the store's averages."""
+    step = max(1000, span_ms // SPARK_POINTS)
+    end = (now_ms // step + 1) * step
+    return end - SPARK_POINTS * step, end, step
 
 
 Clock = Callable[[], int]
@@ -209,6 +214,8 @@ class Board:
         self.figures: dict[str, Figure] = {}
         self.figures_ms = 0
         self.sparks: dict[str, Spark] = {}
+        self.figures_json: dict[str, str] = {}
+        """Each component's figures as the poll sends them (a JSON member), made with the figures."""
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -246,23 +253,26 @@ class Board:
         tz = self.loaded.config.report.timezone
         month = month_period(*month_of(now, tz), tz)
         period = Interval(month.start_ms, max(month.start_ms, now))
-        span_start = now - round(settings.latency_span_s * 1000)
+        start, end, step = spark_steps(now, round(settings.latency_span_s * 1000))
         try:
             changes = await self.source.changes(period.start_ms, period.end_ms)
             beats = await self.source.heartbeats(period.start_ms, period.end_ms)
             windows = await self.source.windows(period.start_ms, period.end_ms)
-            samples = await self.source.samples(span_start, now)
+            latency = await self.source.latency(start, end, step)
         except SourceError as exc:
             log.warning("console: cannot read the month's figures from the store: %s", exc)
             return
         loaded = self.loaded
 
-        def compute() -> tuple[dict[str, Figure], dict[str, Spark]]:
+        def compute() -> tuple[dict[str, Figure], dict[str, Spark], dict[str, str]]:
             figs = figures(loaded, period, changes, beats, windows)
-            lines = {name: spark(points, span_start, now) for name, points in latency_by_component(samples).items()}
-            return figs, {name: line for name, line in lines.items() if line is not None}
+            lines = {name: spark(points, start, end) for name, points in latency.items()}
+            sparks = {name: line for name, line in lines.items() if line is not None}
+            docs = {c.name: json.dumps(c.name) + ":" + json.dumps(figure_doc(figs.get(c.name), sparks.get(c.name)))
+                    for c in loaded.config.components}
+            return figs, sparks, docs
 
-        self.figures, self.sparks = await asyncio.to_thread(compute)
+        self.figures, self.sparks, self.figures_json = await asyncio.to_thread(compute)
         self.figures_ms = now
 
     async def run(self) -> None:
@@ -310,4 +320,4 @@ def counts(items: Iterable[Status]) -> Mapping[str, int]:
 
 
 __all__ = ["STATES", "Board", "ComponentRef", "Figure", "Snapshot", "Spark", "Status", "by_customer", "counts",
-           "figures", "spark", "sparkline", "statuses"]
+           "figures", "spark", "spark_steps", "statuses"]

@@ -3,11 +3,12 @@ and the helpers every page shares."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
@@ -15,8 +16,8 @@ from aiohttp import web
 from aiohttp_session import Session
 
 from console.board import Board
+from console.formats import duration, iso, pct, when
 from console.limits import LoginLimiter
-from reporter.maintenance import format_duration
 from slawatch import __version__
 from slawatch.config.loader import Loaded
 from slawatch.model import User
@@ -42,6 +43,8 @@ class Console:
     limiter: LoginLimiter
     templates: jinja2.Environment
     extra: dict[str, Any] = field(default_factory=dict)
+    verifying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    """Password checks (Argon2, CPU-heavy by design) run one at a time."""
 
     def apply(self, loaded: Loaded) -> None:
         """A reloaded config: new components, customers and settings (the secret and the stores stay)."""
@@ -62,14 +65,52 @@ class Ctx:
     console: Console
     user: User | None
     session: Session
-    csrf: str
+    token: str
+
+    @property
+    def csrf(self) -> str:
+        """The session's CSRF token for a form or a script, masked afresh each time (see `mask_token`)."""
+        return mask_token(self.token)
 
     def render(self, template: str, *, http_status: int = 200, **values: Any) -> web.Response:
         page = self.console.templates.get_template(template)
         text = page.render(user=self.user, csrf=self.csrf, nav=NAV, path=self.request.path, version=__version__,
                            refresh_s=self.console.loaded.config.console.refresh_s, **values)
-        return web.Response(text=text, status=http_status, content_type="text/html",
-                            headers={"Cache-Control": "no-store"})
+        return compressed(web.Response(text=text, status=http_status, content_type="text/html",
+                                       headers={"Cache-Control": "no-store"}))
+
+
+COMPRESS_FROM = 32 * 1024
+"""Bodies from this size are sent compressed to a client that accepts it (the overview of 10 000 components is
+megabytes); aiohttp compresses them off the event loop."""
+
+
+def compressed(response: web.Response) -> web.Response:
+    body = response.body
+    if isinstance(body, bytes | bytearray) and len(body) >= COMPRESS_FROM:
+        response.enable_compression()
+    return response
+
+
+def mask_token(token: str) -> str:
+    """The token XORed with a fresh random pad, pad first (base64): a compressed page never carries the same bytes
+    twice, so its size tells nothing about the token (BREACH)."""
+    raw = token.encode()
+    pad = secrets.token_bytes(len(raw))
+    return base64.urlsafe_b64encode(pad + bytes(a ^ b for a, b in zip(pad, raw, strict=True))).decode()
+
+
+def token_matches(sent: str, token: str) -> bool:
+    """Whether `sent` is `token` masked by `mask_token`."""
+    try:
+        data = base64.urlsafe_b64decode(sent.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return False
+    half = len(data) // 2
+    if not token or len(data) != 2 * len(token.encode()):
+        return False
+    unmasked = bytes(a ^ b for a, b in zip(data[:half], data[half:], strict=True))
+    return hmac.compare_digest(unmasked, token.encode())
 
 
 Handler = Callable[[web.Request, Ctx], Awaitable[web.StreamResponse]]
@@ -90,23 +131,10 @@ def templates() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("console", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = when
+    env.filters["iso"] = iso
     env.filters["duration"] = duration
     env.filters["pct"] = pct
     return env
-
-
-def when(ts_ms: int | None) -> str:
-    if ts_ms is None:
-        return ""
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def duration(ms: float | None) -> str:
-    return "" if ms is None else format_duration(ms / 1000)
-
-
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:g} %"
 
 
 def pw_tag(user: User) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+WINDOW_S = 900.0
+"""Wrong passwords count towards a lock for this long (or for the lock time, if longer)."""
 MAX_TRACKED = 10_000
 """Users and addresses remembered at most (the oldest are forgotten first): memory stays bounded under a flood."""
 
@@ -16,8 +18,8 @@ class _Key:
 
 
 class LoginLimiter:
-    """`attempts` wrong passwords for one key ("user:NAME", "addr:IP") within `lock_s` lock that key for `lock_s`
-    from the last of them. Times are seconds on any monotonic clock the caller passes."""
+    """`attempts` wrong passwords for one key ("user:NAME", "addr:IP") within WINDOW_S (or `lock_s`, if longer)
+    lock that key for `lock_s` from the last of them. Times are seconds on any monotonic clock the caller passes."""
 
     def __init__(self, attempts: int, lock_s: float) -> None:
         self.attempts = attempts
@@ -40,7 +42,7 @@ class LoginLimiter:
         for name in keys:
             key = self._keys.pop(name, None) or _Key()
             key.failures.append(now)
-            while key.failures and now - key.failures[0] >= self.lock_s:
+            while key.failures and now - key.failures[0] >= max(WINDOW_S, self.lock_s):
                 key.failures.popleft()
             if len(key.failures) >= self.attempts:
                 key.locked_until = now + self.lock_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,8 @@ from aiohttp import web
 from markupsafe import Markup
 
 from console.board import STATES, Figure, Spark, Status, by_customer, counts
-from console.context import Console, Ctx, duration, pct, when
+from console.context import Console, Ctx, compressed
+from console.formats import iso, when
 from console.scope import may_see
 from reporter.calendars import Calendar, calendars_of
 from reporter.response import evaluate, target_of
@@ -118,9 +120,16 @@ async def show(request: web.Request, ctx: Ctx) -> web.StreamResponse:
                       snapshot=board.snapshot, figures_ms=board.figures_ms)
 
 
-def _status_doc(st: Status) -> dict[str, Any]:
-    return {"name": st.name, "state": st.state, "since_ms": st.since_ms, "since": when(st.since_ms),
-            "reason": st.reason}
+def _status_json(console: Console, st: Status) -> str:
+    """A status as the poll sends it, made once per change of the status."""
+    made = console.extra.setdefault("overview.status_json", {})
+    hit = made.get(st.name)
+    if hit is not None and hit[0] == st:
+        return str(hit[1])
+    text = json.dumps({"name": st.name, "state": st.state, "since_iso": iso(st.since_ms), "since": when(st.since_ms),
+                       "reason": st.reason})
+    made[st.name] = (st, text)
+    return text
 
 
 async def api(request: web.Request, ctx: Ctx) -> web.StreamResponse:
@@ -141,24 +150,14 @@ async def api(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     doc: dict[str, Any] = {
         "seq": snap.seq, "read_ms": snap.read_ms, "error": snap.error, "counts": counts(mine),
         "incidents": {"active": len(active), "near_deadline": len(near)},
-        "changed": [_status_doc(st) for st in changed], "figures_ms": console.board.figures_ms}
+        "figures_ms": console.board.figures_ms}
     try:
         figures_seen = int(request.query.get("figures", "0"))
     except ValueError:
         figures_seen = 0
+    body = json.dumps(doc)[:-1] + ', "changed": [' + ",".join(_status_json(console, st) for st in changed) + "]}"
     if console.board.figures_ms != figures_seen:  # new month-to-date figures and sparklines: once per computation
-        board = console.board
-        doc["figures"] = {st.name: _figure_doc(board.figures.get(st.name), board.sparks.get(st.name))
-                          for st in mine}
-    return web.json_response(doc, headers={"Cache-Control": "no-store"})
-
-
-def _figure_doc(fig: Figure | None, spark: Spark | None) -> dict[str, Any]:
-    doc: dict[str, Any] = {"pct": "—", "target": "", "budget": "—", "missed": False, "over": False}
-    if fig is not None:
-        doc.update(pct=pct(fig.pct), target=f" / {pct(fig.target_pct)}", budget=duration(fig.budget_ms),
-                   missed=fig.met is False, over=fig.budget_ms < 0)
-    if spark is not None:
-        doc["spark"] = {"points": spark.points, "top": round(spark.top_ms, 1), "width": spark.width,
-                        "height": spark.height}
-    return doc
+        made = console.board.figures_json
+        members = ",".join(made[st.name] for st in mine if st.name in made)
+        body = body[:-1] + ', "figures": {' + members + "}}"
+    return compressed(web.Response(text=body, content_type="application/json", headers={"Cache-Control": "no-store"}))

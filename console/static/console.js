@@ -55,7 +55,7 @@
       since.textContent = "";
       if (c.since) {
         const t = document.createElement("time");
-        t.setAttribute("datetime", String(c.since_ms));
+        t.setAttribute("datetime", c.since_iso);
         t.textContent = c.since;
         since.appendChild(t);
       }
@@ -97,14 +97,9 @@
     svg.setAttribute("class", "spark");
     svg.setAttribute("width", String(f.spark.width));
     svg.setAttribute("height", String(f.spark.height));
-    svg.setAttribute("viewBox", "0 0 " + f.spark.width + " " + f.spark.height);
     svg.setAttribute("role", "img");
-    svg.setAttribute("aria-label", "latency, max " + f.spark.top + " ms");
+    svg.setAttribute("aria-label", "latency up to " + f.spark.top + " ms");
     const line = document.createElementNS(SVG, "polyline");
-    line.setAttribute("fill", "none");
-    line.setAttribute("stroke", "currentColor");
-    line.setAttribute("stroke-width", "1.2");
-    line.setAttribute("stroke-linecap", "round");
     line.setAttribute("points", f.spark.points);
     svg.appendChild(line);
     cell.appendChild(svg);

@@ -88,6 +88,12 @@ class Source(Protocol):
         charts and last results."""
         ...
 
+    async def latency(self, start_ms: int, end_ms: int, step_ms: int) -> dict[str, list[tuple[int, float]]]:
+        """Per component, the mean measured latency (ms) of its probe runs in each step of [start_ms, end_ms):
+        (step start, mean) for the steps that have one, in time order. Steps are aligned to multiples of
+        `step_ms` since the epoch (pass a `start_ms` on one). The console's sparklines: the store averages."""
+        ...
+
     async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[MaintenanceWindow]:
         """Windows overlapping [start_ms, end_ms) (unbounded where None), removed ones left out."""
         ...

@@ -432,6 +432,21 @@ class InfluxSource:
         rows.sort(key=_PROBE_ORDER)
         return schema.samples(rows)
 
+    async def latency(self, start_ms: int, end_ms: int, step_ms: int) -> dict[str, list[tuple[int, float]]]:
+        if step_ms <= 0:
+            raise ValueError(f"step_ms must be positive, got {step_ms}")
+        # GROUP BY time() buckets start at multiples of the step since the epoch, as SQLite's do.
+        q = (f'SELECT MEAN("latency_ms") AS "mean" FROM {self.client.source(PROBE.name)} '
+             f"WHERE time >= {time_ms(start_ms)} AND time < {time_ms(end_ms)} "
+             f'GROUP BY time({int(step_ms)}ms), "component"')
+        out: dict[str, list[tuple[int, float]]] = {}
+        async for tags, row in self.client.rows(q, missing_ok=True):
+            if row.get("mean") is not None:
+                out.setdefault(tags.get("component", ""), []).append((int(row["time"]), float(row["mean"])))
+        for steps in out.values():
+            steps.sort()
+        return out
+
     async def _window_rows(self, where: str) -> list[tuple[MaintenanceWindow, bool]]:
         """(window, removed) for every stored window matching `where`."""
         q = f"SELECT {_fields(MAINTENANCE.fields)} FROM {self.client.source(MAINTENANCE.name)}{where} GROUP BY \"id\""

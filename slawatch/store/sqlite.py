@@ -229,6 +229,8 @@ FROM a WHERE a.agent IS NOT NULL
 """
 _SQL_SAMPLES = f"SELECT {', '.join(schema.PROBE.names)} FROM {schema.PROBE.name} WHERE ts_ms >= ? AND ts_ms < ?"
 _SQL_SAMPLES_ORDER = f" ORDER BY {', '.join(schema.PROBE.key)}"
+_SQL_LATENCY = (f"SELECT component, ts_ms - ts_ms % ? AS step, AVG(latency_ms) FROM {schema.PROBE.name} "
+                f"WHERE ts_ms >= ? AND ts_ms < ? AND latency_ms IS NOT NULL GROUP BY component, step")
 _SQL_HEARTBEATS = f"SELECT agent, ts_ms, period_s FROM {HEARTBEAT.name} WHERE ts_ms >= ? AND ts_ms < ?"
 _SQL_WINDOWS = f"SELECT {', '.join(schema.WINDOW_COLUMNS)} FROM {MAINTENANCE.name} WHERE removed = 0"
 _SQL_ADD_WINDOW = _insert(MAINTENANCE, "INSERT")
@@ -352,6 +354,14 @@ class SqliteSource:
         rows = await self._read(f"{_SQL_SAMPLES} {_SQL_FILTER if wanted else ''}{_SQL_SAMPLES_ORDER}",
                                 [start_ms, end_ms, *wanted])
         return schema.samples(rows)
+
+    async def latency(self, start_ms: int, end_ms: int, step_ms: int) -> dict[str, list[tuple[int, float]]]:
+        if step_ms <= 0:
+            raise ValueError(f"step_ms must be positive, got {step_ms}")
+        out: dict[str, list[tuple[int, float]]] = {}
+        for component, step, mean in await self._read(_SQL_LATENCY, [step_ms, start_ms, end_ms]):
+            out.setdefault(component, []).append((int(step), float(mean)))
+        return out
 
     async def windows(self, start_ms: int | None = None, end_ms: int | None = None) -> list[MaintenanceWindow]:
         sql = _SQL_WINDOWS

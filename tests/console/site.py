@@ -76,10 +76,10 @@ def ref(loaded: Loaded, name: str) -> ComponentRef:
     return ComponentRef(name, comp.klass, loaded.config.tier_of(comp) or "", comp.customer or "")
 
 
-def incident(id: str, ref: ComponentRef, start_ms: int) -> Incident:
-    """An open P1 incident of `ref`, raised a minute after its fault started."""
-    return Incident(id, ref, "down", start_ms, start_ms + 60_000, "P1", IncidentState.OPEN, "TCP refused", ("a1",),
-                    updated_ms=start_ms + 60_000, version=1)
+def incident(id: str, ref: ComponentRef, start_ms: int, priority: str = "P1") -> Incident:
+    """An open incident of `ref`, raised a minute after its fault started."""
+    return Incident(id, ref, "down", start_ms, start_ms + 60_000, priority, IncidentState.OPEN, "TCP refused",
+                    ("a1",), updated_ms=start_ms + 60_000, version=1)
 
 
 def change(loaded: Loaded, name: str, ts_ms: int, up: bool, reason: str = "", degraded: bool = False) -> StateChange:

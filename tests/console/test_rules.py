@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from console.board import Status, _state_of, fresh_agents, sparkline
+from console.board import SPARK_POINTS, Status, _state_of, fresh_agents, spark, spark_steps
 from console.limits import LoginLimiter
 from console.pages.overview import matches
 from console.scope import may_see
@@ -65,13 +65,13 @@ def test_old_failures_expire_and_a_success_clears_the_user_only() -> None:
     limiter = LoginLimiter(3, 10.0)
     limiter.failed(["user:a", "addr:x"], 0.0)
     limiter.failed(["user:a", "addr:x"], 1.0)
-    limiter.failed(["user:a", "addr:x"], 20.0)  # the first two are older than the lock time: forgotten
-    assert limiter.locked_for(["user:a"], 20.0) == 0
-    limiter.failed(["user:a", "addr:x"], 21.0)
+    limiter.failed(["user:a", "addr:x"], 1000.0)  # the first two are older than the window (900 s): forgotten
+    assert limiter.locked_for(["user:a"], 1000.0) == 0
+    limiter.failed(["user:a", "addr:x"], 1001.0)
     limiter.succeeded(["user:a"])
-    limiter.failed(["user:b", "addr:x"], 22.0)
-    assert limiter.locked_for(["user:a"], 22.0) == 0
-    assert limiter.locked_for(["addr:x"], 22.0) == 10.0
+    limiter.failed(["user:b", "addr:x"], 1002.0)
+    assert limiter.locked_for(["user:a"], 1002.0) == 0
+    assert limiter.locked_for(["addr:x"], 1002.0) == 10.0
 
 
 def test_the_limiter_remembers_a_bounded_number_of_keys() -> None:
@@ -119,22 +119,30 @@ def test_the_overview_filter(query: str, state: str, shown: bool) -> None:
     assert matches(st_, query, state) is shown
 
 
-def test_sparkline_is_numbers_only_and_empty_without_latency() -> None:
-    assert sparkline([], 0, 1000) == ""
-    assert sparkline([(10, None)], 0, 1000) == ""
-    svg = sparkline([(0, 1.0), (500, 3.0), (999, 2.0), (1000, 99.0), (-1, 99.0)], 0, 1000)
-    assert svg.startswith('<svg class="spark"') and "max 3.0 ms" in svg
-    # Three buckets with data; the points outside the span are left out.
-    assert len(svg.split('points="')[1].split('"')[0].split()) == 3
+def test_sparkline_averages_steps_and_is_none_without_latency() -> None:
+    assert spark([], 0, 1000) is None
+    assert spark([(10, None)], 0, 1000) is None
+    line = spark([(0, 1.0), (10, 3.0), (500, 3.0), (999, 2.0), (1000, 99.0), (-1, 99.0)], 0, 1000)
+    assert line is not None and line.top_ms == 3.0
+    # Three buckets with data (the first averages 1 and 3); the points outside the span are left out.
+    assert [p.split(",")[1] for p in line.points.split()] == ["8", "1", "8"]
+    dot = spark([(5, 4.0)], 0, 1000)
+    assert dot is not None and len(dot.points.split()) == 2  # one point: drawn as a dot
 
 
 @given(st.lists(st.tuples(st.integers(0, 9999), st.one_of(st.none(), st.floats(0, 1e6))), max_size=50))
 def test_sparkline_stays_in_its_box(points: list[tuple[int, float | None]]) -> None:
-    svg = sparkline(points, 0, 10_000, width=120, height=24)
-    if not svg:
+    line = spark(points, 0, 10_000, width=120, height=24)
+    if line is None:
         assert all(ms is None for _, ms in points)
         return
-    coords = svg.split('points="')[1].split('"')[0].split()
-    for pair in coords:
+    for pair in line.points.split():
         x, y = map(float, pair.split(","))
         assert 0 <= x <= 120 and 0 <= y <= 24
+
+
+@given(st.integers(0, 2**42), st.integers(60_000, 7 * 86_400_000))
+def test_spark_steps_end_after_now_on_multiples_of_the_step(now: int, span: int) -> None:
+    start, end, step = spark_steps(now, span)
+    assert start % step == 0 and end % step == 0 and end - start == SPARK_POINTS * step
+    assert start <= now < end and end - now <= step

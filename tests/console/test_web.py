@@ -3,14 +3,20 @@ POST; the login rate limit; customer scoping (404); escaping; no secret on any p
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
+import ssl
 import time
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from aiohttp_session import Session
+from cryptography.fernet import Fernet
 
-from console.app import NO_USER
+from console.app import COOKIE, NO_USER, _CookieStorage
 from console.context import NAV
 from console.passwords import hash_password
 from slawatch.model import Outcome
@@ -290,3 +296,36 @@ async def test_navigation_leaves_room_for_the_other_pages(tmp_path: Path) -> Non
             assert f'href="{href}"' in page and label.replace("&", "&amp;") in page
         static = await s.client.get("/static/console.js")
         assert static.status == 200 and "fetch(" in await static.text()
+
+
+async def test_incidents_near_their_response_deadline(tmp_path: Path) -> None:
+    """The bundled contract: urgent incidents on gold components must be acknowledged within 2 h."""
+    async with site(tmp_path, NOW) as s:
+        await s.add_user("ops")
+        await stored(s)
+        pbx = ref(s.loaded, "pbx-1")
+        minute = 60_000
+        for n, raised_ago in ((1, 100), (2, 10), (3, 180)):  # 20 min left, 110 min left, 1 h late
+            opened = incident(f"INC-2026-00000{n}", dataclasses.replace(pbx, component=f"pbx-{n}"),
+                              NOW - raised_ago * minute - minute, priority="urgent")
+            assert await s.desk_store.open(opened, [], [])
+        assert (await s.login("ops")).status == 303
+        page = await (await s.client.get("/")).text()
+        assert '<b data-count="incidents">3</b>' in page and '<b data-count="near">2</b>' in page
+        assert "INC-2026-000001</a> pbx-1 (urgent):\n20m left" in page
+        assert "INC-2026-000003</a> pbx-3 (urgent):\nlate by 1h" in page
+        assert "INC-2026-000002</a>" not in page
+        doc = await (await s.client.get("/api/overview")).json()
+        assert doc["incidents"] == {"active": 3, "near_deadline": 2}
+
+
+def test_secure_cookies_auto_follows_the_request_scheme() -> None:
+    storage = _CookieStorage(Fernet(Fernet.generate_key()), secure="auto", max_age_s=600)
+    for sslcontext, secure in ((None, False), (ssl.create_default_context(), True)):
+        request = make_mocked_request("GET", "/", sslcontext=sslcontext)
+        response = web.Response()
+        session = Session("id", data=None, new=True, max_age=600)
+        session["csrf"] = "x"
+        asyncio.run(storage.save_session(request, response, session))
+        assert response.cookies[COOKIE]["secure"] == (True if secure else ""), sslcontext
+        assert response.cookies[COOKIE]["httponly"] is True and response.cookies[COOKIE]["samesite"] == "Lax"

@@ -184,9 +184,26 @@ async def test_samples_filtered_by_hostile_component_names(store: Store, name: s
     assert await store.source.samples(START, END, components=[]) == []
 
 
+async def test_mean_latency_per_component_and_step(store: Store) -> None:
+    step = 60_000
+    t0 = START  # on a whole minute: steps line up with the epoch's
+    await store.write([probe_run("sip-1", t0 + 1000, 2.0), probe_run("sip-1", t0 + 59_999, 4.0, probe="b"),
+                       probe_run("sip-1", t0 + 60_000, 10.0), probe_run("sip-1", t0 + 61_000, None,
+                                                                        outcome=Outcome.TIMEOUT),
+                       probe_run("sip-1", t0 + 5 * step, 1.5, agent="mon-b"),
+                       probe_run("sip-2", t0 + 2 * step + 5, 7.0), probe_run("sip-2", t0 - 1, 99.0),
+                       probe_run("sip-3", t0 + step, None, outcome=Outcome.REFUSED),
+                       probe_run(HOSTILE[0], t0 + 3 * step, 0.25)])
+    got = await store.source.latency(t0, t0 + 10 * step, step)
+    assert got == {"sip-1": [(t0, 3.0), (t0 + step, 10.0), (t0 + 5 * step, 1.5)], "sip-2": [(t0 + 2 * step, 7.0)],
+                   HOSTILE[0]: [(t0 + 3 * step, 0.25)]}
+    assert await store.source.latency(t0 + 20 * step, t0 + 30 * step, step) == {}
+
+
 async def test_no_samples(store: Store) -> None:
     await store.write([change("sip-1", "mon-a", START, True)])
     assert await store.source.samples(START, END) == []
+    assert await store.source.latency(START, END, 60_000) == {}
 
 
 # ---------------------------------------------------------------- heartbeats
