@@ -31,6 +31,9 @@ from slawatch.store import SourceError
 log = logging.getLogger(__name__)
 
 MAX_ID_CHARS = 40
+RESOLVED_SHOWN = 100
+"""The month's resolved incidents listed unless all are asked for (`?resolved=all`): the latest are what is looked
+for, and a busy month's thousands would make the page slow to render and to load."""
 ACTIONS = ("ack", "pause", "resume", "priority", "resolve")
 CUSTOMERS_LOOK = ("Customer accounts see their incidents but do not act on them: ask your provider to acknowledge, "
                   "pause or resolve.")
@@ -72,10 +75,11 @@ def _calendars(console: Console) -> Mapping[str, Calendar]:
 
 
 def rows(console: Console, incidents: Sequence[Incident], now_ms: int) -> list[Row]:
+    """The incidents, in the order given, with their response clocks read at `now_ms`."""
     calendars = _calendars(console)
     configured = {c.name for c in console.loaded.config.components}
     out = []
-    for inc in sorted(incidents, key=order):
+    for inc in incidents:
         verdict = verdict_of(calendars, console.loaded, inc, now_ms)
         waiting = inc.active and inc.acknowledged_ms is None and verdict.deadline_ms is not None
         due = countdown(verdict.deadline_ms, now_ms) if waiting and verdict.deadline_ms is not None else ""
@@ -85,7 +89,8 @@ def rows(console: Console, incidents: Sequence[Incident], now_ms: int) -> list[R
 
 
 def _no_desk(ctx: Ctx) -> web.Response:
-    return ctx.render("incidents.html", http_status=503, title="Incidents", open=[], resolved=[], now=0, month="",
+    return ctx.render("incidents.html", http_status=503, title="Incidents", open=[], resolved=[], resolved_count=0,
+                      now=0, month="",
                       error="the incident desk's records are not open in this console", note=None)
 
 
@@ -112,9 +117,10 @@ async def index(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     except SourceError as exc:
         error = str(exc)
     resolved.sort(key=lambda i: i.resolved_ms or 0, reverse=True)
-    return ctx.render("incidents.html", title="Incidents", open=rows(console, active, now),
-                      resolved=rows(console, resolved, now), now=now, month=f"{year}-{month:02d}",
-                      error=error, note=flash.take(ctx.session))
+    shown = resolved if request.query.get("resolved") == "all" else resolved[:RESOLVED_SHOWN]
+    return ctx.render("incidents.html", title="Incidents", open=rows(console, sorted(active, key=order), now),
+                      resolved=rows(console, shown, now), resolved_count=len(resolved), now=now,
+                      month=f"{year}-{month:02d}", error=error, note=flash.take(ctx.session))
 
 
 def _previous(year: int, month: int) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from console.pages import incidents
 from console.pages.incidents import countdown
 from console.pages.maintenance import notice_for, verdict_words
 from reporter.maintenance import Notice, notice_of
@@ -96,6 +97,23 @@ async def test_the_list_shows_open_incidents_first_with_a_countdown_and_the_mont
         assert '<script src="/static/operations.js" defer>' in text
         script = await s.client.get("/static/operations.js")
         assert script.status == 200 and "due in " in await script.text()
+
+
+async def test_the_list_shows_the_latest_resolved_unless_all_are_asked_for(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(incidents, "RESOLVED_SHOWN", 2)
+    async with site(tmp_path, NOW, cfg=write_config(tmp_path)) as s:
+        await s.add_user("ann")
+        for n in range(1, 4):
+            await s.desk_store.open(raised(f"INC-2026-00001{n}", ref(s.loaded, "san-1"), NOW - 9 * H + n * H,
+                                           state=IncidentState.RESOLVED, resolved_ms=NOW - 8 * H + n * H), [], [])
+        assert (await s.login("ann")).status == 303
+        latest = await (await s.client.get("/incidents")).text()
+        assert re.findall(r'data-id="(INC-[0-9-]+)"', latest) == ["INC-2026-000013", "INC-2026-000012"]
+        assert "Resolved in" in latest and "(3)" in latest and 'href="/incidents?resolved=all"' in latest
+        every = await (await s.client.get("/incidents?resolved=all")).text()
+        assert re.findall(r'data-id="(INC-[0-9-]+)"', every) == [
+            "INC-2026-000013", "INC-2026-000012", "INC-2026-000011"]
 
 
 async def test_the_incident_page_shows_its_clock_log_and_notifications_with_recipients_redacted(
