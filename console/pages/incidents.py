@@ -35,6 +35,9 @@ RESOLVED_SHOWN = 100
 """The month's resolved incidents listed unless all are asked for (`?resolved=all`): the latest are what is looked
 for, and a busy month's thousands would make the page slow to render and to load."""
 ACTIONS = ("ack", "pause", "resume", "priority", "resolve")
+SENDER_WAKE = "incidents.wake_sender"
+"""The key in Console.extra of what wakes the notification sender, where the console runs beside the desk (in
+`slawatch agent`): notifications an action queues then go at once."""
 CUSTOMERS_LOOK = ("Customer accounts see their incidents but do not act on them: ask your provider to acknowledge, "
                   "pause or resolve.")
 
@@ -240,7 +243,8 @@ async def act(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     action = request.match_info["action"]
     form = await request.post()
     back = web.HTTPSeeOther(f"/incidents/{quote(incident.id)}")
-    desk = Desk(console.loaded, store, None, clock_ms=console.board.clock)
+    wake = console.extra.get(SENDER_WAKE)
+    desk = Desk(console.loaded, store, None, clock_ms=console.board.clock, on_queued=wake if callable(wake) else None)
     try:
         make = _step(action, form, ctx)
         step = await desk.act(incident.id, lambda i: make(i, desk.clock_ms()))

@@ -150,6 +150,8 @@ async def test_every_action_is_recorded_with_the_users_name_and_queues_its_notif
         await with_incidents(s)
         assert (await s.login("ann")).status == 303
         everyone = {"noc@provider.example", "ops@acme.example", ACME_HOOK}
+        woken: list[int] = []
+        s.console.extra[incidents.SENDER_WAKE] = lambda: woken.append(1)
         steps = [("ack", {"comment": "engineer on the way"}, "acknowledged", "ack",
                   "acknowledged by ann: response 10m, met"),
                  ("pause", {"comment": "waiting for remote access"}, "paused", "pause", "paused by ann"),
@@ -169,6 +171,7 @@ async def test_every_action_is_recorded_with_the_users_name_and_queues_its_notif
             assert f"{len(notes)} notifications queued" in page
         incident = await s.desk_store.get(ACME)
         assert incident is not None
+        assert woken == [1] * len(steps)  # the sender beside the console is woken once per action
         assert (incident.state, incident.priority, incident.acknowledged_by, incident.ack_comment,
                 incident.resolved_by) == (IncidentState.RESOLVED, "P2", "ann", "engineer on the way", "ann")
         assert incident.pauses[0].reason == "waiting for remote access" and incident.pauses[0].end_ms is not None
