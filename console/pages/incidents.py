@@ -63,8 +63,8 @@ class Row:
 
 
 def countdown(deadline_ms: int, now_ms: int) -> str:
-    """The wall time to a response deadline as the page shows it before its script ticks it on (console.js does
-    the same sums): 'due in 1h 12m', 'overdue by 5m'."""
+    """The wall time to a response deadline as the page shows it before its script ticks it on (operations.js
+    does the same sums): 'due in 1h 12m', 'overdue by 5m'."""
     left_s = (deadline_ms - now_ms) / 1000
     return f"due in {format_duration(left_s)}" if left_s >= 0 else f"overdue by {format_duration(-left_s)}"
 
@@ -93,8 +93,7 @@ def rows(console: Console, incidents: Sequence[Incident], now_ms: int) -> list[R
 
 def _no_desk(ctx: Ctx) -> web.Response:
     return ctx.render("incidents.html", http_status=503, title="Incidents", open=[], resolved=[], resolved_count=0,
-                      now=0, month="",
-                      error="the incident desk's records are not open in this console", note=None)
+                      now=0, month="", error="the incident desk's records are not open in this console", note=None)
 
 
 async def index(request: web.Request, ctx: Ctx) -> web.StreamResponse:
