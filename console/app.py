@@ -3,11 +3,13 @@ scoping), and `mount`, which adds it to an aiohttp application (the agent's list
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -52,10 +54,20 @@ PAGES: tuple[Page, ...] = (
     Page("POST", "/logout", login.logout, "logout"),
 )
 
+# Work a page keeps going in the background while the console runs (started and cancelled with the application).
+BACKGROUND: tuple[Callable[[Console], Coroutine[Any, Any, None]], ...] = (overview.keep_warm,)
+
+
+class SecretError(ValueError):
+    """The session key file cannot be used; the message says what to do."""
+
+
 def load_secret(path: Path) -> Fernet:
     """The session key in `path`, created (0600, a fresh Fernet key) when there is none yet."""
     try:
         key = path.read_bytes().strip()
+        if path.stat().st_mode & 0o077:
+            log.warning("console: the session key %s can be read by others: chmod 600 it", path)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = Fernet.generate_key()
@@ -67,7 +79,13 @@ def load_secret(path: Path) -> Fernet:
             with os.fdopen(fd, "wb") as f:
                 f.write(key + b"\n")
             log.info("console: created the session key %s", path)
-    return Fernet(key)
+    except OSError as exc:
+        raise SecretError(f"cannot read the console's session key {path} (console.secret_file): {exc}") from None
+    try:
+        return Fernet(key)
+    except ValueError:
+        raise SecretError(f"{path} (console.secret_file) holds no session key: remove it and a new one is made at "
+                          f"the next start (signing everyone out)") from None
 
 
 class _CookieStorage(EncryptedCookieStorage):
@@ -170,10 +188,17 @@ def mount(app: web.Application, console: Console, *, secret: Fernet) -> None:
         app.router.add_route(page.method, page.path, _wrap(page), name=f"console-{page.name}")
     app.router.add_static("/static/", STATIC, name="console-static")
 
+    tasks: list[asyncio.Task[None]] = []
+
     async def start(_app: web.Application) -> None:
         console.board.start()
+        tasks.extend(asyncio.create_task(work(console), name=f"console-{work.__name__}") for work in BACKGROUND)
 
     async def stop(_app: web.Application) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks.clear()
         await console.board.stop()
 
     app.on_startup.append(start)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -150,10 +151,14 @@ def sign_in(session: Session, user: User) -> None:
 
 
 def may_redirect_to(target: str) -> str:
-    """A `next` target that stays on this console (a path), else "/"."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """A `next` target that stays on this console (a path of printable characters, not `//host` nor `/\\host`,
+    which a browser would take for another site), else "/"."""
+    if target == "/" or (_LOCAL_PATH.fullmatch(target) is not None and target.isprintable()):
         return target
     return "/"
+
+
+_LOCAL_PATH = re.compile(r"/[^/\\\s][^\\\s]*")
 
 
 def form_value(form: Mapping[str, Any], name: str, limit: int = 4096) -> str:

@@ -77,7 +77,12 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
         # The console's libraries (Jinja2, Argon2, sessions) load only when it is enabled: lazy, for start-up.
         from slawatch.cli.console import OperatorConsole
 
-        console = OperatorConsole(agent.loaded, desk.store if desk is not None else None)
+        try:
+            console = OperatorConsole(agent.loaded, desk.store if desk is not None else None)
+        except BaseException:
+            if desk is not None:
+                await desk.close()
+            raise
     if console is not None:
         agent.on_reload.append(console.apply)
     if console is not None and desk is not None:
