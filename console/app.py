@@ -21,7 +21,7 @@ from console import board as board_mod
 from console.board import Board
 from console.context import CONSOLE_KEY, Console, Ctx, Page, pw_tag, templates, token_matches
 from console.limits import LoginLimiter
-from console.pages import component, login, overview
+from console.pages import component, incidents, login, maintenance, overview
 from slawatch import __version__
 from slawatch.config.loader import Loaded
 from slawatch.model import User
@@ -40,6 +40,15 @@ PAGES: tuple[Page, ...] = (
     Page("GET", "/", overview.show, "overview"),
     Page("GET", "/api/overview", overview.api, "overview-api"),
     Page("GET", "/components/{name}", component.show, "component"),
+    Page("GET", "/incidents", incidents.index, "incidents"),
+    Page("GET", "/incidents/{id}", incidents.show, "incident"),
+    Page("POST", "/incidents/{id}/{action:" + "|".join(incidents.ACTIONS) + "}", incidents.act, "incident-act"),
+    Page("GET", "/maintenance", maintenance.index, "maintenance"),
+    Page("GET", "/maintenance/new", maintenance.form, "maintenance-form"),
+    Page("POST", "/maintenance/new", maintenance.submit, "maintenance-add"),
+    Page("GET", "/api/maintenance/notice", maintenance.notice, "maintenance-notice-api"),
+    Page("GET", "/maintenance/{id}/remove", maintenance.confirm, "maintenance-confirm"),
+    Page("POST", "/maintenance/{id}/remove", maintenance.remove, "maintenance-remove"),
     Page("GET", "/login", login.form, "login", public=True),
     Page("POST", "/login", login.submit, "login-submit", public=True),
     Page("POST", "/logout", login.logout, "logout"),

@@ -180,12 +180,25 @@ def redact(recipient: str) -> str:
     tokens, header and parameter values and key-like parts hidden."""
     if _SCHEME.match(recipient) is None:
         return recipient
+    return _shown(recipient, _secrets_of(recipient))
+
+
+def redact_in(text: str, recipient: str) -> str:
+    """`text` (a delivery error kept with a notification) with the recipient shown as `redact` shows it and its
+    secrets hidden wherever else they appear."""
+    if _SCHEME.match(recipient) is None or not text:
+        return text
+    secrets = _secrets_of(recipient)
+    return mask(text.replace(recipient, _shown(recipient, secrets)), _ordered(secrets))
+
+
+def _secrets_of(recipient: str) -> set[str]:
     secrets = _url_secrets(recipient)
     fields = _apprise_fields(recipient, recipient.split("://", 1)[0].lower())
     if fields is not None:
         with contextlib.suppress(Exception):  # a URL its plugin refuses is shown with the generic rules alone
             secrets |= _plugin_secrets(_plugin(fields, _asset(30.0)))
-    return _shown(recipient, secrets)
+    return secrets
 
 
 def _asset(timeout_s: float) -> apprise.AppriseAsset:

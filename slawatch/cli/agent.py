@@ -85,6 +85,11 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
             raise
     if console is not None:
         agent.on_reload.append(console.apply)
+    if console is not None and desk is not None:
+        from console.pages.incidents import SENDER_WAKE  # lazy, only when the console is: loaded with it above
+
+        # What operators do in the console is sent at once, not at the sender's next look at the outbox.
+        console.console.extra[SENDER_WAKE] = desk.sender.wake
     try:
         listener = await serve(agent, host, port, console.mount if console is not None else None)
     except BaseException:

@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import getpass
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 from desk import incidents as steps
 from desk.desk import Desk
-from desk.incidents import ActionError, Step, priority_rank
-from reporter.calendars import Calendar, calendars_of
+from desk.incidents import ActionError, Step
+from desk.view import did, note_order, order, priorities, priority_named, response_words, span, verdict_of
+from reporter.calendars import calendars_of
 from reporter.maintenance import format_duration, format_time
 from reporter.periods import iso_ms, parse_iso
 from reporter.response import Pause, ResponseTarget, Verdict, evaluate, target_of
@@ -81,12 +81,6 @@ def _tier(loaded: Loaded, customer: str, component: str | None) -> str:
     return comp.tier or cust.tier
 
 
-def _priorities(loaded: Loaded) -> list[str]:
-    terms = loaded.contract.response_terms()
-    names = [r.priority for r in terms.priorities] + [t.priority for t in terms.targets if t.priority is not None]
-    return list(dict.fromkeys([terms.default_priority, *names]))
-
-
 def _document(target: ResponseTarget | None, priority: str, tier: str, verdict: Verdict) -> dict[str, object]:
     return {
         "response_s": verdict.response_s,
@@ -131,7 +125,7 @@ def _clock(args: argparse.Namespace) -> int:
     pauses = [_pause(text) for text in args.paused or ()]
     loaded = _load(args.config)
     tier = _tier(loaded, args.customer, args.component)
-    known = _priorities(loaded)
+    known = priorities(loaded)
     if args.priority not in known:
         raise UsageError(f"--priority: unknown priority {args.priority!r} (the contract has {', '.join(known)})")
     terms = loaded.contract.response_terms()
@@ -179,9 +173,6 @@ def _add_clock(actions: Subparsers) -> None:
 MAX_NAME_CHARS = 100
 T = TypeVar("T")
 
-_ORDER = {IncidentState.OPEN: 0, IncidentState.ACKNOWLEDGED: 1, IncidentState.PAUSED: 1, IncidentState.RESOLVED: 2}
-"""Open incidents first (they are waiting for someone), then those being worked on, then the resolved."""
-
 HOST_SCHEMES = frozenset({"http", "https", "json", "jsons", "xml", "xmls", "form", "forms", "mailto", "mailtos"})
 """Apprise schemes whose host part names a server; the others may carry a token there (tgram://BOTTOKEN/...)."""
 
@@ -197,10 +188,6 @@ def _iso(ts_ms: int | None) -> str | None:
 def _when(ts_ms: int) -> str:
     """'2026-06-01 10:00:05' (UTC), as the tables show instants."""
     return iso_ms(ts_ms)[:19].replace("T", " ")
-
-
-def _span(seconds: float | None) -> str:
-    return "-" if seconds is None else format_duration(seconds)
 
 
 def _cell(text: str) -> str:
@@ -313,19 +300,6 @@ def _unknown(id: str, loaded: Loaded) -> UsageError:
     return UsageError(f"no incident {id} in {loaded.config.storage.records_path} (see `slawatch incident list --all`)")
 
 
-def _verdict(calendars: Mapping[str, Calendar], loaded: Loaded, incident: Incident, now_ms: int) -> Verdict:
-    """The incident's response clock at `now_ms`. One resolved unacknowledged stopped counting when resolved."""
-    target = target_of(loaded.contract, incident.priority, incident.ref.tier)
-    if not incident.active and incident.resolved_ms is not None:
-        now_ms = min(now_ms, max(incident.resolved_ms, incident.raised_ms))
-    verdict = evaluate(calendars, target, incident.raised_ms, incident.acknowledged_ms, incident.pause_spans, now_ms)
-    if incident.acknowledged_ms is None and incident.pauses and incident.pauses[-1].end_ms is None:
-        # Waiting on the customer: the engine's deadline is where it would be if resumed now, and moves on with
-        # the clock; there is none to respond by until the pause ends.
-        verdict = dataclasses.replace(verdict, deadline_ms=None)
-    return verdict
-
-
 def _row(incident: Incident, verdict: Verdict) -> dict[str, object]:
     """An incident in `list --format json` (and the head of `show`'s)."""
     r = incident.ref
@@ -341,27 +315,10 @@ def _row(incident: Incident, verdict: Verdict) -> dict[str, object]:
     }
 
 
-def _response(incident: Incident, verdict: Verdict) -> str:
-    """The response clock in a few words: '12m left', 'LATE by 5m', '14m 30s, met', 'not acknowledged'."""
-    if incident.acknowledged_ms is None and not incident.active:
-        return "not acknowledged"
-    if verdict.target_s is None:
-        return f"{_span(verdict.response_s)} (no target)"
-    if incident.acknowledged_ms is not None:
-        return f"{_span(verdict.response_s)}, {'met' if verdict.met else 'MISSED'}"
-    left = verdict.remaining_s or 0.0
-    text = f"{_span(left)} left" if left >= 0 else f"LATE by {_span(-left)}"
-    return text + (" (paused)" if incident.state is IncidentState.PAUSED else "")
-
-
 def _deadline(incident: Incident, verdict: Verdict) -> str:
     if verdict.deadline_ms is not None:
         return format_time(verdict.deadline_ms)
     return "paused" if verdict.target_s is not None and incident.state is IncidentState.PAUSED else "-"
-
-
-def _order(incident: Incident) -> tuple[int, tuple[int, str], int, str]:
-    return _ORDER[incident.state], priority_rank(incident.priority), incident.raised_ms, incident.id
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -379,7 +336,7 @@ def _list(args: argparse.Namespace) -> int:
         found = _with_store(loaded, lambda store: store.incidents(
             since_ms, None, customer=args.customer, component=args.component, active_only=not args.all))
     calendars = calendars_of(loaded.contract.response_terms())
-    rows = [(i, _verdict(calendars, loaded, i, now_ms)) for i in sorted(found, key=_order)]
+    rows = [(i, verdict_of(calendars, loaded, i, now_ms)) for i in sorted(found, key=order)]
     if args.format == "json":
         print(json.dumps([_row(i, v) for i, v in rows], ensure_ascii=False, indent=2))
         return EXIT_OK
@@ -390,7 +347,7 @@ def _list(args: argparse.Namespace) -> int:
               "RESPOND BY (UTC)", "RESPONSE", "REASON")
     for line in _table(header, [
             (i.id, i.priority, str(i.state), i.ref.component, i.ref.customer or "-", i.fault, format_time(i.start_ms),
-             format_time(i.raised_ms), _deadline(i, v), _response(i, v), i.reason or "-") for i, v in rows]):
+             format_time(i.raised_ms), _deadline(i, v), response_words(i, v), i.reason or "-") for i, v in rows]):
         print(line)
     return EXIT_OK
 
@@ -411,12 +368,6 @@ def _note_doc(n: Notification) -> dict[str, object]:
             "subject": n.subject}
 
 
-def _note_order(n: Notification) -> tuple[int, int, int, str]:
-    parts = n.id.rsplit(".", 2)  # <incident>.<event seq>.<n>: in number order, not text order
-    seq, index = parts[1:] if len(parts) == 3 else ("", "")
-    return n.created_ms, int(seq) if seq.isdigit() else 0, int(index) if index.isdigit() else 0, n.id
-
-
 def _show(args: argparse.Namespace) -> int:
     id = _incident_id(args.id)
     now_ms = _now_ms() if args.now is None else _instant(args.now, "--now")
@@ -433,8 +384,8 @@ def _show(args: argparse.Namespace) -> int:
     incident, events, notes = _with_store(loaded, read)
     if incident is None:
         raise _unknown(id, loaded)
-    notes.sort(key=_note_order)
-    verdict = _verdict(calendars_of(loaded.contract.response_terms()), loaded, incident, now_ms)
+    notes.sort(key=note_order)
+    verdict = verdict_of(calendars_of(loaded.contract.response_terms()), loaded, incident, now_ms)
     doc = _row(incident, verdict)
     doc.update(
         ack_comment=incident.ack_comment or None, resolved_by=incident.resolved_by or None,
@@ -457,15 +408,15 @@ def _show_text(incident: Incident, verdict: Verdict, events: Sequence[IncidentEv
              ("fault", f"{incident.fault} since {_when(incident.start_ms)} UTC"),
              ("raised", f"{_when(incident.raised_ms)} UTC"), ("reason", incident.reason or "-"),
              ("seen by", ", ".join(incident.agents) or "-")]
-    target = f"of a {_span(verdict.target_s)} target"
+    target = f"of a {span(verdict.target_s)} target"
     if verdict.target_s is None:
-        clock = f"{_span(verdict.response_s)}, no target for {incident.priority} on tier {r.tier}"
+        clock = f"{span(verdict.response_s)}, no target for {incident.priority} on tier {r.tier}"
     elif incident.acknowledged_ms is not None:
-        clock = f"{_span(verdict.response_s)} {target}: {'met' if verdict.met else 'MISSED'}"
+        clock = f"{span(verdict.response_s)} {target}: {'met' if verdict.met else 'MISSED'}"
     elif not incident.active:
-        clock = f"not acknowledged before it was resolved, {_span(verdict.response_s)} {target} had passed"
+        clock = f"not acknowledged before it was resolved, {span(verdict.response_s)} {target} had passed"
     else:
-        clock = f"{_span(verdict.response_s)} so far {target}: {_response(incident, verdict)}"
+        clock = f"{span(verdict.response_s)} so far {target}: {response_words(incident, verdict)}"
         clock += (f", respond by {_when(verdict.deadline_ms)} UTC" if verdict.deadline_ms is not None
                   else ", no deadline while paused")
     when = "" if verdict.in_hours is None else (", raised in hours" if verdict.in_hours else ", raised out of hours")
@@ -477,11 +428,11 @@ def _show_text(incident: Incident, verdict: Verdict, events: Sequence[IncidentEv
         end = "now" if p.end_ms is None else f"{_when(p.end_ms)} UTC"
         facts.append(("paused", f"{_when(p.start_ms)} UTC to {end}: {p.reason}"))
     if verdict.paused_s:
-        facts.append(("not counted", f"{_span(verdict.paused_s)} paused"))
+        facts.append(("not counted", f"{span(verdict.paused_s)} paused"))
     if incident.resolved_ms is not None:
         by = f"by {incident.resolved_by}" if incident.resolved_by else "(the component recovered)"
         facts.append(("resolved", f"{_when(incident.resolved_ms)} UTC {by}, "
-                                  f"{_span((incident.resolved_ms - incident.start_ms) / 1000)} after the fault began"))
+                                  f"{span((incident.resolved_ms - incident.start_ms) / 1000)} after the fault began"))
     if incident.escalations:
         facts.append(("escalations", str(incident.escalations)))
     width = max(len(k) for k, _ in facts)
@@ -522,35 +473,15 @@ def _act(args: argparse.Namespace, loaded: Loaded, action: Callable[[Incident, i
     if queued and not loaded.config.desk.enabled:
         print(f"slawatch incident: note: desk.enabled is false in {loaded.path}: no agent sends the notifications "
               "queued", file=sys.stderr)
-    verdict = _verdict(calendars_of(loaded.contract.response_terms()), loaded, incident, event.ts_ms)
+    verdict = verdict_of(calendars_of(loaded.contract.response_terms()), loaded, incident, event.ts_ms)
     if args.format == "json":
         print(json.dumps({"id": incident.id, "action": event.action, "actor": event.actor, "comment": event.comment,
                           "at": _iso(event.ts_ms), "notifications_queued": queued,
                           "incident": _row(incident, verdict)}, ensure_ascii=False, indent=2))
         return EXIT_OK
-    print(f"{_did(incident, event, verdict)}; " + (f"{queued} notification{'' if queued == 1 else 's'} queued"
-                                                   if queued else "no one to notify"))
+    done = did(incident, event, verdict, resume=f"`slawatch incident resume {incident.id}`")
+    print(f"{done}; " + (f"{queued} notification{'' if queued == 1 else 's'} queued" if queued else "no one to notify"))
     return EXIT_OK
-
-
-def _did(incident: Incident, event: IncidentEvent, verdict: Verdict) -> str:
-    head = f"{incident.id} ({incident.ref.component}) {event.action} by {event.actor}"
-    if event.action == "acknowledged":
-        return f"{head}: response {_response(incident, verdict)}"
-    if event.action == "paused":
-        return f"{head}: the response clock stops until `slawatch incident resume {incident.id}`"
-    if event.action == "resumed":
-        return f"{head}: {incident.state}, response {_response(incident, verdict)}"
-    if event.action == "priority":
-        try:
-            old = json.loads(event.detail).get("old", "?")
-        except (ValueError, AttributeError):
-            old = "?"
-        return (f"{incident.id} ({incident.ref.component}) priority {old} -> {incident.priority} by {event.actor}: "
-                f"response {_response(incident, verdict)}")
-    if event.action == "resolved" and incident.resolved_ms is not None:
-        return f"{head}, {_span((incident.resolved_ms - incident.start_ms) / 1000)} after the fault began"
-    return head
 
 
 def _ack(args: argparse.Namespace) -> int:
@@ -581,12 +512,10 @@ def _priority(args: argparse.Namespace) -> int:
     why = _said(args.comment, "--comment", "why the priority changes")
     by = _operator(args.by)
     loaded = _load(args.config)
-    known = _priorities(loaded)
-    # `p2` is taken for `P2`; a name the contract does not know is refused: it would have no response target.
-    priority = next((p for p in known if p == args.priority), None) or next(
-        (p for p in known if p.lower() == args.priority.strip().lower()), None)
+    # A name the contract does not know is refused: it would have no response target.
+    priority = priority_named(loaded, args.priority)
     if priority is None:
-        raise UsageError(f"unknown priority {args.priority!r} (the contract has {', '.join(known)})")
+        raise UsageError(f"unknown priority {args.priority!r} (the contract has {', '.join(priorities(loaded))})")
     return _act(args, loaded, lambda i, now: steps.set_priority(i, priority, by, why, now))
 
 

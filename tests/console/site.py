@@ -146,8 +146,9 @@ class Site:
 
 
 @asynccontextmanager
-async def site(tmp_path: Path, now_ms: int, **config: str) -> AsyncIterator[Site]:
-    loaded = load(write_config(tmp_path, **config))
+async def site(tmp_path: Path, now_ms: int, *, cfg: Path | None = None, **config: str) -> AsyncIterator[Site]:
+    """The console on `cfg`, or on write_config's (with `config`)."""
+    loaded = load(cfg or write_config(tmp_path, **config))
     storage = loaded.config.storage
     source = SqliteSource(storage.sqlite)  # type: ignore[arg-type]
     desk_store = SqliteDeskStore(storage.records_path)

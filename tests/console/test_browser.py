@@ -15,14 +15,12 @@ import pytest
 from aiohttp import web
 
 from slawatch.cli import main
-from slawatch.testing import free_port, need_binary
+from slawatch.testing import free_port
 from slawatch.testing.agentproc import AgentProcess, TcpTarget, write_config
+from tests.console import browser
 from tests.console.site import PASSWORD
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.peer("chromium")]
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def get(url: str) -> tuple[int, str]:
@@ -66,15 +64,8 @@ console: {{refresh_s: 0.5, figures_s: 5, latency_span_s: 60}}
 
 @pytest.fixture
 async def chromium() -> AsyncIterator[object]:
-    binary = need_binary("chromium", "chromium")
-    from playwright.async_api import async_playwright  # only when chromium is there: the test skips before
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with browser.chromium() as b:
+        yield b
 
 
 async def evil_site(console: str) -> web.AppRunner:
