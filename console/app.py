@@ -3,11 +3,13 @@ scoping), and `mount`, which adds it to an aiohttp application (the agent's list
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -20,7 +22,7 @@ from console.board import Board
 from console.context import CONSOLE_KEY, Console, Ctx, Page, pw_tag, templates, token_matches
 from console.health import HealthFn
 from console.limits import LoginLimiter
-from console.pages import agents, component, login, overview, reports, status
+from console.pages import agents, component, incidents, login, maintenance, overview, reports, status
 from slawatch import __version__
 from slawatch.config.loader import Loaded
 from slawatch.model import User
@@ -39,6 +41,15 @@ PAGES: tuple[Page, ...] = (
     Page("GET", "/", overview.show, "overview"),
     Page("GET", "/api/overview", overview.api, "overview-api"),
     Page("GET", "/components/{name}", component.show, "component"),
+    Page("GET", "/incidents", incidents.index, "incidents"),
+    Page("GET", "/incidents/{id}", incidents.show, "incident"),
+    Page("POST", "/incidents/{id}/{action:" + "|".join(incidents.ACTIONS) + "}", incidents.act, "incident-act"),
+    Page("GET", "/maintenance", maintenance.index, "maintenance"),
+    Page("GET", "/maintenance/new", maintenance.form, "maintenance-form"),
+    Page("POST", "/maintenance/new", maintenance.submit, "maintenance-add"),
+    Page("GET", "/api/maintenance/notice", maintenance.notice, "maintenance-notice-api"),
+    Page("GET", "/maintenance/{id}/remove", maintenance.confirm, "maintenance-confirm"),
+    Page("POST", "/maintenance/{id}/remove", maintenance.remove, "maintenance-remove"),
     Page("GET", "/reports", reports.show, "reports"),
     Page("GET", "/reports/to-date/{file}", reports.to_date, "reports-to-date"),
     Page("GET", r"/reports/{month:\d{4}-\d{2}}/{file}", reports.download, "reports-file"),
@@ -49,10 +60,20 @@ PAGES: tuple[Page, ...] = (
     Page("POST", "/logout", login.logout, "logout"),
 )
 
+# Work a page keeps going in the background while the console runs (started and cancelled with the application).
+BACKGROUND: tuple[Callable[[Console], Coroutine[Any, Any, None]], ...] = (overview.keep_warm,)
+
+
+class SecretError(ValueError):
+    """The session key file cannot be used; the message says what to do."""
+
+
 def load_secret(path: Path) -> Fernet:
     """The session key in `path`, created (0600, a fresh Fernet key) when there is none yet."""
     try:
         key = path.read_bytes().strip()
+        if path.stat().st_mode & 0o077:
+            log.warning("console: the session key %s can be read by others: chmod 600 it", path)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = Fernet.generate_key()
@@ -64,7 +85,13 @@ def load_secret(path: Path) -> Fernet:
             with os.fdopen(fd, "wb") as f:
                 f.write(key + b"\n")
             log.info("console: created the session key %s", path)
-    return Fernet(key)
+    except OSError as exc:
+        raise SecretError(f"cannot read the console's session key {path} (console.secret_file): {exc}") from None
+    try:
+        return Fernet(key)
+    except ValueError:
+        raise SecretError(f"{path} (console.secret_file) holds no session key: remove it and a new one is made at "
+                          f"the next start (signing everyone out)") from None
 
 
 class _CookieStorage(EncryptedCookieStorage):
@@ -167,10 +194,17 @@ def mount(app: web.Application, console: Console, *, secret: Fernet) -> None:
         app.router.add_route(page.method, page.path, _wrap(page), name=f"console-{page.name}")
     app.router.add_static("/static/", STATIC, name="console-static")
 
+    tasks: list[asyncio.Task[None]] = []
+
     async def start(_app: web.Application) -> None:
         console.board.start()
+        tasks.extend(asyncio.create_task(work(console), name=f"console-{work.__name__}") for work in BACKGROUND)
 
     async def stop(_app: web.Application) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks.clear()
         await console.board.stop()
 
     app.on_startup.append(start)

@@ -213,6 +213,7 @@ class Board:
         self.snapshot = Snapshot()
         self.figures: dict[str, Figure] = {}
         self.figures_ms = 0
+        self.figures_error = ""
         self.sparks: dict[str, Spark] = {}
         self.figures_json: dict[str, str] = {}
         """Each component's figures as the poll sends them (a JSON member), made with the figures."""
@@ -260,8 +261,11 @@ class Board:
             windows = await self.source.windows(period.start_ms, period.end_ms)
             latency = await self.source.latency(start, end, step)
         except SourceError as exc:
-            log.warning("console: cannot read the month's figures from the store: %s", exc)
+            if self.figures_error != str(exc):  # said once, not every figures_s
+                log.warning("console: cannot read the month's figures from the store: %s", exc)
+            self.figures_error = str(exc)
             return
+        self.figures_error = ""
         loaded = self.loaded
 
         def compute() -> tuple[dict[str, Figure], dict[str, Spark], dict[str, str]]:

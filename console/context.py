@@ -3,8 +3,10 @@ and the helpers every page shares."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ class Console:
     limiter: LoginLimiter
     templates: jinja2.Environment
     extra: dict[str, Any] = field(default_factory=dict)
+    verifying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    """Password checks (Argon2, CPU-heavy by design) run one at a time."""
     # The agent in this process, when the console runs inside `slawatch agent` (the agents page shows it).
     local_health: HealthFn | None = None
 
@@ -150,10 +154,14 @@ def sign_in(session: Session, user: User) -> None:
 
 
 def may_redirect_to(target: str) -> str:
-    """A `next` target that stays on this console (a path), else "/"."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """A `next` target that stays on this console (a path of printable characters, not `//host` nor `/\\host`,
+    which a browser would take for another site), else "/"."""
+    if target == "/" or (_LOCAL_PATH.fullmatch(target) is not None and target.isprintable()):
         return target
     return "/"
+
+
+_LOCAL_PATH = re.compile(r"/[^/\\\s][^\\\s]*")
 
 
 def form_value(form: Mapping[str, Any], name: str, limit: int = 4096) -> str:

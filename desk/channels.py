@@ -180,12 +180,25 @@ def redact(recipient: str) -> str:
     tokens, header and parameter values and key-like parts hidden."""
     if _SCHEME.match(recipient) is None:
         return recipient
+    return _shown(recipient, _secrets_of(recipient))
+
+
+def redact_in(text: str, recipient: str) -> str:
+    """`text` (a delivery error kept with a notification) with the recipient shown as `redact` shows it and its
+    secrets hidden wherever else they appear."""
+    if _SCHEME.match(recipient) is None or not text:
+        return text
+    secrets = _secrets_of(recipient)
+    return mask(text.replace(recipient, _shown(recipient, secrets)), _ordered(secrets))
+
+
+def _secrets_of(recipient: str) -> set[str]:
     secrets = _url_secrets(recipient)
     fields = _apprise_fields(recipient, recipient.split("://", 1)[0].lower())
     if fields is not None:
         with contextlib.suppress(Exception):  # a URL its plugin refuses is shown with the generic rules alone
             secrets |= _plugin_secrets(_plugin(fields, _asset(30.0)))
-    return _shown(recipient, secrets)
+    return secrets
 
 
 def _asset(timeout_s: float) -> apprise.AppriseAsset:
@@ -354,6 +367,11 @@ def apprise_reason(service: str, records: Iterable[tuple[int, str]], timed_out: 
 class Channels:
     """Delivers one message to one recipient: an email address by SMTP with the configured settings, anything written
     `scheme://…` through Apprise (mailto://, json://, form://, slack://, tgram://, msteams://, SMS gateways…).
+
+    Mail by SMTP carries the text, the HTML alternative and the message's own Message-ID. Through Apprise a service
+    gets the subject and the plain text; a webhook (json://, form://, xml://) also the message id in a header
+    (MESSAGE_ID_HEADER), a JSON webhook the structured `data` and `message_id` as extra fields of its body, and
+    Apprise's email (mailto://) the id in that header too, since Apprise writes its own Message-ID.
 
     Each delivery is bounded by `timeout_s` and never raises. Apprise reads nothing of the machine's (see `_asset`),
     and its records reach the application's log with the recipients' secrets hidden.

@@ -15,7 +15,7 @@ from desk.incidents import FaultSeen, Step
 from desk.messages import Context, notifications, recipients_for
 from reporter.availability import quorum_size
 from reporter.calendars import Calendar, calendars_of
-from reporter.maintenance import notice_of
+from reporter.maintenance import format_duration, notice_of
 from reporter.periods import from_ms
 from reporter.report import configured_ref, customers_policies
 from reporter.response import ResponseTarget, evaluate, instants_at, priority_of, target_of
@@ -30,6 +30,8 @@ WINDOWS_REFRESH_S = 30.0
 RECONCILE_S = 30.0
 """Every component's last stored state is read again this often: what the agents wrote while the desk was not
 following (a restart, another agent on the same store) is caught up."""
+PRUNE_S = 6 * 3600.0
+"""Resolved incidents older than the contract's retention are forgotten this often."""
 ID_ATTEMPTS = 5
 BATCH = 200
 """Components handled per pass; the rest wait for the next (a core switch taking 1 000 down at once)."""
@@ -87,6 +89,7 @@ class Desk:
         self._agents: dict[str, dict[str, AgentView]] = {}
         self._refs: dict[str, ComponentRef] = {}
         self._dirty: dict[str, None] = {}  # components to look at, in arrival order
+        self._fed_ms: dict[str, int] = {}  # when the desk got the change that made a component dirty
         self._deferred: set[str] = set()  # faults inside announced maintenance: looked at again each pass
         self._active: dict[str, Incident] = {}  # component -> its active incident
         self._windows: list[MaintenanceWindow] = []
@@ -117,6 +120,9 @@ class Desk:
         per_agent[change.agent] = AgentView(change.ts_ms, change.up, change.degraded, change.reason)
         self._refs[name] = change.ref
         self._dirty[name] = None
+        # The response clock of a fault raised from this change starts now, however long the desk then takes
+        # to write it (a core switch's thousand faults at once).
+        self._fed_ms.setdefault(name, self.clock_ms())
         self._wake.set()
 
     async def load(self) -> None:
@@ -138,12 +144,16 @@ class Desk:
 
     async def run(self, stop: asyncio.Event, *, tick_s: float = 1.0) -> None:
         await self.load()
-        last_reconcile = time.monotonic()
+        last_reconcile = last_prune = time.monotonic()
+        await self.prune()
         while not stop.is_set():
             await self.pass_once()
             if time.monotonic() - last_reconcile >= RECONCILE_S:
                 await self._reconcile()
                 last_reconcile = time.monotonic()
+            if time.monotonic() - last_prune >= PRUNE_S:
+                await self.prune()
+                last_prune = time.monotonic()
             self._wake.clear()
             if self._dirty:
                 continue
@@ -160,8 +170,12 @@ class Desk:
         for name in names:
             self._dirty.pop(name, None)
         names += [n for n in self._deferred if n not in names]
+        drafts: list[tuple[FaultSeen, str, int]] = []
         for name in names:
-            await self._handle(name)
+            draft = await self._handle(name)
+            if draft is not None:
+                drafts.append(draft)
+        await self._raise_all(drafts)
         await self._escalate()
 
     async def _refresh_windows(self) -> None:
@@ -177,17 +191,33 @@ class Desk:
     def refresh_windows_soon(self) -> None:
         self._windows_at = -1e18
 
+    async def prune(self) -> int:
+        """Forget resolved incidents raised longer ago than the contract's retention (with their logs)."""
+        older_than = self.clock_ms() - round(self.loaded.contract.retention_s * 1000)
+        try:
+            n = await self.store.prune(older_than)
+        except SourceError as exc:
+            log.warning("incident desk: cannot prune old incidents: %s", exc)
+            return 0
+        if n:
+            log.info("incident desk: %d old incident records pruned (retention %s)", n,
+                     format_duration(self.loaded.contract.retention_s))
+        return n
+
     # ------------------------------------------------------------ one component
 
     def _quorum(self, ref: ComponentRef) -> int | None:
         policy = self._policies.get(ref.customer or None, self._policies[None])
         return policy.quorum
 
-    async def _handle(self, name: str) -> None:
+    async def _handle(self, name: str) -> tuple[FaultSeen, str, int] | None:
+        """Act on the component's state; a fault that needs a new incident is returned (seen, priority, raised
+        at) to be raised with the others of the pass."""
         ref = self._refs[name]
         view = component_view(ref, self._agents.get(name, {}), self._quorum(ref))
+        fed_ms = self._fed_ms.pop(name, None)
         if view is None:
-            return
+            return None
         now = self.clock_ms()
         active = self._active.get(name)
         if view.fault is None:
@@ -196,41 +226,57 @@ class Desk:
                 step = steps.recover(active, view.start_ms, now)
                 if step is not None:
                     await self._write(step)
-            return
+            return None
         seen = FaultSeen(self._configured(ref), "down" if view.fault == "down" else "degraded", view.start_ms,
                          view.reason, view.agents)
         priority = priority_of(self.loaded.contract, seen.ref.klass, seen.fault)
         if active is not None:
-            if seen.start_ms < active.start_ms:
-                return
-            step = steps.worsen(active, seen, priority, now)
-            if step is not None:
-                await self._write(step)
-            return
+            if seen.start_ms >= active.start_ms:
+                step = steps.worsen(active, seen, priority, now)
+                if step is not None:
+                    await self._write(step)
+            return None
         window = self._excusing_window(seen.ref, now)
         if window is not None:
             if name not in self._deferred:
                 log.info("%s is %s inside announced maintenance %s (%s): no incident", name, seen.fault.upper(),
                          window.id, window.reason or "no reason given")
             self._deferred.add(name)
-            return
-        self._deferred.discard(name)
+            return None
+        if name in self._deferred:  # the window has ended with the fault still there: raised now
+            self._deferred.discard(name)
+            fed_ms = None
         if await self.store.fault_known(name, seen.start_ms) is not None:
-            return  # raised before (a restart, or another desk on the same store)
+            return None  # raised before (a restart, or another desk on the same store)
+        raised_ms = min(fed_ms, now) if fed_ms is not None else now
         latest = await self.store.latest(name)
         reopen_ms = round(self.loaded.config.notify.reopen_within_s * 1000)
         if (latest is not None and not latest.active and latest.resolved_by == "" and latest.resolved_ms is not None
                 and 0 <= seen.start_ms - latest.resolved_ms <= reopen_ms):
             await self._write(steps.reopen(latest, seen, priority, now))
+            return None
+        return seen, priority, raised_ms
+
+    async def _raise_all(self, drafts: Sequence[tuple[FaultSeen, str, int]]) -> None:
+        """New incidents for the faults of one pass, numbered in a row and stored in one transaction. One that
+        is refused (another desk raised that fault, or took the id a moment ago) is looked at again next pass."""
+        if not drafts:
             return
-        for _ in range(ID_ATTEMPTS):
-            id = await self.store.next_id(from_ms(now).year)
-            step = steps.raise_incident(id, seen, priority, now)
-            if await self._write(step, new=True):
-                return
-            if await self.store.fault_known(name, seen.start_ms) is not None:
-                return  # another desk raised it first
-        log.error("incident desk: could not raise an incident for %s (ids kept colliding)", name)
+        now = self.clock_ms()
+        first = await self.store.next_id(from_ms(now).year)
+        prefix, number = first[:-6], int(first[-6:])
+        planned = []
+        for k, (seen, priority, raised_ms) in enumerate(drafts):
+            step = steps.raise_incident(f"{prefix}{number + k:06d}", seen, priority, raised_ms)
+            planned.append((step, self.notifications_of(step, now)))
+        stored = await self.store.open_many([(step.incident, step.events, notes) for step, notes in planned])
+        for (step, notes), ok in zip(planned, stored, strict=True):
+            name = step.incident.ref.component
+            if ok:
+                self._written(step, notes)
+            else:
+                self._dirty[name] = None
+                self._fed_ms.setdefault(name, step.incident.raised_ms)
 
     def _configured(self, ref: ComponentRef) -> ComponentRef:
         """The component's class, tier and customer as configured (the stored ones when it is not configured)."""
@@ -310,27 +356,30 @@ class Desk:
             out += notifications(kind, incident, step.events[-1], ctx, to, now_ms, index=len(out))
         return out
 
-    async def _write(self, step: Step, *, new: bool = False) -> bool:
+    async def _write(self, step: Step) -> bool:
         """Store the step with its events and notifications; on a conflict (an operator acted meanwhile) take
         the stored incident and let the next pass decide again."""
         now = self.clock_ms()
         notes = self.notifications_of(step, now)
         incident = step.incident
-        if new:
-            ok = await self.store.open(incident, step.events, notes)
-        else:
-            ok = await self.store.update(step.before_version, incident, step.events, notes,
-                                         fault_start_ms=step.fault_start_ms)
+        ok = await self.store.update(step.before_version, incident, step.events, notes,
+                                     fault_start_ms=step.fault_start_ms)
         name = incident.ref.component
         if not ok:
-            if not new:
-                stored = await self.store.get(incident.id)
-                if stored is not None and stored.active:
-                    self._active[name] = stored
-                else:
-                    self._active.pop(name, None)
-                self._dirty[name] = None
+            stored = await self.store.get(incident.id)
+            if stored is not None and stored.active:
+                self._active[name] = stored
+            else:
+                self._active.pop(name, None)
+            self._dirty[name] = None
             return False
+        self._written(step, notes)
+        return True
+
+    def _written(self, step: Step, notes: Sequence[Notification]) -> None:
+        """Bookkeeping after a step was stored: the active incidents, counters, a log line, the sender woken."""
+        incident = step.incident
+        name = incident.ref.component
         if incident.active:
             self._active[name] = incident
         else:
@@ -347,7 +396,6 @@ class Desk:
             self.notifications_queued += len(notes)
             if self.on_queued is not None:
                 self.on_queued()
-        return True
 
     async def act(self, id: str, action: Callable[[Incident], Step]) -> Step:
         """Apply an operator's action to the stored incident (retrying when it moved meanwhile)."""

@@ -86,28 +86,38 @@ class Sender:
         if not due:
             return False
         gate = asyncio.Semaphore(self.settings.concurrency)
+        done: list[Notification] = []
 
         async def one(note: Notification) -> None:
             async with gate:
                 result = await self.channels.deliver(note.recipient, message_of(note))
-            after = outcome(note, result, self.clock_ms(), self.settings)
-            await self.store.mark(after)
-            if after.state is NotificationState.SENT:
-                self.sent += 1
-            elif after.state is NotificationState.FAILED:
-                self.failed += 1
-                self.last_error = after.last_error
-                log.error("notification %s (%s) to %s given up after %d attempt(s): %s", note.id, note.kind,
-                          redact(note.recipient), after.attempts, after.last_error)
-            else:
-                self.retried += 1
-                self.last_error = after.last_error
-                if note.attempts == 0:  # said once, not at every retry
-                    log.warning("notification %s (%s) to %s failed, retrying: %s", note.id, note.kind,
-                                redact(note.recipient), after.last_error)
+            done.append(outcome(note, result, self.clock_ms(), self.settings))
 
-        await asyncio.gather(*(one(n) for n in due))
+        try:
+            await asyncio.gather(*(one(n) for n in due))
+        finally:
+            # One transaction for the batch (a disk sync each would cap a storm at the disk's sync rate); what
+            # was delivered is marked even when the rest is cancelled by a stop.
+            await self.store.mark_many(done)
+            before = {n.id: n for n in due}
+            for after in done:
+                self._count(before[after.id], after)
         return len(due) == limit
+
+    def _count(self, note: Notification, after: Notification) -> None:
+        if after.state is NotificationState.SENT:
+            self.sent += 1
+        elif after.state is NotificationState.FAILED:
+            self.failed += 1
+            self.last_error = after.last_error
+            log.error("notification %s (%s) to %s given up after %d attempt(s): %s", note.id, note.kind,
+                      redact(note.recipient), after.attempts, after.last_error)
+        else:
+            self.retried += 1
+            self.last_error = after.last_error
+            if note.attempts == 0:  # said once, not at every retry
+                log.warning("notification %s (%s) to %s failed, retrying: %s", note.id, note.kind,
+                            redact(note.recipient), after.last_error)
 
 
 def message_of(note: Notification) -> Message:

@@ -18,12 +18,18 @@ HEARTBEAT_GAP_FACTOR = 3
 """Heartbeats further apart than this many periods leave a gap in an agent's coverage."""
 
 # Status codes of one agent's view during a segment.
-_UNKNOWN, _UP, _DOWN = 0, 1, 2
+_UNKNOWN, _UP, _DOWN, _DEGRADED = 0, 1, 2, 3
 
 
-def _change_order(c: StateChange) -> tuple[int, bool, str]:
-    # At equal instants a "down" sorts last and so wins: the conservative reading of a tie.
-    return (c.ts_ms, not c.up, c.reason)
+def _change_order(c: StateChange) -> tuple[int, bool, bool, str]:
+    # At equal instants a "down" sorts last and so wins, then a "degraded": the conservative reading of a tie.
+    return (c.ts_ms, not c.up, c.degraded, c.reason)
+
+
+def _status(c: StateChange) -> int:
+    if not c.up:
+        return _DOWN
+    return _DEGRADED if c.degraded else _UP
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +77,32 @@ def timely(window: MaintenanceWindow, notice_ms: int) -> bool:
     return window.start_ms - window.announced_ms >= notice_ms
 
 
+PartKind = Literal["counted", "late_notice", "excused"]
+"""How the contract counts a piece of an outage: downtime outside any window ("counted"), downtime inside a window
+announced too late ("late_notice", counted too), or down time inside a timely window ("excused")."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutagePart:
+    """A maximal piece [start_ms, end_ms) of an outage that the contract counts one way (PartKind)."""
+
+    start_ms: int
+    end_ms: int
+    kind: PartKind
+
+    @property
+    def duration_ms(self) -> int:
+        return self.end_ms - self.start_ms
+
+
 @dataclass(frozen=True, slots=True)
 class Outage:
     """One maximal run of observed down time [start_ms, end_ms), clipped to the period.
 
     `counted_ms` is what the contract counts (duration minus `maintenance_ms`, what timely maintenance
     excuses); `late_notice` is True when some of it fell in a window announced too late to excuse it.
+    `parts` cut it, in order and without gaps, into pieces counted one way each: the "counted" and
+    "late_notice" parts add up to `counted_ms`, the "excused" ones to `maintenance_ms`.
     """
 
     start_ms: int
@@ -87,6 +113,25 @@ class Outage:
     agents: tuple[str, ...]
     late_notice: bool
     window_ids: tuple[str, ...] = ()
+    parts: tuple[OutagePart, ...] = ()
+
+    @property
+    def duration_ms(self) -> int:
+        return self.end_ms - self.start_ms
+
+    def part_ms(self, kind: PartKind) -> int:
+        return sum(p.duration_ms for p in self.parts if p.kind == kind)
+
+
+@dataclass(frozen=True, slots=True)
+class DegradedSpell:
+    """One maximal run [start_ms, end_ms) of degraded time (up, but on battery, a pool short of members...), clipped
+    to the period; `reason` is that of the change that began it, `agents` those that saw it degraded (or down)."""
+
+    start_ms: int
+    end_ms: int
+    reason: str
+    agents: tuple[str, ...]
 
     @property
     def duration_ms(self) -> int:
@@ -101,6 +146,7 @@ class Availability:
     down time not excused by timely maintenance; downtime_ms is what the percentage counts (down_ms, plus
     unmonitored time outside timely windows when the policy says "down"). error_budget_ms is the downtime
     still allowed before the target is missed (negative once breached), rounded down to the millisecond.
+    degraded_ms is the part of up_ms the component was degraded (`degraded`, its spells).
     """
 
     period: Interval
@@ -117,6 +163,8 @@ class Availability:
     met: bool | None
     outages: tuple[Outage, ...]
     unmonitored: tuple[Interval, ...] = ()
+    degraded_ms: int = 0
+    degraded: tuple[DegradedSpell, ...] = ()
 
 
 def coverage_from_heartbeats(
@@ -203,7 +251,7 @@ def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, in
     change_ts = [c.ts_ms for c in changes]
     run_start: list[int] = []
     for i, c in enumerate(changes):
-        run_start.append(i if i == 0 or changes[i - 1].up != c.up else run_start[i - 1])
+        run_start.append(i if i == 0 or _status(changes[i - 1]) != _status(c) else run_start[i - 1])
     cov_starts, cov_ends = _merge(view.coverage, start, end)
 
     instants = {start}
@@ -215,10 +263,8 @@ def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, in
     for t in sorted(instants):
         j = bisect_right(cov_starts, t) - 1
         i = bisect_right(change_ts, t) - 1
-        if j < 0 or t >= cov_ends[j] or i < 0:
-            state = (_UNKNOWN, -1)
-        else:
-            state = (_UP if changes[i].up else _DOWN, run_start[i])
+        watched = j >= 0 and t < cov_ends[j] and i >= 0
+        state = (_status(changes[i]), run_start[i]) if watched else (_UNKNOWN, -1)
         if state != prev:
             timeline.append((t, state[0], state[1]))
             prev = state
@@ -233,6 +279,16 @@ def quorum_size(n_known: int, quorum: int | None) -> int:
     return min(n_known // 2 + 1 if quorum is None else quorum, n_known)
 
 @dataclass(slots=True)
+class _OpenSpell:
+    start: int
+    reason: str
+    agents: set[str]
+
+    def close(self, end: int) -> DegradedSpell:
+        return DegradedSpell(self.start, end, self.reason, tuple(sorted(self.agents)))
+
+
+@dataclass(slots=True)
 class _OpenOutage:
     start: int
     reason: str
@@ -240,6 +296,14 @@ class _OpenOutage:
     window_ids: set[str] = field(default_factory=set)
     maintenance_ms: int = 0
     late: bool = False
+    parts: list[OutagePart] = field(default_factory=list)
+
+    def add(self, start: int, end: int, kind: PartKind) -> None:
+        last = self.parts[-1] if self.parts else None
+        if last is not None and last.kind == kind and last.end_ms == start:
+            self.parts[-1] = OutagePart(last.start_ms, end, kind)
+        else:
+            self.parts.append(OutagePart(start, end, kind))
 
     def close(self, end: int) -> Outage:
         return Outage(
@@ -251,7 +315,28 @@ class _OpenOutage:
             agents=tuple(sorted(self.agents)),
             late_notice=self.late,
             window_ids=tuple(sorted(self.window_ids)),
+            parts=tuple(self.parts),
         )
+
+
+def downtime_in(span: Interval, outages: Iterable[Outage]) -> dict[PartKind, int]:
+    """How much of each kind of outage part falls inside `span` (a maintenance window, say)."""
+    out: dict[PartKind, int] = {"counted": 0, "late_notice": 0, "excused": 0}
+    for o in outages:
+        if o.end_ms <= span.start_ms or o.start_ms >= span.end_ms:
+            continue
+        for p in o.parts:
+            overlap = min(p.end_ms, span.end_ms) - max(p.start_ms, span.start_ms)
+            if overlap > 0:
+                out[p.kind] += overlap
+    return out
+
+
+def _first_cause(views: Sequence[tuple[str, Sequence[StateChange]]], run: Sequence[int],
+                 agents: Sequence[int]) -> StateChange:
+    """The earliest change that put one of `agents` in its present state: an outage's or a spell's reason."""
+    starts = [(views[a][1][run[a]], views[a][0]) for a in agents]
+    return min(starts, key=lambda cn: (cn[0].ts_ms, cn[1], cn[0].reason))[0]
 
 
 def period_basis_ms(policy: Policy, period: Interval) -> int:
@@ -278,6 +363,10 @@ def availability(
     - Otherwise the component is down when at least `policy.quorum` agents with data see it down;
       with quorum None, a majority of them (floor(n/2) + 1). When fewer agents have data than the
       quorum, all of those that have data must see it down.
+    - When it is not down, it is degraded when as many agents (the same quorum) see it degraded or down: an
+      agent that sees it down sees at least a degraded service. Degraded time is up time (`degraded_ms` is a
+      part of `up_ms`), in maintenance windows or not; a spell runs from the change that made it degraded to
+      the next change that ends it (up, down, or no data).
     - Down time inside a window announced at least `maintenance_notice_ms` before its start is
       maintenance; inside a window announced later it stays downtime and its outage is `late_notice`.
       Up time inside a window stays up; overlapping windows never count twice.
@@ -309,14 +398,16 @@ def availability(
     n = len(views)
     status = [_UNKNOWN] * n
     run = [-1] * n
-    n_known = n_down = 0
+    n_known = n_down = n_bad = 0
     active_windows: set[int] = set()
     n_timely = n_late = 0
     fixed_quorum = policy.quorum
-    is_down = False
+    is_down = is_degraded = False
 
-    up_ms = down_ms = maint_ms = unmon_ms = unmon_counted_ms = 0
+    up_ms = down_ms = maint_ms = unmon_ms = unmon_counted_ms = degraded_ms = 0
     outages: list[Outage] = []
+    spells: list[DegradedSpell] = []
+    spell: _OpenSpell | None = None
     gaps: list[Interval] = []
     gap_start: int | None = None
     current: _OpenOutage | None = None
@@ -329,6 +420,7 @@ def availability(
             if a >= 0:
                 n_known += (st != _UNKNOWN) - (status[a] != _UNKNOWN)
                 n_down += (st == _DOWN) - (status[a] == _DOWN)
+                n_bad += (st in (_DOWN, _DEGRADED)) - (status[a] in (_DOWN, _DEGRADED))
                 status[a], run[a] = st, rn
                 agents_moved = True
                 continue
@@ -342,7 +434,12 @@ def availability(
             else:
                 n_late += st
         if agents_moved:
-            is_down = n_known > 0 and n_down >= quorum_size(n_known, fixed_quorum)
+            need = quorum_size(n_known, fixed_quorum)
+            is_down = n_known > 0 and n_down >= need
+            is_degraded = n_known > 0 and not is_down and n_bad >= need
+        if spell is not None and not (n_known > 0 and is_degraded):
+            spells.append(spell.close(t))
+            spell = None
 
         if n_known == 0:
             unmon_ms += length
@@ -363,28 +460,36 @@ def availability(
             if current is not None:
                 outages.append(current.close(t))
                 current = None
+            if is_degraded:
+                degraded_ms += length
+                if spell is None or agents_moved:
+                    bad_agents = [a for a in range(n) if status[a] in (_DOWN, _DEGRADED)]
+                    if spell is None:
+                        spell = _OpenSpell(t, _first_cause(views, run, bad_agents).reason, set())
+                    spell.agents.update(views[a][0] for a in bad_agents)
             continue
 
         if current is None or agents_moved:
             down_agents = [a for a in range(n) if status[a] == _DOWN]
             if current is None:
-                # The reason is that of the earliest change that put one of the down agents in its state.
-                starts = [(views[a][1][run[a]], views[a][0]) for a in down_agents]
-                cause = min(starts, key=lambda cn: (cn[0].ts_ms, cn[1], cn[0].reason))[0]
-                current = _OpenOutage(start=t, reason=cause.reason, agents=set())
+                current = _OpenOutage(start=t, reason=_first_cause(views, run, down_agents).reason, agents=set())
             current.agents.update(views[a][0] for a in down_agents)
         if active_windows:
             current.window_ids.update(windows[w].id for w in active_windows)
         if n_timely > 0:
             maint_ms += length
             current.maintenance_ms += length
+            current.add(t, t + length, "excused")
         else:
             down_ms += length
             if n_late > 0:
                 current.late = True
+            current.add(t, t + length, "late_notice" if n_late > 0 else "counted")
 
     if current is not None:
         outages.append(current.close(end))
+    if spell is not None:
+        spells.append(spell.close(end))
     if gap_start is not None:
         gaps.append(Interval(gap_start, end))
 
@@ -419,4 +524,6 @@ def availability(
         met=met,
         outages=tuple(outages),
         unmonitored=tuple(gaps),
+        degraded_ms=degraded_ms,
+        degraded=tuple(spells),
     )

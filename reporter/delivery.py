@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from reporter.mail import MailError, build_message, send_message
+from reporter.pdf import PdfError, render_pdf_apart
 from reporter.render import render_csv, render_html, render_json, render_text
 from reporter.report import build_report, period_label, why_not_final, why_not_sent
 from slawatch.config.loader import Loaded
@@ -30,7 +31,7 @@ class Delivered:
     `why` says why it was skipped or failed (`error`: the store's exception, for a traceback on request). A sent
     report may carry the recipients the server refused, why it does not stand for the customer's monthly report
     (`not_final`), or why that could not be recorded (`record_error`). `archive_error` is set when it could not
-    be archived.
+    be archived, `pdf_error` when it went out without its PDF.
     """
 
     customer: str
@@ -40,6 +41,7 @@ class Delivered:
     not_final: str | None = None
     record_error: str | None = None
     archive_error: str | None = None
+    pdf_error: str | None = None
     error: Exception | None = field(default=None, compare=False)
 
 
@@ -127,11 +129,18 @@ async def _deliver_one(loaded: Loaded, source: Source, period: Interval, name: s
         return Delivered(name, "skipped", "no report_to address", archive_error=archive_error)
     if smtp is None:
         return Delivered(name, "skipped", "report.smtp is not configured", archive_error=archive_error)
-    msg = build_message(report, name, customer.report_to, smtp.from_, now_ms=now_ms, html=html, text=text, csv=csv)
+    pdf, pdf_error = None, None
+    try:
+        # In a child process: the layout would hold up the agent's event loop, and its probes, even in a thread.
+        pdf = await render_pdf_apart(report, html)
+    except PdfError as exc:
+        pdf_error = str(exc)  # the figures are in the mail and the CSV: send it without the PDF, and say so
+    msg = build_message(report, name, customer.report_to, smtp.from_, now_ms=now_ms, html=html, text=text, csv=csv,
+                        pdf=pdf)
     try:
         refused = await send(msg, smtp)
     except MailError as exc:
-        return Delivered(name, "failed", str(exc), archive_error=archive_error)
+        return Delivered(name, "failed", str(exc), archive_error=archive_error, pdf_error=pdf_error)
     not_final = why_not_final(loaded, report, name)
     record_error = None
     if not_final is None:
@@ -142,7 +151,7 @@ async def _deliver_one(loaded: Loaded, source: Source, period: Interval, name: s
             # Not a failure to retry: that would send it again at once.
             record_error = str(exc)
     return Delivered(name, "sent", refused=tuple(refused), not_final=not_final, record_error=record_error,
-                     archive_error=archive_error)
+                     archive_error=archive_error, pdf_error=pdf_error)
 
 
 def archive(root: Path, key: str, customer: str, files: dict[str, str]) -> list[Path]:

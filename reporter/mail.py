@@ -22,10 +22,10 @@ def subject(report: Report, customer: str) -> str:
     return f"SLA availability report {report.label} — {customer}"
 
 
-def attachment_name(report: Report, customer: str) -> str:
+def attachment_name(report: Report, customer: str, ext: str = "csv") -> str:
     # A custom range label holds ':' and '/', which mail clients and file systems dislike.
     key = report.label.replace(":", "").replace("/", "_")
-    return f"slawatch-{customer}-{key}.csv"
+    return f"slawatch-{customer}-{key}.{ext}"
 
 
 def build_message(
@@ -38,8 +38,10 @@ def build_message(
     html: str | None = None,
     text: str | None = None,
     csv: str | None = None,
+    pdf: bytes | None = None,
 ) -> EmailMessage:
-    """One customer's report: text body, HTML alternative, the CSV attached. Pure: no clock, no network."""
+    """One customer's report: text body, HTML alternative, the CSV attached, and the PDF (reporter.pdf) beside it
+    when given. Pure: no clock, no network."""
     if not recipients:
         raise ValueError(f"customer {customer!r} has no report_to address")
     msg = EmailMessage()
@@ -54,6 +56,9 @@ def build_message(
     msg.add_alternative(html if html is not None else render_html(report), subtype="html")
     msg.add_attachment((csv if csv is not None else render_csv(report)).encode("utf-8"), maintype="text",
                        subtype="csv", filename=attachment_name(report, customer))
+    if pdf is not None:
+        msg.add_attachment(pdf, maintype="application", subtype="pdf",
+                           filename=attachment_name(report, customer, "pdf"))
     return msg
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from reporter.availability import timely
 from reporter.periods import iso_ms
 from reporter.report import configured_ref, customers_policies
 from slawatch.config.loader import Loaded
-from slawatch.model import MaintenanceWindow
+from slawatch.model import MaintenanceWindow, Scope
+
+FUTURE_TOLERANCE_MS = 5 * 60_000
+"""An announcement time this far ahead of the clock is taken as a mistake, not as evidence."""
 
 
 def format_time(ts_ms: int) -> str:
@@ -77,13 +81,29 @@ class Notice:
         return " for " + ", ".join(name or "components without a customer" for name in self.late_for)
 
 
-def notice_of(loaded: Loaded, window: MaintenanceWindow) -> Notice:
+def notice_of(loaded: Loaded, window: MaintenanceWindow,
+              among: Callable[[str | None], bool] | None = None) -> Notice:
     """The notice verdict for `window`, by the rule the availability engine applies (reporter.availability.timely)
-    with the notice the report uses for each component it covers."""
+    with the notice the report uses for each component it covers; with `among`, for the customers it accepts only
+    (what a customer's account is shown). ValueError when `among` accepts none of those the window covers."""
     needed = notices_ms(loaded, window)
+    if among is not None:
+        needed = {name: ms for name, ms in needed.items() if among(name)}
+        if not needed:
+            raise ValueError(f"maintenance window {window.id!r} covers none of the customers asked about")
     late = tuple(name for name, notice in needed.items() if not timely(window, notice))
     return Notice(window.start_ms - window.announced_ms, max(needed.values()), tuple(needed), late)
 
 
 def lead_time_s(window: MaintenanceWindow) -> float:
     return (window.start_ms - window.announced_ms) / 1000
+
+
+def known_targets(loaded: Loaded, scope: Scope) -> list[str]:
+    """The components, classes or customers a window may name: those the config (and its contract) knows."""
+    config = loaded.config
+    if scope == "component":
+        return [c.name for c in config.components]
+    if scope == "class":
+        return sorted({*loaded.contract.classes, *(c.klass for c in config.components)})
+    return [c.name for c in config.customers]

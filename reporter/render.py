@@ -13,16 +13,17 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-from reporter.availability import Outage, Policy, period_basis_ms
+from reporter.availability import Outage, PartKind, Policy, period_basis_ms
 from reporter.periods import from_ms, iso_ms, to_ms
-from reporter.report import ComponentReport, CustomerInfo, Report, policy_doc
+from reporter.report import ComponentReport, CustomerInfo, MaintenanceEntry, Report, policy_doc
+from reporter.responses import IncidentEntry, summary
 
 FORMATS = ("text", "json", "csv", "html")
 JSON_FORMAT = "slawatch-report/1"
 CSV_COLUMNS = (
     "period", "period_from", "period_to", "customer", "tier", "component", "class", "target_pct",
     "availability_pct", "met", "downtime_s", "maintenance_s", "unmonitored_s", "up_s", "basis_s",
-    "error_budget_s", "outages", "inputs_sha256",
+    "error_budget_s", "outages", "inputs_sha256", "maintenance_windows", "degraded_s",
 )
 NO_CUSTOMER = "(no customer)"
 
@@ -79,8 +80,7 @@ def met_text(met: bool | None) -> str:
 
 def policy_text(policy: Policy) -> str:
     quorum = "majority" if policy.quorum is None else f"{policy.quorum} agent(s)"
-    notice_ms = policy.maintenance_notice_ms
-    notice = f"{notice_ms / 3_600_000:g}h" if notice_ms % 3_600_000 == 0 else human_ms(notice_ms)
+    notice = notice_text(policy.maintenance_notice_ms)
     return (f"basis {policy.basis}, unmonitored time counts as {policy.unmonitored}, maintenance notice "
             f"{notice}, quorum {quorum}, {policy.decimals} decimals")
 
@@ -94,6 +94,27 @@ def _outage_notes(o: Outage) -> str:
     if o.window_ids:
         notes.append("window " + ", ".join(o.window_ids))
     return "; ".join(notes)
+
+
+def notice_text(ms: int) -> str:
+    """A notice as contracts write it: 72h, 1h30m00s."""
+    return f"{ms / 3_600_000:g}h" if ms % 3_600_000 == 0 else human_ms(ms)
+
+
+def stamp_text(ts_ms: int) -> str:
+    """'2026-04-10 12:00:00.000' (UTC): ISO with a space, where a narrow printed column can wrap."""
+    return iso_ms(ts_ms).replace("T", " ").removesuffix("Z")
+
+
+def minute_text(ts_ms: int) -> str:
+    """A maintenance window's time as it was announced: '2026-04-10 12:00' (UTC), seconds only when there are some."""
+    text = iso_ms(ts_ms, always_ms=False).removesuffix("Z").replace("T", " ")
+    return text.removesuffix(":00") if text.count(":") == 2 else text
+
+
+def verdict_text(m: MaintenanceEntry) -> str:
+    """'notice met: excused' or 'LATE (<72h): counted'."""
+    return "notice met: excused" if m.timely else f"LATE (<{notice_text(m.notice_ms)}): counted"
 
 
 def _groups(report: Report) -> list[tuple[CustomerInfo | None, tuple[ComponentReport, ...]]]:
@@ -136,9 +157,9 @@ def render_text(report: Report) -> str:
             rows.append((c.name, c.klass, c.tier, target_text(c.target_pct),
                          pct_text(r.availability_pct, c.policy.decimals), duration_text(r.downtime_ms),
                          duration_text(r.maintenance_ms), duration_text(r.unmonitored_ms),
-                         human_ms(r.error_budget_ms), met_text(r.met)))
+                         duration_text(r.degraded_ms), human_ms(r.error_budget_ms), met_text(r.met)))
         lines += _table(("component", "class", "tier", "target", "availability", "downtime", "maintenance",
-                         "unmonitored", "budget left", "met"), rows)
+                         "unmonitored", "degraded", "budget left", "met"), rows)
         ledger = [(c.name, iso_ms(o.start_ms), iso_ms(o.end_ms), duration_text(o.duration_ms),
                    duration_text(o.counted_ms), o.reason or "-", ", ".join(o.agents) or "-", _outage_notes(o))
                   for c in comps for o in c.result.outages]
@@ -149,7 +170,53 @@ def render_text(report: Report) -> str:
                             ledger, indent="    ")
         else:
             lines.append("  outages: none")
+        spells = [(c.name, iso_ms(d.start_ms), iso_ms(d.end_ms), duration_text(d.duration_ms), d.reason or "-",
+                   ", ".join(d.agents)) for c in comps for d in c.result.degraded]
+        if spells:  # up time, so not in the figures: what was on battery, short of members, and when
+            lines += ["", f"  degraded ({len(spells)})"]
+            lines += _table(("component", "start", "end", "duration", "reason", "agents"), spells, indent="    ")
+        windows = report.maintenance_of(customer.name if customer is not None else None)
+        lines.append("")
+        if windows:
+            lines.append(f"  maintenance ({len(windows)})")
+            lines += _table(("window", "covers", "start", "end", "announced", "notice", "verdict", "excused",
+                             "counted", "reason"),
+                            [(m.window.id, f"{m.window.scope} {m.window.value}", minute_text(m.window.start_ms),
+                              minute_text(m.window.end_ms), minute_text(m.window.announced_ms), notice_text(m.lead_ms),
+                              verdict_text(m), human_ms(m.excused_ms), human_ms(m.counted_ms),
+                              m.window.reason or "-") for m in windows], indent="    ")
+        else:
+            lines.append("  maintenance: none")
+        lines += _response_text(report.incidents_of(customer.name if customer is not None else None))
     return "\n".join(lines) + "\n"
+
+
+def verdict_word(e: IncidentEntry) -> str:
+    if e.met is None:
+        return "pending" if e.verdict.target_s is not None else "no target"
+    if e.incident.acknowledged_ms is None:
+        return "met (resolved before its deadline)" if e.met else "BREACHED (not acknowledged)"
+    return "met" if e.met else "BREACHED"
+
+
+def _response_text(items: Sequence[IncidentEntry]) -> list[str]:
+    if not items:
+        return ["", "  response times: no incidents"]
+    total = summary(items)
+    lines = ["", f"  response times ({total['incidents']} incidents: {total['met']} met, {total['breached']} "
+                 f"breached, {total['pending']} pending)"]
+    rows = []
+    for e in items:
+        i, v = e.incident, e.verdict
+        rows.append((i.id, i.ref.component, i.priority, minute_text(i.raised_ms),
+                     minute_text(i.acknowledged_ms) if i.acknowledged_ms is not None else "-",
+                     human_ms(round(v.response_s * 1000)) if v.response_s is not None and i.acknowledged_ms else "-",
+                     human_ms(round(v.target_s * 1000)) if v.target_s is not None else "-",
+                     minute_text(v.deadline_ms) if v.deadline_ms is not None else "-",
+                     human_ms(round(v.paused_s * 1000)) if v.paused_s else "-", verdict_word(e)))
+    lines += _table(("incident", "component", "priority", "raised", "acknowledged", "response", "target",
+                     "deadline", "paused", "verdict"), rows, indent="    ")
+    return lines
 
 
 # ---------------------------------------------------------------- json
@@ -160,6 +227,17 @@ def _outage_doc(o: Outage) -> dict[str, Any]:
         "start": iso_ms(o.start_ms), "end": iso_ms(o.end_ms), "duration_s": seconds(o.duration_ms),
         "counted_s": seconds(o.counted_ms), "reason": o.reason, "agents": list(o.agents),
         "maintenance_s": seconds(o.maintenance_ms), "late_notice": o.late_notice, "window_ids": list(o.window_ids),
+        "parts": [{"start": iso_ms(p.start_ms), "end": iso_ms(p.end_ms), "kind": p.kind} for p in o.parts],
+    }
+
+
+def _maintenance_doc(m: MaintenanceEntry) -> dict[str, Any]:
+    w = m.window
+    return {
+        "id": w.id, "scope": w.scope, "value": w.value, "start": iso_ms(w.start_ms), "end": iso_ms(w.end_ms),
+        "announced": iso_ms(w.announced_ms), "reason": w.reason, "customer": m.customer,
+        "components": list(m.components), "notice_s": seconds(m.lead_ms), "notice_required_s": seconds(m.notice_ms),
+        "notice_met": m.timely, "excused_s": seconds(m.excused_ms), "counted_s": seconds(m.counted_ms),
     }
 
 
@@ -170,6 +248,9 @@ def _component_doc(c: ComponentReport) -> dict[str, Any]:
         "availability_pct": r.availability_pct, "ratio": r.ratio, "met": r.met,
         "downtime_s": seconds(r.downtime_ms), "down_s": seconds(r.down_ms), "up_s": seconds(r.up_ms),
         "maintenance_s": seconds(r.maintenance_ms), "unmonitored_s": seconds(r.unmonitored_ms),
+        "degraded_s": seconds(r.degraded_ms),
+        "degraded": [{"start": iso_ms(d.start_ms), "end": iso_ms(d.end_ms), "duration_s": seconds(d.duration_ms),
+                      "reason": d.reason, "agents": list(d.agents)} for d in r.degraded],
         "basis_s": seconds(r.basis_ms), "error_budget_s": seconds(r.error_budget_ms),
         "outages": [_outage_doc(o) for o in r.outages],
         "unmonitored": [{"start": iso_ms(g.start_ms), "end": iso_ms(g.end_ms), "duration_s": seconds(g.duration_ms)}
@@ -192,6 +273,32 @@ def report_doc(report: Report) -> dict[str, Any]:
                       for c in report.customers],
         "inputs_sha256": report.inputs_sha256,
         "components": [_component_doc(c) for c in report.components],
+        "maintenance": [_maintenance_doc(m) for m in report.maintenance],
+        "incidents": [_incident_doc(e) for e in report.incidents],
+        "response_summary": summary(report.incidents),
+    }
+
+
+def _incident_row(e: IncidentEntry) -> dict[str, Any]:
+    i, v = e.incident, e.verdict
+    acked = i.acknowledged_ms is not None
+    return {"i": i, "verdict": verdict_word(e), "met": e.met,
+            "response": human_ms(round(v.response_s * 1000)) if acked and v.response_s is not None else "–",
+            "target": human_ms(round(v.target_s * 1000)) if v.target_s is not None else "–",
+            "deadline": v.deadline_ms, "paused": human_ms(round(v.paused_s * 1000)) if v.paused_s else "–"}
+
+
+def _incident_doc(e: IncidentEntry) -> dict[str, Any]:
+    i, v = e.incident, e.verdict
+    return {
+        "id": i.id, "component": i.ref.component, "customer": e.customer, "priority": i.priority, "fault": i.fault,
+        "raised_at": iso_ms(i.raised_ms),
+        "acknowledged_at": None if i.acknowledged_ms is None else iso_ms(i.acknowledged_ms),
+        "acknowledged_by": i.acknowledged_by or None,
+        "resolved_at": None if i.resolved_ms is None else iso_ms(i.resolved_ms),
+        "response_s": v.response_s if i.acknowledged_ms is not None else None, "target_s": v.target_s,
+        "deadline": None if v.deadline_ms is None else iso_ms(v.deadline_ms), "met": e.met,
+        "paused_s": v.paused_s, "calendar": v.calendar,
     }
 
 
@@ -220,6 +327,10 @@ def render_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
+    windows: dict[str, list[str]] = {}
+    for m in report.maintenance:
+        for name in m.components:
+            windows.setdefault(name, []).append(m.window.id)
     for c in report.components:
         r = c.result
         writer.writerow((
@@ -229,7 +340,7 @@ def render_csv(report: Report) -> str:
             "" if r.met is None else ("true" if r.met else "false"),
             seconds_text(r.downtime_ms), seconds_text(r.maintenance_ms), seconds_text(r.unmonitored_ms),
             seconds_text(r.up_ms), seconds_text(r.basis_ms), seconds_text(r.error_budget_ms), len(r.outages),
-            report.inputs_sha256,
+            report.inputs_sha256, csv_text(" ".join(windows.get(c.name, ()))), seconds_text(r.degraded_ms),
         ))
     return out.getvalue()
 
@@ -241,6 +352,8 @@ _LABEL_W = 150
 _PLOT_W = _SVG_WIDTH - _LABEL_W - 10
 _ROW_H = 22
 _AXIS_H = 18
+TIMELINE_ROWS = 30
+"""Components per timeline chart: an SVG cannot break across pages, and 30 rows fit on A4 under a heading."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +370,16 @@ class _Rect:
 class _Tick:
     x: float
     label: str
+
+
+# Each part of an outage in its own colour: what counts, what counts because the notice was late, what is excused.
+_PART_LOOK: dict[PartKind, tuple[str, str]] = {
+    "counted": ("#d93025", "downtime"),
+    "late_notice": ("#e8710a", "downtime in late-notice maintenance"),
+    "excused": ("#7aa6d6", "excused maintenance"),
+}
+UNMONITORED_FILL = "#c7ccd1"
+DEGRADED_FILL = "#f9ab00"  # up, but on battery or short of members: amber on the green of up time
 
 
 def _x(report: Report, ts_ms: int) -> float:
@@ -283,28 +406,35 @@ def _ticks(report: Report) -> list[_Tick]:
     return ticks
 
 
-def _timeline(report: Report, comps: tuple[ComponentReport, ...]) -> dict[str, Any]:
+def _timelines(report: Report, comps: tuple[ComponentReport, ...]) -> list[dict[str, Any]]:
+    """The timeline of `comps`, as one chart per TIMELINE_ROWS components: a chart fits on a printed page."""
+    ticks = _ticks(report)
+    return [_timeline(report, comps[i:i + TIMELINE_ROWS], ticks) for i in range(0, len(comps), TIMELINE_ROWS)]
+
+
+def _timeline(report: Report, comps: tuple[ComponentReport, ...], ticks: list[_Tick]) -> dict[str, Any]:
     rects: list[_Rect] = []
     for row, c in enumerate(comps):
         y = _AXIS_H + row * _ROW_H + 4
         for g in c.result.unmonitored:
             x0, x1 = _x(report, g.start_ms), _x(report, g.end_ms)
-            rects.append(_Rect(x0, y, max(1.0, round(x1 - x0, 2)), _ROW_H - 8, "#c7ccd1",
+            rects.append(_Rect(x0, y, max(1.0, round(x1 - x0, 2)), _ROW_H - 8, UNMONITORED_FILL,
                                f"unmonitored {iso_ms(g.start_ms)} – {iso_ms(g.end_ms)}"))
+        for d in c.result.degraded:
+            x0, x1 = _x(report, d.start_ms), _x(report, d.end_ms)
+            rects.append(_Rect(x0, y, max(2.0, round(x1 - x0, 2)), _ROW_H - 8, DEGRADED_FILL,
+                               f"degraded {iso_ms(d.start_ms)} – {iso_ms(d.end_ms)} "
+                               f"({human_ms(d.duration_ms)}) {d.reason}".rstrip()))
         for o in c.result.outages:
-            x0, x1 = _x(report, o.start_ms), _x(report, o.end_ms)
-            if o.counted_ms == 0:
-                fill, what = "#7aa6d6", "maintenance"
-            elif o.late_notice:
-                fill, what = "#e8710a", "outage (late notice)"
-            else:
-                fill, what = "#d93025", "outage"
-            rects.append(_Rect(x0, y, max(2.0, round(x1 - x0, 2)), _ROW_H - 8, fill,
-                               f"{what} {iso_ms(o.start_ms)} – {iso_ms(o.end_ms)} "
-                               f"({human_ms(o.duration_ms)}) {o.reason}".rstrip()))
+            for part in o.parts:
+                x0, x1 = _x(report, part.start_ms), _x(report, part.end_ms)
+                fill, what = _PART_LOOK[part.kind]
+                rects.append(_Rect(x0, y, max(2.0, round(x1 - x0, 2)), _ROW_H - 8, fill,
+                                   f"{what} {iso_ms(part.start_ms)} – {iso_ms(part.end_ms)} "
+                                   f"({human_ms(part.duration_ms)}) {o.reason}".rstrip()))
     height = _AXIS_H + len(comps) * _ROW_H + 4
     return {"width": _SVG_WIDTH, "height": height, "label_w": _LABEL_W, "plot_w": _PLOT_W, "row_h": _ROW_H,
-            "axis_h": _AXIS_H, "rects": rects, "ticks": _ticks(report),
+            "axis_h": _AXIS_H, "rects": rects, "ticks": ticks,
             "rows": [{"y": _AXIS_H + i * _ROW_H, "name": c.name} for i, c in enumerate(comps)]}
 
 
@@ -329,7 +459,8 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(iso=iso_ms, human=human_ms, duration=duration_text, target=target_text)
+    env.filters.update(iso=iso_ms, stamp=stamp_text, minute=minute_text, human=human_ms, duration=duration_text,
+                       target=target_text)
     return env
 
 
@@ -345,13 +476,20 @@ def render_html(report: Report) -> str:
                             "availability": pct_text(c.result.availability_pct, c.policy.decimals),
                             "met": met_text(c.result.met), "budget": human_ms(c.result.error_budget_ms)}
                            for c in comps],
-            "timeline": _timeline(report, comps),
+            "timelines": _timelines(report, comps),
             "ledger": [{"component": c.name, "o": o, "notes": _outage_notes(o)}
                        for c in comps for o in c.result.outages],
+            "degraded": [{"component": c.name, "d": d} for c in comps for d in c.result.degraded],
+            "maintenance": [{"m": m, "w": m.window, "lead": notice_text(m.lead_ms), "verdict": verdict_text(m),
+                             "covers": f"{m.window.scope} {m.window.value}"}
+                            for m in report.maintenance_of(customer.name if customer is not None else None)],
+            "incidents": [_incident_row(e) for e in report.incidents_of(customer.name if customer else None)],
+            "response": summary(report.incidents_of(customer.name if customer is not None else None)),
         })
     return _environment().get_template("report.html.j2").render(
-        report=report, sections=sections, period_from=iso_ms(report.period.start_ms),
-        period_to=iso_ms(report.period.end_ms), length=human_ms(report.period.duration_ms))
+        report=report, sections=sections, look=_PART_LOOK, unmonitored=UNMONITORED_FILL, degraded=DEGRADED_FILL,
+        period_from=iso_ms(report.period.start_ms), period_to=iso_ms(report.period.end_ms),
+        length=human_ms(report.period.duration_ms))
 
 
 def render(report: Report, fmt: str) -> str:

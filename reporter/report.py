@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from reporter.availability import AgentViews, Availability, Policy, availability
+from reporter import responses
+from reporter.availability import AgentViews, Availability, Outage, Policy, availability, downtime_in, timely
+from reporter.calendars import calendars_of
 from reporter.periods import iso_ms, month_period
+from reporter.responses import IncidentEntry
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import Component, Config, Contract, Customer
-from slawatch.model import ComponentRef, Heartbeats, Interval, MaintenanceWindow, StateChange
-from slawatch.store import Source
+from slawatch.model import ComponentRef, Heartbeats, Incident, Interval, MaintenanceWindow, StateChange
+from slawatch.store import Source, open_desk_store
 
 Progress = Callable[[int, int], None]
 
@@ -47,12 +51,38 @@ class ComponentReport:
 
 
 @dataclass(frozen=True, slots=True)
+class MaintenanceEntry:
+    """A maintenance window that touches the period and some of one customer's components (None: components
+    without a customer), with the verdict of the notice rule for them (the rule of reporter.maintenance.notice_of).
+
+    `notice_ms` is the notice the customer's policy requires; when `timely`, down time inside the window is
+    excused, else it counts. `excused_ms` and `counted_ms` are the down time of `components` inside it within the
+    period, each component's counted on its own (a window can be late and still overlap a timely one).
+    """
+
+    window: MaintenanceWindow
+    customer: str | None
+    components: tuple[str, ...]
+    notice_ms: int
+    timely: bool
+    excused_ms: int
+    counted_ms: int
+
+    @property
+    def lead_ms(self) -> int:
+        """How long before its start it was announced."""
+        return self.window.start_ms - self.window.announced_ms
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """Everything the renderers need, and nothing they must look up: rendering is pure given a Report.
 
     `label` names the period ("2026-03" for a month, "FROM/TO" in ISO otherwise); `month` is
     (year, month) for a calendar-month report, None for a custom range. `policy` is the contract's
-    own policy for this kind of period; each customer's effective policy is in `customers`.
+    own policy for this kind of period; each customer's effective policy is in `customers`. A section is a
+    tuple of entries that each name their customer (`components`, `maintenance`), read per customer with
+    `components_of` and `maintenance_of`.
     """
 
     period: Interval
@@ -66,6 +96,8 @@ class Report:
     customers: tuple[CustomerInfo, ...]
     components: tuple[ComponentReport, ...]
     inputs_sha256: str
+    maintenance: tuple[MaintenanceEntry, ...] = ()
+    incidents: tuple[IncidentEntry, ...] = ()
 
     @property
     def period_key(self) -> str:
@@ -76,6 +108,12 @@ class Report:
 
     def components_of(self, customer: str | None) -> tuple[ComponentReport, ...]:
         return tuple(c for c in self.components if c.customer == customer)
+
+    def maintenance_of(self, customer: str | None) -> tuple[MaintenanceEntry, ...]:
+        return tuple(m for m in self.maintenance if m.customer == customer)
+
+    def incidents_of(self, customer: str | None) -> tuple[IncidentEntry, ...]:
+        return tuple(i for i in self.incidents if i.customer == customer)
 
 
 def policy_for(contract: Contract, customer: Customer | None, *, custom_range: bool = False) -> Policy:
@@ -176,11 +214,14 @@ async def build_report(
     customer: str | None = None,
     components: Sequence[str] | None = None,
     progress: Progress | None = None,
+    incidents: Sequence[Incident] | None = None,
+    as_of_ms: int | None = None,
 ) -> Report:
     """Read what `period` needs from `source` and compute every selected component's availability.
 
     `month` marks a calendar-month report (basis from the policy); without it the period is a custom
-    range, measured on its real length.
+    range, measured on its real length. `incidents` are the incidents raised in the period (read from the desk's
+    store when None); their response clocks are read at `as_of_ms` (default: now) while unacknowledged.
     """
     config, contract = loaded.config, loaded.contract
     selected = select_components(loaded, customer, components)
@@ -192,6 +233,10 @@ async def build_report(
     changes = await source.changes(period.start_ms, period.end_ms, names) if selected else []
     heartbeats = await source.heartbeats(period.start_ms, period.end_ms) if selected else {}
     windows = await source.windows(period.start_ms, period.end_ms) if selected else []
+    if incidents is None:
+        incidents = await read_incidents(loaded, period) if selected else []
+    wanted = set(names)
+    raised = [i for i in incidents if i.ref.component in wanted and period.start_ms <= i.raised_ms < period.end_ms]
 
     policies = customers_policies(loaded, custom_range=custom)
     customers = {c.name: CustomerInfo(c.name, c.tier, tuple(c.report_to), policies[c.name])
@@ -201,16 +246,18 @@ async def build_report(
     index = AgentViews(changes, heartbeats)
     results: list[ComponentReport] = []
     used_windows: dict[str, MaintenanceWindow] = {}
+    touched: dict[tuple[str, str | None], list[ComponentReport]] = {}
     for i, comp in enumerate(selected):
         ref = component_ref(contract, configured_ref(config, comp), index.latest_ref(comp.name))
         policy = policies[comp.customer] if comp.customer in customers else default_policy
         target = contract.target_pct(ref.klass, ref.tier)
         applying = [w for w in windows
                     if w.applies_to(ref) and w.start_ms < period.end_ms and w.end_ms > period.start_ms]
-        for w in applying:
-            used_windows[w.id] = w
         result = availability(period, index.views(comp.name), applying, policy, target)
         results.append(ComponentReport(comp.name, ref.klass, ref.tier, comp.customer, target, policy, result))
+        for w in applying:
+            used_windows[w.id] = w
+            touched.setdefault((w.id, comp.customer), []).append(results[-1])
         if progress is not None:
             progress(i + 1, len(selected))
 
@@ -219,12 +266,40 @@ async def build_report(
         period=period, label=label, timezone=tz, contract=contract_doc,
         policies={"": default_policy, **{name: c.policy for name, c in customers.items()}},
         components=[(r.name, r.klass, r.tier, r.customer, r.target_pct) for r in results],
-        changes=changes, heartbeats=heartbeats, windows=used_windows.values())
+        changes=changes, heartbeats=heartbeats, windows=used_windows.values(), incidents=raised)
+    maintenance = [maintenance_entry(used_windows[wid], customer, comps)
+                   for (wid, customer), comps in touched.items()]
+    maintenance.sort(key=lambda m: (m.window.start_ms, m.window.id, m.customer is None, m.customer or ""))
     return Report(
         period=period, label=label, month=month, timezone=tz,
         contract_name=contract.name, contract_version=contract.version, contract=contract_doc,
         policy=default_policy, customers=tuple(customers.values()), components=tuple(results),
-        inputs_sha256=digest)
+        inputs_sha256=digest, maintenance=tuple(maintenance),
+        incidents=responses.entries(contract, calendars_of(contract.response_terms()), raised,
+                                    as_of_ms if as_of_ms is not None else time.time_ns() // 1_000_000))
+
+
+async def read_incidents(loaded: Loaded, period: Interval) -> list[Incident]:
+    """The incidents raised in `period`, from the desk's store; none when it has never been made (no desk ran)."""
+    storage = loaded.config.storage
+    if not storage.records_path.exists():
+        return []
+    store = open_desk_store(storage)
+    try:
+        return await store.incidents(period.start_ms, period.end_ms)
+    finally:
+        await store.close()
+
+
+def maintenance_entry(window: MaintenanceWindow, customer: str | None,
+                      components: Sequence[ComponentReport]) -> MaintenanceEntry:
+    """A window's entry for one customer's components, all measured with the same policy (the customer's)."""
+    notice = components[0].policy.maintenance_notice_ms
+    span = Interval(window.start_ms, window.end_ms)
+    outages: list[Outage] = [o for c in components for o in c.result.outages]
+    inside = downtime_in(span, outages)
+    return MaintenanceEntry(window, customer, tuple(c.name for c in components), notice, timely(window, notice),
+                            excused_ms=inside["excused"], counted_ms=inside["counted"] + inside["late_notice"])
 
 
 async def build_month_report(loaded: Loaded, source: Source, year: int, month: int, **kwargs: Any) -> Report:
@@ -256,7 +331,7 @@ def why_not_final(loaded: Loaded, report: Report, customer: str) -> str | None:
     if report.period != month_period(*report.month, report.timezone):
         return "the month is still in progress"
     expected = {c.name for c in loaded.config.components if c.customer == customer}
-    if {c.name for c in report.components} != expected:
+    if {c.name for c in report.components_of(customer)} != expected:
         return f"only some of {customer}'s components"
     return None
 
@@ -272,6 +347,7 @@ def inputs_sha256(
     changes: Iterable[StateChange],
     heartbeats: Heartbeats,
     windows: Iterable[MaintenanceWindow],
+    incidents: Iterable[Incident] = (),
 ) -> str:
     """sha256 of a canonical JSON of every input the figures depend on, independent of read order."""
     doc = {
@@ -279,11 +355,18 @@ def inputs_sha256(
         "contract": contract,
         "policies": {name: policy_doc(p) for name, p in policies.items()},
         "components": sorted([list(c) for c in components], key=lambda c: str(c[0])),
-        "changes": sorted([c.ref.component, c.agent, c.ts_ms, c.up, c.reason] for c in changes),
+        # A degraded change adds a mark, so that a store without any hashes as it did before degraded existed.
+        "changes": sorted([c.ref.component, c.agent, c.ts_ms, c.up, c.reason, *(["degraded"] if c.degraded else [])]
+                          for c in changes),
         "heartbeats": {agent: [hb.period_s, sorted(hb.instants_ms)] for agent, hb in heartbeats.items()},
         "windows": sorted([w.id, w.scope, w.value, w.start_ms, w.end_ms, w.announced_ms, w.reason, w.created_ms]
                           for w in windows),
     }
+    # Incidents only when there are some: a report without any hashes as it did before incidents existed.
+    raised = sorted([i.id, i.ref.component, i.priority, i.raised_ms, i.acknowledged_ms, i.resolved_ms,
+                     [[p.start_ms, p.end_ms] for p in i.pauses]] for i in incidents)
+    if raised:
+        doc["incidents"] = raised
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

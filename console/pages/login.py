@@ -39,7 +39,10 @@ async def submit(request: web.Request, ctx: Ctx) -> web.StreamResponse:
                           error=f"Too many wrong passwords: signing in is locked for {format_duration(left)} "
                                 f"(the lock lasts {format_duration(limiter.lock_s)} after the last wrong one).")
     user = await ctx.console.users.get(name) if name else None
-    if not await verify_async(user.password_hash if user is not None else None, password) or user is None:
+    # One check at a time: a burst of sign-ins waits its turn instead of taking every core from the probes.
+    async with ctx.console.verifying:
+        good = await verify_async(user.password_hash if user is not None else None, password)
+    if not good or user is None:
         limiter.failed(keys, time.monotonic())
         log.warning("console: failed sign-in for %r from %s", name[:64], request.remote)
         left = limiter.locked_for(keys, time.monotonic())

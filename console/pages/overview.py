@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,21 +46,68 @@ def visible(console: Console, user: User) -> list[Status]:
 
 
 class Rows:
-    """Each component's table row, rendered once per change of what it shows: a page of 10 000 rows is then a
-    join of ready strings, not 10 000 template runs."""
+    """Each component's table row, kept as ready pieces: its state part (rendered again when the status changes),
+    its figures part (when the month-to-date figures change) and its sparkline (numbers only, made when new). A
+    page of 10 000 rows is then a join of ready strings, not 10 000 template runs; `keep_warm` renders the pieces
+    in the background, a few hundred at a time, so that no page view pays for them all at once."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, tuple[object, Markup]] = {}
+        self._heads: dict[str, tuple[Status, Markup]] = {}
+        self._tails: dict[str, tuple[tuple[object, ...] | None, Markup]] = {}
+        self._sparks: dict[str, tuple[Spark | None, Markup]] = {}
+        self._rows: dict[str, tuple[Markup, Markup, Markup, Markup]] = {}
 
     def row(self, console: Console, st: Status, fig: Figure | None, spark: Spark | None) -> Markup:
-        key = (st, None if fig is None else (fig.pct, fig.target_pct, fig.met, fig.budget_ms), spark)
-        hit = self._rows.get(st.name)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        macro = console.templates.get_template("_rows.html").module.component_row  # type: ignore[attr-defined]
-        html = Markup(macro(st, fig, spark))
-        self._rows[st.name] = (key, html)
-        return html
+        name = st.name
+        head = self._heads.get(name)
+        if head is None or head[0] != st:
+            macro = console.templates.get_template("_rows.html").module.row_head  # type: ignore[attr-defined]
+            head = self._heads[name] = (st, Markup(macro(st)))
+        values = None if fig is None else (fig.pct, fig.target_pct, fig.met, fig.budget_ms)
+        tail = self._tails.get(name)
+        if tail is None or tail[0] != values:
+            macro = console.templates.get_template("_rows.html").module.row_tail  # type: ignore[attr-defined]
+            tail = self._tails[name] = (values, Markup(macro(fig)))
+        line = self._sparks.get(name)
+        if line is None or line[0] is not spark:
+            line = self._sparks[name] = (spark, spark_svg(spark))
+        joined = self._rows.get(name)
+        if joined is None or joined[0] is not head[1] or joined[1] is not line[1] or joined[2] is not tail[1]:
+            # Plain str joins of pieces that are all markup already (Markup's + would escape-check each).
+            joined = self._rows[name] = (head[1], line[1], tail[1], Markup(str.__add__(str.__add__(head[1], line[1]),
+                                                                                        tail[1])))
+        return joined[3]
+
+
+def spark_svg(s: Spark | None) -> Markup:
+    """A sparkline as inline SVG, written out here: numbers only, so nothing in it needs escaping."""
+    if s is None:
+        return Markup("")
+    return Markup(f'<svg class="spark" width="{s.width:d}" height="{s.height:d}" role="img" '
+                  f'aria-label="latency up to {s.top_ms:.1f} ms"><polyline points="{_numbers(s.points)}"/></svg>')
+
+
+def _numbers(points: str) -> str:
+    if not all(c in "0123456789., -" for c in points):
+        raise ValueError("a sparkline's points are numbers")
+    return points
+
+
+async def keep_warm(console: Console) -> None:
+    """Render the rows' pieces after every read of the board."""
+    while True:
+        await console.board.changed.wait()
+        await warm(console)
+
+
+async def warm(console: Console) -> None:
+    """One pass over every row, yielding to the event loop every few hundred."""
+    rows = _rows(console)
+    board = console.board
+    for i, st in enumerate(list(board.snapshot.statuses.values())):
+        rows.row(console, st, board.figures.get(st.name), board.sparks.get(st.name))
+        if i % 200 == 199:
+            await asyncio.sleep(0)
 
 
 def _rows(console: Console) -> Rows:

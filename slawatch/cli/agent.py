@@ -77,10 +77,20 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
         # The console's libraries (Jinja2, Argon2, sessions) load only when it is enabled: lazy, for start-up.
         from slawatch.cli.console import OperatorConsole, agent_health
 
-        console = OperatorConsole(agent.loaded, desk.store if desk is not None else None,
-                                  local_health=agent_health(agent))
+        try:
+            console = OperatorConsole(agent.loaded, desk.store if desk is not None else None,
+                                      local_health=agent_health(agent))
+        except BaseException:
+            if desk is not None:
+                await desk.close()
+            raise
     if console is not None:
         agent.on_reload.append(console.apply)
+    if console is not None and desk is not None:
+        from console.pages.incidents import SENDER_WAKE  # lazy, only when the console is: loaded with it above
+
+        # What operators do in the console is sent at once, not at the sender's next look at the outbox.
+        console.console.extra[SENDER_WAKE] = desk.sender.wake
     try:
         listener = await serve(agent, host, port, console.mount if console is not None else None)
     except BaseException:

@@ -32,7 +32,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def notify_problems(loaded: Loaded) -> list[tuple[str, str]]:
     """The notification recipients that cannot be reached at all (checked by the channels that would send)."""
-    # Lazy: the channels load Apprise, which only a config with recipients needs.
+    # lazy: the channels load Apprise, which only a config with recipients needs
     from slawatch.cli.desk import IncidentDesk, recipient_problems
 
     notify = loaded.config.notify

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from console.app import load_secret, mount, new_console
+from console.app import SecretError, load_secret, mount, new_console
 from console.health import HealthFn, LocalHealth, SinkHealth, TaskHealth
+from slawatch.cli.usage import EXIT_USAGE
 from slawatch.config.loader import Loaded
 from slawatch.store import DeskStore, open_desk_store, open_source, open_user_store
 
@@ -31,7 +32,11 @@ class OperatorConsole:
         self._own_desk_store = desk_store is None
         self.desk_store = desk_store if desk_store is not None else open_desk_store(storage)
         self.users = open_user_store(storage)
-        self.secret = load_secret(loaded.config.console.secret_path(storage))
+        try:
+            self.secret = load_secret(loaded.config.console.secret_path(storage))
+        except SecretError as exc:  # a start-up error the operator fixes, not a crash
+            log.error("%s", exc)
+            raise SystemExit(EXIT_USAGE) from None
         self.console = new_console(loaded, self.source, self.desk_store, self.users, local_health=local_health)
 
     def mount(self, app: web.Application) -> None:

@@ -206,7 +206,8 @@ async def run_demo(directory: Path, *, duration_s: float | None = None, interval
     print(f"slawatch demo: {len(loaded.config.components)} loopback targets, probed every {interval_s:g}s")
     store = loaded.config.storage.sqlite.path if loaded.config.storage.sqlite else "-"
     print(f"  config  {config_path}\n  store   {store}")
-    print(f"  status  http://127.0.0.1:{ports['listen']}/  (metrics at /metrics)")
+    print(f"  console http://127.0.0.1:{ports['listen']}/  (metrics at /metrics; sign in after "
+          f"`slawatch user add NAME --role admin --config {config_path}`)")
     print(f"  'vlan-flappy' goes down for {FLAP_DOWN_S:g}s every {FLAP_CYCLE_S:g}s; 'ups-rack-a' runs on battery "
           f"(degraded) for {UPS_BATTERY_S:g}s every {UPS_CYCLE_S:g}s, first after {UPS_OFFSET_S:g}s.")
     print("  Ctrl-C stops the demo.")

@@ -11,7 +11,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from reporter.maintenance import format_duration, format_time, iso_time, lead_time_s, new_id, notice_of
+from reporter.maintenance import (
+    FUTURE_TOLERANCE_MS,
+    format_duration,
+    format_time,
+    iso_time,
+    known_targets,
+    lead_time_s,
+    new_id,
+    notice_of,
+)
 from reporter.periods import parse_iso
 from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from slawatch.config.loader import ConfigError, Loaded, load
@@ -19,8 +28,6 @@ from slawatch.model import SCOPES, MaintenanceWindow, Scope
 from slawatch.store import Source, SourceError, open_source
 
 DEFAULT_CONFIG_ENV = "SLAWATCH_CONFIG"
-FUTURE_TOLERANCE_MS = 5 * 60_000
-"""An announcement time this far ahead of the clock is taken as a mistake, not as evidence."""
 
 T = TypeVar("T")
 
@@ -41,13 +48,7 @@ def parse_time(text: str, option: str) -> int:
 
 def check_target(loaded: Loaded, scope: Scope, value: str) -> None:
     """The named component, class or customer must be one the config (and its contract) knows."""
-    config = loaded.config
-    if scope == "component":
-        known = [c.name for c in config.components]
-    elif scope == "class":
-        known = sorted({*loaded.contract.classes, *(c.klass for c in config.components)})
-    else:
-        known = [c.name for c in config.customers]
+    known = known_targets(loaded, scope)
     if value not in known:
         listed = ", ".join(known[:20]) + (f", … ({len(known)} in all)" if len(known) > 20 else "")
         raise UsageError(f"unknown {scope} {value!r}: {loaded.path} has " + (listed or f"no {scope}s"))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reporter.delivery import deliver
+from reporter.pdf import PdfError, render_pdf
 from reporter.periods import month_period, parse_iso, parse_month
 from reporter.render import FORMATS, render
 from reporter.report import Progress, ReportError, build_report, select_components
@@ -91,10 +92,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report.add_argument("--customer", metavar="NAME", help="only this customer's components")
     report.add_argument("--component", action="extend", nargs="+", metavar="NAME", default=None,
                         help="only these components")
-    report.add_argument("--format", choices=FORMATS, default="text")
-    report.add_argument("--out", metavar="FILE", help="write the report here instead of standard output")
+    report.add_argument("--format", choices=(*FORMATS, "pdf"), default="text",
+                        help="pdf: the HTML report laid out on A4 pages")
+    report.add_argument("--out", "--output", dest="out", metavar="FILE",
+                        help="write the report here instead of standard output")
     report.add_argument("--email", action="store_true",
-                        help="send each customer its report (HTML, text and CSV) to its report_to addresses")
+                        help="send each customer its report (HTML, text, CSV and PDF) to its report_to addresses")
     report.set_defaults(func=report_cmd)
 
 
@@ -112,6 +115,8 @@ def report_cmd(args: argparse.Namespace) -> int:
         select_components(loaded, args.customer, args.component)
         if args.email and loaded.config.report.smtp is None:
             raise UsageError("--email needs report.smtp in the config")
+        if args.format == "pdf" and args.out is None and not args.email and sys.stdout.isatty():
+            raise UsageError("--format pdf is binary: give --output FILE or redirect standard output")
     except (UsageError, ReportError) as exc:
         print(f"slawatch report: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -125,18 +130,27 @@ async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month
             show = progress_bar(sys.stderr) if args.format == "text" or args.out is not None else None
             report = await build_report(loaded, source, period, month=month, customer=args.customer,
                                         components=args.component, progress=show)
-            text = render(report, args.format)
-            if args.out is not None:
-                await asyncio.to_thread(Path(args.out).write_bytes, text.encode("utf-8"))
+            if args.format == "pdf":
+                data = await asyncio.to_thread(render_pdf, report)
+                text = None
             else:
+                text = render(report, args.format)
+                data = text.encode("utf-8")
+            if args.out is not None:
+                await asyncio.to_thread(Path(args.out).write_bytes, data)
+            elif text is not None:
                 sys.stdout.write(text)
+            else:
+                sys.stdout.flush()
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
         if args.email:
             return await _email(args, loaded, source, period, month)
         return EXIT_OK
     except ReportError as exc:
         print(f"slawatch report: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (SourceError, OSError) as exc:
+    except (SourceError, OSError, PdfError) as exc:
         print(f"slawatch report: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
@@ -166,6 +180,8 @@ async def _email(args: argparse.Namespace, loaded: Loaded, store: Source, period
         for refused in r.refused:
             print(f"slawatch report: {name}: recipient refused: {refused}", file=sys.stderr)
         print(f"sent {label} to {name} ({', '.join(customer.report_to if customer else ())})", file=sys.stderr)
+        if r.pdf_error is not None:
+            print(f"slawatch report: {label} for {name} sent without its PDF: {r.pdf_error}", file=sys.stderr)
         if r.record_error is not None:
             print(f"slawatch report: {label} for {name} sent but not recorded, so the monthly job may "
                   f"send it again: {r.record_error}", file=sys.stderr)

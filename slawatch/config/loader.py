@@ -83,6 +83,10 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
         config.contract = base / config.contract
     if config.storage.sqlite is not None and not config.storage.sqlite.path.is_absolute():
         config.storage.sqlite.path = base / config.storage.sqlite.path
+    if config.storage.records is not None and not config.storage.records.is_absolute():
+        config.storage.records = base / config.storage.records
+    elif config.storage.records is None and config.storage.sqlite is None:  # InfluxDB alone: records beside it
+        config.storage.records = base / config.storage.records_path
     if not config.storage.spool.path.is_absolute():
         config.storage.spool.path = base / config.storage.spool.path
     if config.report.archive is not None and not config.report.archive.is_absolute():

@@ -128,6 +128,11 @@ class DeskStore(Protocol):
         """Store a new incident; False, storing nothing, when its fault (component, start_ms) is already known."""
         ...
 
+    async def open_many(self, items: Sequence[tuple[Incident, Sequence[IncidentEvent], Sequence[Notification]]]
+                        ) -> list[bool]:
+        """`open` for several in one transaction; per item, whether it was stored."""
+        ...
+
     async def update(self, version: int, incident: Incident, events: Sequence[IncidentEvent],
                      notes: Sequence[Notification], *, fault_start_ms: int | None = None) -> bool:
         """Replace the incident stored at `version`; False, storing nothing, when it has moved on since."""
@@ -156,6 +161,8 @@ class DeskStore(Protocol):
     async def mark(self, note: Notification) -> None:
         """Store the outcome of a delivery attempt of a pending notification."""
         ...
+
+    async def mark_many(self, notes: Sequence[Notification]) -> None: ...
 
     async def prune(self, older_than_ms: int) -> int: ...
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # batch overwrite instead of duplicate. WITHOUT ROWID: the key is the storage order, so the reporter's
 # reads (one component or agent over a time range) are range scans of the primary key itself.
 SCHEMA = schema.ddl()
+SCHEMA_STATEMENTS = tuple(f"{part.strip()};" for part in SCHEMA.split(";\n") if part.strip())
 
 COLUMNS: dict[str, tuple[str, ...]] = {m.name: m.names for m in (schema.PROBE, STATE, HEARTBEAT)}
 """Column order of each data table's INSERT: the schema's, as `schema.point_row` builds the rows."""
@@ -83,11 +84,15 @@ class SqliteSink:
         except (OSError, sqlite3.Error) as exc:
             raise self._error("cannot open", exc) from exc
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA busy_timeout=10000")
+            await _wal(db)
             # FULL: a batch is on disk when write() returns, because the spool then forgets it.
             await db.execute("PRAGMA synchronous=FULL")
-            await db.execute("PRAGMA busy_timeout=10000")
-            await db.executescript(SCHEMA)
+            # One transaction, so that processes opening a new store at once (the agent, `slawatch incident`,
+            # the reporter) take turns instead of one failing on the other's half-made schema.
+            await db.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA_STATEMENTS:
+                await db.execute(statement)
             await _migrate(db)
             await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             await db.commit()
@@ -157,6 +162,19 @@ class SqliteSink:
         # Busy, full disk, I/O errors pass; a constraint or a corrupt file will not by waiting.
         retryable = isinstance(exc, sqlite3.OperationalError | OSError)
         return SinkError(f"SQLite {doing} {self.path}: {exc}", retryable=retryable)
+
+
+async def _wal(db: aiosqlite.Connection) -> None:
+    """Switch to WAL; a moment's wait when another connection is making the file at the same instant (the switch
+    can answer "locked" at once, without the busy timeout)."""
+    for attempt in range(50):
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:
@@ -276,7 +294,7 @@ class SqliteSource:
         try:
             return await aiosqlite.connect(uri, uri=True, timeout=10.0, isolation_level=None)
         except sqlite3.Error as exc:
-            await _let_aiosqlite_stop()
+            await let_aiosqlite_stop()
             raise StoreUnavailable(f"cannot open SQLite store {self.path} read-only: {exc}") from exc
 
     async def _writer(self) -> aiosqlite.Connection:
@@ -290,7 +308,7 @@ class SqliteSource:
             try:  # the sink's own set-up: WAL, the schema's tables if they are not there yet, migrations
                 self._rw = await SqliteSink(self.settings).connect()
             except SinkError as exc:
-                await _let_aiosqlite_stop()
+                await let_aiosqlite_stop()
                 raise StoreUnavailable(str(exc)) from exc
         return self._rw
 
@@ -396,7 +414,7 @@ class SqliteSource:
         self._ro = self._rw = None
 
 
-async def _let_aiosqlite_stop() -> None:
+async def let_aiosqlite_stop() -> None:
     # A failed aiosqlite.connect stops its worker thread without awaiting it; the thread then reports to
     # this event loop. Give it a moment so that a CLI leaving asyncio.run right after does not close the
     # loop under it.

@@ -16,7 +16,7 @@ from slawatch.config.settings import SqliteSettings
 from slawatch.model import Incident, IncidentEvent, Notification, NotificationState
 from slawatch.schema import INCIDENT, INCIDENT_EVENT, INCIDENT_FAULT, NOTIFICATION
 from slawatch.store import SinkError, SourceError, StoreUnavailable
-from slawatch.store.sqlite import SqliteSink
+from slawatch.store.sqlite import SqliteSink, let_aiosqlite_stop
 
 T = TypeVar("T")
 
@@ -34,6 +34,8 @@ _SQL_UPDATE = f"UPDATE {INCIDENT.name} SET {_INCIDENT_SETS} WHERE id = ? AND ver
 _SQL_FAULT = _insert(INCIDENT_FAULT, "INSERT OR IGNORE")
 _SQL_KNOWN_FAULT = f"SELECT incident FROM {INCIDENT_FAULT.name} WHERE component = ? AND start_ms = ?"
 _SQL_EVENT = _insert(INCIDENT_EVENT)
+_SQL_MARK = (f"UPDATE {NOTIFICATION.name} SET state = ?, attempts = ?, due_ms = ?, last_error = ?, sent_ms = ? "
+             f"WHERE id = ? AND state = ?")
 # A replayed write of the same change finds its notifications there already: they are not queued twice.
 _SQL_NOTE = _insert(NOTIFICATION, "INSERT OR IGNORE")
 _SQL_NEXT_ID = (f"SELECT MAX(CAST(substr(id, ?) AS INTEGER)) FROM {INCIDENT.name} WHERE id LIKE ? "
@@ -55,6 +57,7 @@ class SqliteDeskStore:
         try:
             return await self._sink.connect()  # WAL, schema and migrations, as the agent's own store
         except SinkError as exc:
+            await let_aiosqlite_stop()
             raise StoreUnavailable(str(exc)) from exc
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -97,6 +100,31 @@ class SqliteDeskStore:
             return True
 
         return (await self._transaction("open an incident in", work))
+
+    async def open_many(self, items: Sequence[tuple[Incident, Sequence[IncidentEvent], Sequence[Notification]]]
+                        ) -> list[bool]:
+        """`open` for several incidents in one transaction (one disk sync for a core switch's thousand faults):
+        for each, True when stored, False when its fault was known already or its id taken (nothing of it
+        stored)."""
+        async def work(db: aiosqlite.Connection) -> list[bool]:
+            done = []
+            for incident, events, notes in items:
+                if await _exists(db, _SQL_KNOWN_FAULT, [incident.ref.component, incident.start_ms]):
+                    done.append(False)
+                    continue
+                try:
+                    await db.execute(_insert(INCIDENT), schema.incident_row(incident))
+                except sqlite3.IntegrityError:
+                    done.append(False)
+                    continue
+                await db.execute(_SQL_FAULT, [incident.ref.component, incident.start_ms, incident.id])
+                await _append(db, events, notes)
+                done.append(True)
+            return done
+
+        if not items:
+            return []
+        return await self._transaction("open incidents in", work)
 
     async def update(self, version: int, incident: Incident, events: Sequence[IncidentEvent],
                      notes: Sequence[Notification], *, fault_start_ms: int | None = None) -> bool:
@@ -180,14 +208,17 @@ class SqliteDeskStore:
 
     async def mark(self, note: Notification) -> None:
         """Store a delivery attempt's outcome (state, attempts, due_ms, last_error, sent_ms) of a pending one."""
+        await self.mark_many([note])
+
+    async def mark_many(self, notes: Sequence[Notification]) -> None:
+        """`mark` for several, in one transaction."""
         async def work(db: aiosqlite.Connection) -> bool:
-            await db.execute(f"UPDATE {NOTIFICATION.name} SET state = ?, attempts = ?, due_ms = ?, last_error = ?, "
-                       f"sent_ms = ? WHERE id = ? AND state = ?",
-                       [str(note.state), note.attempts, note.due_ms, schema.clean_text(note.last_error),
-                        note.sent_ms, note.id, str(NotificationState.PENDING)])
+            await db.executemany(_SQL_MARK, [[str(n.state), n.attempts, n.due_ms, schema.clean_text(n.last_error),
+                                              n.sent_ms, n.id, str(NotificationState.PENDING)] for n in notes])
             return True
 
-        await self._transaction("record a notification in", work)
+        if notes:
+            await self._transaction("record notifications in", work)
 
     # ------------------------------------------------------------ upkeep
 

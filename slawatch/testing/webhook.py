@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # time.time() when the body was in
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -37,7 +39,7 @@ class Webhook:
         body = await request.read()
         self.count += 1
         if self.keep:
-            self.received.append(Request(request.method, request.path, dict(request.headers), body))
+            self.received.append(Request(request.method, request.path, dict(request.headers), body, time.time()))
         if request.path.startswith("/hang"):
             await self._stopping.wait()
             return web.Response(status=503)

@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import (
+    ClientResponse,
+    test_utils,  # as `test_utils.X`: a module named test_* is taken for a test module
+)
 
 from console.app import make_console
 from console.context import CONSOLE_KEY, Console
@@ -114,7 +116,7 @@ class Clock:
 @dataclass
 class Site:
     loaded: Loaded
-    client: TestClient
+    client: test_utils.TestClient
     users: SqliteUserStore
     desk_store: SqliteDeskStore
     clock: Clock
@@ -144,15 +146,16 @@ class Site:
 
 
 @asynccontextmanager
-async def site(tmp_path: Path, now_ms: int, **config: str) -> AsyncIterator[Site]:
-    loaded = load(write_config(tmp_path, **config))
+async def site(tmp_path: Path, now_ms: int, *, cfg: Path | None = None, **config: str) -> AsyncIterator[Site]:
+    """The console on `cfg`, or on write_config's (with `config`)."""
+    loaded = load(cfg or write_config(tmp_path, **config))
     storage = loaded.config.storage
     source = SqliteSource(storage.sqlite)  # type: ignore[arg-type]
     desk_store = SqliteDeskStore(storage.records_path)
     users = SqliteUserStore(storage.records_path)
     clock = Clock(now_ms)
     app = make_console(loaded, source, desk_store, users, clock=clock)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
+    client = test_utils.TestClient(test_utils.TestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:
         yield Site(loaded, client, users, desk_store, clock)

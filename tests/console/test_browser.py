@@ -15,14 +15,12 @@ import pytest
 from aiohttp import web
 
 from slawatch.cli import main
-from slawatch.testing import free_port, need_binary
+from slawatch.testing import free_port
 from slawatch.testing.agentproc import AgentProcess, TcpTarget, write_config
+from tests.console import browser
 from tests.console.site import PASSWORD
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.peer("chromium")]
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def get(url: str) -> tuple[int, str]:
@@ -45,7 +43,17 @@ def target() -> Iterator[TcpTarget]:
 def agent(tmp_path: Path, target: TcpTarget) -> Iterator[tuple[AgentProcess, str, Path]]:
     port = free_port()
     cfg = write_config(tmp_path, target.port, interval=0.3, listen=f"127.0.0.1:{port}")
-    cfg.write_text(cfg.read_text() + "console: {refresh_s: 0.5, figures_s: 5, latency_span_s: 60}\n")
+    closed = free_port()  # nothing listens there: refused from the start
+    cfg.write_text(cfg.read_text() + f"""  - name: lb-2
+    class: load_balancer
+    customer: acme
+    probes: [{{kind: tcp, target: "127.0.0.1:{closed}"}}]
+  - name: core-9
+    class: network
+    tier: gold
+    probes: [{{kind: tcp, target: "127.0.0.1:{target.port}"}}]
+console: {{refresh_s: 0.5, figures_s: 5, latency_span_s: 60}}
+""")
     proc = AgentProcess(cfg)
     try:
         proc.wait_for("serving /metrics, /healthz and the console")
@@ -56,15 +64,8 @@ def agent(tmp_path: Path, target: TcpTarget) -> Iterator[tuple[AgentProcess, str
 
 @pytest.fixture
 async def chromium() -> AsyncIterator[object]:
-    binary = need_binary("chromium", "chromium")
-    from playwright.async_api import async_playwright  # only when chromium is there: the test skips before
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with browser.chromium() as b:
+        yield b
 
 
 async def evil_site(console: str) -> web.AppRunner:
@@ -98,6 +99,7 @@ async def test_operator_signs_in_and_sees_a_fault_appear_without_a_reload(
     page = await context.new_page()
     await page.goto(base + "/")
     assert "/login" in page.url
+    await page.screenshot(path=str(tmp_path / "login.png"))
     await page.fill("input[name=name]", "ops")
     await page.fill("input[name=password]", PASSWORD)
     await page.click("button[type=submit]")
@@ -109,7 +111,7 @@ async def test_operator_signs_in_and_sees_a_fault_appear_without_a_reload(
     target.down()
     await page.wait_for_selector('tr[data-name="san-1"][data-state="down"]', timeout=20_000)
     assert await page.evaluate("window.__notReloaded === true")
-    assert await page.text_content('[data-count="down"]') == "1"
+    assert await page.text_content('[data-count="down"]') == "3"  # san-1, core-9 (same target), lb-2
     row = await page.text_content('tr[data-name="san-1"]')
     assert row is not None and "DOWN" in row and "refused" in row.lower()
     await page.screenshot(path=str(tmp_path / "overview-down.png"), full_page=True)

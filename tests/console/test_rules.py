@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from console.board import SPARK_POINTS, Status, _state_of, fresh_agents, spark, spark_steps
+from console.board import SPARK_POINTS, Spark, Status, _state_of, fresh_agents, spark, spark_steps
+from console.context import mask_token, may_redirect_to, token_matches
 from console.limits import LoginLimiter
-from console.pages.overview import matches
+from console.pages.overview import matches, spark_svg
 from console.scope import may_see
 from slawatch.model import AgentHeartbeats, ComponentRef, StateChange, User
 
@@ -146,3 +147,30 @@ def test_spark_steps_end_after_now_on_multiples_of_the_step(now: int, span: int)
     start, end, step = spark_steps(now, span)
     assert start % step == 0 and end % step == 0 and end - start == SPARK_POINTS * step
     assert start <= now < end and end - now <= step
+
+
+@pytest.mark.parametrize(("target", "to"), [
+    ("/", "/"), ("/components/pbx-1?x=1", "/components/pbx-1?x=1"), ("/%2F%2Fevil.example", "/%2F%2Fevil.example"),
+    ("//evil.example", "/"), ("/\\evil.example", "/"), ("/\t/evil.example", "/"), ("/\n/x", "/"),
+    ("https://evil.example/", "/"), ("", "/"), ("javascript:alert(1)", "/"), ("/a b", "/"),
+])
+def test_sign_in_only_sends_back_to_this_console(target: str, to: str) -> None:
+    assert may_redirect_to(target) == to
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=16, max_size=64))
+def test_a_masked_token_matches_only_its_token(token: str) -> None:
+    a, b = mask_token(token), mask_token(token)
+    assert a != b  # a fresh pad each time: a compressed page never repeats the token's bytes
+    assert token_matches(a, token) and token_matches(b, token)
+    assert not token_matches(a, token[:-1] + ("x" if token[-1] != "x" else "y"))
+    assert not token_matches(token, token) and not token_matches("", token) and not token_matches("%%%", token)
+
+
+def test_a_sparkline_is_written_from_numbers_only() -> None:
+    line = spark_svg(Spark(120, 24, "0,1 3,2", 4.25))
+    assert line == ('<svg class="spark" width="120" height="24" role="img" aria-label="latency up to 4.2 ms">'
+                    '<polyline points="0,1 3,2"/></svg>')
+    assert spark_svg(None) == ""
+    with pytest.raises(ValueError):
+        spark_svg(Spark(120, 24, '0,1"/><script>alert(1)</script>', 1.0))

@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
+from aiohttp import test_utils, web
 from aiohttp_session import Session
 from cryptography.fernet import Fernet
 
-from console.app import COOKIE, NO_USER, _CookieStorage
+from console.app import COOKIE, NO_USER, SecretError, _CookieStorage, load_secret
 from console.context import NAV
 from console.passwords import hash_password
 from slawatch.model import Outcome
@@ -108,6 +107,18 @@ async def test_the_session_key_file_is_made_0600(tmp_path: Path) -> None:
     async with site(tmp_path, NOW) as s:
         key = s.loaded.config.console.secret_path(s.loaded.config.storage)
         assert key.exists() and key.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_session_key_file_that_holds_no_key_is_a_clear_error(tmp_path: Path) -> None:
+    key = tmp_path / "console.key"
+    key.write_text("not a key\n")
+    with pytest.raises(SecretError, match="holds no session key: remove it"):
+        load_secret(key)
+    fresh = tmp_path / "new" / "console.key"
+    first = load_secret(fresh)
+    assert fresh.stat().st_mode & 0o777 == 0o600
+    token = first.encrypt(b"x")
+    assert load_secret(fresh).decrypt(token) == b"x"  # the same key at the next start
 
 
 async def test_a_new_password_or_a_removed_account_ends_the_session(tmp_path: Path) -> None:
@@ -283,6 +294,7 @@ async def test_component_page(tmp_path: Path) -> None:
         assert 'href="/incidents/INC-2026-000007"' in text
         assert "refused" in text  # the probe's last result
         assert "Outages this month" in text and "DOWN" in text
+        assert "<td>ongoing</td>" in text  # pbx-1 is still down: its outage has no end yet
         san = await (await s.client.get("/components/san-1")).text()
         assert '<svg class="spark" width="720"' in san and "DEGRADED" in san
 
@@ -322,7 +334,7 @@ async def test_incidents_near_their_response_deadline(tmp_path: Path) -> None:
 def test_secure_cookies_auto_follows_the_request_scheme() -> None:
     storage = _CookieStorage(Fernet(Fernet.generate_key()), secure="auto", max_age_s=600)
     for sslcontext, secure in ((None, False), (ssl.create_default_context(), True)):
-        request = make_mocked_request("GET", "/", sslcontext=sslcontext)
+        request = test_utils.make_mocked_request("GET", "/", sslcontext=sslcontext)
         response = web.Response()
         session = Session("id", data=None, new=True, max_age=600)
         session["csrf"] = "x"

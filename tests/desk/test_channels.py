@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -337,6 +338,30 @@ def test_the_timeout_is_bounded() -> None:
     for bad in (0.0, -1.0, 601.0):
         with pytest.raises(ValueError, match="timeout_s must be in"):
             Channels(None, timeout_s=bad)
+
+
+async def test_apprise_reads_no_config_nor_plugin_of_the_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               hook: Webhook) -> None:
+    """What the Apprise command line would load from HOME (a config file, a custom plugin) is not loaded here, and
+    a delivery writes nothing there (no persistent store on disk)."""
+    home = tmp_path / "home"
+    plugins = home / ".apprise" / "plugins"
+    plugins.mkdir(parents=True)
+    (home / ".apprise" / "apprise.yml").write_text("urls:\n  - json://127.0.0.1:9/from-user-config\n")
+    (plugins / "leak.py").write_text("from apprise.decorators import notify\n\n"
+                                     "@notify(on='leak')\ndef leak(body, title, notify_type, *args, **kwargs):\n"
+                                     "    return True\n")
+    for name in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(name, str(home))
+    before = sorted(p.relative_to(home) for p in home.rglob("*"))
+    ch = Channels(None)
+    try:
+        assert ch.check("leak://anything") == "unknown notification scheme leak:// in leak://anything"
+        assert await ch.deliver(f"json://127.0.0.1:{hook.port}/incidents", MESSAGE) == Delivery(True)
+    finally:
+        await ch.close()
+    assert [r.path for r in hook.received] == ["/incidents"]
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == before
 
 
 # --- secrets ---

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from slawatch.config.loader import load
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -46,3 +48,13 @@ def test_usable_recipients_pass_and_the_summary_says_who_is_told(tmp_path: Path)
                            'notify: {noc: ["noc@provider.example", "json://127.0.0.1:9/x"]}\n' + COMPONENTS)
     assert proc.returncode == 0, proc.stderr
     assert "incidents: raised and notified to 2 NOC recipient(s), 1 customer contact(s)" in proc.stdout
+
+
+def test_the_records_store_is_found_beside_the_config_wherever_commands_run(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    for storage, expected in (("storage: {records: incidents.db, sqlite: {path: s.db}}", "incidents.db"),
+                              ("storage: {sqlite: {path: s.db}}", "s.db"),
+                              ("storage: {influxdb: {url: 'http://127.0.0.1:1', database: x}}", "slawatch.db")):
+        path = tmp_path / "etc" / "slawatch.yaml"
+        path.write_text(f"contract: {ROOT / 'config' / 'contract.yaml'}\n{storage}\n", encoding="utf-8")
+        assert load(path).config.storage.records_path == tmp_path / "etc" / expected, storage

@@ -15,8 +15,8 @@ from desk import incidents as steps
 from desk.desk import Desk
 from reporter.periods import parse_iso
 from slawatch.config.loader import Loaded, load
-from slawatch.model import ComponentRef, IncidentState, MaintenanceWindow, StateChange
-from slawatch.store.sqlite import SqliteSource
+from slawatch.model import ComponentRef, Incident, IncidentEvent, IncidentState, MaintenanceWindow, StateChange
+from slawatch.store.sqlite import SqliteSink, SqliteSource
 from slawatch.store.sqlite_desk import SqliteDeskStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,3 +251,42 @@ async def test_actions_that_do_not_apply_say_why(tmp_path: Path, store: SqliteDe
         await desk.act(incident.id, lambda i: steps.pause(i, "ann", " ", T0 + MIN))
     with pytest.raises(steps.ActionError, match="no incident INC-2026-000099"):
         await desk.act("INC-2026-000099", lambda i: steps.resume(i, "ann", "", T0))
+
+
+async def test_at_start_the_desk_takes_what_the_store_says(tmp_path: Path, store: SqliteDeskStore) -> None:
+    """A fault written to the store while no desk followed (the agent restarted, another agent wrote it) is raised
+    from the store; a resolved incident older than the retention is pruned."""
+    loaded = config(tmp_path)
+    sink = SqliteSink(loaded.config.storage.sqlite)  # type: ignore[arg-type]
+    await sink.write([change("pbx-1", T0 - 2 * MIN, True), change("pbx-1", T0 - MIN, False, "SIP 503"),
+                      change("san-1", T0 - 5 * MIN, True, klass="san")])
+    await sink.close()
+    old = Incident("INC-2025-000001", ComponentRef("san-1", "san", "gold", "acme"), "down", 0, 0, "P2",
+                   IncidentState.RESOLVED, "old", resolved_ms=60_000, version=1)
+    await store.open(old, [IncidentEvent(old.id, 1, 0, "opened", "slawatch")], [])
+    source = SqliteSource(loaded.config.storage.sqlite)  # type: ignore[arg-type]
+    try:
+        desk = Desk(loaded, store, source, clock_ms=Clock(T0))
+        await desk.load()
+        await desk.pass_once()
+        assert await desk.prune() == 3  # the old incident, its fault and its event
+    finally:
+        await source.close()
+    (incident,) = await store.incidents()
+    assert (incident.ref.component, incident.start_ms, incident.reason) == ("pbx-1", T0 - MIN, "SIP 503")
+
+
+async def test_a_thousand_faults_at_once_are_raised_in_one_pass_with_the_clock_from_their_confirmation(
+        tmp_path: Path, store: SqliteDeskStore) -> None:
+    clock = Clock(T0)
+    desk = await desk_at(tmp_path, store, clock)
+    for k in range(300):
+        desk.feed(change(f"edge-{k:03d}", T0 - MIN, False, "refused", klass="network"))
+    clock.now_ms = T0 + 7_000  # the desk gets to them seven seconds later
+    await desk.pass_once()
+    await desk.pass_once()
+    raised = await store.incidents()
+    assert len(raised) == 300 and len({i.id for i in raised}) == 300
+    assert {i.raised_ms for i in raised} == {T0}  # when the change reached the desk, not when it was written
+    assert sorted(i.id for i in raised)[-1] == "INC-2026-000300"
+    assert len(await store.notifications()) == 900  # the NOC and the two contacts of acme, each

@@ -150,3 +150,16 @@ async def test_a_store_that_cannot_be_opened_says_so(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"dir\.db"):
         await store.active()
     await store.close()
+
+
+async def test_open_many_stores_each_new_fault_once_in_one_go(stores: tuple[SqliteDeskStore, SqliteDeskStore]) -> None:
+    a, b = stores
+    known = incident()
+    await b.open(known, [opened(known)], [note(known, 1)])
+    fresh = [incident(id=f"INC-2026-{k:06d}", start_ms=10_000 + k) for k in (2, 3)]
+    again = incident(id="INC-2026-000004")  # the fault `known` raised already
+    taken = incident(id="INC-2026-000002", start_ms=20_000)  # an id drawn twice
+    items = [(i, [opened(i)], [note(i, 1)]) for i in (fresh[0], again, fresh[1], taken)]
+    assert await a.open_many(items) == [True, False, True, False]
+    assert sorted(i.id for i in await b.incidents()) == ["INC-2026-000001", "INC-2026-000002", "INC-2026-000003"]
+    assert len(await b.notifications()) == 3 and await b.fault_known("pbx-1", 20_000) is None

@@ -21,6 +21,7 @@ from agent.probes.sipmessage import parse_message
 from slawatch.config.probes import SipProbe
 from slawatch.model import Outcome, Result
 from slawatch.testing import free_port, need, need_binary
+from slawatch.testing.sipp import Sipp, listening
 
 HERE = Path(__file__).parent / "sip"
 pytestmark = pytest.mark.timeout(15)
@@ -86,17 +87,6 @@ def test_classify(status: int, reason: str, method: str, policy: dict[str, str],
 
 # --- SIPp as the peer ---
 
-def _bound(port: int, proto: str) -> bool:
-    """Whether something listens on 127.0.0.1:port (read from /proc, so no probe packet is spent)."""
-    for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
-        with contextlib.suppress(OSError), open(table) as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port and (proto == "udp" or fields[3] == "0A"):
-                    return True
-    return False
-
-
 @dataclass
 class Peer:
     port: int
@@ -106,36 +96,18 @@ class Peer:
 
 @pytest.fixture
 def sipp(tmp_path: Path) -> Iterator[Callable[[str, str], Peer]]:
-    binary = need_binary("sipp", "sip-tester")
-    procs: list[subprocess.Popen[bytes]] = []
+    need_binary("sipp", "sip-tester")
+    peers: list[Sipp] = []
 
     def start(scenario: str, transport: str = "udp") -> Peer:
-        port = free_port(socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM)
-        messages = tmp_path / f"{scenario}.msg"
-        cmd = [binary, "-sf", str(HERE / scenario), "-i", "127.0.0.1", "-p", str(port),
-               "-t", "u1" if transport == "udp" else "t1", "-nostdin",
-               "-cp", str(free_port(socket.SOCK_DGRAM)), "-mi", "127.0.0.1", "-mp", str(free_port(socket.SOCK_DGRAM)),
-               "-trace_msg", "-message_file", str(messages)]
-        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(proc)
-        deadline = time.monotonic() + 5
-        while not _bound(port, "udp" if transport == "udp" else "tcp"):
-            if proc.poll() is not None:
-                raise RuntimeError(f"sipp exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-            assert time.monotonic() < deadline, "sipp did not start"
-            time.sleep(0.02)
-        return Peer(port, proc, messages)
+        peer = Sipp(HERE / scenario, tmp_path, transport=transport, messages=tmp_path / f"{scenario}.msg")
+        peers.append(peer.start())
+        assert peer.proc is not None and peer.messages is not None
+        return Peer(peer.port, peer.proc, peer.messages)
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+    for peer in peers:
+        peer.stop()
 
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -276,7 +248,7 @@ def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while not (_bound(tls_port, "tcp") and _bound(udp_port, "udp")):
+        while not (listening(tls_port, "tcp") and listening(udp_port, "udp")):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"kamailio did not start: {(d / 'kamailio.log').read_text()[-2000:]}")
             time.sleep(0.05)

@@ -183,7 +183,8 @@ async def fill_sqlite_store(loaded: Loaded) -> None:
 
 async def fixed_report(tmp_path: Path) -> Report:
     """April 2026 with a bit of everything: a breach under a late-notice window, excused maintenance,
-    an hour without monitoring, a policy override, a component never seen, text that needs escaping."""
+    an hour without monitoring, a policy override, a component never seen, text that needs escaping, a degraded
+    spell."""
     t0 = APRIL.start_ms
     late = MaintenanceWindow("w-late", "customer", "acme", t0 + 9 * D + 12 * H, t0 + 9 * D + 13 * H,
                              t0 + 9 * D + 11 * H, "emergency fix", t0 + 9 * D + 11 * H)
@@ -193,6 +194,9 @@ async def fixed_report(tmp_path: Path) -> Report:
     source._changes += [
         change("sip-core", t0 + 14 * D + 2 * H + 10 * M, False, "SIP 503 <Service Unavailable> & co"),
         change("sip-core", t0 + 14 * D + 2 * H + 40 * M, True, ""),
+        # 45 minutes degraded: up for the contract, shown apart.
+        StateChange(REFS["sip-core"], "mon-1", t0 + 4 * D + 3 * H, True, "pool short of members: 1 of 3 up", True),
+        change("sip-core", t0 + 4 * D + 3 * H + 45 * M, True, ""),
         change("edge-router", t0 + 27 * D + 23 * H + 59 * M, False, "timeout"),
         change("edge-router", t0 + 27 * D + 23 * H + 59 * M + 1_234, True, ""),
     ]

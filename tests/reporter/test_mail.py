@@ -85,7 +85,8 @@ async def test_monthly_reports_reach_the_server_once(tmp_path: Path, smtpd: Smtp
     assert "core-router" in text and "BREACHED" in text and "edge-router" not in text
     assert "core-router" in html and "<svg" in html and "edge-router" not in html
     expected = await build_month_report(loaded, april_source(), 2026, 4, customer="acme")
-    assert attachments == [("slawatch-acme-2026-04.csv", render_csv(expected))]
+    assert attachments[0] == ("slawatch-acme-2026-04.csv", render_csv(expected))
+    assert [name for name, _ in attachments[1:]] == ["slawatch-acme-2026-04.pdf"]  # the PDF: test_pdf.py
     assert attachments[0][1].splitlines()[1].startswith("2026-04,2026-04-01T00:00:00.000Z,")
     assert got["SLA availability report 2026-04 — globex"].rcpt_tos == ["ops@globex.example"]
 

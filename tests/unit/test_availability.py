@@ -16,6 +16,7 @@ from reporter.availability import (
     AgentViews,
     Availability,
     Outage,
+    OutagePart,
     Policy,
     availability,
     coverage_from_heartbeats,
@@ -174,10 +175,12 @@ def test_outage_across_month_boundary_is_split() -> None:
     in_march = run([view], period=march)
     in_april = run([view], period=april)
     assert in_march.outages == (
-        Outage(boundary - H, boundary, H, 0, "link down", ("a",), False, ()),
+        Outage(boundary - H, boundary, H, 0, "link down", ("a",), False, (),
+               (OutagePart(boundary - H, boundary, "counted"),)),
     )
     assert in_april.outages == (
-        Outage(boundary, boundary + 2 * H, 2 * H, 0, "link down", ("a",), False, ()),
+        Outage(boundary, boundary + 2 * H, 2 * H, 0, "link down", ("a",), False, (),
+               (OutagePart(boundary, boundary + 2 * H, "counted"),)),
     )
     assert in_march.up_ms / 1000 == 743 * 3600 - 3600
     assert in_april.down_ms / 1000 == 7200
