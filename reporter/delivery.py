@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -118,23 +118,30 @@ async def _deliver_one(loaded: Loaded, source: Source, period: Interval, name: s
         # Nothing was monitored (e.g. the agent was installed later): no report to send or archive.
         return Delivered(name, "skipped", why)
     html, text, csv = render_html(report), render_text(report), render_csv(report)
+    mailing = bool(customer.report_to) and smtp is not None
+    pdf, pdf_error = None, None
+    if mailing or archive_to is not None:
+        try:
+            # In a child process: the layout would hold up the agent's event loop, and its probes, even in a
+            # thread.
+            pdf = await render_pdf_apart(report, html)
+        except PdfError as exc:
+            pdf_error = str(exc)  # the figures are in the mail and the CSV: send it without the PDF, and say so
     archive_error = None
     if archive_to is not None:
+        files: dict[str, str | bytes] = {"html": html, "json": render_json(report), "csv": csv}
+        if pdf is not None:
+            files["pdf"] = pdf
         try:
-            await asyncio.to_thread(archive, archive_to, report.label, name,
-                                    {"html": html, "json": render_json(report), "csv": csv})
+            await asyncio.to_thread(archive, archive_to, report.label, name, files)
         except OSError as exc:
             archive_error = str(exc)
     if not customer.report_to:
-        return Delivered(name, "skipped", "no report_to address", archive_error=archive_error)
+        return Delivered(name, "skipped", "no report_to address", archive_error=archive_error,
+                         pdf_error=pdf_error)
     if smtp is None:
-        return Delivered(name, "skipped", "report.smtp is not configured", archive_error=archive_error)
-    pdf, pdf_error = None, None
-    try:
-        # In a child process: the layout would hold up the agent's event loop, and its probes, even in a thread.
-        pdf = await render_pdf_apart(report, html)
-    except PdfError as exc:
-        pdf_error = str(exc)  # the figures are in the mail and the CSV: send it without the PDF, and say so
+        return Delivered(name, "skipped", "report.smtp is not configured", archive_error=archive_error,
+                         pdf_error=pdf_error)
     msg = build_message(report, name, customer.report_to, smtp.from_, now_ms=now_ms, html=html, text=text, csv=csv,
                         pdf=pdf)
     try:
@@ -154,7 +161,7 @@ async def _deliver_one(loaded: Loaded, source: Source, period: Interval, name: s
                      archive_error=archive_error, pdf_error=pdf_error)
 
 
-def archive(root: Path, key: str, customer: str, files: dict[str, str]) -> list[Path]:
+def archive(root: Path, key: str, customer: str, files: Mapping[str, str | bytes]) -> list[Path]:
     """Write root/<key>/<customer>.<ext> atomically (a temp file renamed), so a reader never sees half."""
     folder = root / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -163,7 +170,7 @@ def archive(root: Path, key: str, customer: str, files: dict[str, str]) -> list[
         path = folder / f"{customer}.{ext}"
         tmp = folder / f".{customer}.{ext}.tmp"
         with open(tmp, "wb") as f:
-            f.write(text.encode("utf-8"))
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -57,8 +57,9 @@ async def run_monthly_reports(loaded: Loaded, source: Source, year: int, month: 
         if r.archive_error is not None:
             log.error("report %s for %s: cannot archive under %s: %s", key, r.customer, config.report.archive,
                       r.archive_error)
-        if r.pdf_error is not None and r.status == "sent":
-            log.error("report %s for %s sent without its PDF: %s", key, r.customer, r.pdf_error)
+        if r.pdf_error is not None:
+            log.error("report %s for %s %s without its PDF: %s", key, r.customer,
+                      "sent" if r.status == "sent" else "archived", r.pdf_error)
         if r.status == "skipped" and r.why != ALREADY_SENT:
             by_reason.setdefault(r.why, []).append(r.customer)
         elif r.status == "failed" and r.why != run.unavailable:  # an unreachable store: one summary line

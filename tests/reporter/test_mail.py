@@ -105,7 +105,8 @@ async def test_monthly_reports_are_archived(tmp_path: Path, smtpd: Smtpd) -> Non
     await send_monthly_reports(loaded, april_source(), 2026, 4, now_ms=NOW_MS)
     folder = tmp_path / "reports" / "2026-04"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "acme.csv", "acme.html", "acme.json", "globex.csv", "globex.html", "globex.json"]
+        "acme.csv", "acme.html", "acme.json", "acme.pdf", "globex.csv", "globex.html", "globex.json", "globex.pdf"]
+    assert (folder / "acme.pdf").read_bytes().startswith(b"%PDF-")
     doc = json.loads((folder / "acme.json").read_text(encoding="utf-8"))
     assert [c["name"] for c in doc["components"]] == ["core-router", "sip-core"]
     assert (folder / "globex.csv").read_text(encoding="utf-8").startswith("period,period_from,")
