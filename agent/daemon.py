@@ -510,6 +510,14 @@ class Agent:
                                f"{growth.last} points waiting")
         return reasons
 
+    def sink_health(self) -> tuple[int, list[tuple[str, int, float, str]]]:
+        """Points held in memory, and per sink: points in the spool not yet stored there, seconds its writes have been
+        failing (0: they are not) and the last write error. What /healthz judges by, for the operator console."""
+        now = time.monotonic()
+        return len(self._outbox), [(c, self.spool.pending(c), streak.failing_for(now),
+                                    streak.error if streak.since is not None else "")
+                                   for c, streak in self._store_failing.items()]
+
     def _live_metrics(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         spool_bytes = GaugeMetricFamily("slawatch_spool_bytes", "Bytes in the on-disk spool")
         spool_bytes.add_metric([], self.spool.bytes)

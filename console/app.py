@@ -20,8 +20,9 @@ from cryptography.fernet import Fernet
 from console import board as board_mod
 from console.board import Board
 from console.context import CONSOLE_KEY, Console, Ctx, Page, pw_tag, templates, token_matches
+from console.health import HealthFn
 from console.limits import LoginLimiter
-from console.pages import component, incidents, login, maintenance, overview
+from console.pages import agents, component, incidents, login, maintenance, overview, reports, status
 from slawatch import __version__
 from slawatch.config.loader import Loaded
 from slawatch.model import User
@@ -49,6 +50,11 @@ PAGES: tuple[Page, ...] = (
     Page("GET", "/api/maintenance/notice", maintenance.notice, "maintenance-notice-api"),
     Page("GET", "/maintenance/{id}/remove", maintenance.confirm, "maintenance-confirm"),
     Page("POST", "/maintenance/{id}/remove", maintenance.remove, "maintenance-remove"),
+    Page("GET", "/reports", reports.show, "reports"),
+    Page("GET", "/reports/to-date/{file}", reports.to_date, "reports-to-date"),
+    Page("GET", r"/reports/{month:\d{4}-\d{2}}/{file}", reports.download, "reports-file"),
+    Page("GET", "/agents", agents.show, "agents"),
+    Page("GET", "/status/{customer}", status.show, "status", public=True),
     Page("GET", "/login", login.form, "login", public=True),
     Page("POST", "/login", login.submit, "login-submit", public=True),
     Page("POST", "/logout", login.logout, "logout"),
@@ -207,16 +213,19 @@ def mount(app: web.Application, console: Console, *, secret: Fernet) -> None:
 
 def make_console(loaded: Loaded, source: Source, desk_store: DeskStore | None, users: UserStore, *,
                  secret: Fernet | None = None, board: Board | None = None,
-                 clock: Callable[[], int] = board_mod.wall_ms) -> web.Application:
+                 clock: Callable[[], int] = board_mod.wall_ms, local_health: HealthFn | None = None
+                 ) -> web.Application:
     """The console on an application of its own (a central server, tests); its stores stay the caller's to close."""
     app = web.Application()
-    mount(app, new_console(loaded, source, desk_store, users, board=board, clock=clock),
+    mount(app, new_console(loaded, source, desk_store, users, board=board, clock=clock, local_health=local_health),
           secret=secret or load_secret(loaded.config.console.secret_path(loaded.config.storage)))
     return app
 
 
 def new_console(loaded: Loaded, source: Source, desk_store: DeskStore | None, users: UserStore, *,
-                board: Board | None = None, clock: Callable[[], int] = board_mod.wall_ms) -> Console:
+                board: Board | None = None, clock: Callable[[], int] = board_mod.wall_ms,
+                local_health: HealthFn | None = None) -> Console:
     settings = loaded.config.console
     return Console(loaded, source, desk_store, users, board or Board(loaded, source, clock=clock),
-                   LoginLimiter(settings.login_attempts, settings.login_lock_s), templates())
+                   LoginLimiter(settings.login_attempts, settings.login_lock_s), templates(),
+                   local_health=local_health)

@@ -18,6 +18,7 @@ from aiohttp_session import Session
 
 from console.board import Board
 from console.formats import duration, iso, pct, when
+from console.health import HealthFn
 from console.limits import LoginLimiter
 from slawatch import __version__
 from slawatch.config.loader import Loaded
@@ -46,6 +47,8 @@ class Console:
     extra: dict[str, Any] = field(default_factory=dict)
     verifying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     """Password checks (Argon2, CPU-heavy by design) run one at a time."""
+    # The agent in this process, when the console runs inside `slawatch agent` (the agents page shows it).
+    local_health: HealthFn | None = None
 
     def apply(self, loaded: Loaded) -> None:
         """A reloaded config: new components, customers and settings (the secret and the stores stay)."""

@@ -14,7 +14,7 @@ from markupsafe import Markup
 from console.board import STATES, Figure, Spark, Status, by_customer, counts
 from console.context import Console, Ctx, compressed
 from console.formats import iso, when
-from console.scope import may_see
+from console.scope import may_see, sees_everything
 from reporter.calendars import Calendar, calendars_of
 from reporter.response import evaluate, target_of
 from slawatch.model import Incident, IncidentState, User
@@ -180,9 +180,48 @@ def _status_json(console: Console, st: Status) -> str:
     return text
 
 
+async def _answer(console: Console, user: User, since: int, new_figures: bool) -> str:
+    snap = console.board.snapshot
+    mine = visible(console, user)
+    changed: Sequence[Status] = [st for st in mine if snap.seqs.get(st.name, 0) > since]
+    active, near = await incidents(console, user, console.board.clock())
+    doc: dict[str, Any] = {
+        "seq": snap.seq, "read_ms": snap.read_ms, "error": snap.error, "counts": counts(mine),
+        "incidents": {"active": len(active), "near_deadline": len(near)},
+        "figures_ms": console.board.figures_ms}
+    body = json.dumps(doc)[:-1] + ', "changed": [' + ",".join(_status_json(console, st) for st in changed) + "]}"
+    if new_figures:  # new month-to-date figures and sparklines: once per computation
+        made = console.board.figures_json
+        members = ",".join(made[st.name] for st in mine if st.name in made)
+        body = body[:-1] + ', "figures": {' + members + "}}"
+    return body
+
+
+MAX_SHARED = 256
+"""Poll answers kept per read of the store at most (each `since` a client sends is a question of its own)."""
+
+
+def _scope(user: User) -> tuple[str, ...]:
+    """Users with the same scope get the same answer to the same question."""
+    return ("*",) if sees_everything(user) else ("customers", *sorted(user.customers))
+
+
+def _shared(console: Console) -> dict[tuple[object, ...], str]:
+    """The poll answers made from the board's current read: dropped when it reads the store again, so an answer
+    is at most one `refresh_s` old, as the states in it are. Fifty open overviews then cost one answer (and one
+    read of the incidents) per refresh between them, not fifty: the agent's probes share this event loop."""
+    board = console.board
+    stamp = (board.snapshot.read_ms, board.snapshot.seq, board.snapshot.error, board.figures_ms)
+    cached = console.extra.get("overview.answers")
+    if (not isinstance(cached, tuple) or cached[0] != stamp or cached[1] is not console.loaded
+            or len(cached[2]) >= MAX_SHARED):
+        cached = console.extra["overview.answers"] = (stamp, console.loaded, {})
+    return cached[2]  # type: ignore[no-any-return]
+
+
 async def api(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     """The overview's poll: counts, and the components the user may see that changed after `since` (all without
-    it), as JSON."""
+    it), as JSON; the same question from users of the same scope gets the same answer until the next read."""
     assert ctx.user is not None
     console = ctx.console
     snap = console.board.snapshot
@@ -190,22 +229,17 @@ async def api(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         since = int(request.query.get("since", "-1"))
     except ValueError:
         since = -1
-    if since > snap.seq:  # counted by an earlier run of the console: everything is news
+    if since > snap.seq or since < -1:  # counted by an earlier run of the console: everything is news
         since = -1
-    mine = visible(console, ctx.user)
-    changed: Sequence[Status] = [st for st in mine if snap.seqs.get(st.name, 0) > since]
-    active, near = await incidents(console, ctx.user, console.board.clock())
-    doc: dict[str, Any] = {
-        "seq": snap.seq, "read_ms": snap.read_ms, "error": snap.error, "counts": counts(mine),
-        "incidents": {"active": len(active), "near_deadline": len(near)},
-        "figures_ms": console.board.figures_ms}
     try:
         figures_seen = int(request.query.get("figures", "0"))
     except ValueError:
         figures_seen = 0
-    body = json.dumps(doc)[:-1] + ', "changed": [' + ",".join(_status_json(console, st) for st in changed) + "]}"
-    if console.board.figures_ms != figures_seen:  # new month-to-date figures and sparklines: once per computation
-        made = console.board.figures_json
-        members = ",".join(made[st.name] for st in mine if st.name in made)
-        body = body[:-1] + ', "figures": {' + members + "}}"
+    new_figures = console.board.figures_ms != figures_seen
+    shared = _shared(console)
+    key = (_scope(ctx.user), since, new_figures)
+    body = shared.get(key)
+    if body is None:
+        body = await _answer(console, ctx.user, since, new_figures)
+        shared[key] = body
     return compressed(web.Response(text=body, content_type="application/json", headers={"Cache-Control": "no-store"}))

@@ -75,10 +75,11 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
     console: OperatorConsole | None = None
     if agent.loaded.config.console.enabled:
         # The console's libraries (Jinja2, Argon2, sessions) load only when it is enabled: lazy, for start-up.
-        from slawatch.cli.console import OperatorConsole
+        from slawatch.cli.console import OperatorConsole, agent_health
 
         try:
-            console = OperatorConsole(agent.loaded, desk.store if desk is not None else None)
+            console = OperatorConsole(agent.loaded, desk.store if desk is not None else None,
+                                      local_health=agent_health(agent))
         except BaseException:
             if desk is not None:
                 await desk.close()

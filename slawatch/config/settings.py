@@ -450,6 +450,8 @@ class ConsoleSettings(Strict):
     latency_span_s: Annotated[float, Field(ge=60, le=7 * 86400, allow_inf_nan=False)] = 3600.0
     # An unacknowledged incident is "near its deadline" with less than this left.
     near_deadline_s: Annotated[float, Field(ge=0, le=7 * 86400, allow_inf_nan=False)] = 1800.0
+    # Customers with a public, read-only status page at /status/NAME (no sign-in): state and month to date only.
+    public: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(default_factory=list, max_length=10_000)
 
     def secret_path(self, storage: StorageSettings) -> Path:
         return self.secret_file if self.secret_file is not None else storage.spool.path / "console.key"
@@ -501,6 +503,10 @@ def cross_check(config: Config, contract: Contract) -> list[tuple[tuple[str | in
     for i, cust in enumerate(config.customers):
         if cust.tier not in contract.tiers:
             errors.append((("customers", i, "tier"), f"unknown tier {shown(cust.tier)} (the contract has {tiers})"))
+    for i, name in enumerate(config.console.public):
+        if config.customer(name) is None:
+            known = ", ".join(c.name for c in config.customers) or "none defined"
+            errors.append((("console", "public", i), f"unknown customer {shown(name)} (customers: {known})"))
     seen: dict[str, int] = {}
     for i, comp in enumerate(config.components):
         loc: tuple[str | int, ...] = ("components", i)

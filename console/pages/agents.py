@@ -1,0 +1,68 @@
+"""Agents and stores (`/agents`, operators and admins only): each agent's last heartbeat and period and whether it is
+fresh, the store as the console reads it, and, inside `slawatch agent`, what /healthz knows of this process."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from console.board import fresh_agents
+from console.context import Ctx
+from console.scope import sees_everything
+from slawatch.model import Heartbeats, StateChange
+from slawatch.store import SourceError
+
+LOOKBACK_MS = 24 * 3600 * 1000
+"""How far back the page looks for heartbeats: an agent silent for longer shows only through its stored states."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """One agent as the store knows it: its last heartbeat (None: none in the lookback), the period it announced,
+    whether that heartbeat still vouches for now, and the components whose latest stored state is its own."""
+
+    agent: str
+    last_ms: int | None
+    period_s: float | None
+    fresh: bool
+    components: int
+    here: bool
+
+
+def agent_rows(beats: Heartbeats, changes: Iterable[StateChange], now_ms: int, here: str | None) -> list[AgentRow]:
+    """Every agent that beat within the lookback or has a stored state, fresh ones first, then by name."""
+    watching = Counter(agent for _, agent in {(c.ref.component, c.agent) for c in changes})
+    live = fresh_agents(beats, now_ms)
+    rows = []
+    for agent in sorted(set(beats) | set(watching)):
+        hb = beats.get(agent)
+        last = hb.instants_ms[-1] if hb is not None and hb.instants_ms else None
+        rows.append(AgentRow(agent, last, hb.period_s if hb is not None else None, agent in live,
+                             watching.get(agent, 0), agent == here))
+    return sorted(rows, key=lambda r: (not r.fresh, r.agent))
+
+
+async def show(request: web.Request, ctx: Ctx) -> web.StreamResponse:
+    assert ctx.user is not None
+    if not sees_everything(ctx.user):
+        raise web.HTTPNotFound(text="no such page", content_type="text/plain")
+    console = ctx.console
+    now = console.board.clock()
+    local = console.local_health() if console.local_health is not None else None
+    error = ""
+    rows: list[AgentRow] = []
+    try:
+        beats = await console.source.heartbeats(now - LOOKBACK_MS, now + 1)
+        changes = await console.source.changes(now, now + 1)
+    except SourceError as exc:
+        error = str(exc)
+    else:
+        rows = agent_rows(beats, changes, now, local.agent if local is not None else None)
+    storage = console.loaded.config.storage
+    store = "InfluxDB" if storage.influxdb is not None else "SQLite"  # the one the console reads (open_source)
+    return ctx.render("agents.html", title="Agents & stores", rows=rows, now=now, error=error, local=local,
+                      store=store, lookback_ms=LOOKBACK_MS, board_error=console.board.snapshot.error,
+                      read_ms=console.board.snapshot.read_ms)
