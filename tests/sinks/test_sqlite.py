@@ -54,7 +54,7 @@ async def test_wal_schema_and_version(sink: SqliteSink) -> None:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"slawatch_probe", "slawatch_state", "slawatch_heartbeat", "slawatch_maintenance",
                       "slawatch_ack", "slawatch_report_sent", "slawatch_incident", "slawatch_incident_fault",
-                      "slawatch_incident_event", "slawatch_notification"}
+                      "slawatch_incident_event", "slawatch_notification", "slawatch_user"}
 
 
 async def test_reporter_reads_use_the_keys(sink: SqliteSink) -> None:
