@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeAlias, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from desk import incidents as steps
@@ -24,8 +23,8 @@ from reporter.maintenance import format_duration, format_time
 from reporter.periods import iso_ms, parse_iso
 from reporter.response import Pause, ResponseTarget, Verdict, evaluate, target_of
 from slawatch.cli.maintenance import DEFAULT_CONFIG_ENV
-from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
-from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.cli.usage import EXIT_OK, EXIT_USAGE, UsageError, guarded, load_config, run_with
+from slawatch.config.loader import Loaded
 from slawatch.model import Incident, IncidentEvent, IncidentState, Notification
 from slawatch.store import DeskStore, SourceError, open_desk_store
 
@@ -55,13 +54,6 @@ def _pause(text: str) -> Pause:
     if end_ms is not None and end_ms < start_ms:
         raise UsageError(f"--paused {text!r} ends before it starts")
     return start_ms, end_ms
-
-
-def _load(path: str) -> Loaded:
-    try:
-        return load(path)
-    except ConfigError as exc:
-        raise UsageError("\n".join(str(p) for p in exc.problems)) from None
 
 
 def _tier(loaded: Loaded, customer: str, component: str | None) -> str:
@@ -123,7 +115,7 @@ def _clock(args: argparse.Namespace) -> int:
     acknowledged_ms = None if args.acknowledged is None else _instant(args.acknowledged, "--acknowledged")
     now_ms = int(time.time() * 1000) if args.now is None else _instant(args.now, "--now")
     pauses = [_pause(text) for text in args.paused or ()]
-    loaded = _load(args.config)
+    loaded = load_config(args.config)
     tier = _tier(loaded, args.customer, args.component)
     known = priorities(loaded)
     if args.priority not in known:
@@ -135,17 +127,6 @@ def _clock(args: argparse.Namespace) -> int:
     doc = _document(target, args.priority, tier, verdict)
     print(json.dumps(doc, indent=2) if args.format == "json" else _text(doc, verdict))
     return EXIT_OK
-
-
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except UsageError as exc:
-            print(f"slawatch incident: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-
-    return run
 
 
 def _add_clock(actions: Subparsers) -> None:
@@ -165,13 +146,14 @@ def _add_clock(actions: Subparsers) -> None:
                        help="a pause (waiting on the customer), START/END or START/ if still running; repeatable")
     clock.add_argument("--now", metavar="ISO", help="the time an unacknowledged incident is looked at")
     clock.add_argument("--format", choices=("json", "text"), default="json")
-    clock.set_defaults(func=_guarded(_clock))
+    clock.set_defaults(func=guarded("incident", _clock))
 
 
 # ---------------------------------------------------------------- the desk's incidents
 
 MAX_NAME_CHARS = 100
-T = TypeVar("T")
+# An action that does not apply, or a store error, exits 1 with the reason.
+DESK_FAILURES: dict[type[Exception], str] = {ActionError: "", SourceError: "store error: "}
 
 HOST_SCHEMES = frozenset({"http", "https", "json", "jsons", "xml", "xmls", "form", "forms", "mailto", "mailtos"})
 """Apprise schemes whose host part names a server; the others may carry a token there (tgram://BOTTOKEN/...)."""
@@ -232,21 +214,6 @@ def _scrubbed(error: str, to: str) -> str:
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 
 
-def _desk_guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """As `_guarded`; and an action that does not apply, or a store error, exits 1 with the reason."""
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except ActionError as exc:
-            print(f"slawatch incident: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-        except SourceError as exc:
-            print(f"slawatch incident: store error: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-
-    return _guarded(run)
-
-
 def _config_option(parser: argparse.ArgumentParser) -> None:
     default = os.environ.get(DEFAULT_CONFIG_ENV)
     parser.add_argument("--config", "-c", required=default is None, default=default, metavar="FILE",
@@ -278,17 +245,6 @@ def _said(text: str | None, option: str, what: str, *, required: bool = True) ->
     if len(said) > steps.MAX_COMMENT_CHARS:
         raise UsageError(f"{option} is too long ({len(said)} characters, at most {steps.MAX_COMMENT_CHARS})")
     return said
-
-
-def _with_store(loaded: Loaded, work: Callable[[DeskStore], Awaitable[T]]) -> T:
-    async def run() -> T:
-        store = open_desk_store(loaded.config.storage)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 def _no_store(loaded: Loaded) -> bool:
@@ -324,7 +280,7 @@ def _deadline(incident: Incident, verdict: Verdict) -> str:
 def _list(args: argparse.Namespace) -> int:
     since_ms = None if args.since is None else _instant(args.since, "--since")
     now_ms = _now_ms() if args.now is None else _instant(args.now, "--now")
-    loaded = _load(args.config)
+    loaded = load_config(args.config)
     config = loaded.config
     for option, value, known in (("--customer", args.customer, [c.name for c in config.customers]),
                                  ("--component", args.component, [c.name for c in config.components])):
@@ -333,7 +289,7 @@ def _list(args: argparse.Namespace) -> int:
             print(f"slawatch incident: note: {option} {value!r} is not in {loaded.path}", file=sys.stderr)
     found: list[Incident] = []
     if not _no_store(loaded):
-        found = _with_store(loaded, lambda store: store.incidents(
+        found = run_with(lambda: open_desk_store(loaded.config.storage), lambda store: store.incidents(
             since_ms, None, customer=args.customer, component=args.component, active_only=not args.all))
     calendars = calendars_of(loaded.contract.response_terms())
     rows = [(i, verdict_of(calendars, loaded, i, now_ms)) for i in sorted(found, key=order)]
@@ -371,7 +327,7 @@ def _note_doc(n: Notification) -> dict[str, object]:
 def _show(args: argparse.Namespace) -> int:
     id = _incident_id(args.id)
     now_ms = _now_ms() if args.now is None else _instant(args.now, "--now")
-    loaded = _load(args.config)
+    loaded = load_config(args.config)
     if _no_store(loaded):
         raise _unknown(id, loaded)
 
@@ -381,7 +337,7 @@ def _show(args: argparse.Namespace) -> int:
             return None, [], []
         return incident, await store.events(id), await store.notifications(id)
 
-    incident, events, notes = _with_store(loaded, read)
+    incident, events, notes = run_with(lambda: open_desk_store(loaded.config.storage), read)
     if incident is None:
         raise _unknown(id, loaded)
     notes.sort(key=note_order)
@@ -468,7 +424,7 @@ def _act(args: argparse.Namespace, loaded: Loaded, action: Callable[[Incident, i
         step = await desk.act(id, lambda incident: action(incident, desk.clock_ms()))
         return step, desk.notifications_queued
 
-    step, queued = _with_store(loaded, work)
+    step, queued = run_with(lambda: open_desk_store(loaded.config.storage), work)
     incident, event = step.incident, step.events[-1]
     if queued and not loaded.config.desk.enabled:
         print(f"slawatch incident: note: desk.enabled is false in {loaded.path}: no agent sends the notifications "
@@ -487,31 +443,31 @@ def _act(args: argparse.Namespace, loaded: Loaded, action: Callable[[Incident, i
 def _ack(args: argparse.Namespace) -> int:
     comment = _said(args.comment, "--comment", "what is being done")
     by = _operator(args.by)
-    return _act(args, _load(args.config), lambda i, now: steps.acknowledge(i, by, comment, now))
+    return _act(args, load_config(args.config), lambda i, now: steps.acknowledge(i, by, comment, now))
 
 
 def _pause_incident(args: argparse.Namespace) -> int:
     reason = _said(args.reason, "--reason", "what the customer is to do (the clock waits on them)")
     by = _operator(args.by)
-    return _act(args, _load(args.config), lambda i, now: steps.pause(i, by, reason, now))
+    return _act(args, load_config(args.config), lambda i, now: steps.pause(i, by, reason, now))
 
 
 def _resume(args: argparse.Namespace) -> int:
     comment = _said(args.comment, "--comment", "", required=False)
     by = _operator(args.by)
-    return _act(args, _load(args.config), lambda i, now: steps.resume(i, by, comment, now))
+    return _act(args, load_config(args.config), lambda i, now: steps.resume(i, by, comment, now))
 
 
 def _resolve(args: argparse.Namespace) -> int:
     comment = _said(args.comment, "--comment", "how it was resolved")
     by = _operator(args.by)
-    return _act(args, _load(args.config), lambda i, now: steps.resolve(i, by, comment, now))
+    return _act(args, load_config(args.config), lambda i, now: steps.resolve(i, by, comment, now))
 
 
 def _priority(args: argparse.Namespace) -> int:
     why = _said(args.comment, "--comment", "why the priority changes")
     by = _operator(args.by)
-    loaded = _load(args.config)
+    loaded = load_config(args.config)
     # A name the contract does not know is refused: it would have no response target.
     priority = priority_named(loaded, args.priority)
     if priority is None:
@@ -532,7 +488,7 @@ def _add_list(actions: Subparsers) -> None:
     lst.add_argument("--since", metavar="ISO", help="only those raised at or after this time")
     lst.add_argument("--now", metavar="ISO", help="read the response clocks at this time (default: now)")
     lst.add_argument("--format", choices=("text", "json"), default="text")
-    lst.set_defaults(func=_desk_guarded(_list))
+    lst.set_defaults(func=guarded("incident", _list, DESK_FAILURES))
 
 
 def _add_show(actions: Subparsers) -> None:
@@ -544,7 +500,7 @@ def _add_show(actions: Subparsers) -> None:
     _config_option(show)
     show.add_argument("--now", metavar="ISO", help="read the response clock at this time (default: now)")
     show.add_argument("--format", choices=("text", "json"), default="text")
-    show.set_defaults(func=_desk_guarded(_show))
+    show.set_defaults(func=guarded("incident", _show, DESK_FAILURES))
 
 
 def _action_parser(actions: Subparsers, name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -561,7 +517,7 @@ def _common(parser: argparse.ArgumentParser, func: Callable[[argparse.Namespace]
     parser.add_argument("--by", metavar="NAME", help="who acts (default: your login name)")
     _config_option(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.set_defaults(func=_desk_guarded(func))
+    parser.set_defaults(func=guarded("incident", func, DESK_FAILURES))
 
 
 def _add_ack(actions: Subparsers) -> None:

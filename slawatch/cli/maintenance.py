@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from reporter.maintenance import (
     FUTURE_TOLERANCE_MS,
@@ -22,14 +19,14 @@ from reporter.maintenance import (
     notice_of,
 )
 from reporter.periods import parse_iso
-from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
-from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.cli.usage import EXIT_OK, EXIT_USAGE, UsageError, guarded, load_config, run_with
+from slawatch.config.loader import Loaded
 from slawatch.model import SCOPES, MaintenanceWindow, Scope
-from slawatch.store import Source, SourceError, open_source
+from slawatch.store import SourceError, open_source
 
 DEFAULT_CONFIG_ENV = "SLAWATCH_CONFIG"
 
-T = TypeVar("T")
+STORE_FAILURES: dict[type[Exception], str] = {SourceError: "store error: "}
 
 
 def parse_time(text: str, option: str) -> int:
@@ -57,24 +54,6 @@ def check_target(loaded: Loaded, scope: Scope, value: str) -> None:
 # ---------------------------------------------------------------- commands
 
 
-def _load(path: str) -> Loaded:
-    try:
-        return load(path)
-    except ConfigError as exc:
-        raise UsageError("\n".join(str(p) for p in exc.problems)) from None
-
-
-def _with_source(loaded: Loaded, work: Callable[[Source], Awaitable[T]]) -> T:
-    async def run() -> T:
-        source = open_source(loaded.config.storage)
-        try:
-            return await work(source)
-        finally:
-            await source.close()
-
-    return asyncio.run(run())
-
-
 def _target(args: argparse.Namespace) -> tuple[Scope, str]:
     for scope in SCOPES:
         value = getattr(args, "klass" if scope == "class" else scope)
@@ -96,10 +75,10 @@ def _add(args: argparse.Namespace) -> int:
     reason = args.reason.strip()
     if not reason:
         raise UsageError("--reason must say what the maintenance is")
-    loaded = _load(args.config)
+    loaded = load_config(args.config)
     check_target(loaded, scope, value)
     window = MaintenanceWindow(new_id(), scope, value, start_ms, end_ms, announced_ms, reason, now_ms)
-    _with_source(loaded, lambda source: source.add_window(window))
+    run_with(lambda: open_source(loaded.config.storage), lambda source: source.add_window(window))
     notice = notice_of(loaded, window)
     needed = format_duration(notice.required_ms / 1000)
     verdict = (f"meets the {needed} notice" if notice.ok else
@@ -111,8 +90,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    loaded = _load(args.config)
-    windows = _with_source(loaded, lambda source: source.windows())
+    loaded = load_config(args.config)
+    windows = run_with(lambda: open_source(loaded.config.storage), lambda source: source.windows())
     rows = [(w, notice_of(loaded, w)) for w in windows]
     if args.json:
         doc = [{"id": w.id, "scope": w.scope, "value": w.value, "start": iso_time(w.start_ms),
@@ -140,28 +119,14 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    loaded = _load(args.config)
-    removed = _with_source(loaded, lambda source: source.remove_window(args.id))
+    loaded = load_config(args.config)
+    removed = run_with(lambda: open_source(loaded.config.storage), lambda source: source.remove_window(args.id))
     if not removed:
         print(f"slawatch maintenance: no window {args.id!r} in force (see `slawatch maintenance list`)",
               file=sys.stderr)
         return EXIT_USAGE
     print(f"{args.id}: removed (kept in the store as removed)")
     return EXIT_OK
-
-
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except UsageError as exc:
-            print(f"slawatch maintenance: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except SourceError as exc:
-            print(f"slawatch maintenance: store error: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-
-    return run
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -191,7 +156,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--announced-at", metavar="ISO", help="when the customer was told (default: now)")
     add.add_argument("--reason", required=True, metavar="TEXT", help="what is done, as the report will show it")
     add.add_argument("--config", "-c", required=True, metavar="FILE")
-    add.set_defaults(func=_guarded(_add))
+    add.set_defaults(func=guarded("maintenance", _add, STORE_FAILURES))
 
     lst = commands.add_parser("list", help="the windows in the store, with their notice",
                               description="Every window in force, with its notice lead time and whether it meets "
@@ -199,9 +164,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lst.add_argument("--config", "-c", required=default_config is None, default=default_config, metavar="FILE",
                      help=f"default: ${DEFAULT_CONFIG_ENV}")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    lst.set_defaults(func=_guarded(_list))
+    lst.set_defaults(func=guarded("maintenance", _list, STORE_FAILURES))
 
     rm = commands.add_parser("remove", help="withdraw a window (kept in the store, marked removed)")
     rm.add_argument("id", metavar="ID")
     rm.add_argument("--config", "-c", required=True, metavar="FILE")
-    rm.set_defaults(func=_guarded(_remove))
+    rm.set_defaults(func=guarded("maintenance", _remove, STORE_FAILURES))

@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 from console.passwords import PasswordError, hash_password
-from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
-from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.cli.usage import EXIT_OK, UsageError, guarded, load_config, run_with
+from slawatch.config.loader import Loaded
 from slawatch.model import ROLES, Role, User
 from slawatch.store import SourceError, UserStore, open_user_store
 
-T = TypeVar("T")
 NAME_MAX = 64
-
-
-def _load(path: str) -> Loaded:
-    try:
-        return load(path)
-    except ConfigError as exc:
-        raise UsageError("\n".join(str(p) for p in exc.problems)) from None
-
-
-def _with_users(loaded: Loaded, work: Callable[[UserStore], Awaitable[T]]) -> T:
-    async def run() -> T:
-        users = open_user_store(loaded.config.storage)
-        try:
-            return await work(users)
-        finally:
-            await users.close()
-
-    return asyncio.run(run())
 
 
 def _check_name(name: str) -> str:
@@ -92,20 +70,20 @@ def _now_ms() -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    loaded = _load(args.config)
+    loaded = load_config(args.config)
     name = _check_name(args.name)
     role: Role = args.role
     customers = _customers(loaded, role, args.customer)
     now = _now_ms()
     user = User(name, role, _password(args), customers, now, now)
-    if not _with_users(loaded, lambda users: users.add(user)):
+    if not run_with(lambda: open_user_store(loaded.config.storage), lambda users: users.add(user)):
         raise UsageError(f"user {name!r} exists already (change it with `slawatch user passwd`, or remove it first)")
     print(f"added {role} {name}" + (f" (customers: {', '.join(customers)})" if customers else ""))
     return EXIT_OK
 
 
 def _passwd(args: argparse.Namespace) -> int:
-    loaded = _load(args.config)
+    loaded = load_config(args.config)
     name = _check_name(args.name)
 
     async def work(users: UserStore) -> bool:
@@ -117,24 +95,24 @@ def _passwd(args: argparse.Namespace) -> int:
         return await users.replace(User(name, role, password_hash, customers, old.created_ms, _now_ms()))
 
     password_hash = _password(args)
-    if not _with_users(loaded, work):
+    if not run_with(lambda: open_user_store(loaded.config.storage), work):
         raise UsageError(f"no user {name!r}")
     print(f"changed {name}: its sessions end")
     return EXIT_OK
 
 
 def _remove(args: argparse.Namespace) -> int:
-    loaded = _load(args.config)
+    loaded = load_config(args.config)
     name = _check_name(args.name)
-    if not _with_users(loaded, lambda users: users.remove(name)):
+    if not run_with(lambda: open_user_store(loaded.config.storage), lambda users: users.remove(name)):
         raise UsageError(f"no user {name!r}")
     print(f"removed {name}")
     return EXIT_OK
 
 
 def _list(args: argparse.Namespace) -> int:
-    loaded = _load(args.config)
-    found = _with_users(loaded, lambda users: users.users())
+    loaded = load_config(args.config)
+    found = run_with(lambda: open_user_store(loaded.config.storage), lambda users: users.users())
     if not found:
         print(f"no console user yet: run `slawatch user add NAME --role admin --config {loaded.path}`")
         return EXIT_OK
@@ -142,20 +120,6 @@ def _list(args: argparse.Namespace) -> int:
     for u in found:
         print(f"{u.name:<{width}}  {u.role:<8}  {', '.join(u.customers)}".rstrip())
     return EXIT_OK
-
-
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except UsageError as exc:
-            print(f"slawatch user: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except SourceError as exc:
-            print(f"slawatch user: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-
-    return run
 
 
 def _password_options(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +141,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--customer", action="append", metavar="NAME", help="a customer the account sees (repeatable)")
     add.add_argument("--config", "-c", required=True, metavar="FILE")
     _password_options(add)
-    add.set_defaults(func=_guarded(_add))
+    add.set_defaults(func=guarded("user", _add, {SourceError: ""}))
 
     passwd = actions.add_parser("passwd", help="set a new password (and optionally a new role or customers)")
     passwd.add_argument("name", metavar="NAME")
@@ -185,13 +149,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     passwd.add_argument("--customer", action="append", metavar="NAME")
     passwd.add_argument("--config", "-c", required=True, metavar="FILE")
     _password_options(passwd)
-    passwd.set_defaults(func=_guarded(_passwd))
+    passwd.set_defaults(func=guarded("user", _passwd, {SourceError: ""}))
 
     rm = actions.add_parser("remove", help="remove an account (its sessions end)")
     rm.add_argument("name", metavar="NAME")
     rm.add_argument("--config", "-c", required=True, metavar="FILE")
-    rm.set_defaults(func=_guarded(_remove))
+    rm.set_defaults(func=guarded("user", _remove, {SourceError: ""}))
 
     lst = actions.add_parser("list", help="list the accounts (never their passwords)")
     lst.add_argument("--config", "-c", required=True, metavar="FILE")
-    lst.set_defaults(func=_guarded(_list))
+    lst.set_defaults(func=guarded("user", _list, {SourceError: ""}))
