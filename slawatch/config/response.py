@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
@@ -21,7 +20,7 @@ from slawatch.config.terms import (
     parse_closure,
     parse_hours,
 )
-from slawatch.config.units import Located, Strict, check_name, parse_duration_s, shown, within
+from slawatch.config.units import Located, Strict, check_name, check_timezone, parse_duration_s, shown, within
 
 Loc = tuple[str | int, ...]
 MAX_RESPONSE_S = 31 * 86400
@@ -73,11 +72,7 @@ class CalendarSettings(Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {shown(v)} (write e.g. UTC or Europe/London)") from None
-        return v
+        return check_timezone(v, "Europe/London")
 
     @field_validator("hours")
     @classmethod

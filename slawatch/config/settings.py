@@ -6,7 +6,6 @@ import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -38,6 +37,7 @@ from slawatch.config.units import (
     parse_duration_s,
 )
 from slawatch.config.units import check_name as _check_name
+from slawatch.config.units import check_timezone as check_timezone
 from slawatch.config.units import check_url as _check_url
 from slawatch.config.units import count_within as _count_within
 from slawatch.config.units import redact_url as redact_url
@@ -357,11 +357,7 @@ class ReportSettings(Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {shown(v)} (write e.g. UTC or Europe/Paris)") from None
-        return v
+        return check_timezone(v, "Europe/Paris")
 
     @field_validator("schedule")
     @classmethod

@@ -7,6 +7,7 @@ import math
 import re
 from typing import Annotated
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -39,6 +40,15 @@ def shown(value: object) -> str:
 
 def valid_name(value: str) -> bool:
     return NAME_RE.fullmatch(value) is not None
+
+
+def check_timezone(value: str, example: str = "Europe/London") -> str:
+    """An IANA time zone name, or ValueError saying how to write one."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {shown(value)} (write e.g. UTC or {example})") from None
+    return value
 
 
 def parse_duration_s(value: object, *, allow_zero: bool = False) -> float:

@@ -313,6 +313,17 @@ class InfluxSink:
 # ---------------------------------------------------------------- reading (the reporter)
 
 
+def _component_filter(components: Sequence[str] | None) -> tuple[str, set[str] | None]:
+    """The WHERE clause selecting `components` (none when there are too many: the rows are then filtered on
+    reading, by the set returned) and that set; ("", None) for every component."""
+    if components is None:
+        return "", None
+    wanted = set(components)
+    if len(wanted) > _COMPONENT_FILTER_MAX:
+        return "", wanted
+    return " AND (" + " OR ".join(f'"component" = {quote_string(c)}' for c in sorted(wanted)) + ")", wanted
+
+
 def quote_string(text: str) -> str:
     """An InfluxQL string literal: single quotes, with backslash, quote and newline escaped."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
@@ -353,14 +364,9 @@ class InfluxSource:
 
     async def changes(self, start_ms: int, end_ms: int,
                       components: Sequence[str] | None = None) -> list[StateChange]:
-        where = ""
-        wanted: set[str] | None = None
-        if components is not None:
-            wanted = set(components)
-            if not wanted:
-                return []
-            if len(wanted) <= _COMPONENT_FILTER_MAX:
-                where = " AND (" + " OR ".join(f'"component" = {quote_string(c)}' for c in sorted(wanted)) + ")"
+        if components is not None and not components:
+            return []
+        where, wanted = _component_filter(components)
         src = self.client.source(STATE.name)
         # Grouped by every tag: each change comes with the class, tier and customer stored with it.
         by = f"GROUP BY {_STATE_TAGS}"
@@ -414,14 +420,9 @@ class InfluxSource:
         return group_heartbeats(rows, start_ms, lookback)
 
     async def samples(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[Sample]:
-        where = ""
-        wanted: set[str] | None = None
-        if components is not None:
-            wanted = set(components)
-            if not wanted:
-                return []
-            if len(wanted) <= _COMPONENT_FILTER_MAX:
-                where = " AND (" + " OR ".join(f'"component" = {quote_string(c)}' for c in sorted(wanted)) + ")"
+        if components is not None and not components:
+            return []
+        where, wanted = _component_filter(components)
         q = (f"SELECT {_fields(PROBE.fields)} FROM {self.client.source(PROBE.name)} WHERE time >= {time_ms(start_ms)} "
              f"AND time < {time_ms(end_ms)}{where} GROUP BY {_PROBE_TAGS}")
         rows: list[tuple[Any, ...]] = []
