@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from console.formats import duration, pct
-from reporter.availability import AgentViews, Availability, availability, quorum_size
+from reporter.availability import AgentViews, Availability, availability, current_state
 from reporter.periods import month_of, month_period
 from reporter.report import component_ref, configured_ref, customers_policies
 from slawatch.config.loader import Loaded
@@ -66,22 +66,11 @@ class Snapshot:
 
 
 def _state_of(views: Sequence[StateChange], quorum: int | None) -> tuple[str, int | None, str, tuple[str, ...]]:
-    """(state, since_ms, reason, agents) from each watching agent's latest change."""
-    if not views:
+    """(state, since_ms, reason, agents) from each watching agent's latest change (the report's rule)."""
+    now = current_state(views, quorum)
+    if now is None:
         return "unmonitored", None, "", ()
-    down = [c for c in views if not c.up]
-    need = quorum_size(len(views), quorum)
-    if len(down) >= need:
-        # Down from the instant the quorum-th agent saw it down.
-        at = sorted(c.ts_ms for c in down)[need - 1]
-        return "down", at, "; ".join(dict.fromkeys(c.reason for c in down if c.reason)), tuple(c.agent for c in down)
-    degraded = [c for c in views if c.up and c.degraded]
-    if degraded:
-        return ("degraded", min(c.ts_ms for c in degraded),
-                "; ".join(dict.fromkeys(c.reason for c in degraded if c.reason)), tuple(c.agent for c in degraded))
-    ups = [c for c in views if c.up]
-    # Up since the quorum stopped holding: the latest recovery among the agents that see it up.
-    return "up", max(c.ts_ms for c in ups), "", tuple(c.agent for c in ups)
+    return now.state, now.since_ms, now.reason, now.agents
 
 
 def fresh_agents(heartbeats: Heartbeats, now_ms: int) -> set[str]:

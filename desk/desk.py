@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from desk import incidents as steps
 from desk.incidents import FaultSeen, Step
 from desk.messages import Context, notifications, recipients_for
-from reporter.availability import quorum_size
+from reporter.availability import current_state
 from reporter.calendars import Calendar, calendars_of
 from reporter.maintenance import format_duration, notice_of
 from reporter.periods import from_ms
@@ -38,16 +38,6 @@ BATCH = 200
 
 
 @dataclass(frozen=True, slots=True)
-class AgentView:
-    """One agent's latest confirmed state of a component."""
-
-    ts_ms: int
-    up: bool
-    degraded: bool
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class View:
     """A component's state by the quorum rule: a fault (down/degraded) from `start_ms`, or up (fault None)."""
 
@@ -58,22 +48,13 @@ class View:
     agents: tuple[str, ...]
 
 
-def component_view(ref: ComponentRef, agents: Mapping[str, AgentView], quorum: int | None) -> View | None:
-    """The component's state from its agents' latest changes: down when the quorum of them see it down,
-    degraded when the quorum see it degraded or down, else up. A fault starts when the quorum was reached
-    (the q-th earliest change among the agents in it). None when no agent has a state."""
-    if not agents:
+def component_view(ref: ComponentRef, agents: Mapping[str, StateChange], quorum: int | None) -> View | None:
+    """The component's state from its agents' latest changes (reporter.availability.current_state, the rule the
+    report and the console use); a fault starts when the quorum was reached. None when no agent has a state."""
+    now = current_state([agents[a] for a in sorted(agents)], quorum)
+    if now is None:
         return None
-    n = len(agents)
-    down = sorted((v.ts_ms, a) for a, v in agents.items() if not v.up)
-    bad = sorted((v.ts_ms, a) for a, v in agents.items() if not v.up or v.degraded)
-    need = quorum_size(n, quorum)
-    for fault, seen in (("down", down), ("degraded", bad)):
-        if len(seen) >= need:
-            first = agents[seen[0][1]]
-            return View(ref, fault, seen[need - 1][0], first.reason, tuple(a for _, a in seen))
-    latest = max(v.ts_ms for v in agents.values())
-    return View(ref, None, latest, "", tuple(sorted(agents)))
+    return View(ref, None if now.state == "up" else now.state, now.since_ms, now.reason, now.agents)
 
 
 class Desk:
@@ -86,7 +67,7 @@ class Desk:
         self.source = source
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.on_queued = on_queued  # wakes the sender when notifications were queued
-        self._agents: dict[str, dict[str, AgentView]] = {}
+        self._agents: dict[str, dict[str, StateChange]] = {}  # component -> agent -> its latest change
         self._refs: dict[str, ComponentRef] = {}
         self._dirty: dict[str, None] = {}  # components to look at, in arrival order
         self._fed_ms: dict[str, int] = {}  # when the desk got the change that made a component dirty
@@ -117,7 +98,7 @@ class Desk:
         known = per_agent.get(change.agent)
         if known is not None and known.ts_ms >= change.ts_ms:
             return
-        per_agent[change.agent] = AgentView(change.ts_ms, change.up, change.degraded, change.reason)
+        per_agent[change.agent] = change
         self._refs[name] = change.ref
         self._dirty[name] = None
         # The response clock of a fault raised from this change starts now, however long the desk then takes

@@ -288,6 +288,36 @@ class _OpenSpell:
         return DegradedSpell(self.start, end, self.reason, tuple(sorted(self.agents)))
 
 
+@dataclass(frozen=True, slots=True)
+class CurrentState:
+    """A component's state now, by the quorum rule, from each agent's latest confirmed change."""
+
+    state: Literal["down", "degraded", "up"]
+    since_ms: int
+    """Down or degraded: when the quorum-th agent saw it so; up: the latest recovery among the agents seeing it up."""
+    reason: str
+    agents: tuple[str, ...]
+    """The agents that see it in that state."""
+
+
+def current_state(latest: Sequence[StateChange], quorum: int | None) -> CurrentState | None:
+    """The state the report's rule gives now: down when the quorum of agents see it down, degraded when the
+    quorum see it degraded or down, else up; None without any agent. The console and the incident desk both ask
+    here."""
+    if not latest:
+        return None
+    need = quorum_size(len(latest), quorum)
+    faults: tuple[tuple[Literal["down", "degraded"], list[StateChange]], ...] = (
+        ("down", [c for c in latest if not c.up]), ("degraded", [c for c in latest if not c.up or c.degraded]))
+    for state, seen in faults:
+        if len(seen) >= need:
+            at = sorted(c.ts_ms for c in seen)[need - 1]
+            reason = "; ".join(dict.fromkeys(c.reason for c in seen if c.reason))
+            return CurrentState(state, at, reason, tuple(c.agent for c in seen))
+    ups = [c for c in latest if c.up]
+    return CurrentState("up", max(c.ts_ms for c in ups), "", tuple(c.agent for c in ups))
+
+
 @dataclass(slots=True)
 class _OpenOutage:
     start: int
