@@ -83,6 +83,10 @@ class StateChange(NamedTuple):
     up: bool
     reason: str
     degraded: bool = False
+    released: bool = False
+    """The agent stopped watching the component at `ts_ms` (handed over to another agent, or removed from its
+    config): its view is unknown from then on, until a later change of the same agent. `up` repeats its last
+    state, so a reader that ignores `released` sees no change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,30 @@ class Heartbeat:
 
 
 Point = Sample | StateChange | Heartbeat
+
+
+AssignMode = Literal["static", "auto"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLease:
+    """A running agent as it announces itself in the shared store (`slawatch_agent`), renewed several times per
+    heartbeat period: the live agents are those whose lease is fresh, and `assign: auto` shares the components
+    among them."""
+
+    agent: str
+    seen_ms: int
+    """The last renewal (the agent's clock)."""
+    started_ms: int
+    heartbeat_s: float
+    zone: str
+    """Empty when the agent has no zone."""
+    assign: AssignMode
+    replicas: int
+    watching: int
+    """How many components it watches now."""
+    host: str
+    version: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from slawatch.model import (
     ROLES,
     SCOPES,
+    AgentLease,
     ComponentRef,
     Heartbeat,
     Incident,
@@ -164,7 +165,11 @@ STATE = Measurement(
     "slawatch_state",
     (_COMPONENT, _TS, _AGENT, _CLASS, _TIER, _CUSTOMER, _UP, _REASON,
      Column("degraded", "field", "integer", nullable=True, check="degraded IN (0, 1)",
-            meaning="1 for a confirmed DEGRADED state (up=1); absent otherwise")),
+            meaning="1 for a confirmed DEGRADED state (up=1); absent otherwise"),
+     Column("released", "field", "integer", nullable=True, check="released IN (0, 1)",
+            meaning="1 when the agent stopped watching the component here (handed over, or removed from its "
+                    "config): its view is unknown until its next change; `up` repeats its last state. Absent "
+                    "otherwise")),
     key=("component", "ts_ms", "agent"), written_by="the agent, one point per confirmed state change",
     prune="ts_ms",
     # (component, agent, ts_ms): the last change of each component and agent before a period is one seek.
@@ -286,16 +291,32 @@ USER = Measurement(
      _field("updated_ms", "integer", "last change (password, role)")),
     key=("name",), written_by="slawatch user add|passwd|remove", without_rowid=False, record=True)
 
+AGENT = Measurement(
+    "slawatch_agent",
+    (_tag("agent", "agent id"),
+     Column("seen_ms", "time", "integer", meaning="its last renewal: the agent is live while this is fresh"),
+     _field("started_ms", "integer", "when it started"),
+     _field("heartbeat_s", "float", "its heartbeat period"),
+     _field("zone", default="''", meaning="its zone; empty when none"),
+     _field("assign", check="assign IN ('static', 'auto')", meaning="static or auto"),
+     _field("replicas", "integer", "auto: how many agents watch each component"),
+     _field("watching", "integer", "how many components it watches now"),
+     _field("host", default="''", meaning="the host it runs on"),
+     _field("version", default="''", meaning="slawatch version")),
+    key=("agent",), written_by="every agent, several times per heartbeat period (a lease); removed at a clean stop",
+    without_rowid=False, record=True)
+
 RETENTION_POLICY = "slawatch"
 """The InfluxDB (v1) retention policy slawatch creates and writes to when none is configured."""
 
 MEASUREMENTS: tuple[Measurement, ...] = (PROBE, STATE, HEARTBEAT, MAINTENANCE, ACK, REPORT_SENT, INCIDENT,
-                                         INCIDENT_FAULT, INCIDENT_EVENT, NOTIFICATION, USER)
-SCHEMA_VERSION = 2
+                                         INCIDENT_FAULT, INCIDENT_EVENT, NOTIFICATION, USER, AGENT)
+SCHEMA_VERSION = 3
 """SQLite `PRAGMA user_version`."""
 
 MIGRATIONS: tuple[tuple[int, Measurement, str], ...] = (
     (2, STATE, "degraded"),
+    (3, STATE, "released"),
 )
 """(version, table, column): columns added since version 1; a store made before `version` gets the column (as
 declared in its Measurement) when it is opened. Tables new in a version are created by `ddl()` itself."""
@@ -338,8 +359,9 @@ def _sample_row(p: Sample) -> Row:
 
 def _state_row(p: StateChange) -> Row:
     c, r = clean_text, p.ref
+    # degraded and released are absent unless set: an up/down change is stored as before version 2.
     return (c(r.component), p.ts_ms, c(p.agent), c(r.klass), c(r.tier), c(r.customer), int(p.up), c(p.reason),
-            1 if p.degraded else None)  # absent unless set: an up/down change is stored as before version 2
+            1 if p.degraded else None, 1 if p.released else None)
 
 
 def _heartbeat_row(p: Heartbeat) -> Row:
@@ -381,7 +403,7 @@ def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
     ~400 000 changes over ~10 000 refs.
     """
     refs: dict[tuple[str, str, str, str], ComponentRef] = {}
-    ref_of, agent, ts, up, reason, degraded = _STATE_GET
+    ref_of, agent, ts, up, reason, degraded, released = _STATE_GET
     new = tuple.__new__  # StateChange(...) without the Python-level __new__ of a NamedTuple: a third faster
     out: list[StateChange] = []
     append = out.append
@@ -394,13 +416,14 @@ def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
             if ref is None:
                 ref = refs[key] = ComponentRef(*key)
             last = key
-        append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason], row[degraded] == 1)))
+        append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason], row[degraded] == 1,
+                                  row[released] == 1)))
     return out
 
 
 _STATE_GET = (itemgetter(*(STATE.index(n) for n in ("component", "class", "tier", "customer"))),
               STATE.index("agent"), STATE.index("ts_ms"), STATE.index("up"), STATE.index("reason"),
-              STATE.index("degraded"))
+              STATE.index("degraded"), STATE.index("released"))
 STATE_ORDER = itemgetter(*(STATE.index(n) for n in STATE.key))
 """Sort key of a `slawatch_state` row: its identity (component, ts_ms, agent), the order `changes` returns."""
 _KEY_LEADS = STATE.names[:len(STATE.key)] == STATE.key
@@ -501,6 +524,20 @@ def samples(rows: Iterable[Sequence[Any]]) -> list[Sample]:
     return out
 
 
+def agent_lease_row(a: AgentLease) -> Row:
+    c = clean_text
+    return (c(a.agent), int(a.seen_ms), int(a.started_ms), float(a.heartbeat_s), c(a.zone), a.assign,
+            int(a.replicas), int(a.watching), c(a.host), c(a.version))
+
+
+def agent_lease(row: Sequence[Any]) -> AgentLease:
+    """A `slawatch_agent` row, in AGENT.columns order."""
+    agent, seen_ms, started_ms, heartbeat_s, zone, assign, replicas, watching, host, version = row
+    return AgentLease(str(agent), int(seen_ms), int(started_ms), float(heartbeat_s), str(zone or ""),
+                      "auto" if assign == "auto" else "static", int(replicas), int(watching), str(host or ""),
+                      str(version or ""))
+
+
 def user_row(u: User) -> Row:
     c = clean_text
     return (c(u.name), u.role, json.dumps([c(x) for x in u.customers]), u.password_hash, int(u.created_ms),
@@ -516,9 +553,10 @@ def user(row: Sequence[Any]) -> User:
 
 
 __all__ = [
-    "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "MIGRATIONS", "PROBE", "REPORT_SENT",
+    "ACK", "AGENT", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "MIGRATIONS", "PROBE", "REPORT_SENT",
     "RETENTION_POLICY", "SCHEMA_VERSION", "STATE", "STATE_ORDER", "WINDOW_COLUMNS", "Column", "Measurement", "Row",
-    "Value", "add_column_sql", "clean_text", "ddl", "maintenance_window", "point_row", "report_sent_row",
+    "Value", "add_column_sql", "agent_lease",
+    "agent_lease_row", "clean_text", "ddl", "maintenance_window", "point_row", "report_sent_row",
     "samples", "sort_state_rows", "state_changes", "user", "user_row", "window_row",
 ]
 

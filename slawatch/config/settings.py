@@ -6,6 +6,7 @@ import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -203,6 +204,12 @@ class AgentSettings(Strict):
     id: str = Field(default_factory=socket.gethostname, pattern=NAME_PATTERN)
     listen: str = "127.0.0.1:9810"
     heartbeat_s: HeartbeatPeriod = 60.0
+    # Which components this agent watches. static: every component of the config, or with `zone` set, those of
+    # its zone and those without one. auto: each component goes to `replicas` of the live agents (of its zone)
+    # by rendezvous hashing over the agents' leases in the shared store.
+    assign: Literal["static", "auto"] = "static"
+    replicas: Annotated[int, _count_within(1, 16)] = 1
+    zone: str | None = Field(default=None, pattern=NAME_PATTERN)
     concurrency: Annotated[int, _count_within(1, 1_000_000)] = 2000
     # The listener's limits: idle or slow clients must not take the descriptors the probes need.
     max_connections: int = Field(default=64, ge=1, le=10_000)
@@ -246,6 +253,48 @@ class InfluxSettings(Strict):
         return self
 
 
+_DSN_SCHEMES = ("postgresql", "postgres")
+
+
+def _check_dsn(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in _DSN_SCHEMES:
+        raise ValueError("bad DSN: must start with postgresql://")
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    # A password in the DSN would be printed wherever the DSN is (summary, logs, errors).
+    if ":" in userinfo or "password" in {k.lower() for k, _ in parse_qsl(parts.query)}:
+        raise ValueError("bad DSN: no password in the DSN, set `password_env` or `password_file`")
+    try:
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError as exc:
+        raise ValueError(f"bad DSN: {exc}") from None
+    if not parts.hostname and "host" not in {k.lower() for k, _ in parse_qsl(parts.query)}:
+        raise ValueError("bad DSN: no host")
+    if not parts.path.strip("/"):
+        raise ValueError("bad DSN: no database name (postgresql://user@host/DATABASE)")
+    return value
+
+
+class PostgresSettings(Strict):
+    """The shared store of several monitoring hosts (PostgreSQL, through asyncpg)."""
+
+    dsn: Annotated[str, AfterValidator(_check_dsn)]
+    # The password comes from the environment or a file (0600), never from the DSN or the config.
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    password_file: Path | None = None
+    pool_max: Annotated[int, _count_within(1, 100)] = 10
+    timeout_s: ClientTimeout = 10.0
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> PostgresSettings:
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("set `password_env` or `password_file`, not both")
+        return self
+
+
+SinkName = Literal["sqlite", "influxdb", "postgres"]
+
+
 class SpoolSettings(Strict):
     path: Path = Path("spool")
     max_bytes: ByteSize = ByteSize(1 << 30)
@@ -264,6 +313,12 @@ class SpoolSettings(Strict):
 class StorageSettings(Strict):
     sqlite: SqliteSettings | None = None
     influxdb: InfluxSettings | None = None
+    # The shared store of several hosts: state changes, heartbeats, maintenance windows, the report ledger, the
+    # incident desk's records, the console's users and the agents' leases (and samples, unless `samples` says).
+    postgres: PostgresSettings | None = None
+    # Which of the configured stores take the probe samples (slawatch_probe); the others take only the events
+    # (state changes, heartbeats). Default: every configured store.
+    samples: list[SinkName] | None = Field(default=None, max_length=3)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     # The incident desk's records (incidents, their logs, the notification outbox) need transactions: a SQLite
     # file, the embedded store's own unless set (InfluxDB cannot keep them).
@@ -271,9 +326,17 @@ class StorageSettings(Strict):
 
     @model_validator(mode="after")
     def _default_sqlite(self) -> StorageSettings:
-        if self.sqlite is None and self.influxdb is None:
+        if self.sqlite is None and self.influxdb is None and self.postgres is None:
             self.sqlite = SqliteSettings()
+        if self.samples is not None:
+            missing = [n for n in self.samples if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"samples: {', '.join(missing)} is not configured under storage")
         return self
+
+    def takes_samples(self, sink: SinkName) -> bool:
+        """Whether the configured store `sink` takes the probe samples."""
+        return self.samples is None or sink in self.samples
 
     @property
     def records_path(self) -> Path:
@@ -313,6 +376,9 @@ class Component(Strict):
     klass: str = Field(alias="class")
     customer: str | None = None
     tier: str | None = None
+    # Only agents of this zone watch it (agents without a zone watch components without one, and all with
+    # `assign: static`); none: any agent.
+    zone: str | None = Field(default=None, pattern=NAME_PATTERN)
     require: Literal["all", "any"] = "all"
     interval_s: Interval | None = None
     timeout_s: Timeout | None = None
@@ -453,8 +519,25 @@ class ConsoleSettings(Strict):
         return self.secret_file if self.secret_file is not None else storage.spool.path / "console.key"
 
 
+class ServerSettings(Strict):
+    """`slawatch server`: the incident desk, notifications, the monthly reports and the console over the shared
+    store, apart from the agents. With this section the agents only probe; two servers may run, one leads."""
+
+    listen: str = "127.0.0.1:9820"
+    id: str = Field(default_factory=socket.gethostname, pattern=NAME_PATTERN)
+    # A leader that stops is replaced within about this long.
+    leader_check_s: Annotated[float, Field(ge=0.5, le=60, allow_inf_nan=False)] = 2.0
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        split_host_port(v)
+        return v
+
+
 class Config(Strict):
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    server: ServerSettings | None = None
     storage: StorageSettings = Field(default_factory=StorageSettings)
     contract: Path = Path("contract.yaml")
     defaults: Defaults = Field(default_factory=Defaults)

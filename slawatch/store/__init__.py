@@ -11,6 +11,7 @@ from slawatch.config.settings import SqliteSettings, StorageSettings
 from slawatch.model import (
     SCOPES,
     AgentHeartbeats,
+    AgentLease,
     Heartbeats,
     Incident,
     IncidentEvent,
@@ -193,6 +194,29 @@ class UserStore(Protocol):
     async def close(self) -> None: ...
 
 
+class MemberStore(Protocol):
+    """The agents' leases (`slawatch_agent`) in the shared store (PostgreSQL; the records' SQLite file on one host):
+    who is live, for `assign: auto` and `slawatch agents`. Errors: SourceError."""
+
+    name: str
+
+    async def renew(self, lease: AgentLease) -> None:
+        """Store the agent's lease (insert or replace its row), `seen_ms` stamped with the store's own clock
+        (PostgreSQL's; the local one for SQLite), so hosts whose clocks differ agree on who is live."""
+        ...
+
+    async def members(self) -> tuple[int, list[AgentLease]]:
+        """The store's clock now (epoch ms) and every stored lease, live or not, sorted by agent: liveness is the
+        caller's rule (`now_ms - seen_ms`)."""
+        ...
+
+    async def leave(self, agent: str) -> None:
+        """Remove the agent's lease (a clean stop: the others take its share at once)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 # Backends are imported where they are opened: each pulls in its client library (aiosqlite, aiohttp), which a
 # process that uses only the other, or none (`slawatch probe`), need not load at start-up.
 
@@ -269,7 +293,7 @@ def group_heartbeats(rows: Iterable[tuple[str, int, float]], start_ms: int, look
 
 
 __all__ = [
-    "DEFAULT_RETENTION_S", "HEARTBEAT_GAP_FACTOR", "DeskStore", "Sink", "SinkError", "Source", "SourceError",
-    "StoreUnavailable", "UserStore", "check_window", "group_heartbeats", "heartbeat_margin_ms", "open_desk_store",
-    "open_sinks", "open_source", "open_user_store",
+    "DEFAULT_RETENTION_S", "HEARTBEAT_GAP_FACTOR", "DeskStore", "MemberStore", "Sink", "SinkError", "Source",
+    "SourceError", "StoreUnavailable", "UserStore", "check_window", "group_heartbeats", "heartbeat_margin_ms",
+    "open_desk_store", "open_sinks", "open_source", "open_user_store",
 ]
