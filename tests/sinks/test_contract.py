@@ -89,6 +89,7 @@ def mixed_batch() -> list[Point]:
         Sample(REF2, "ping", "icmp", "agent-a", BASE_MS + 1, Outcome.DEGRADED, "loss 20%", 0.061),
         StateChange(REF, "agent-a", BASE_MS + 30_001, False, "no answer within 5s"),
         StateChange(REF, "agent-a", BASE_MS + 90_000, True, ""),
+        StateChange(REF, "agent-a", BASE_MS + 95_000, True, "", released=True),
         Heartbeat("agent-a", BASE_MS, 60.0),
         Heartbeat("agent-b", BASE_MS + 999, 30.5),
     ]
@@ -96,7 +97,7 @@ def mixed_batch() -> list[Point]:
 
 def expected(points: list[Point], measurement: str) -> Rows:
     """What the contract promises to read back: tags + fields by name, ts_ms; missing fields are None."""
-    columns = {PROBE: ("latency_ms",), STATE: ("degraded",), HEARTBEAT: ()}[measurement]
+    columns = {PROBE: ("latency_ms",), STATE: ("degraded", "released"), HEARTBEAT: ()}[measurement]
     rows = []
     for p in points:
         rec = record(p)

@@ -91,12 +91,15 @@ def test_windows_and_sent_reports_round_trip_through_their_rows() -> None:
 
 
 def test_state_rows_share_one_ref_per_tag_set() -> None:
-    rows = [("c1", 1, "a", "sip", "gold", "acme", 1, "", None), ("c1", 2, "b", "sip", "gold", "acme", 0, "x", None),
-            ("c1", 3, "a", "sip", "platinum", "acme", 1, "on battery", 1)]
+    rows = [("c1", 1, "a", "sip", "gold", "acme", 1, "", None, None),
+            ("c1", 2, "b", "sip", "gold", "acme", 0, "x", None, None),
+            ("c1", 3, "a", "sip", "platinum", "acme", 1, "on battery", 1, None),
+            ("c1", 4, "a", "sip", "platinum", "acme", 1, "", None, 1)]
     changes = schema.state_changes(rows)
     assert changes[0].ref is changes[1].ref and changes[2].ref.tier == "platinum"
     assert changes[1] == StateChange(ComponentRef("c1", "sip", "gold", "acme"), "b", 2, False, "x")
-    assert [c.degraded for c in changes] == [False, False, True]
+    assert [c.degraded for c in changes] == [False, False, True, False]
+    assert [c.released for c in changes] == [False, False, False, True]
 
 
 names = st.text(min_size=0, max_size=12)
@@ -106,7 +109,7 @@ points = st.one_of(
               outcome=st.sampled_from(Outcome), reason=st.text(max_size=30),
               latency_ms=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))),
     st.builds(StateChange, ref=refs, agent=names, ts_ms=st.integers(0, 2**53), up=st.booleans(),
-              reason=st.text(max_size=30), degraded=st.booleans()),
+              reason=st.text(max_size=30), degraded=st.booleans(), released=st.booleans()),
     st.builds(Heartbeat, agent=names, ts_ms=st.integers(0, 2**53), period_s=st.floats(0.001, 1e6)))
 
 
