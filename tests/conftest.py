@@ -16,6 +16,7 @@ import pytest
 
 from slawatch.testing import SERVERS, PeerMissing
 from slawatch.testing.influxd import Influxd, start_influxd
+from slawatch.testing.postgres import PostgresServer, start_postgres
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 RUNNING = pytest.StashKey["pytest.Item | None"]()
@@ -126,3 +127,19 @@ def influxd_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server per test session (tests mark `@pytest.mark.peer("postgresql")`)."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> str:
+    """The DSN of a fresh, empty database on the session's PostgreSQL (trust: no password)."""
+    return postgres.create_database()
