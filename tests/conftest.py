@@ -130,9 +130,16 @@ def influxd_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One PostgreSQL server per test session (tests mark `@pytest.mark.peer("postgresql")`)."""
-    server = start_postgres()
+def postgres(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
+    """One PostgreSQL server per test session (tests mark `@pytest.mark.peer("postgresql")`); stopped by signal."""
+    # A session fixture's set-up is not seen by this conftest's pytest_fixture_setup (its hooks apply under tests/
+    # only): record what it starts here, so that every test using it must carry the marker.
+    setting_up = request.config.stash[SETTING_UP]
+    setting_up.append(("", "postgres"))
+    try:
+        server = start_postgres()
+    finally:
+        setting_up.pop()
     try:
         yield server
     finally:

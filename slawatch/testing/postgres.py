@@ -100,14 +100,19 @@ class PostgresServer:
         self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", " ".join(options),
                    "-l", str(self.log_path), "-w", "-t", str(int(timeout_s)), "start"], timeout_s=timeout_s + 5)
 
-    def stop(self, mode: str = "fast") -> None:
-        """pg_ctl stop (`fast` closes the sessions; `immediate` is like a crash)."""
-        if not (self.data / "postmaster.pid").exists():
+    def stop(self, mode: str = "fast", timeout_s: float = 30.0) -> None:
+        """Shut down by signal, as pg_ctl does (`fast` closes the sessions, `immediate` is like a crash), and wait
+        for the postmaster to exit; SIGKILL when it does not in time."""
+        pid = self.pid()
+        if pid is None:
             return
-        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"], timeout_s=30)
+        sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode]
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
             return
-        self.kill()
+        if not _wait_gone(pid, timeout_s):
+            self.kill()
 
     def kill(self) -> None:
         """SIGKILL the postmaster (a crash); its children exit when they notice."""
@@ -115,13 +120,7 @@ class PostgresServer:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
+            _wait_gone(pid, 10.0)
 
     def restart(self) -> None:
         self.stop()
@@ -156,6 +155,17 @@ class PostgresServer:
         """Stop the server and delete its directory."""
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def start_postgres(*, durable: bool = False) -> PostgresServer:
