@@ -8,15 +8,18 @@ user in a directory it owns. Authentication is `trust` on 127.0.0.1 only (a thro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import itertools
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,11 +136,38 @@ class PostgresServer:
             return None
 
     def create_database(self, name: str | None = None) -> str:
-        """Create a fresh, empty database (named `name`, else t1, t2, ...) and return its DSN."""
+        """Create a fresh, empty database (named `name`, else t1, t2, ...) and return its DSN. Callable from inside
+        a running event loop (the statement runs on a loop of its own, in a thread)."""
         name = name or f"t{next(self._names)}"
-        self._run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER,
-                   "-T", "template0", name])
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
+        self.execute(f"CREATE DATABASE {name} TEMPLATE template0")
         return self.dsn(name)
+
+    def execute(self, sql: str, database: str = "postgres") -> None:
+        """Run one SQL statement as the superuser (asyncpg, on a loop of its own in a thread)."""
+        async def run() -> None:
+            import asyncpg  # lazy: only the tests and benchmarks that start a server need it
+
+            conn = await asyncpg.connect(self.dsn(database), timeout=30)
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(run())
+            except BaseException as exc:  # handed to the caller's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=target, name="postgres-execute")
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL with psql (unaligned, tuples only) and return its output."""
