@@ -268,11 +268,9 @@ def open_member_store(storage: StorageSettings) -> MemberStore:
     """The agents' leases: in PostgreSQL when configured (the store several hosts share), else on the records file
     `storage.records_path` (the agents of one host)."""
     if storage.postgres is not None:
-        import importlib  # lazy, as above (slawatch.store.postgres pulls in asyncpg)
+        from slawatch.store.postgres import PostgresMemberStore  # lazy, as above (asyncpg)
 
-        postgres = importlib.import_module("slawatch.store.postgres")
-        store: MemberStore = postgres.PostgresMemberStore(storage.postgres)
-        return store
+        return PostgresMemberStore(storage.postgres)
     from slawatch.store.sqlite_members import SqliteMemberStore  # lazy, as above
 
     return SqliteMemberStore(storage.records_path)

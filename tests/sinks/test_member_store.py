@@ -15,6 +15,7 @@ from slawatch.config.settings import SqliteSettings, StorageSettings
 from slawatch.model import AgentLease
 from slawatch.store import MemberStore, SourceError, open_member_store
 from slawatch.store.sqlite_members import SqliteMemberStore
+from tests.sinks.pg import pg_settings
 
 Opener = Callable[[], MemberStore]
 
@@ -25,8 +26,11 @@ def lease(agent: str, **kw: object) -> AgentLease:
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.peer("postgresql"))])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    if request.param == "postgres":
+        settings = pg_settings(request.getfixturevalue("pg_dsn"))
+        return lambda: open_member_store(StorageSettings(postgres=settings))
     path = tmp_path / "records.db"
     return lambda: open_member_store(StorageSettings(sqlite=SqliteSettings(path=path)))
 
