@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,9 +14,11 @@ import pytest
 
 from agent.assign import owners
 from slawatch.cli import main
-from slawatch.config.loader import bundled_contract
+from slawatch.cli.agent import overrides
+from slawatch.config.loader import bundled_contract, load
 from slawatch.model import AgentLease
 from slawatch.store.sqlite_members import SqliteMemberStore
+from slawatch.testing.agentproc import ROOT
 
 COMPONENTS = [f"sip-{i}" for i in range(10)]
 
@@ -97,3 +101,20 @@ def test_unreadable_store_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[s
     cfg.write_text(cfg.read_text().replace(f"path: {tmp_path / 'store.db'}", f"path: {tmp_path / 'file' / 'x.db'}"))
     assert main(["agents", "-c", str(cfg)]) == 3
     assert "UNKNOWN" in capsys.readouterr().err
+
+
+def test_agent_overrides_are_validated(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    for flags, message in ((["--id", "bad id"], "--id"), (["--listen", "nowhere"], "--listen")):
+        out = subprocess.run([sys.executable, "-m", "slawatch.cli", "agent", "-c", str(cfg), *flags],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, out.stderr
+        assert message in out.stderr
+
+
+def test_overrides_apply_to_a_loaded_config(tmp_path: Path) -> None:
+    loaded = load(config(tmp_path))
+    overrides("mon-b", "127.0.0.1:9911", str(tmp_path / "spool-b"))(loaded)
+    assert (loaded.config.agent.id, loaded.config.agent.listen) == ("mon-b", "127.0.0.1:9911")
+    assert loaded.config.storage.spool.path == tmp_path / "spool-b"
+    assert loaded.config.agent.assign == "auto" and loaded.config.agent.replicas == 2  # the rest is kept
