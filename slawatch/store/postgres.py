@@ -346,8 +346,17 @@ class PostgresSink:
                 await self._create_partitions(pool, list(months.values()))
             async with pool.acquire() as conn:
                 try:
-                    async with conn.transaction():
-                        await self._insert_all(conn, per_table)
+                    try:
+                        async with conn.transaction():
+                            await self._insert_all(conn, per_table)
+                    except asyncpg.CheckViolationError as exc:
+                        if "no partition" not in str(exc):
+                            raise
+                        # Another process pruned a month this one still knew: make the partitions again, once.
+                        self._partitions.clear()
+                        await self._create_partitions(pool, list(months.values()))
+                        async with conn.transaction():
+                            await self._insert_all(conn, per_table)
                 except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError,
                         OverflowError) as exc:
                     log.warning("%s refused a batch of %d points (%s): writing them one by one",
