@@ -134,16 +134,17 @@ def retryable(exc: BaseException) -> bool:
     """Whether waiting may cure the error: a lost connection or a server restarting, not a refused statement."""
     if isinstance(exc, asyncpg.PostgresError):
         return str(getattr(exc, "sqlstate", "") or "")[:2] in _RETRYABLE_CLASSES
-    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError)
+    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError)
 
 
 def _unreachable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         return str(getattr(exc, "sqlstate", "") or "")[:2] in ("08", "57")
-    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError)
+    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError)
 
 
-_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: a connection the server closed, met in the middle of an operation.
+_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
 class _Pool:
@@ -345,8 +346,17 @@ class PostgresSink:
                 await self._create_partitions(pool, list(months.values()))
             async with pool.acquire() as conn:
                 try:
-                    async with conn.transaction():
-                        await self._insert_all(conn, per_table)
+                    try:
+                        async with conn.transaction():
+                            await self._insert_all(conn, per_table)
+                    except asyncpg.CheckViolationError as exc:
+                        if "no partition" not in str(exc):
+                            raise
+                        # Another process pruned a month this one still knew: make the partitions again, once.
+                        self._partitions.clear()
+                        await self._create_partitions(pool, list(months.values()))
+                        async with conn.transaction():
+                            await self._insert_all(conn, per_table)
                 except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError,
                         OverflowError) as exc:
                     log.warning("%s refused a batch of %d points (%s): writing them one by one",
