@@ -349,10 +349,11 @@ class Agent:
             previous = self._share or frozenset()
             if self._share_known:  # at start, what is not this agent's any more is released at once
                 now_ms, now = self.clock.now_ms(), time.monotonic()
-                for name in previous - share:
-                    if name in self.states and name not in self._lingering:
-                        before = self._last_shares.owners(name) if self._last_shares is not None else frozenset()
-                        self._lingering[name] = _Linger(now_ms, now + self._linger_s(name), before)
+                leaving = [n for n in previous - share if n in self.states and n not in self._lingering]
+                by_name = {c.name: c for c in self.loaded.config.components} if leaving else {}
+                for name in leaving:
+                    before = self._last_shares.owners(name) if self._last_shares is not None else frozenset()
+                    self._lingering[name] = _Linger(now_ms, now + self._linger_s(by_name.get(name)), before)
             for name in share:
                 self._lingering.pop(name, None)  # back before it was handed over: watched on, nothing released
             gained, lost = len(share - previous), len(previous - share)
@@ -363,10 +364,9 @@ class Agent:
         self._last_shares = shares
         await self._end_handovers(shares)
 
-    def _linger_s(self, name: str) -> float:
+    def _linger_s(self, comp: Component | None) -> float:
         """How long a handed-over component is probed at most: the new owner's first confirmation, and a read."""
         cfg = self.loaded.config
-        comp = next((c for c in cfg.components if c.name == name), None)
         if comp is None:
             return 0.0
         interval = max((p.interval_s for p in comp.probes), default=0.0)
@@ -378,7 +378,8 @@ class Agent:
             return
         now = time.monotonic()
         done = [n for n, linger in self._lingering.items() if now >= linger.deadline]
-        waiting = [n for n in self._lingering if n not in set(done)]
+        expired = set(done)
+        waiting = [n for n in self._lingering if n not in expired]
         if waiting and self.source is not None:
             now_ms = self.clock.now_ms()
             for i in range(0, len(waiting), HANDOVER_READ_BATCH):
