@@ -202,7 +202,7 @@ async def test_scheduler_catches_up_a_missed_run_and_schedules_the_next(tmp_path
     # The agent starts at 07:00 on 1 May: the 06:00 run was missed.
     scheduler = start_report_scheduler(loaded, open_source, clock=lambda: NOW_MS / 1000 + 3600)
     try:
-        for _ in range(200):
+        for _ in range(600):  # two reports with their PDFs: up to 30 s on a loaded machine
             if len(smtpd.handler.received) >= 2 and source.closed:
                 break
             await asyncio.sleep(0.05)
