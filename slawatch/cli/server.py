@@ -174,9 +174,9 @@ async def run_server(loaded: Loaded, server_id: str, listen: str, stop: asyncio.
     if loaded.config.console.enabled:
         # Loaded only when the console is on (Jinja2, Argon2, sessions): lazy, for start-up.
         from console.pages.incidents import SENDER_WAKE
-        from slawatch.cli.console import OperatorConsole
+        from slawatch.cli.console import OperatorConsole, open_members
 
-        console = OperatorConsole(loaded)
+        console = OperatorConsole(loaded, members=open_members(storage))
         console.console.extra[SENDER_WAKE] = server.wake_sender
     host, port = split_host_port(listen)
     runner = web.AppRunner(make_app(server, console), access_log=None)
