@@ -1,5 +1,9 @@
 """`slawatch server`: the console, /metrics and /healthz on every server; the incident desk, its notifications and the
-monthly reports only on the one that leads (several servers over one shared store)."""
+monthly reports only on the one that leads (several servers over one shared store).
+
+Exactly once across a change of leader: the outbox's marks and the report ledger are in the shared store, so a new
+leader sends what is due and not marked, and nothing marked. What the old leader was delivering at the moment it died
+(handed to the mail server or webhook, not yet marked sent) is sent again by the new one: at most that batch."""
 
 from __future__ import annotations
 
@@ -92,7 +96,10 @@ class Server:
         for task in running:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await desk.close()
+        try:
+            await desk.close()
+        except Exception as exc:  # a store already gone (the reason leadership was lost): nothing left to close
+            log.warning("closing the incident desk's stores: %s", exc)
         log.info("server %s no longer leads: incident desk, notifications and monthly reports stopped", self.id)
 
     def wake_sender(self) -> None:

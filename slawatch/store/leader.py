@@ -232,7 +232,14 @@ async def campaign(leader: Leader, stop: asyncio.Event, check_s: float, *,
                     failing = ""
                 if leading:
                     log.info("leading (%s)", leader.name)
-                    await on_gain()
+                    try:
+                        await on_gain()
+                    except Exception:
+                        # Leading without what leading runs helps no one: let another server (or a later try) lead.
+                        log.exception("cannot start leading: leadership given up")
+                        leading = False
+                        await leader.release()
+                        await _wait_any(stop, None, check_s)
                 else:
                     await _wait_any(stop, None, check_s)
                 continue

@@ -139,3 +139,29 @@ async def test_the_campaign_ends_a_term_at_once_when_the_claim_goes(tmp_path: Pa
     await task
     assert [w for _, w, _ in log] == ["gain", "loss", "gain", "loss"]
     assert not leader.held
+
+
+async def test_a_start_that_fails_gives_leadership_up_for_another(tmp_path: Path) -> None:
+    path = tmp_path / "store.db.leader"
+    log: list[tuple[str, str, float]] = []
+    b = Term("b", log)
+    failing = FileLeader(path)
+    starts = 0
+
+    async def cannot_start() -> None:
+        nonlocal starts
+        starts += 1
+        raise OSError("the store cannot be opened")
+
+    async def never() -> None:
+        raise AssertionError("a term that never started never ends")
+
+    stop_a, stop_b = asyncio.Event(), asyncio.Event()
+    task_a = asyncio.create_task(campaign(failing, stop_a, 0.2, on_gain=cannot_start, on_loss=never))
+    await until(lambda: starts == 1)
+    task_b = await run_campaign(FileLeader(path), b, stop_b, 0.05)
+    await until(lambda: b.leading, timeout=2.0)  # a let go after its failed start
+    assert not failing.held
+    stop_a.set()
+    stop_b.set()
+    await asyncio.gather(task_a, task_b)
