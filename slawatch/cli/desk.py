@@ -49,11 +49,14 @@ def recipient_problems(loaded: Loaded, channels: Channels) -> list[tuple[str, st
 class IncidentDesk:
     """The desk and its sender for one process: an agent's, or the leading server's."""
 
-    def __init__(self, loaded: Loaded) -> None:
+    def __init__(self, loaded: Loaded, *, channels: Channels | None = None) -> None:
+        """`channels`: the caller's, kept open by `close` (a server keeps one for its life: Apprise takes a while
+        to load, and a server taking over should not wait for it); by default the desk's own."""
         config = loaded.config
         self.store: DeskStore = open_desk_store(config.storage)
         self.source: Source = open_source(config.storage, retention_s=loaded.contract.retention_s)
-        self.channels = self.channels_of(loaded)
+        self._own_channels = channels is None
+        self.channels = channels if channels is not None else self.channels_of(loaded)
         self.sender = Sender(self.store, self.channels, config.notify)
         self.desk = Desk(loaded, self.store, self.source, on_queued=self.sender.wake)
         self._check(loaded)
@@ -181,7 +184,8 @@ class IncidentDesk:
         yield pending
 
     async def close(self) -> None:
-        await self.channels.close()
+        if self._own_channels:
+            await self.channels.close()
         await self.source.close()
         await self.store.close()
 

@@ -50,6 +50,8 @@ class Server:
         self.id = server_id
         self.leader = leader
         self.supervisor = Supervisor()
+        # Built once, following or leading: a server that takes over sends without first loading Apprise's plugins.
+        self.channels = IncidentDesk.channels_of(loaded)
         self.desk: IncidentDesk | None = None
         self.reports: MonthlyReports | None = None
         self.terms = 0
@@ -67,7 +69,7 @@ class Server:
         """Leadership gained: the desk starts from the store (its active incidents, every component's latest state,
         the outbox as the last leader left it) and the monthly job catches up what is due and not in the ledger."""
         config = self.loaded.config
-        desk = IncidentDesk(self.loaded)
+        desk = IncidentDesk(self.loaded, channels=self.channels)
         stop = asyncio.Event()
         tick = config.desk.tick_s
         self._stop, self.desk = stop, desk
@@ -205,6 +207,7 @@ async def run_server(loaded: Loaded, server_id: str, listen: str, stop: asyncio.
         await runner.cleanup()
         if console is not None:
             await console.close()
+        await server.channels.close()
     return EXIT_OK
 
 

@@ -19,8 +19,8 @@ from console.passwords import hash_password
 from slawatch.config.loader import load
 from slawatch.model import NotificationState, User
 from slawatch.store import open_desk_store, open_sinks, open_user_store
+from slawatch.testing.serverproc import ServerProcess, down, write_config
 from slawatch.testing.webhook import Webhook, start_webhook
-from tests.server.serverproc import ServerProcess, down, write_config
 
 pytestmark = [pytest.mark.timeout(90)]
 

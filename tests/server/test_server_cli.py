@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from slawatch.testing.agentproc import ROOT, AgentProcess
-from tests.server.serverproc import ServerProcess, write_config
+from slawatch.testing.serverproc import ServerProcess, write_config
 
 pytestmark = [pytest.mark.timeout(60)]
 

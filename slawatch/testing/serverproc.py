@@ -1,7 +1,9 @@
-"""`slawatch server` as a subprocess for the failover tests, its config, and the state changes an agent would store."""
+"""The real `slawatch server` as a subprocess for end-to-end tests and benchmarks: its config (one component, the NOC
+on a JSON webhook), the process, and the state change an agent would store."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -21,11 +23,17 @@ from slawatch.testing.agentproc import ROOT
 REF = ComponentRef("san-1", "san", "gold", "acme")
 
 
-def write_config(tmp: Path, hook_port: int, *, storage: str = "", every: str = "4s", check_s: float = 0.5) -> Path:
-    """One component, the NOC notified by a JSON webhook, escalated once `every` after the raise while
-    unacknowledged. `storage`: the storage section's body (default: SQLite in `tmp`)."""
+def write_config(tmp: Path, hook_port: int, *, storage: str = "", every: str = "4s", check_s: float = 0.5,
+                 components: int = 1) -> Path:
+    """`components` components (san-1, san-2, ...), the NOC notified by a JSON webhook, escalated once `every` after
+    the raise while unacknowledged. `storage`: the storage section's body (default: SQLite in `tmp`)."""
     cfg = tmp / "server.yaml"
     store = storage or f"sqlite: {{path: {tmp / 'store.db'}}}, spool: {{path: {tmp / 'spool'}}}"
+    listed = "".join(f"""
+  - name: san-{k}
+    class: san
+    customer: acme
+    probes: [{{kind: tcp, target: "127.0.0.1:9"}}]""" for k in range(1, components + 1))
     cfg.write_text(f"""
 agent: {{id: a1, listen: "127.0.0.1:{free_port()}", heartbeat_s: 1}}
 server: {{listen: "127.0.0.1:{free_port()}", leader_check_s: {check_s}}}
@@ -33,11 +41,7 @@ storage: {{{store}}}
 contract: {bundled_contract()}
 customers: [{{name: acme, tier: gold}}]
 desk: {{tick_s: 0.2}}
-components:
-  - name: san-1
-    class: san
-    customer: acme
-    probes: [{{kind: tcp, target: "127.0.0.1:9"}}]
+components:{listed}
 notify:
   noc: ["json://127.0.0.1:{hook_port}/hook"]
   escalation: {{every: {every}, max: 1, at_target_pct: []}}
@@ -48,8 +52,9 @@ notify:
     return cfg
 
 
-def down(ts_ms: int, agent: str = "a1") -> StateChange:
-    return StateChange(REF, agent, ts_ms, False, "TCP connection refused")
+def down(ts_ms: int, agent: str = "a1", component: str = "san-1") -> StateChange:
+    """What agent `agent` stores when it confirms `component` down (its outage starting at `ts_ms`)."""
+    return StateChange(dataclasses.replace(REF, component=component), agent, ts_ms, False, "TCP connection refused")
 
 
 class ServerProcess:
