@@ -134,16 +134,17 @@ def retryable(exc: BaseException) -> bool:
     """Whether waiting may cure the error: a lost connection or a server restarting, not a refused statement."""
     if isinstance(exc, asyncpg.PostgresError):
         return str(getattr(exc, "sqlstate", "") or "")[:2] in _RETRYABLE_CLASSES
-    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError)
+    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError)
 
 
 def _unreachable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         return str(getattr(exc, "sqlstate", "") or "")[:2] in ("08", "57")
-    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError)
+    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError)
 
 
-_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: a connection the server closed, met in the middle of an operation.
+_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
 class _Pool:

@@ -54,7 +54,7 @@ async def test_wal_schema_and_version(sink: SqliteSink) -> None:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"slawatch_probe", "slawatch_state", "slawatch_heartbeat", "slawatch_maintenance",
                       "slawatch_ack", "slawatch_report_sent", "slawatch_incident", "slawatch_incident_fault",
-                      "slawatch_incident_event", "slawatch_notification", "slawatch_user"}
+                      "slawatch_incident_event", "slawatch_notification", "slawatch_user", "slawatch_agent"}
 
 
 async def test_reporter_reads_use_the_keys(sink: SqliteSink) -> None:
@@ -186,9 +186,10 @@ def test_rows_are_the_records_every_sink_shares(batch: list[Point]) -> None:
 
 
 def _version_1_store(path: Path) -> None:
-    """A store as version 1 made it: slawatch_state without `degraded`, user_version 1, one change in it."""
+    """A store as version 1 made it: slawatch_state without `degraded` (nor version 3's `released`), user_version 1,
+    one change in it."""
     old_state = dataclasses.replace(schema.STATE, columns=tuple(c for c in schema.STATE.columns
-                                                                if c.name != "degraded"))
+                                                                if c.name not in ("degraded", "released")))
     with sqlite3.connect(path) as db:
         db.executescript("\n".join((old_state if m is schema.STATE else m).ddl() for m in schema.MEASUREMENTS))
         db.execute("INSERT INTO slawatch_state VALUES ('ups-1', 1000, 'a1', 'power', 'gold', 'acme', 0, 'dead')")
@@ -204,8 +205,8 @@ async def test_a_version_1_store_is_read_by_the_reporter_after_gaining_the_colum
         await source.close()
     assert change == StateChange(ComponentRef("ups-1", "power", "gold", "acme"), "a1", 1000, False, "dead", False)
     with sqlite3.connect(tmp_path / "old.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-        assert "degraded" in [r[1] for r in db.execute("PRAGMA table_info(slawatch_state)")]
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert {"degraded", "released"} <= {r[1] for r in db.execute("PRAGMA table_info(slawatch_state)")}
 
 
 async def test_the_agent_writes_degraded_changes_into_a_version_1_store(tmp_path: Path) -> None:
