@@ -126,7 +126,9 @@ def encode_point(point: Point) -> bytes:
     elif isinstance(point, StateChange):
         r = point.ref
         row = [1, r.component, r.klass, r.tier, r.customer, point.agent, point.ts_ms, point.up, point.reason]
-        if point.degraded:  # a tenth element only when set: spools written before it stay readable, and alike
+        if point.degraded or point.released:  # a tenth element only when set: spools written before it stay
+            row.append(point.degraded)        # readable, and alike; an eleventh for a release
+        if point.released:
             row.append(True)
     elif isinstance(point, Heartbeat):
         row = [2, point.agent, point.ts_ms, point.period_s]
@@ -151,12 +153,13 @@ def _decode_row(row: Any, refs: dict[tuple[str, str, str, str], ComponentRef]) -
             if ref is None:
                 ref = refs[key] = ComponentRef(*key)
             return Sample(ref, row[5], row[6], row[7], row[8], _OUTCOMES[row[9]], row[10], row[11])
-        if tag == 1 and 9 <= len(row) <= 10 and isinstance(row[7], bool):
+        if tag == 1 and 9 <= len(row) <= 11 and isinstance(row[7], bool):
             key = (row[1], row[2], row[3], row[4])
             ref = refs.get(key)
             if ref is None:
                 ref = refs[key] = ComponentRef(*key)
-            return StateChange(ref, row[5], row[6], row[7], row[8], len(row) == 10 and row[9] is True)
+            return StateChange(ref, row[5], row[6], row[7], row[8], len(row) >= 10 and row[9] is True,
+                               len(row) == 11 and row[10] is True)
         if tag == 2 and len(row) == 4:
             return Heartbeat(row[1], row[2], row[3])
     except (KeyError, TypeError):
