@@ -71,6 +71,7 @@ class Server:
         the outbox as the last leader left it) and the monthly job catches up what is due and not in the ledger."""
         config = self.loaded.config
         desk = IncidentDesk(self.loaded, channels=self.channels)
+        await desk.take_over()
         stop = asyncio.Event()
         tick = config.desk.tick_s
         self._stop, self.desk = stop, desk

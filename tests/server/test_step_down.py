@@ -1,5 +1,6 @@
 """A server whose PostgreSQL lock session goes stops its desk, sender and monthly job at once (before anything more
-is delivered), and leads again, from the store, once it holds the lock again."""
+is delivered), and leads again, from the store, once it holds the lock again; a server that takes over sends what
+the last sender claimed and never marked at once, not when the claim runs out."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from slawatch.cli.desk import IncidentDesk
 from slawatch.cli.server import Server
 from slawatch.config.loader import load
+from slawatch.model import ComponentRef, Incident, IncidentEvent, IncidentState, Notification
 from slawatch.store.leader import PostgresLeader, campaign
 from slawatch.testing.serverproc import write_config
 
@@ -51,3 +54,26 @@ async def test_a_lost_lock_session_stops_the_leaders_work_at_once(tmp_path: Path
         await admin.close()
         await server.channels.close()
     assert not server.leading and not server.leader.held
+
+
+async def test_a_new_leader_sends_at_once_what_the_last_sender_claimed_and_never_marked(
+        tmp_path: Path, pg_dsn: str) -> None:
+    cfg = write_config(tmp_path, 9, storage=f'postgres: {{dsn: "{pg_dsn}"}}, spool: {{path: {tmp_path / "spool"}}}')
+    loaded = load(cfg)
+    now = time.time_ns() // 1_000_000
+    ref = ComponentRef("san-1", "san", "gold", "acme")
+    incident = Incident("INC-2026-000001", ref, "down", now - 5_000, now - 4_000, "P1", IncidentState.OPEN,
+                        "TCP refused", ("a1",), updated_ms=now - 4_000, version=1)
+    note = Notification(f"{incident.id}.1.0", incident.id, "open", "noc@example.com", "subject", "text", "", "{}",
+                        now - 4_000, now - 4_000)
+    old, new = IncidentDesk(loaded), IncidentDesk(loaded)
+    try:
+        assert await old.store.open(incident, [IncidentEvent(incident.id, 1, now - 4_000, "opened", "slawatch")],
+                                    [note])
+        assert [n.id for n in await old.store.due_notifications(now, 10)] == [note.id]  # claimed, then it died
+        assert await new.store.due_notifications(now, 10) == []
+        await new.take_over()
+        assert [n.id for n in await new.store.due_notifications(now, 10)] == [note.id]
+    finally:
+        await old.close()
+        await new.close()
