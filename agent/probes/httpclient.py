@@ -2,11 +2,11 @@
 
 Every run opens a fresh connection, so it measures connect + TLS like a user's first request would, and nothing
 outlives the run. The wire is an asyncio Protocol around httptools (llhttp, the parser of Node.js and, in its own
-build, of aiohttp). Measured here (bench/http_clients.py, concurrency 100, loopback aiohttp server, three rounds on
-a loaded 2-core machine), CPU per request: this way 230–310 µs; aiohttp's low-level protocol (private API) 280–360;
-h11 over a Protocol 360–440; httptools behind asyncio streams 330–380; an aiohttp ClientSession per request, as
-before, 870–940 (590–710 with one shared session); a bare TCP connect 140–170. The request path of a ClientSession
-(connector, tracing, cookie jar, URL objects, timers) was most of an HTTP probe's cost.
+build, of aiohttp). CPU per request measured here with bench/http_clients.py (concurrency 100, a loopback aiohttp
+server, three rounds on a busy 2-core machine): this client 290–350 µs; httptools in a bare Protocol 255–270;
+aiohttp's low-level protocol (not public API) 300–320; httptools behind asyncio streams 285–390; h11 350–410; an
+aiohttp ClientSession per request, as before, 670–870 (one shared session 530–740); a bare TCP connect 135–150.
+The request path of a ClientSession (connector, tracing, cookie jar, URL objects, timers) was most of the cost.
 """
 
 from __future__ import annotations
@@ -146,8 +146,9 @@ def request_head(method: str, target: Target, headers: Mapping[str, str], body_b
     return "\r\n".join(lines).encode()
 
 
+@functools.lru_cache(maxsize=256)
 def charset(content_type: str | None) -> str | None:
-    """The charset parameter of a Content-Type, when Python knows it."""
+    """The charset parameter of a Content-Type, when Python knows it (a server sends the same few again and again)."""
     for param in (content_type or "").split(";")[1:]:
         name, _, value = param.partition("=")
         if name.strip().lower() == "charset":
@@ -196,6 +197,9 @@ class _Progress:
 class _Exchange(asyncio.Protocol):
     """One request and its response on a fresh connection. `done` resolves once the caller can be answered: None
     when the response is complete as far as wanted (head only, or head and body), else the failure."""
+
+    __slots__ = ("body", "body_bytes", "declared", "decoder", "done", "first", "head_received", "headers",
+                 "max_body_bytes", "parser", "phrase", "received", "request", "status", "until_eof", "want_body")
 
     def __init__(self, done: asyncio.Future[Result | None], request: bytes,
                  want_body: Callable[[int, Mapping[str, str]], bool], max_body_bytes: int) -> None:
