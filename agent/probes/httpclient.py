@@ -30,6 +30,7 @@ import httptools
 from agent.probes.address import AddrInfo, literal, resolve
 from agent.probes.base import QUOTE_LIMIT, connect_failure, quote, tls_failure
 from slawatch import __version__
+from slawatch.config.units import redact_url
 from slawatch.model import Outcome, Result
 
 MAX_REDIRECTS = 10
@@ -103,11 +104,11 @@ def parse_target(url: str) -> Target:
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise ValueError(f"{url}: not http:// or https://")
+        raise ValueError(f"{redact_url(url)}: not http:// or https://")
     host = parts.hostname  # lower case, without brackets or user info
     port = parts.port  # ValueError when out of range or not a number
     if not host:
-        raise ValueError(f"{url}: no host")
+        raise ValueError(f"{redact_url(url)}: no host")
     if not host.isascii():
         host = host.encode("idna").decode("ascii")  # UnicodeError is a ValueError
     authority = parts.netloc.rpartition("@")[2]
@@ -408,7 +409,8 @@ async def fetch(url: str, *, budget_s: float, method: str = "GET", headers: Mapp
     progress = _Progress(target)
     try:
         async with asyncio.timeout(budget_s):
-            for _hop in range(MAX_REDIRECTS + 1):
+            hops = 0
+            while True:
                 got = await _exchange(target, method, sent, data, verify, follow_redirects, read_body,
                                       max_body_bytes, progress)
                 if isinstance(got, Result) or not follow_redirects or got.status not in REDIRECTS:
@@ -416,6 +418,9 @@ async def fetch(url: str, *, budget_s: float, method: str = "GET", headers: Mapp
                 location = got.headers.get("location")
                 if location is None:
                     return got
+                if hops == MAX_REDIRECTS:
+                    return Result(Outcome.BAD_RESPONSE, f"more than {MAX_REDIRECTS} redirects (last {redact_url(url)})")
+                hops += 1
                 url, method, keep_body = redirected(url, location, got.status, method)
                 data = data if keep_body else None
                 try:
@@ -425,7 +430,6 @@ async def fetch(url: str, *, budget_s: float, method: str = "GET", headers: Mapp
                 if after.origin != target.origin:
                     sent.pop("Authorization", None)  # credentials go to the origin they were configured for
                 target = progress.target = after
-            return Result(Outcome.BAD_RESPONSE, f"more than {MAX_REDIRECTS} redirects (last {url})")
     except TimeoutError:
         return Result(Outcome.TIMEOUT, _timeout_reason(progress, budget_s))
 

@@ -143,6 +143,12 @@ def app() -> web.Application:
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
         return web.Response(text="welcome")
 
+    async def hops(request: web.Request) -> web.Response:
+        left = int(request.query["n"])
+        if left:
+            raise web.HTTPFound(f"/hops?n={left - 1}")
+        return web.Response(text="arrived")
+
     async def away(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["to"])
 
@@ -167,6 +173,7 @@ def app() -> web.Application:
     a.router.add_get("/private", private)
     a.router.add_route("*", "/echo", echo)
     a.router.add_get("/away", away)
+    a.router.add_get("/hops", hops)
     a.router.add_post("/see-other", see_other)
     a.router.add_post("/temporary", temporary)
     return a
@@ -361,6 +368,11 @@ def test_parse_target_refuses(url: str) -> None:
         httpclient.parse_target(url)
 
 
+def test_a_refused_url_is_shown_without_its_password() -> None:
+    with pytest.raises(ValueError, match=r"^ftp://\*\*\*@h/: not http:// or https://$"):
+        httpclient.parse_target("ftp://ops:s3cret@h/")
+
+
 @given(st.text(max_size=40))
 def test_request_target_cannot_break_the_request_line(tail: str) -> None:
     try:
@@ -544,6 +556,12 @@ async def test_redirect_to_another_origin_drops_the_credentials(base: str) -> No
     r = await http.probe(settings(base + "/away?to=/private", username="ops", password="s3cret",
                                   expect_body="welcome"))
     assert r.outcome is Outcome.UP, r.reason  # the same origin keeps them
+
+
+async def test_ten_redirects_are_followed_not_eleven(base: str) -> None:
+    assert (await http.probe(settings(base + "/hops?n=10", expect_body="arrived"))).outcome is Outcome.UP
+    r = await http.probe(settings(base + "/hops?n=11"))
+    assert r == Result(Outcome.BAD_RESPONSE, f"more than 10 redirects (last {base}/hops?n=1)")
 
 
 async def test_redirect_to_a_url_we_cannot_follow(base: str) -> None:
