@@ -63,12 +63,17 @@ def check_status(status: int, phrase: str | None, expected: Collection[int] | No
     """None when the status is acceptable (the expected set, by default any 2xx), else why not."""
     if (status in expected) if expected else (200 <= status < 300):
         return None
-    reason = status_line(status, phrase)
+    reason = status_line(status, _clip(phrase))
     if 300 <= status < 400 and location is not None:
-        reason += f" (redirect to {location}; follow_redirects is off)"
+        reason += f" (redirect to {_clip(location)}; follow_redirects is off)"
     if expected:
         reason += f", expected {' or '.join(str(s) for s in sorted(expected))}"
     return Result(Outcome.BAD_RESPONSE, reason)
+
+
+def _clip(text: str | None) -> str | None:
+    """What a peer sent, cut to QUOTE_LIMIT characters for a reason (a head may be 64 KiB)."""
+    return text if text is None or len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT] + "…"
 
 
 def basic_auth(username: str, password: str) -> str:
@@ -335,7 +340,7 @@ class _Exchange(asyncio.Protocol):
             self.done.set_result(Result(Outcome.BAD_RESPONSE, reason))
 
     def reply(self) -> Reply:
-        phrase = self.phrase.decode("latin-1").strip() or None
+        phrase = _clip(self.phrase[: QUOTE_LIMIT * 2].decode("latin-1").strip()) or None
         body = None if self.body is None else b"".join(self.body)
         return Reply(self.status, phrase, self.headers, body, charset(self.headers.get("content-type")))
 

@@ -50,6 +50,8 @@ pytestmark = pytest.mark.timeout(15)
     (302, "Found", None, "/login", "HTTP 302 Found (redirect to /login; follow_redirects is off)"),
     (299, "", None, None, None),
     (599, "", None, None, "HTTP 599"),
+    (503, "x" * 100, None, None, "HTTP 503 " + "x" * 80 + "…"),
+    (301, "Moved", None, "/" + "y" * 100, "HTTP 301 Moved (redirect to /" + "y" * 79 + "…; follow_redirects is off)"),
 ])
 def test_status_table(status: int, phrase: str, expected: list[int] | None, location: str | None,
                       reason: str | None) -> None:
@@ -462,6 +464,8 @@ GZIP_OK = gzip.compress(b"all ok")
     (b"HTTP/1.1 100 Continue\r\n\r\n" + OK6, {"expect_body": "^all ok$"}, Result(Outcome.UP)),
     (b"HTTP/1.1 204 No Content\r\n\r\n", {}, Result(Outcome.UP)),
     (b"HTTP/1.1 503 Go Away\r\nContent-Length: 0\r\n\r\n", {}, Result(Outcome.BAD_RESPONSE, "HTTP 503 Go Away")),
+    (b"HTTP/1.1 503 " + b"z" * 200 + b"\r\nContent-Length: 0\r\n\r\n", {},
+     Result(Outcome.BAD_RESPONSE, "HTTP 503 " + "z" * 80 + "…")),
     (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n", {},
      Result(Outcome.BAD_RESPONSE, "HTTP 101 Switching Protocols")),
     (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=latin-1\r\n\r\ncaf\xe9", {"expect_body": "^café$"},
@@ -473,7 +477,7 @@ GZIP_OK = gzip.compress(b"all ok")
     (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n" + GZIP_OK[:-4], {},
      Result(Outcome.BAD_RESPONSE, "body cannot be decoded (gzip): compressed data ends early")),
 ], ids=["nothing", "garbage", "closed-mid-head", "closed-mid-body", "closed-mid-chunk", "bad-chunk", "two-lengths",
-        "until-close", "bare-lf", "interim-100", "204", "phrase", "101", "latin-1", "gzip", "gzip-bomb",
+        "until-close", "bare-lf", "interim-100", "204", "phrase", "long-phrase", "101", "latin-1", "gzip", "gzip-bomb",
         "gzip-cut"])
 async def test_what_the_peer_sends(answer: bytes, rule: dict[str, Any], result: Result) -> None:
     async with serve(_answer(answer)) as port:
