@@ -1,9 +1,11 @@
-"""Probe throughput: probes per second and CPU µs per probe for sip, tcp, http and icmp against loopback peers.
+"""Probe throughput: probes per second and CPU µs per probe for sip, tcp, http, https and icmp against loopback peers.
 
 Each peer runs in its own process (its CPU is not counted); the probes run here through `agent.probes.run_probe`,
-`concurrency` at a time, until `--max-probes` are done or `--max-seconds` have passed. Run from the repository root:
+`concurrency` at a time, until `--max-probes` are done or `--max-seconds` have passed. `https` is the http probe
+against the same server behind TLS (a throwaway self-signed P-256 certificate, tls_verify off; needs openssl).
+Run from the repository root:
 
-    .venv/bin/python bench/probes.py [--kinds sip,tcp,http,icmp] [--concurrency 100,1000] [--max-probes 5000]
+    .venv/bin/python bench/probes.py [--kinds sip,tcp,http,https,icmp] [--concurrency 100,1000] [--max-probes 5000]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.probes import run_probe
 from slawatch.config.probes import HttpProbe, IcmpProbe, ProbeBase, SipProbe, TcpProbe
+from slawatch.testing import need_binary
 
 # Each peer prints its port on its first line, then serves until stdin closes.
 _PEER_PRELUDE = """
@@ -81,7 +85,9 @@ async def main():
 asyncio.run(main())
 """
 
+# With two arguments (certificate and key files) it serves HTTPS.
 HTTP_PEER = _PEER_PRELUDE + r"""
+import ssl
 from aiohttp import web
 
 async def ok(request):
@@ -92,7 +98,11 @@ async def main():
     app.router.add_get("/", ok)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    tls = None
+    if len(sys.argv) == 3:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(sys.argv[1], sys.argv[2])
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096, ssl_context=tls)
     await site.start()
     print(site._server.sockets[0].getsockname()[1], flush=True)
     await until_stdin_closes()
@@ -102,9 +112,10 @@ asyncio.run(main())
 
 
 @contextmanager
-def peer(code: str) -> Iterator[int]:
+def peer(code: str, *args: str) -> Iterator[int]:
     """A server in a child process; yields its port; stops it by closing its stdin."""
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -203,7 +214,7 @@ def main() -> None:
     print(f"Python {sys.version.split()[0]}, {len(kinds)} kinds × concurrency {levels}, "
           f"≤ {args.max_probes} probes or {args.max_seconds:g} s per cell, timeout_s {timeout:g}", flush=True)
     for kind in kinds:
-        with peer(peers[kind]) if kind in peers else _no_peer() as port:
+        with _peer_for(kind, peers) as port:
             make = _factory(kind, port, timeout, args.icmp_count)
             asyncio.run(measure(kind, make, 10, 50, 5))  # warm-up: imports, first connections
             for level in levels:
@@ -224,8 +235,21 @@ def main() -> None:
 
 
 @contextmanager
-def _no_peer() -> Iterator[int]:
-    yield 0
+def _peer_for(kind: str, peers: dict[str, str]) -> Iterator[int]:
+    if kind == "https":
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            # P-256 rather than RSA: the peer's side of each handshake is then cheap enough not to be the limit.
+            subprocess.run([need_binary("openssl", "openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                            "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=30)
+            with peer(HTTP_PEER, str(cert), str(key)) as port:
+                yield port
+    elif kind in peers:
+        with peer(peers[kind]) as port:
+            yield port
+    else:
+        yield 0
 
 
 def _factory(kind: str, port: int, timeout: float, icmp_count: int) -> Callable[[int], ProbeBase]:
@@ -238,6 +262,9 @@ def _factory(kind: str, port: int, timeout: float, icmp_count: int) -> Callable[
     if kind == "http":
         http = HttpProbe(kind="http", target=f"http://127.0.0.1:{port}/", timeout_s=timeout)
         return lambda i: http
+    if kind == "https":
+        https = HttpProbe(kind="http", target=f"https://127.0.0.1:{port}/", timeout_s=timeout, tls_verify=False)
+        return lambda i: https
     if kind == "icmp":
         icmps = [IcmpProbe(kind="icmp", target=f"127.0.0.{n}", count=icmp_count, timeout_s=timeout)
                  for n in range(1, 255)]

@@ -97,7 +97,7 @@ async def probe(target: HttpProbe) -> Result:
     if isinstance(reply, Result):
         return reply
     failure = check_status(reply.status, reply.phrase, target.expect_status,
-                           None if target.follow_redirects else reply.headers.get("Location"))
+                           None if target.follow_redirects else reply.headers.get("location"))
     if failure is None and reply.body is not None:
         if target.expect_body is not None:
             failure = check_body(target.expect_body, reply.body, reply.charset)

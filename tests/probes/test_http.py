@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,12 +14,25 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.probes import http, httpclient, run_probe
 from slawatch.config.probes import HttpProbe, JsonCondition
 from slawatch.model import Outcome, Result
 from slawatch.testing import need_binary
-from slawatch.testing.servers import Handler, closed_port, self_signed_cert, serve, server_context, web_peer
+from slawatch.testing.servers import (
+    MB,
+    Handler,
+    closed_port,
+    flood_peer,
+    self_signed_cert,
+    serve,
+    server_context,
+    silent_peer,
+    trickle_peer,
+    web_peer,
+)
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -35,6 +50,8 @@ pytestmark = pytest.mark.timeout(15)
     (302, "Found", None, "/login", "HTTP 302 Found (redirect to /login; follow_redirects is off)"),
     (299, "", None, None, None),
     (599, "", None, None, "HTTP 599"),
+    (503, "x" * 100, None, None, "HTTP 503 " + "x" * 80 + "…"),
+    (301, "Moved", None, "/" + "y" * 100, "HTTP 301 Moved (redirect to /" + "y" * 79 + "…; follow_redirects is off)"),
 ])
 def test_status_table(status: int, phrase: str, expected: list[int] | None, location: str | None,
                       reason: str | None) -> None:
@@ -128,6 +145,21 @@ def app() -> web.Application:
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
         return web.Response(text="welcome")
 
+    async def hops(request: web.Request) -> web.Response:
+        left = int(request.query["n"])
+        if left:
+            raise web.HTTPFound(f"/hops?n={left - 1}")
+        return web.Response(text="arrived")
+
+    async def away(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["to"])
+
+    async def see_other(request: web.Request) -> web.Response:
+        raise web.HTTPSeeOther("/echo")
+
+    async def temporary(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/echo")
+
     async def echo(request: web.Request) -> web.Response:
         return web.Response(text=f"{request.method} {request.headers.get('X-Probe')} {await request.text()}")
 
@@ -142,6 +174,10 @@ def app() -> web.Application:
     a.router.add_get("/health", health)
     a.router.add_get("/private", private)
     a.router.add_route("*", "/echo", echo)
+    a.router.add_get("/away", away)
+    a.router.add_get("/hops", hops)
+    a.router.add_post("/see-other", see_other)
+    a.router.add_post("/temporary", temporary)
     return a
 
 
@@ -308,3 +344,256 @@ async def test_tls_verify_on_and_off(tmp_path: Path) -> None:
                            "TLS handshake failed: certificate verify failed: self-signed certificate")
     finally:
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------- the wire: URLs, request heads, redirects (pure)
+
+
+@pytest.mark.parametrize(("url", "tls", "host", "port", "authority", "path"), [
+    ("http://127.0.0.1:8080/health", False, "127.0.0.1", 8080, "127.0.0.1:8080", "/health"),
+    ("https://Example.COM", True, "example.com", 443, "Example.COM", "/"),
+    ("http://example.com:80/a?b=1&c=2#top", False, "example.com", 80, "example.com:80", "/a?b=1&c=2"),
+    ("http://[::1]:8081/x", False, "::1", 8081, "[::1]:8081", "/x"),
+    ("https://[2001:db8::1]/", True, "2001:db8::1", 443, "[2001:db8::1]", "/"),
+    ("http://h/a b/ü?q=a b&r=%20", False, "h", 80, "h", "/a%20b/%C3%BC?q=a%20b&r=%20"),
+    ("http://h/;x=1/@:!$'()*+,~", False, "h", 80, "h", "/;x=1/@:!$'()*+,~"),
+])
+def test_parse_target(url: str, tls: bool, host: str, port: int, authority: str, path: str) -> None:
+    t = httpclient.parse_target(url)
+    assert (t.tls, t.host, t.port, t.authority, t.path) == (tls, host, port, authority, path)
+    assert (t.literal is not None) == (host[0].isdigit() or ":" in host)
+
+
+@pytest.mark.parametrize("url", ["ftp://h/", "http:///path", "http://h:99999/", "http://h:x/", "mailto:ops@h"])
+def test_parse_target_refuses(url: str) -> None:
+    with pytest.raises(ValueError):
+        httpclient.parse_target(url)
+
+
+def test_a_refused_url_is_shown_without_its_password() -> None:
+    with pytest.raises(ValueError, match=r"^ftp://\*\*\*@h/: not http:// or https://$"):
+        httpclient.parse_target("ftp://ops:s3cret@h/")
+
+
+@given(st.text(max_size=40))
+def test_request_target_cannot_break_the_request_line(tail: str) -> None:
+    try:
+        target = httpclient.parse_target("http://h/" + tail)
+    except ValueError:
+        return
+    assert target.path.startswith("/")
+    assert target.path.isascii() and all(" " < c < "\x7f" for c in target.path), target.path
+
+
+@pytest.mark.parametrize(("status", "method", "location", "after", "keeps_body"), [
+    (302, "GET", "/ok", ("http://h:81/ok", "GET"), True),
+    (301, "POST", "next", ("http://h:81/a/next", "GET"), False),
+    (302, "POST", "https://other/x", ("https://other/x", "GET"), False),
+    (303, "PUT", "//other:82/y", ("http://other:82/y", "GET"), False),
+    (303, "HEAD", "../up", ("http://h:81/up", "HEAD"), True),
+    (307, "POST", "/same", ("http://h:81/same", "POST"), True),
+    (308, "PUT", " /spaced ", ("http://h:81/spaced", "PUT"), True),
+])
+def test_redirected(status: int, method: str, location: str, after: tuple[str, str], keeps_body: bool) -> None:
+    assert httpclient.redirected("http://h:81/a/b?q=1", location, status, method) == (*after, keeps_body)
+
+
+def test_request_head_defaults_and_overrides() -> None:
+    target = httpclient.parse_target("http://[::1]:8081/p?q=1")
+    head = httpclient.request_head("GET", target, {}, None).decode()
+    assert head == ("GET /p?q=1 HTTP/1.1\r\nHost: [::1]:8081\r\nUser-Agent: " + httpclient.USER_AGENT +
+                    "\r\nAccept: */*\r\nConnection: close\r\n\r\n")
+    head = httpclient.request_head("POST", target, {"host": "virtual.example", "user-agent": "x/1"}, None).decode()
+    assert head == ("POST /p?q=1 HTTP/1.1\r\nAccept: */*\r\nConnection: close\r\nhost: virtual.example\r\n"
+                    "user-agent: x/1\r\nContent-Length: 0\r\n\r\n")
+    assert httpclient.request_head("PUT", target, {}, 4).decode().endswith("\r\nContent-Length: 4\r\n\r\n")
+
+
+@pytest.mark.parametrize(("content_type", "charset"), [
+    ("text/plain; charset=latin-1", "iso8859-1"),
+    ('text/html;Charset="UTF-8"', "utf-8"),
+    ("application/json", None),
+    ("text/plain; charset=no-such-codec", None),
+    (None, None),
+])
+def test_charset(content_type: str | None, charset: str | None) -> None:
+    assert httpclient.charset(content_type) == charset
+
+
+# ---------------------------------------------------------------- the wire: what a peer sends back
+
+
+def _answer(data: bytes, *, stall: bool = False, seen: list[bytes] | None = None) -> Handler:
+    """A server that reads the request head, sends `data`, then closes (or, with `stall`, holds the connection)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if seen is not None:
+            seen.append(head)
+        writer.write(data)
+        await writer.drain()
+        if stall:
+            await asyncio.sleep(30)
+
+    return handler
+
+
+OK6 = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nall ok"
+GZIP_OK = gzip.compress(b"all ok")
+
+
+@pytest.mark.parametrize(("answer", "rule", "result"), [
+    (b"", {}, Result(Outcome.BAD_RESPONSE, "server closed the connection without a response")),
+    (b"garbage\r\n\r\n", {}, Result(Outcome.BAD_RESPONSE, "malformed HTTP response: Expected HTTP/, RTSP/ or ICE/; "
+                                                          "received 'garbage\\r\\n\\r\\n'")),
+    (b"HTTP/1.1 200 OK\r\nContent-Le", {},
+     Result(Outcome.BAD_RESPONSE, "server closed the connection in the middle of the response head "
+                                  "(27 bytes received)")),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10, {},
+     Result(Outcome.BAD_RESPONSE, "body broken off after 10 of 100 bytes (server closed the connection)")),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", {},
+     Result(Outcome.BAD_RESPONSE, "body broken off after 5 bytes (server closed the connection)")),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", {},
+     Result(Outcome.BAD_RESPONSE, "malformed HTTP response: Invalid character in chunk size; received "
+                                  "'HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\nzz\\r\\n'")),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nall ok", {},
+     Result(Outcome.BAD_RESPONSE, "malformed HTTP response: Duplicate Content-Length; received "
+                                  "'HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\nContent-Length: 6\\r\\n\\r\\nall ok'")),
+    (b"HTTP/1.0 200 OK\r\n\r\nall ok", {"expect_body": "^all ok$"}, Result(Outcome.UP)),  # ends with the connection
+    (b"HTTP/1.1 200 OK\nContent-Length: 6\n\nall ok", {"expect_body": "^all ok$"}, Result(Outcome.UP)),  # bare LF
+    (b"HTTP/1.1 100 Continue\r\n\r\n" + OK6, {"expect_body": "^all ok$"}, Result(Outcome.UP)),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", {}, Result(Outcome.UP)),
+    (b"HTTP/1.1 503 Go Away\r\nContent-Length: 0\r\n\r\n", {}, Result(Outcome.BAD_RESPONSE, "HTTP 503 Go Away")),
+    (b"HTTP/1.1 503 " + b"z" * 200 + b"\r\nContent-Length: 0\r\n\r\n", {},
+     Result(Outcome.BAD_RESPONSE, "HTTP 503 " + "z" * 80 + "…")),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n", {},
+     Result(Outcome.BAD_RESPONSE, "HTTP 101 Switching Protocols")),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=latin-1\r\n\r\ncaf\xe9", {"expect_body": "^café$"},
+     Result(Outcome.UP)),
+    (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(GZIP_OK), GZIP_OK),
+     {"expect_body": "^all ok$"}, Result(Outcome.UP)),
+    (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n" + gzip.compress(b"\0" * (10 * MB)),
+     {"max_body_bytes": 100_000}, Result(Outcome.BAD_RESPONSE, "body larger than 100000 bytes")),
+    (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n" + GZIP_OK[:-4], {},
+     Result(Outcome.BAD_RESPONSE, "body cannot be decoded (gzip): compressed data ends early")),
+], ids=["nothing", "garbage", "closed-mid-head", "closed-mid-body", "closed-mid-chunk", "bad-chunk", "two-lengths",
+        "until-close", "bare-lf", "interim-100", "204", "phrase", "long-phrase", "101", "latin-1", "gzip", "gzip-bomb",
+        "gzip-cut"])
+async def test_what_the_peer_sends(answer: bytes, rule: dict[str, Any], result: Result) -> None:
+    async with serve(_answer(answer)) as port:
+        r = await http.probe(settings(f"http://127.0.0.1:{port}/", timeout_s=1.0, **rule))
+    assert Result(r.outcome, r.reason) == result
+
+
+async def test_head_does_not_wait_for_the_body_its_length_announces() -> None:
+    async with serve(_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", stall=True)) as port:
+        t0 = time.perf_counter()
+        r = await http.probe(settings(f"http://127.0.0.1:{port}/", method="HEAD", timeout_s=1.0))
+    assert r.outcome is Outcome.UP and time.perf_counter() - t0 < 0.5
+
+
+async def test_response_head_too_large() -> None:
+    async with flood_peer(10 * MB, prefix=b"HTTP/1.1 200 OK\r\nX-Junk: ") as port:
+        r = await http.probe(settings(f"http://127.0.0.1:{port}/", timeout_s=1.0))
+    assert r == Result(Outcome.BAD_RESPONSE, f"response head larger than {httpclient.MAX_HEAD_BYTES} bytes")
+
+
+async def test_a_head_cut_short_in_time_says_how_much_came() -> None:
+    async with trickle_peer(b"HTTP/1.1 200 OK\r\n", interval_s=0.2) as port:
+        r = await http.probe(settings(f"http://127.0.0.1:{port}/", timeout_s=0.5))
+    assert r.outcome is Outcome.TIMEOUT
+    assert re.fullmatch(r"response head not complete within 0\.45s \([1-4] bytes received\)", r.reason), r.reason
+
+
+async def test_request_as_the_server_sees_it() -> None:
+    seen: list[bytes] = []
+    async with serve(_answer(OK6, seen=seen)) as port:
+        r = await http.probe(settings(f"http://127.0.0.1:{port}/a b?x=1", headers={"X-Probe": "slawatch"}))
+    assert r.outcome is Outcome.UP
+    assert seen == [f"GET /a%20b?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {httpclient.USER_AGENT}\r\n"
+                    "Accept: */*\r\nConnection: close\r\nX-Probe: slawatch\r\n\r\n".encode()]
+
+
+async def test_a_header_that_would_break_the_request_is_refused() -> None:
+    r = await http.probe(settings("http://127.0.0.1:9/", headers={"X-A": "1\r\nInjected: yes"}))
+    assert r == Result(Outcome.AGENT_ERROR, "header 'X-A' in the config is not a valid HTTP header")
+
+
+async def test_ipv6_literal() -> None:
+    seen: list[bytes] = []
+    answer = _answer(OK6, seen=seen)
+
+    async def answer_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await answer(reader, writer)
+        writer.close()
+        await writer.wait_closed()
+
+    try:
+        server = await asyncio.start_server(answer_and_close, "::1", 0)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        r = await http.probe(settings(f"http://[::1]:{port}/", expect_body="all ok"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert r.outcome is Outcome.UP, r.reason
+    assert f"\r\nHost: [::1]:{port}\r\n".encode() in seen[0]
+
+
+async def test_redirect_turns_post_into_get_or_keeps_it(base: str) -> None:
+    r = await http.probe(settings(base + "/see-other", method="POST", headers={"X-Probe": "p"}, body="ping",
+                                  expect_body="^GET p $"))
+    assert r.outcome is Outcome.UP, r.reason
+    r = await http.probe(settings(base + "/temporary", method="POST", headers={"X-Probe": "p"}, body="ping",
+                                  expect_body="^POST p ping$"))
+    assert r.outcome is Outcome.UP, r.reason
+
+
+async def test_redirect_to_another_origin_drops_the_credentials(base: str) -> None:
+    seen: list[bytes] = []
+    async with serve(_answer(OK6, seen=seen)) as port:
+        r = await http.probe(settings(f"{base}/away?to=http://127.0.0.1:{port}/", username="ops", password="s3cret"))
+    assert r.outcome is Outcome.UP, r.reason
+    assert b"authorization" not in seen[0].lower()
+    r = await http.probe(settings(base + "/away?to=/private", username="ops", password="s3cret",
+                                  expect_body="welcome"))
+    assert r.outcome is Outcome.UP, r.reason  # the same origin keeps them
+
+
+async def test_ten_redirects_are_followed_not_eleven(base: str) -> None:
+    assert (await http.probe(settings(base + "/hops?n=10", expect_body="arrived"))).outcome is Outcome.UP
+    r = await http.probe(settings(base + "/hops?n=11"))
+    assert r == Result(Outcome.BAD_RESPONSE, f"more than 10 redirects (last {base}/hops?n=1)")
+
+
+async def test_redirect_to_a_url_we_cannot_follow(base: str) -> None:
+    r = await http.probe(settings(base + "/away?to=ftp://127.0.0.1/file"))
+    assert r == Result(Outcome.BAD_RESPONSE,
+                       "redirect to a URL we cannot follow: ftp://127.0.0.1/file: not http:// or https://")
+
+
+# ---------------------------------------------------------------- the wire: TLS
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed_cert(tmp_path_factory.mktemp("tls"), need_binary("openssl", "openssl"))
+
+
+async def test_tls_handshake_that_never_completes_is_named(cert: tuple[Path, Path]) -> None:
+    async with silent_peer() as port:
+        r = await http.probe(settings(f"https://127.0.0.1:{port}/", timeout_s=0.5))
+    assert r == Result(Outcome.TIMEOUT, f"TLS handshake with 127.0.0.1:{port} timed out after 0.45s")
+
+
+@pytest.mark.parametrize(("host", "sni"), [("localhost", "localhost"), ("127.0.0.1", None)])
+async def test_tls_sends_the_host_name_only_for_names(cert: tuple[Path, Path], host: str, sni: str | None) -> None:
+    names: list[str | None] = []
+    ctx = server_context(*cert)
+    ctx.sni_callback = lambda _sock, name, _ctx: names.append(name)
+    async with serve(_answer(OK6), tls=ctx) as port:
+        r = await http.probe(settings(f"https://{host}:{port}/", tls_verify=False, expect_body="all ok"))
+    assert r.outcome is Outcome.UP, r.reason
+    assert names == [sni]
