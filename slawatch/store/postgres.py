@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, Literal, TypeVar, cast
 
 import asyncpg
@@ -237,7 +238,6 @@ _VALUES = {m.name: _upsert(m, "VALUES (" + ", ".join(f"${i}" for i in range(1, l
            for m in _POINT_TABLES}
 _TEMP = {m.name: f"slawatch_tmp_{m.name.removeprefix('slawatch_')}" for m in _POINT_TABLES}
 _FROM_TEMP = {m.name: _upsert(m, f"SELECT {', '.join(m.names)} FROM {_TEMP[m.name]}") for m in _POINT_TABLES}
-_KEY_AT = {m.name: tuple(m.index(k) for k in m.key) for m in _POINT_TABLES}
 _TEXT_AT = {m.name: tuple(i for i, c in enumerate(m.columns) if c.type == "string") for m in _POINT_TABLES}
 _COMPONENT_AT = STATE.index("component")
 _TS_AT = PROBE.index("ts_ms")
@@ -338,7 +338,7 @@ class PostgresSink:
             batch = [p for p in batch if not isinstance(p, Sample)]
         if not batch:
             return
-        per_table, bad = _rows(batch)
+        per_table, bad = await asyncio.to_thread(_rows, batch)  # ~15 ms per 5 000 points: not on the loop
         self.bad_points += bad
         try:
             pool = await self._pool.get()
@@ -479,17 +479,23 @@ class PostgresSink:
 def _rows(batch: Sequence[Point]) -> tuple[dict[str, list[Row]], int]:
     """The batch as rows per table, the last of each key kept (one upsert may not touch a row twice), and how
     many points were dropped as unstorable (a time no month partition can hold)."""
-    per_key: dict[str, dict[tuple[Any, ...], Row]] = {m.name: {} for m in _POINT_TABLES}
+    per_key: dict[str, dict[Any, Row]] = {m.name: {} for m in _POINT_TABLES}
     bad = 0
+    point_row = schema.point_row
     for p in batch:
-        measurement, row = schema.point_row(p)
-        ts = row[measurement.index("ts_ms")]
+        measurement, row = point_row(p)
+        name = measurement.name
+        ts = row[_ROW_TS_AT[name]]
         if not isinstance(ts, int) or not MIN_TS_MS <= ts <= MAX_TS_MS:
             bad += 1
             continue
-        at = _KEY_AT[measurement.name]
-        per_key[measurement.name][tuple(row[i] for i in at)] = row
+        per_key[name][_ROW_KEY[name](row)] = row
     return {name: list(rows.values()) for name, rows in per_key.items()}, bad
+
+
+# Per table: where a row's time is, and its key (computed once: this runs for every point).
+_ROW_TS_AT = {m.name: m.index(m.time) for m in _POINT_TABLES}
+_ROW_KEY = {m.name: itemgetter(*(m.index(k) for k in m.key)) for m in _POINT_TABLES}
 
 
 # ---------------------------------------------------------------- reading (the reporter, the console)
