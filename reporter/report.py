@@ -239,8 +239,9 @@ async def build_report(
     raised = [i for i in incidents if i.ref.component in wanted and period.start_ms <= i.raised_ms < period.end_ms]
 
     policies = customers_policies(loaded, custom_range=custom)
+    used = {comp.customer for comp in selected}
     customers = {c.name: CustomerInfo(c.name, c.tier, tuple(c.report_to), policies[c.name])
-                 for c in config.customers if any(comp.customer == c.name for comp in selected)}
+                 for c in config.customers if c.name in used}
     default_policy = policies[None]
 
     index = AgentViews(changes, heartbeats)
@@ -349,15 +350,16 @@ def inputs_sha256(
     windows: Iterable[MaintenanceWindow],
     incidents: Iterable[Incident] = (),
 ) -> str:
-    """sha256 of a canonical JSON of every input the figures depend on, independent of read order."""
-    doc = {
+    """sha256 of a canonical JSON of every input the figures depend on, independent of read order.
+
+    The JSON is hashed as it is written, a slice of the changes at a time: a month of 100 000 components holds
+    millions of changes, and the whole text at once would be hundreds of megabytes."""
+    doc: dict[str, Any] = {
         "period": [period.start_ms, period.end_ms, label, timezone],
         "contract": contract,
         "policies": {name: policy_doc(p) for name, p in policies.items()},
         "components": sorted([list(c) for c in components], key=lambda c: str(c[0])),
-        # A degraded change adds a mark, so that a store without any hashes as it did before degraded existed.
-        "changes": sorted([c.ref.component, c.agent, c.ts_ms, c.up, c.reason, *(["degraded"] if c.degraded else [])]
-                          for c in changes),
+        "changes": None,  # written below, in slices
         "heartbeats": {agent: [hb.period_s, sorted(hb.instants_ms)] for agent, hb in heartbeats.items()},
         "windows": sorted([w.id, w.scope, w.value, w.start_ms, w.end_ms, w.announced_ms, w.reason, w.created_ms]
                           for w in windows),
@@ -367,6 +369,55 @@ def inputs_sha256(
                      [[p.start_ms, p.end_ms] for p in i.pauses]] for i in incidents)
     if raised:
         doc["incidents"] = raised
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256()
+    # What json.dumps(doc, sort_keys=True, ...) writes, piece by piece: "{", "key":value joined by ",", "}".
+    digest.update(b"{")
+    for n, key in enumerate(sorted(doc)):
+        if n:
+            digest.update(b",")
+        digest.update(_canonical(key).encode("utf-8") + b":")
+        if key == "changes":
+            _hash_changes(digest, changes)
+        else:
+            digest.update(_canonical(doc[key]).encode("utf-8"))
+    digest.update(b"}")
+    return digest.hexdigest()
 
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _change_row(c: StateChange) -> list[Any]:
+    # A degraded change adds a mark, so that a store without any hashes as it did before degraded existed.
+    return [c.ref.component, c.agent, c.ts_ms, c.up, c.reason, *(["degraded"] if c.degraded else [])]
+
+
+HASH_SLICE = 20_000
+
+
+def _hash_changes(digest: Any, changes: Iterable[StateChange]) -> None:
+    """The changes as a JSON list in sorted order. Stores read them component by component: then each
+    component's few rows are sorted on their own (the same order as sorting them all), else all at once."""
+    listed = changes if isinstance(changes, list) else list(changes)
+    by_component = all(listed[i].ref.component <= listed[i + 1].ref.component for i in range(len(listed) - 1))
+    rows = _sorted_per_component(listed) if by_component else iter(sorted(_change_row(c) for c in listed))
+    digest.update(b"[")
+    chunk: list[list[Any]] = []
+    first = True
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == HASH_SLICE:
+            digest.update((_canonical(chunk)[1:-1] if first else "," + _canonical(chunk)[1:-1]).encode("utf-8"))
+            chunk, first = [], False
+    if chunk:
+        digest.update((_canonical(chunk)[1:-1] if first else "," + _canonical(chunk)[1:-1]).encode("utf-8"))
+    digest.update(b"]")
+
+
+def _sorted_per_component(changes: Sequence[StateChange]) -> Iterable[list[Any]]:
+    start = 0
+    for i in range(1, len(changes) + 1):
+        if i == len(changes) or changes[i].ref.component != changes[start].ref.component:
+            yield from sorted(_change_row(c) for c in changes[start:i])
+            start = i
