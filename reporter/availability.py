@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from bisect import bisect_right
 from collections import defaultdict
@@ -249,9 +250,10 @@ def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, in
     """
     changes = view.changes  # sorted by AgentView
     change_ts = [c.ts_ms for c in changes]
+    statuses = [_status(c) for c in changes]
     run_start: list[int] = []
-    for i, c in enumerate(changes):
-        run_start.append(i if i == 0 or _status(changes[i - 1]) != _status(c) else run_start[i - 1])
+    for i, st in enumerate(statuses):
+        run_start.append(i if i == 0 or statuses[i - 1] != st else run_start[i - 1])
     cov_starts, cov_ends = _merge(view.coverage, start, end)
 
     instants = {start}
@@ -264,7 +266,7 @@ def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, in
         j = bisect_right(cov_starts, t) - 1
         i = bisect_right(change_ts, t) - 1
         watched = j >= 0 and t < cov_ends[j] and i >= 0
-        state = (_status(changes[i]), run_start[i]) if watched else (_UNKNOWN, -1)
+        state = (statuses[i], run_start[i]) if watched else (_UNKNOWN, -1)
         if state != prev:
             timeline.append((t, state[0], state[1]))
             prev = state
@@ -372,6 +374,13 @@ def _first_cause(views: Sequence[tuple[str, Sequence[StateChange]]], run: Sequen
 def period_basis_ms(policy: Policy, period: Interval) -> int:
     """The basis the policy measures `period` on, before unmonitored time is excluded: 720 h or its real length."""
     return BASIS_720H_MS if policy.basis == "720h" else period.duration_ms
+
+
+@functools.lru_cache(maxsize=1024)
+def _exact_target(target_pct: float) -> Fraction:
+    """The decimal the user wrote, not its binary approximation (a report has a few distinct targets: parsed once
+    each)."""
+    return Fraction(repr(float(target_pct)))
 
 
 def _floor_pct(exact: Fraction, decimals: int) -> float:
@@ -527,7 +536,7 @@ def availability(
     if policy.unmonitored == "exclude":
         basis_ms = max(0, basis_ms - unmon_ms)
     downtime_ms = down_ms + (unmon_counted_ms if policy.unmonitored == "down" else 0)
-    target = Fraction(repr(float(target_pct)))  # the decimal the user wrote, not its binary approximation
+    target = _exact_target(target_pct)
     budget = math.floor((1 - target / 100) * basis_ms) - downtime_ms
 
     ratio: float | None = None

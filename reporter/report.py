@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -388,36 +390,29 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _change_row(c: StateChange) -> list[Any]:
-    # A degraded change adds a mark, so that a store without any hashes as it did before degraded existed.
-    return [c.ref.component, c.agent, c.ts_ms, c.up, c.reason, *(["degraded"] if c.degraded else [])]
-
-
 HASH_SLICE = 20_000
 
 
 def _hash_changes(digest: Any, changes: Iterable[StateChange]) -> None:
-    """The changes as a JSON list in sorted order. Stores read them component by component: then each
-    component's few rows are sorted on their own (the same order as sorting them all), else all at once."""
+    """The changes as a JSON list in sorted order, a slice at a time. Stores read them by component (Source's
+    order): then slices that end where a component does, each sorted on its own, come out in the order of sorting
+    them all; else they are sorted all at once."""
     listed = changes if isinstance(changes, list) else list(changes)
-    by_component = all(listed[i].ref.component <= listed[i + 1].ref.component for i in range(len(listed) - 1))
-    rows = _sorted_per_component(listed) if by_component else iter(sorted(_change_row(c) for c in listed))
+    names = [c.ref.component for c in listed]
+    by_component = all(map(operator.le, names, itertools.islice(names, 1, None)))
+    if not by_component:
+        listed = sorted(listed, key=lambda c: (c.ref.component, c.agent, c.ts_ms, c.up, c.reason, c.degraded))
+        names = [c.ref.component for c in listed]
     digest.update(b"[")
-    chunk: list[list[Any]] = []
-    first = True
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == HASH_SLICE:
-            digest.update((_canonical(chunk)[1:-1] if first else "," + _canonical(chunk)[1:-1]).encode("utf-8"))
-            chunk, first = [], False
-    if chunk:
-        digest.update((_canonical(chunk)[1:-1] if first else "," + _canonical(chunk)[1:-1]).encode("utf-8"))
+    start, n = 0, len(listed)
+    while start < n:
+        end = min(start + HASH_SLICE, n)
+        while end < n and names[end] == names[end - 1]:
+            end += 1
+        # A degraded change adds a mark, so that a store without any hashes as it did before degraded existed.
+        rows = [[c.ref.component, c.agent, c.ts_ms, c.up, c.reason, "degraded"] if c.degraded
+                else [c.ref.component, c.agent, c.ts_ms, c.up, c.reason] for c in listed[start:end]]
+        rows.sort()
+        digest.update((b"," if start else b"") + _canonical(rows)[1:-1].encode("utf-8"))
+        start = end
     digest.update(b"]")
-
-
-def _sorted_per_component(changes: Sequence[StateChange]) -> Iterable[list[Any]]:
-    start = 0
-    for i in range(1, len(changes) + 1):
-        if i == len(changes) or changes[i].ref.component != changes[start].ref.component:
-            yield from sorted(_change_row(c) for c in changes[start:i])
-            start = i
