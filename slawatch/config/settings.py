@@ -483,7 +483,10 @@ class Config(Strict):
         return self
 
     def customer(self, name: str) -> Customer | None:
-        index = self._customer_index
+        # The private attribute read from pydantic's own dict: `self._customer_index` goes through its __getattr__,
+        # which costs more than the lookup (the agent asks once per component at each start and reload).
+        private = self.__pydantic_private__
+        index = private.get("_customer_index") if private is not None else None
         if index is None or index[0] != id(self.customers) or index[1] != len(self.customers):
             by_name: dict[str, Customer] = {}
             for cust in self.customers:
