@@ -1,18 +1,22 @@
-"""The report's inputs hash, written a slice at a time: the same digest as hashing the whole canonical JSON."""
+"""The report's inputs hash and its JSON, written a slice at a time: the same digest and text as the whole at once."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reporter import report
+from reporter import render, report
 from reporter.report import inputs_sha256
 from slawatch.model import AgentHeartbeats, ComponentRef, Interval, StateChange
+from tests.reporter.april import fixed_report
+
+GOLDEN = Path(__file__).parent / "golden"
 
 PERIOD = Interval(1_775_001_600_000, 1_777_593_600_000)
 
@@ -59,3 +63,14 @@ def test_the_streamed_hash_is_the_hash_of_the_whole_document(changes: list[State
 
 def test_the_hash_of_no_changes_is_that_of_an_empty_list() -> None:
     assert streamed([], {}) == whole_json_sha256([], {})
+
+
+async def test_the_json_written_in_pieces_is_one_dump_of_the_whole_document(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render, "JSON_SLICE", 1)  # a slice per component
+    fixed = await fixed_report(tmp_path)
+    assert len(fixed.components) > 2
+    whole = json.dumps(render.report_doc(fixed), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                       allow_nan=False) + "\n"
+    assert "".join(render.json_pieces(fixed)) == whole
+    assert render.render_json(fixed) == (GOLDEN / "april.json").read_text(encoding="utf-8")
