@@ -245,6 +245,56 @@ def run_report(cfg: Path, month: str, out: Path, timeout_s: float, profile: Path
     return wall, usage.ru_maxrss / 1024
 
 
+PHASES = r'''
+import asyncio, json, sys, time
+from reporter.periods import month_period
+from reporter.render import render
+from reporter.report import build_report
+from slawatch.config.loader import load
+from slawatch.store import open_source
+
+class Read:
+    """The store's answers, read once: build_report over it times the engine (and the report's assembly) alone."""
+    def __init__(self, changes, heartbeats, windows):
+        self._c, self._h, self._w = changes, heartbeats, windows
+    async def changes(self, start_ms, end_ms, components=None): return self._c
+    async def heartbeats(self, start_ms, end_ms): return self._h
+    async def windows(self, start_ms=None, end_ms=None): return self._w
+
+async def main(cfg, month):
+    out = {}
+    t = time.perf_counter(); loaded = load(cfg); out["config load"] = time.perf_counter() - t
+    year, mon = (int(x) for x in month.split("-"))
+    period = month_period(year, mon, loaded.config.report.timezone)
+    source = open_source(loaded.config.storage)
+    try:
+        names = [c.name for c in loaded.config.components]
+        t = time.perf_counter(); changes = await source.changes(period.start_ms, period.end_ms, names)
+        out["change reading"] = time.perf_counter() - t
+        t = time.perf_counter(); beats = await source.heartbeats(period.start_ms, period.end_ms)
+        windows = await source.windows(period.start_ms, period.end_ms)
+        out["heartbeats and windows"] = time.perf_counter() - t
+    finally:
+        await source.close()
+    t = time.perf_counter()
+    report = await build_report(loaded, Read(changes, beats, windows), period, month=(year, mon), incidents=[])
+    out["engine and assembly"] = time.perf_counter() - t
+    t = time.perf_counter(); render(report, "json"); out["JSON rendering"] = time.perf_counter() - t
+    print(json.dumps(out))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+'''
+
+
+def phases(cfg: Path, month: str, timeout_s: float) -> dict[str, float]:
+    """Each phase of the report timed apart, in a child process of its own (the same code the report runs)."""
+    proc = subprocess.run([sys.executable, "-c", PHASES, str(cfg), month], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout_s)
+    if proc.returncode != 0:
+        raise SystemExit(f"phases exited {proc.returncode}: {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def top_cumulative(profile: Path, n: int = 25) -> str:
     buf = io.StringIO()
     pstats.Stats(str(profile), stream=buf).sort_stats("cumulative").print_stats(n)
@@ -260,6 +310,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600.0, help="kill a report running longer (s)")
     parser.add_argument("--profile", action="store_true", help="profile the report even when the goal is met")
+    parser.add_argument("--skip-phases", action="store_true", help="do not time config load, change reading, "
+                        "the engine and rendering apart")
     parser.add_argument("--workdir", type=Path, help="keep stores, configs, reports and profiles here "
                         "(must not exist yet; default: a temp dir, removed)")
     args = parser.parse_args()
@@ -273,6 +325,7 @@ def main() -> None:
 
     rows = []
     profiles: dict[str, str] = {}
+    split: dict[str, dict[str, float]] = {}
     with contextlib.ExitStack() as stack:
         if args.workdir is not None:
             args.workdir.mkdir(parents=True)
@@ -307,7 +360,10 @@ def main() -> None:
                 reported = sum(len(c["outages"]) for c in doc["components"])
                 assert len(doc["components"]) == args.components, len(doc["components"])
                 rows.append((store, len(history.points), write_s, wall, rss, GOAL_S[store], reported))
-                print(f"{store}: written in {write_s:.1f} s, report in {wall:.1f} s", flush=True)
+                print(f"{store}: written in {write_s:.1f} s, report in {wall:.1f} s "
+                      f"(load average {os.getloadavg()[0]:.2f})", flush=True)
+                if not args.skip_phases:
+                    split[store] = phases(cfg, args.month, args.timeout)
                 if wall >= GOAL_S[store] or args.profile:
                     prof = store_dir / "report.prof"
                     run_report(cfg, args.month, store_dir / "report-profiled.json", args.timeout, profile=prof)
@@ -328,6 +384,9 @@ def main() -> None:
         check = "= generated" if reported == history.outages else f"MISMATCH: {reported - history.outages:+,}"
         print(f"| {store} | {points:,} | {write_s:.1f} s | {wall:.1f} s | {rss:.0f} MiB | < {goal:g} s: {verdict} "
               f"| {reported:,} ({check}) |")
+    for store, times in split.items():
+        print(f"\n{store}, each phase apart (a second run, in-process): "
+              + ", ".join(f"{name} {took:.2f} s" for name, took in times.items()))
     for store, text in profiles.items():
         print(f"\n--- {store}: report under cProfile, top functions by cumulative time ---\n{text}")
 

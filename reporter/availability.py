@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from bisect import bisect_right
 from collections import defaultdict
@@ -380,6 +381,13 @@ def period_basis_ms(policy: Policy, period: Interval) -> int:
     return BASIS_720H_MS if policy.basis == "720h" else period.duration_ms
 
 
+@functools.lru_cache(maxsize=1024)
+def _exact_target(target_pct: float) -> Fraction:
+    """The decimal the user wrote, not its binary approximation (a report has a few distinct targets: parsed once
+    each)."""
+    return Fraction(repr(float(target_pct)))
+
+
 def _floor_pct(exact: Fraction, decimals: int) -> float:
     scale: int = 10**decimals
     scaled = exact * 100 * scale
@@ -533,7 +541,7 @@ def availability(
     if policy.unmonitored == "exclude":
         basis_ms = max(0, basis_ms - unmon_ms)
     downtime_ms = down_ms + (unmon_counted_ms if policy.unmonitored == "down" else 0)
-    target = Fraction(repr(float(target_pct)))  # the decimal the user wrote, not its binary approximation
+    target = _exact_target(target_pct)
     budget = math.floor((1 - target / 100) * basis_ms) - downtime_ms
 
     ratio: float | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -258,8 +258,9 @@ def _component_doc(c: ComponentReport) -> dict[str, Any]:
     }
 
 
-def report_doc(report: Report) -> dict[str, Any]:
-    """The JSON document (docs/report.md): figures in seconds and percent, ISO 8601 UTC times."""
+def report_doc(report: Report, *, components: bool = True) -> dict[str, Any]:
+    """The JSON document (docs/report.md): figures in seconds and percent, ISO 8601 UTC times (`components`
+    False: all but the components' list, which json_pieces writes a slice at a time)."""
     return {
         "format": JSON_FORMAT,
         "period": {"from": iso_ms(report.period.start_ms), "to": iso_ms(report.period.end_ms),
@@ -272,7 +273,7 @@ def report_doc(report: Report) -> dict[str, Any]:
         "customers": [{"name": c.name, "tier": c.tier, "report_to": list(c.report_to), "policy": policy_doc(c.policy)}
                       for c in report.customers],
         "inputs_sha256": report.inputs_sha256,
-        "components": [_component_doc(c) for c in report.components],
+        "components": [_component_doc(c) for c in report.components] if components else [],
         "maintenance": [_maintenance_doc(m) for m in report.maintenance],
         "incidents": [_incident_doc(e) for e in report.incidents],
         "response_summary": summary(report.incidents),
@@ -304,10 +305,35 @@ def _incident_doc(e: IncidentEntry) -> dict[str, Any]:
 
 def render_json(report: Report) -> str:
     """Byte-identical for identical inputs: sorted keys, no generation time."""
+    return "".join(json_pieces(report))
+
+
+def _json(value: Any) -> str:
     # Compact: with `indent` CPython falls back to its pure-Python encoder (5x slower on a 10 000-component
     # report); `jq .` pretty-prints it.
-    return json.dumps(report_doc(report), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False) + "\n"
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+JSON_SLICE = 1000
+
+
+def json_pieces(report: Report) -> Iterator[str]:
+    """render_json's text in pieces, components a slice at a time: what one json.dumps of report_doc writes, without
+    every component's document (a month of 100 000 components: a million outages) built at once."""
+    doc = report_doc(report, components=False)
+    doc["components"] = None
+    yield "{"
+    for n, key in enumerate(sorted(doc)):
+        yield ("," if n else "") + _json(key) + ":"
+        if key != "components":
+            yield _json(doc[key])
+            continue
+        yield "["
+        for start in range(0, len(report.components), JSON_SLICE):
+            part = _json([_component_doc(c) for c in report.components[start:start + JSON_SLICE]])[1:-1]
+            yield ("," if start else "") + part
+        yield "]"
+    yield "}\n"
 
 
 # ---------------------------------------------------------------- csv

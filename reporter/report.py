@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -239,8 +241,9 @@ async def build_report(
     raised = [i for i in incidents if i.ref.component in wanted and period.start_ms <= i.raised_ms < period.end_ms]
 
     policies = customers_policies(loaded, custom_range=custom)
+    used = {comp.customer for comp in selected}
     customers = {c.name: CustomerInfo(c.name, c.tier, tuple(c.report_to), policies[c.name])
-                 for c in config.customers if any(comp.customer == c.name for comp in selected)}
+                 for c in config.customers if c.name in used}
     default_policy = policies[None]
 
     index = AgentViews(changes, heartbeats)
@@ -349,15 +352,16 @@ def inputs_sha256(
     windows: Iterable[MaintenanceWindow],
     incidents: Iterable[Incident] = (),
 ) -> str:
-    """sha256 of a canonical JSON of every input the figures depend on, independent of read order."""
-    doc = {
+    """sha256 of a canonical JSON of every input the figures depend on, independent of read order.
+
+    The JSON is hashed as it is written, a slice of the changes at a time: a month of 100 000 components holds
+    millions of changes, and the whole text at once would be hundreds of megabytes."""
+    doc: dict[str, Any] = {
         "period": [period.start_ms, period.end_ms, label, timezone],
         "contract": contract,
         "policies": {name: policy_doc(p) for name, p in policies.items()},
         "components": sorted([list(c) for c in components], key=lambda c: str(c[0])),
-        # A degraded change adds a mark, so that a store without any hashes as it did before degraded existed.
-        "changes": sorted([c.ref.component, c.agent, c.ts_ms, c.up, c.reason, *(["degraded"] if c.degraded else [])]
-                          for c in changes),
+        "changes": None,  # written below, in slices
         "heartbeats": {agent: [hb.period_s, sorted(hb.instants_ms)] for agent, hb in heartbeats.items()},
         "windows": sorted([w.id, w.scope, w.value, w.start_ms, w.end_ms, w.announced_ms, w.reason, w.created_ms]
                           for w in windows),
@@ -367,6 +371,48 @@ def inputs_sha256(
                      [[p.start_ms, p.end_ms] for p in i.pauses]] for i in incidents)
     if raised:
         doc["incidents"] = raised
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256()
+    # What json.dumps(doc, sort_keys=True, ...) writes, piece by piece: "{", "key":value joined by ",", "}".
+    digest.update(b"{")
+    for n, key in enumerate(sorted(doc)):
+        if n:
+            digest.update(b",")
+        digest.update(_canonical(key).encode("utf-8") + b":")
+        if key == "changes":
+            _hash_changes(digest, changes)
+        else:
+            digest.update(_canonical(doc[key]).encode("utf-8"))
+    digest.update(b"}")
+    return digest.hexdigest()
 
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+HASH_SLICE = 20_000
+
+
+def _hash_changes(digest: Any, changes: Iterable[StateChange]) -> None:
+    """The changes as a JSON list in sorted order, a slice at a time. Stores read them by component (Source's
+    order): then slices that end where a component does, each sorted on its own, come out in the order of sorting
+    them all; else they are sorted all at once."""
+    listed = changes if isinstance(changes, list) else list(changes)
+    names = [c.ref.component for c in listed]
+    by_component = all(map(operator.le, names, itertools.islice(names, 1, None)))
+    if not by_component:
+        listed = sorted(listed, key=lambda c: (c.ref.component, c.agent, c.ts_ms, c.up, c.reason, c.degraded))
+        names = [c.ref.component for c in listed]
+    digest.update(b"[")
+    start, n = 0, len(listed)
+    while start < n:
+        end = min(start + HASH_SLICE, n)
+        while end < n and names[end] == names[end - 1]:
+            end += 1
+        # A degraded change adds a mark, so that a store without any hashes as it did before degraded existed.
+        rows = [[c.ref.component, c.agent, c.ts_ms, c.up, c.reason, "degraded"] if c.degraded
+                else [c.ref.component, c.agent, c.ts_ms, c.up, c.reason] for c in listed[start:end]]
+        rows.sort()
+        digest.update((b"," if start else b"") + _canonical(rows)[1:-1].encode("utf-8"))
+        start = end
+    digest.update(b"]")

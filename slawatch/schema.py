@@ -438,14 +438,19 @@ def report_sent_row(period_key: str, customer: str, sent_ms: int, sha256: str) -
 # ---------------------------------------------------------------- stored rows back as values (every backend)
 
 
-def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
+def state_changes(rows: Iterable[Sequence[Any]],
+                  refs: dict[tuple[str, str, str, str], ComponentRef] | None = None,
+                  strings: dict[str, str] | None = None) -> list[StateChange]:
     """`slawatch_state` rows (in STATE.columns order; ts_ms an int, up 0/1, reason a str) as StateChanges, in the
     order given.
 
     One ComponentRef per distinct (component, class, tier, customer): a month of 10 000 components is
-    ~400 000 changes over ~10 000 refs.
+    ~400 000 changes over ~10 000 refs. With `strings`, one str per distinct agent and reason too (a driver makes
+    a new str per row and column: for millions of changes, hundreds of megabytes). Pass the same `refs` and
+    `strings` to read rows in batches.
     """
-    refs: dict[tuple[str, str, str, str], ComponentRef] = {}
+    if refs is None:
+        refs = {}
     ref_of, agent, ts, up, reason, degraded, released = _STATE_GET
     new = tuple.__new__  # StateChange(...) without the Python-level __new__ of a NamedTuple: a third faster
     out: list[StateChange] = []
@@ -459,8 +464,13 @@ def state_changes(rows: Iterable[Sequence[Any]]) -> list[StateChange]:
             if ref is None:
                 ref = refs[key] = ComponentRef(*key)
             last = key
-        append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason], row[degraded] == 1,
-                                  row[released] == 1)))
+        if strings is None:
+            append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason], row[degraded] == 1,
+                                     row[released] == 1)))
+        else:
+            who, why = row[agent], row[reason]
+            append(new(StateChange, (ref, strings.setdefault(who, who), row[ts], row[up] == 1,
+                                     strings.setdefault(why, why), row[degraded] == 1, row[released] == 1)))
     return out
 
 

@@ -7,14 +7,14 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from reporter.delivery import deliver
 from reporter.pdf import PdfError, render_pdf
 from reporter.periods import month_period, parse_iso, parse_month
-from reporter.render import FORMATS, render
+from reporter.render import FORMATS, json_pieces, render
 from reporter.report import Progress, ReportError, build_report, select_components
 from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from slawatch.config.loader import ConfigError, Loaded, load
@@ -130,6 +130,10 @@ async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month
             show = progress_bar(sys.stderr) if args.format == "text" or args.out is not None else None
             report = await build_report(loaded, source, period, month=month, customer=args.customer,
                                         components=args.component, progress=show)
+            if args.format == "json" and args.out is not None:
+                # Written a piece at a time: the JSON of a month of 100 000 components is hundreds of megabytes.
+                await asyncio.to_thread(_write_pieces, Path(args.out), json_pieces(report))
+                return EXIT_OK if not args.email else await _email(args, loaded, source, period, month)
             if args.format == "pdf":
                 data = await asyncio.to_thread(render_pdf, report)
                 text = None
@@ -155,6 +159,11 @@ async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month
         return EXIT_FAILURE
     finally:
         await source.close()
+
+
+def _write_pieces(path: Path, pieces: Iterable[str]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.writelines(pieces)
 
 
 async def _email(args: argparse.Namespace, loaded: Loaded, store: Source, period: Interval,

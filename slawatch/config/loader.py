@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from slawatch.config.probes import PROBE_KINDS
-from slawatch.config.settings import Config, Contract, cross_check, shown
+from slawatch.config.settings import Component, Config, Contract, cross_check, shown
 from slawatch.config.units import VALUE_SHOWN, Located
 
 Loc = tuple[str | int, ...]
@@ -77,7 +77,8 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([Problem(path, 1, (), "the file must be a mapping of keys (agent:, storage:, ...)")])
-    config = _validate(Config, data, lines, path)
+    config = _validate_config(data, lines, path, env)
+    del data
     base = path.parent
     if not config.contract.is_absolute():
         config.contract = base / config.contract
@@ -107,7 +108,7 @@ def load_contract(path: Path, environ: Mapping[str, str] | None = None) -> Contr
     return _validate(Contract, data, lines, path)
 
 
-def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, dict[Loc, int]]:
+def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, Lines]:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -122,13 +123,18 @@ def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, dict[Loc, int]]
         raise ConfigError([Problem(path, None, (), f"the file is more than the {MAX_FILE_BYTES >> 20} MiB "
                                                    "a config may be")])
     try:
-        _check_shape(text, path)
-        loader = _LOADER(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
+        built = _build(text, path)
+        if built is None:  # something the one-pass builder leaves to PyYAML's composer and constructor
+            _check_shape(text, path)
+            loader = _LOADER(text)
+            try:
+                node = loader.get_single_node()
+                data = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
+            dollar = True
+        else:
+            data, dollar = built
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -139,14 +145,160 @@ def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, dict[Loc, int]]
         raise ConfigError([Problem(path, line, (), f"YAML syntax error{col}: {what}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(path, None, (), f"YAML error: {exc}")]) from None
-    lines: dict[Loc, int] = {}
-    if node is not None:
-        _index_lines(node, (), lines)
-    problems: list[Problem] = []
-    data = _expand(data, (), env, problems, lines, path)
-    if problems:
-        raise ConfigError(problems)
+    lines = Lines(text)
+    if dollar:
+        problems: list[Problem] = []
+        data = _expand(data, (), env, problems, lines, path)
+        if problems:
+            raise ConfigError(problems)
     return data, lines
+
+
+class Lines:
+    """Where each key and item of a file starts (location -> line), indexed only when an error needs it: a large
+    file that loads cleanly never builds PyYAML's node tree."""
+
+    def __init__(self, text: str) -> None:
+        self._text: str | None = text
+        self._lines: dict[Loc, int] = {}
+
+    def _index(self) -> dict[Loc, int]:
+        if self._text is not None:
+            loader = _LOADER(self._text)
+            try:
+                node = loader.get_single_node()
+            finally:
+                loader.dispose()
+            if node is not None:
+                _index_lines(node, (), self._lines)
+            self._text = None
+        return self._lines
+
+    def __contains__(self, loc: Loc) -> bool:
+        return loc in self._index()
+
+    def __getitem__(self, loc: Loc) -> int:
+        return self._index()[loc]
+
+
+# The scalar tags the one-pass builder constructs itself (through SafeLoader's own constructors).
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp"))
+
+
+def _build(text: str, path: Path) -> tuple[Any, bool] | None:
+    """The document's data from the parser's events in one pass, with _check_shape's limits applied on the way;
+    (data, whether any string holds `${`). None for what it leaves to the composer: explicit tags, merge keys,
+    non-scalar keys, undefined aliases, several documents.
+
+    PyYAML's composer would build a node (with two marks) per value first: for a file of 100 000 components
+    that tree is most of the load's time and memory."""
+    loader = _LOADER(text)
+    try:
+        sizes: dict[str, int] = {}  # anchor -> expanded node count, as in _check_shape
+        anchored: dict[str, Any] = {}
+        # Open collections: [container, anchor, expanded node count, pending key or _NO_KEY, is a mapping].
+        stack: list[list[Any]] = []
+        nodes = expanded = documents = 0
+        dollar = False
+        root: Any = None
+        plain: dict[str, Any] = {}  # plain scalar -> its value: most are repeated (kind: tcp, class: san, ...)
+        # (typed Any: the stubs leave these untyped)
+        resolve: Any = loader.resolve
+        get_event: Any = loader.get_event
+        constructors = loader.yaml_constructors
+        scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
+        starts = {yaml.MappingStartEvent: True, yaml.SequenceStartEvent: False}
+        ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+        while (event := get_event()) is not None:
+            kind = event.__class__
+            if kind is scalar_event:
+                tag = event.tag
+                if tag is not None and tag != "!":
+                    return None
+                if event.implicit[0]:
+                    value = plain.get(event.value, _NO_KEY)
+                    if value is _NO_KEY:
+                        tag = resolve(yaml.ScalarNode, event.value, event.implicit)
+                        if tag not in _PLAIN_TAGS:
+                            return None
+                        value = plain[event.value] = constructors[tag](loader, yaml.ScalarNode(
+                            tag, event.value, event.start_mark, event.end_mark, event.style))
+                        if not dollar and isinstance(value, str) and "${" in value:
+                            dollar = True
+                else:  # quoted, block or tagged `!`: always a string
+                    value = event.value
+                    if not dollar and "${" in value:
+                        dollar = True
+                count = 1
+                nodes += 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+                    anchored[event.anchor] = value
+            elif kind in starts:
+                if event.tag is not None and event.tag != "!":
+                    return None
+                nodes += 1
+                expanded += 1
+                is_map = starts[kind]
+                stack.append([{} if is_map else [], event.anchor, 1, _NO_KEY, is_map])
+                if len(stack) > MAX_DEPTH:
+                    line = event.start_mark.line + 1
+                    raise ConfigError([Problem(path, line, (), f"nested more than {MAX_DEPTH} levels deep")])
+                continue
+            elif kind in ends:
+                value, anchor, count, _, _ = stack.pop()
+                if anchor is not None:
+                    sizes[anchor] = count
+                    anchored[anchor] = value
+                if not stack:
+                    root = value
+                    continue
+                expanded -= count  # counted as its nodes went in; added to its parent below
+            elif kind is alias_event:
+                if event.anchor in (frame[1] for frame in stack):
+                    line = event.start_mark.line + 1
+                    raise ConfigError([Problem(path, line, (), f"alias *{event.anchor} refers to a node "
+                                                               "that contains it")])
+                if event.anchor not in sizes:
+                    return None  # the composer reports the undefined alias with its line
+                count = sizes[event.anchor]
+                value = anchored[event.anchor]
+            elif kind is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    return None  # the composer says "expected a single document"
+                continue
+            else:
+                continue
+            expanded += count
+            if not stack:
+                root = value
+                continue
+            frame = stack[-1]
+            frame[2] += count
+            if not frame[4]:
+                frame[0].append(value)
+            elif frame[3] is _NO_KEY:
+                if isinstance(value, dict | list):  # PyYAML refuses it as an unhashable key
+                    return None
+                frame[3] = value
+            else:
+                try:
+                    frame[0][frame[3]] = value
+                except TypeError:  # an unhashable key
+                    return None
+                frame[3] = _NO_KEY
+            if expanded - nodes > ALIAS_NODES_MIN and expanded - nodes > nodes:
+                allowed = max(ALIAS_NODES_MIN, nodes)
+                line = event.start_mark.line + 1
+                raise ConfigError([Problem(path, line, (), f"YAML aliases expand to more than {allowed} nodes "
+                                                           "beyond those written in the file: write the values out")])
+        return root, dollar
+    finally:
+        loader.dispose()
+
+
+_NO_KEY: Any = object()
 
 
 def _check_shape(text: str, path: Path) -> None:
@@ -214,7 +366,7 @@ def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
 
 
 def _expand(value: Any, loc: Loc, env: Mapping[str, str], problems: list[Problem],
-            lines: dict[Loc, int], path: Path) -> Any:
+            lines: Lines, path: Path) -> Any:
     if isinstance(value, str):
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
@@ -233,14 +385,41 @@ def _expand(value: Any, loc: Loc, env: Mapping[str, str], problems: list[Problem
     return value
 
 
-def _line_for(lines: dict[Loc, int], loc: Loc) -> int | None:
+def _line_for(lines: Lines | dict[Loc, int], loc: Loc) -> int | None:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
     return None
 
 
-def _validate(model: type[M], data: dict[str, Any], lines: dict[Loc, int], path: Path) -> M:
+COMPONENTS_CHUNK = 2000
+_COMPONENTS: TypeAdapter[list[Component]] = TypeAdapter(list[Component])
+
+
+def _validate_config(data: dict[str, Any], lines: Lines, path: Path, env: Mapping[str, str]) -> Config:
+    """Config.model_validate, with a long list of components validated a chunk at a time, each chunk's mappings
+    let go as its models are made: the file's data and every model are not both held at once (100 000
+    components: ~90 MB less at the peak). Any error: the file is read and validated whole again, so every
+    problem is reported as the one-piece validation reports it."""
+    components = data.get("components")
+    if not isinstance(components, list) or len(components) <= COMPONENTS_CHUNK:
+        return _validate(Config, data, lines, path)
+    models: list[Component] = []
+    try:
+        for start in range(0, len(components), COMPONENTS_CHUNK):
+            models.extend(_COMPONENTS.validate_python(components[start:start + COMPONENTS_CHUNK]))
+            components[start:start + COMPONENTS_CHUNK] = [None] * min(COMPONENTS_CHUNK, len(components) - start)
+        # Component instances are taken as they are (pydantic does not validate a model instance again).
+        return Config.model_validate({**data, "components": models})
+    except ValidationError:
+        pass
+    del models, components
+    data.clear()
+    whole, lines = _read_yaml(path, env)
+    return _validate(Config, whole, lines, path)
+
+
+def _validate(model: type[M], data: dict[str, Any], lines: Lines, path: Path) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -547,6 +547,9 @@ class Config(Strict):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     desk: DeskSettings = Field(default_factory=DeskSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    # Customers by name, for the list it was built from (its id and length): cross_check and each component's
+    # tier look a customer up, and a scan of 1 000 customers for each of 100 000 components takes minutes.
+    _customer_index: tuple[int, int, dict[str, Customer]] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _resolve_probe_timing(self) -> Config:
@@ -563,6 +566,18 @@ class Config(Strict):
         return self
 
     def customer(self, name: str) -> Customer | None:
+        # The private attribute read from pydantic's own dict: `self._customer_index` goes through its __getattr__,
+        # which costs more than the lookup (the agent asks once per component at each start and reload).
+        private = self.__pydantic_private__
+        index = private.get("_customer_index") if private is not None else None
+        if index is None or index[0] != id(self.customers) or index[1] != len(self.customers):
+            by_name: dict[str, Customer] = {}
+            for cust in self.customers:
+                by_name.setdefault(cust.name, cust)  # the first of a name, as a scan finds it
+            index = self._customer_index = (id(self.customers), len(self.customers), by_name)
+        found = index[2].get(name)
+        if found is not None and found.name == name:
+            return found
         return next((c for c in self.customers if c.name == name), None)
 
     def tier_of(self, comp: Component) -> str | None:
@@ -582,8 +597,11 @@ def cross_check(config: Config, contract: Contract) -> list[tuple[tuple[str | in
     for i, cust in enumerate(config.customers):
         if cust.tier not in contract.tiers:
             errors.append((("customers", i, "tier"), f"unknown tier {shown(cust.tier)} (the contract has {tiers})"))
+    customers: dict[str, Customer] = {}
+    for cust in config.customers:
+        customers.setdefault(cust.name, cust)
     for i, name in enumerate(config.console.public):
-        if config.customer(name) is None:
+        if name not in customers:
             known = ", ".join(c.name for c in config.customers) or "none defined"
             errors.append((("console", "public", i), f"unknown customer {shown(name)} (customers: {known})"))
     seen: dict[str, int] = {}
@@ -596,7 +614,7 @@ def cross_check(config: Config, contract: Contract) -> list[tuple[tuple[str | in
         if comp.klass not in contract.classes:
             errors.append(((*loc, "class"), f"unknown class {shown(comp.klass)} "
                                               f"(the contract has {', '.join(contract.classes)})"))
-        if comp.customer is not None and config.customer(comp.customer) is None:
+        if comp.customer is not None and comp.customer not in customers:
             known = ", ".join(c.name for c in config.customers) or "none defined"
             errors.append(((*loc, "customer"), f"unknown customer {shown(comp.customer)} (customers: {known})"))
         if comp.tier is not None and comp.tier not in contract.tiers:

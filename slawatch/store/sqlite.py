@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import aiosqlite
 
 from slawatch import schema
 from slawatch.config.settings import SqliteSettings
-from slawatch.model import Heartbeats, MaintenanceWindow, Point, Sample, StateChange
+from slawatch.model import ComponentRef, Heartbeats, MaintenanceWindow, Point, Sample, StateChange
 from slawatch.schema import HEARTBEAT, MAINTENANCE, MEASUREMENTS, REPORT_SENT, SCHEMA_VERSION, STATE, Row
 from slawatch.store import (
     SinkError,
@@ -203,6 +204,8 @@ async def schema_version(db: aiosqlite.Connection) -> int:
 
 
 _STATE_COLUMNS = ", ".join(STATE.names)
+READ_BATCH = 50_000
+"""Rows of state changes fetched at a time by a report's read."""
 _SQL_CHANGES = f"SELECT {_STATE_COLUMNS} FROM {STATE.name} WHERE ts_ms >= ? AND ts_ms < ?"
 _SQL_FILTER = "AND component IN (SELECT value FROM json_each(?))"
 # With the filter the rows come off the primary key in its order, so this ORDER BY costs nothing (and spares the
@@ -348,8 +351,23 @@ class SqliteSource:
     async def changes(self, start_ms: int, end_ms: int,
                       components: Sequence[str] | None = None) -> list[StateChange]:
         wanted = [] if components is None else [json.dumps(list(components))]
-        in_period = await self._read(f"{_SQL_CHANGES} {_SQL_FILTER_ORDERED if wanted else ''}",
-                                     [start_ms, end_ms, *wanted])
+        if wanted:
+            return await self._changes_of(start_ms, end_ms, wanted)
+        in_period = await self._read(_SQL_CHANGES, [start_ms, end_ms])
+        if self._has_last_index is None:
+            self._has_last_index = bool(await self._read("SELECT 1 FROM sqlite_master WHERE type = 'index' AND "
+                                                         "name = ?", [_LAST_INDEX]))
+        if self._has_last_index:
+            sql = _SQL_LAST_CHANGES.format(filter=_SQL_PAIR_FILTER if wanted else "")
+        else:
+            sql = _SQL_LAST_CHANGES_SCAN.format(filter=_SQL_FILTER if wanted else "")
+        rows = await self._read(sql, [start_ms, *wanted])
+        rows += in_period
+        schema.sort_state_rows(rows)
+        return schema.state_changes(rows)
+
+    async def _last_rows(self, start_ms: int, wanted: list[str]) -> list[Any]:
+        """Each (component, agent)'s last change before `start_ms`, sorted."""
         if self._has_last_index is None:
             self._has_last_index = bool(await self._read("SELECT 1 FROM sqlite_master WHERE type = 'index' AND "
                                                          "name = ?", [_LAST_INDEX]))
@@ -359,9 +377,38 @@ class SqliteSource:
             sql = _SQL_LAST_CHANGES_SCAN.format(filter=_SQL_FILTER if wanted else "")
         rows = await self._read(sql, [start_ms, *wanted])
         schema.sort_state_rows(rows)
-        rows += in_period
-        schema.sort_state_rows(rows)  # two sorted runs when filtered: a merge
-        return schema.state_changes(rows)
+        return rows
+
+    async def _changes_of(self, start_ms: int, end_ms: int, wanted: list[str]) -> list[StateChange]:
+        """The changes of the components named, read in batches off the primary key (already in its order) and
+        made into StateChanges batch by batch, sharing refs and strings: a month of 100 000 components (millions
+        of rows) never holds all its rows at once. Each component's last change before the period goes in front
+        of its first in the period (earlier, by the time), by merging each batch with the last changes up to its
+        last component."""
+        last = await self._last_rows(start_ms, wanted)
+        component = STATE.index("component")
+        last_names = [row[component] for row in last]
+        refs: dict[tuple[str, str, str, str], ComponentRef] = {}
+        strings: dict[str, str] = {}
+        out: list[StateChange] = []
+        taken = 0
+        db = await self._reader()
+        try:
+            async with db.execute(f"{_SQL_CHANGES} {_SQL_FILTER_ORDERED}", [start_ms, end_ms, *wanted]) as cursor:
+                while batch := list(await cursor.fetchmany(READ_BATCH)):
+                    upto = bisect_right(last_names, batch[-1][component], taken)
+                    if upto > taken:
+                        batch = last[taken:upto] + batch
+                        schema.sort_state_rows(batch)  # two sorted runs: a merge
+                        taken = upto
+                    out += schema.state_changes(batch, refs, strings)
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise SourceError(f"cannot read SQLite store {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise SourceError(f"cannot read SQLite store {self.path}: {exc}") from exc
+        out += schema.state_changes(last[taken:], refs, strings)
+        return out
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
         agents = await self._read(_SQL_AGENTS, [start_ms])

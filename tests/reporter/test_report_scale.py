@@ -1,0 +1,76 @@
+"""The report's inputs hash and its JSON, written a slice at a time: the same digest and text as the whole at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reporter import render, report
+from reporter.report import inputs_sha256
+from slawatch.model import AgentHeartbeats, ComponentRef, Interval, StateChange
+from tests.reporter.april import fixed_report
+
+GOLDEN = Path(__file__).parent / "golden"
+
+PERIOD = Interval(1_775_001_600_000, 1_777_593_600_000)
+
+
+def whole_json_sha256(changes: list[StateChange], heartbeats: dict[str, AgentHeartbeats]) -> str:
+    """The digest as the canonical document (docs/report.md) defines it: one json.dumps of it all."""
+    doc: dict[str, Any] = {
+        "period": [PERIOD.start_ms, PERIOD.end_ms, "2026-04", "UTC"], "contract": {"name": "c", "tiers": ["gold"]},
+        "policies": {}, "components": [["a", "san", "gold", "x", 99.9]], "windows": [],
+        "heartbeats": {agent: [hb.period_s, sorted(hb.instants_ms)] for agent, hb in heartbeats.items()},
+        "changes": sorted([c.ref.component, c.agent, c.ts_ms, c.up, c.reason, *(["degraded"] if c.degraded else [])]
+                          for c in changes)}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def streamed(changes: list[StateChange], heartbeats: dict[str, AgentHeartbeats]) -> str:
+    return inputs_sha256(period=PERIOD, label="2026-04", timezone="UTC", contract={"name": "c", "tiers": ["gold"]},
+                         policies={}, components=[("a", "san", "gold", "x", 99.9)], changes=changes,
+                         heartbeats=heartbeats, windows=[])
+
+
+change = st.builds(
+    lambda comp, agent, ts, up, reason, degraded: StateChange(ComponentRef(comp, "san", "gold", "x"), agent, ts, up,
+                                                              reason, degraded),
+    st.sampled_from(["a", "b", "c-ü", "d"]), st.sampled_from(["mon-1", "mon-2"]),
+    st.integers(PERIOD.start_ms - 10**6, PERIOD.end_ms), st.booleans(), st.sampled_from(["", "503", "refusé"]),
+    st.booleans())
+
+
+@pytest.fixture(autouse=True)
+def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report, "HASH_SLICE", 3)  # several slices even for a few changes
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(change, max_size=30), st.booleans())
+def test_the_streamed_hash_is_the_hash_of_the_whole_document(changes: list[StateChange], by_component: bool) -> None:
+    if by_component:  # as every store reads them: by (component, ts_ms, agent)
+        changes = sorted(changes, key=lambda c: (c.ref.component, c.ts_ms, c.agent))
+    beats = {"mon-1": AgentHeartbeats("mon-1", (PERIOD.start_ms, PERIOD.start_ms + 60_000), 60.0)}
+    assert streamed(changes, beats) == whole_json_sha256(changes, beats)
+
+
+def test_the_hash_of_no_changes_is_that_of_an_empty_list() -> None:
+    assert streamed([], {}) == whole_json_sha256([], {})
+
+
+async def test_the_json_written_in_pieces_is_one_dump_of_the_whole_document(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render, "JSON_SLICE", 1)  # a slice per component
+    fixed = await fixed_report(tmp_path)
+    assert len(fixed.components) > 2
+    whole = json.dumps(render.report_doc(fixed), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                       allow_nan=False) + "\n"
+    assert "".join(render.json_pieces(fixed)) == whole
+    assert render.render_json(fixed) == (GOLDEN / "april.json").read_text(encoding="utf-8")
