@@ -2,7 +2,7 @@
 
 Layout of the spool directory:
 
-- ``00000000000000000001.seg`` ... — segment files, ids increasing. An 8-byte header (magic, version,
+- ``00000000000000000001.seg`` ... — segment files, ids increasing. An 8-byte header (magic, version 1 or 2,
   flags; flag bit 0 = compacted) then records. A record is a 10-byte header ``<HII`` (magic 0x9cf5,
   payload length, CRC32 of the payload) and the payload: one point as a compact JSON array,
   ``[0, component, class, tier, customer, probe, kind, agent, ts_ms, outcome, reason, latency_ms]`` for a
@@ -13,6 +13,14 @@ Layout of the spool directory:
   model's dataclasses (marshal was ~3x faster but its format is not guaranteed across Python versions).
   The record magic is not ASCII, so it never occurs inside a payload: after a bad record the reader
   resynchronises on the next magic whose length and CRC check out.
+  Version 2 (version 1 segments, from earlier releases, are read as before): the JSON may be followed by
+  encoded parts, the same point as a sink stores it (InfluxDB line protocol, SQLite rows), made once at append
+  for each consumer given an ``Encoding`` — so a replay hands the sink those bytes, without decoding and
+  encoding each point again. A part is ``0x1f``, ``<B`` name length, the encoding's ASCII name, ``<I`` length,
+  the bytes; the JSON never holds a 0x1f (it escapes every control character), so the first one ends it. A
+  consumer whose encoding a record lacks (written earlier, or under another format name) gets that batch as
+  points. Parts cost bytes: a sample with its line protocol is ~2.3x its JSON alone, so ``max_bytes`` holds
+  fewer points.
 - ``<consumer>.offset`` — one 1 KiB file per consumer holding two checksummed slots (at bytes 0 and 512) with
   a sequence number, the segment id and the byte offset just past the last acknowledged point. An ack
   overwrites the older slot in place and fdatasyncs; at open the valid slot with the higher sequence wins, so a
@@ -62,7 +70,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -72,7 +80,8 @@ from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, Stat
 log = logging.getLogger(__name__)
 
 SEG_MAGIC = b"SLWSPL"
-SEG_VERSION = 1
+SEG_VERSION = 2
+SEG_VERSIONS = (1, 2)  # readable; version 1 records hold no encoded parts
 SEG_HEADER = 8
 FLAG_COMPACTED = 1
 REC_MAGIC = 0x9CF5
@@ -86,6 +95,9 @@ _SLOT_MAGIC = b"SWO1"
 _SLOT_STRIDE = 512
 _CONSUMER_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _TAG_SAMPLE = 0
+_PART = b"\x1f"  # ends a record's JSON and starts an encoded part (never inside the JSON: control characters)
+_PART_LEN = struct.Struct("<I")
+_ENCODING_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode
 _OUTCOMES = {o.value: o for o in Outcome}
@@ -104,14 +116,29 @@ class Offset(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Encoding:
+    """How one kind of consumer wants its points: `encode` turns a batch into one bytes item per point, in order
+    (pure and deterministic: it runs at append, in the caller's thread). `name` is stored with every part and
+    must change whenever the bytes would (points spooled under another name reach that consumer as points)."""
+
+    name: str
+    encode: Callable[[Sequence[Point]], list[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
-    """Points read for one consumer; ``ack`` it once the sink has stored them."""
+    """Points read for one consumer, as points or as its encoding's bytes (`encoded`, one item per point, when
+    every record read holds them); ``ack`` it once the sink has stored them."""
 
     points: tuple[Point, ...]
     end: Offset
     # Internal: records before `end` in its segment, and the compaction generation when read.
     end_index: int = field(default=0, compare=False, repr=False)
     generation: int = field(default=0, compare=False, repr=False)
+    encoded: tuple[bytes, ...] = field(default=(), repr=False)
+
+    def __len__(self) -> int:
+        return len(self.encoded) or len(self.points)
 
 
 # ---------------------------------------------------------------- encoding
@@ -137,6 +164,43 @@ def encode_point(point: Point) -> bytes:
 
 def encode_record(payload: bytes) -> bytes:
     return _REC.pack(REC_MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def part_head(name: str) -> bytes:
+    """What starts an encoded part named `name` inside a payload (its length follows)."""
+    raw = name.encode("ascii")
+    return _PART + bytes([len(raw)]) + raw
+
+
+def json_of(payload: bytes) -> bytes:
+    """A payload's JSON, without its encoded parts."""
+    end = payload.find(_PART)
+    return payload if end < 0 else payload[:end]
+
+
+def parts_of(payloads: Sequence[bytes], name: str) -> list[bytes] | None:
+    """Each payload's part named `name`, or None when one lacks it (or its parts are malformed)."""
+    head = part_head(name)
+    hlen = len(head)
+    out: list[bytes] = []
+    append = out.append
+    for p in payloads:
+        pos = p.find(_PART)
+        end = len(p)
+        while True:
+            if pos < 0 or pos + 2 > end or p[pos] != 0x1F:
+                return None
+            start = pos + 2 + p[pos + 1] + 4  # the data, after 0x1f, the name's length, the name and <I length
+            if start > end:
+                return None
+            (n,) = _PART_LEN.unpack_from(p, start - 4)
+            if start + n > end:
+                return None
+            if start - 4 == pos + hlen and p.startswith(head, pos):
+                append(p[start:start + n])
+                break
+            pos = start + n if start + n < end else -1
+    return out
 
 
 def _decode_row(row: Any, refs: dict[tuple[str, str, str, str], ComponentRef]) -> Point | None:
@@ -166,6 +230,7 @@ def _decode_row(row: Any, refs: dict[tuple[str, str, str, str], ComponentRef]) -
 
 def decode_payloads(payloads: Sequence[bytes]) -> tuple[list[Point], int]:
     """Payloads to points; returns the points and how many payloads could not be decoded."""
+    payloads = [json_of(p) for p in payloads]
     refs: dict[tuple[str, str, str, str], ComponentRef] = {}
     out: list[Point] = []
     bad = 0
@@ -310,7 +375,7 @@ class Spool:
     """An append-only, checksummed, bounded on-disk queue of points with durable per-consumer offsets."""
 
     def __init__(self, path: Path, max_bytes: int, *, consumers: Sequence[str] = ("store",),
-                 segment_bytes: int = 8 << 20) -> None:
+                 segment_bytes: int = 8 << 20, encodings: Mapping[str, Encoding] | None = None) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         if not consumers or len(set(consumers)) != len(consumers):
@@ -318,6 +383,16 @@ class Spool:
         for name in consumers:
             if not _CONSUMER_RE.match(name):
                 raise ValueError(f"bad consumer name {name!r}: use letters, digits and - _ . only")
+        # consumer -> its encoding; one part per distinct encoding name, shared by the consumers that use it
+        self._encoding_of: dict[str, Encoding] = dict(encodings or {})
+        self._encodings: dict[str, Encoding] = {}
+        for consumer, enc in self._encoding_of.items():
+            if consumer not in consumers:
+                raise ValueError(f"encoding for unknown spool consumer {consumer!r}")
+            if not _ENCODING_RE.match(enc.name):
+                raise ValueError(f"bad encoding name {enc.name!r}: 1 to 64 letters, digits and - _ . only")
+            self._encodings.setdefault(enc.name, enc)
+        self._encode_failed_logged = -DROP_LOG_INTERVAL_S
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
         self.segment_bytes = max(4096, min(int(segment_bytes), self.max_bytes // 4))
@@ -427,7 +502,7 @@ class Spool:
         """Validate one segment: truncate a torn tail, note corrupt records; map wanted offsets to indexes."""
         path = self.path / _seg_name(seg_id)
         buf = path.read_bytes()
-        if len(buf) < SEG_HEADER or buf[:6] != SEG_MAGIC or buf[6] != SEG_VERSION:
+        if len(buf) < SEG_HEADER or buf[:6] != SEG_MAGIC or buf[6] not in SEG_VERSIONS:
             if len(buf) == 0:
                 path.unlink()
                 return None, {}
@@ -497,7 +572,7 @@ class Spool:
         """Append one batch durably (one write, one fdatasync); raises SpoolError, never loses earlier data."""
         if not points:
             return
-        data = b"".join([encode_record(encode_point(p)) for p in points])
+        data = self._records(points)
         with self._lock:
             self._check_open()
             self._log_drops()
@@ -522,8 +597,31 @@ class Spool:
             seg.size += len(data)
             seg.count += len(points)
 
+    def _records(self, points: Sequence[Point]) -> _Bytes:
+        """The batch as records: each point's JSON, then its part for every encoding (outside the lock)."""
+        payloads = [encode_point(p) for p in points]
+        for name, enc in self._encodings.items():
+            try:
+                items = enc.encode(points)
+                if len(items) != len(points):
+                    raise ValueError(f"{len(items)} items for {len(points)} points")
+            except Exception:  # a sink's bug: spool the points anyway, they replay through its write()
+                now = time.monotonic()
+                if now - self._encode_failed_logged >= DROP_LOG_INTERVAL_S:
+                    self._encode_failed_logged = now
+                    log.exception("spool: encoding %s failed; these points are spooled without it", name)
+                continue
+            head = part_head(name)
+            pack = _PART_LEN.pack
+            payloads = [p + head + pack(len(item)) + item for p, item in zip(payloads, items, strict=True)]
+        return b"".join([encode_record(p) for p in payloads])
+
     def read(self, consumer: str, max_points: int = 5000) -> Batch:
-        """The next unacknowledged points for `consumer`, in append order (the same again until `ack`)."""
+        """The next unacknowledged points for `consumer`, in append order (the same again until `ack`).
+
+        For a consumer with an encoding, the batch holds its bytes (`encoded`) when every record read has them,
+        else points (old segments, or records spooled while the encoding failed).
+        """
         if max_points <= 0:
             raise ValueError("max_points must be positive")
         with self._lock:
@@ -546,6 +644,11 @@ class Spool:
                 if pos < seg.size:
                     break
                 i += 1
+        enc = self._encoding_of.get(consumer)
+        if enc is not None and payloads:
+            encoded = parts_of(payloads, enc.name)
+            if encoded is not None:
+                return Batch((), Offset(seg_id, pos), index, generation, tuple(encoded))
         points, bad = decode_payloads(payloads)
         if bad:
             log.error("spool: %d records with a valid CRC could not be decoded; skipped", bad)
