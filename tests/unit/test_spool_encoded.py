@@ -1,10 +1,9 @@
-"""The spool keeps the bytes an encoding sink wants with each point: read back as they were made, shared by the
-consumers of one encoding, kept by compaction; points where a record lacks them (format 1 spools, another
-format name, a failed encoder)."""
+"""The spool keeps the bytes an encoding sink wants in a block with each append: read back as they were made, from
+any position, shared by the consumers of one encoding, never shifted by a corrupt record; points where a read
+lacks them (format 1 spools, another format name, a failed encoder, a corrupt block, compacted segments)."""
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +12,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.daemon import open_spool
-from agent.spool import SEG_MAGIC, Batch, Encoding, Spool, encode_point, encode_record, json_of, part_head, parts_of
+from agent.spool import (
+    REC_HEADER,
+    SEG_HEADER,
+    SEG_MAGIC,
+    Batch,
+    Encoding,
+    Spool,
+    block_name,
+    decode_block,
+    encode_block,
+    encode_point,
+    encode_record,
+)
 from slawatch.config.settings import InfluxSettings, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
 from slawatch.store.lineprotocol import ENCODING, encode, encode_lines
@@ -112,17 +123,60 @@ def test_a_failing_encoder_still_spools_the_points(tmp_path: Path, caplog: pytes
     assert "encoding broken-1 failed" in caplog.text
 
 
-def test_compaction_keeps_the_parts_of_what_it_keeps(tmp_path: Path) -> None:
+def test_compacted_segments_replay_as_points_and_the_rest_as_bytes(tmp_path: Path) -> None:
     pts = points(0, 400)
-    with Spool(tmp_path / "s", 60_000, consumers=("influxdb", "sqlite"), encodings={"influxdb": LP},
+    with Spool(tmp_path / "s", 20_000, consumers=("influxdb", "sqlite"), encodings={"influxdb": LP},
                segment_bytes=4096) as sp:
         for i in range(0, 400, 20):
             sp.append(pts[i:i + 20])
         assert sp.dropped_samples > 0
-        items = [item for b in drain(sp, "influxdb") for item in b.encoded]
+        batches = drain(sp, "influxdb", 10)
         kept = [p for b in drain(sp, "sqlite") for p in b.points]
-    assert items == encode_lines(kept)  # every kept point with its own line, state changes all there
+    assert any(b.encoded for b in batches) and any(b.points for b in batches)
+    lines = [item for b in batches for item in (b.encoded or encode_lines(b.points))]
+    assert lines == encode_lines(kept)  # the same points either way, state changes all there
     assert [p for p in kept if isinstance(p, StateChange)] == [p for p in pts if isinstance(p, StateChange)]
+
+
+def test_a_read_from_the_middle_of_a_block_after_a_restart_gets_the_rest(tmp_path: Path) -> None:
+    pts = points(0, 100)
+    with Spool(tmp_path / "s", 1 << 30, consumers=("influxdb",), encodings={"influxdb": LP}) as sp:
+        sp.append(pts)
+        sp.ack("influxdb", sp.read("influxdb", 37))
+    with Spool(tmp_path / "s", 1 << 30, consumers=("influxdb",), encodings={"influxdb": LP}) as sp:
+        assert sp.pending("influxdb") == 63
+        assert b"".join(sp.read("influxdb").encoded) == encode(pts[37:])
+
+
+def corrupt_record(path: Path, n: int) -> None:
+    """Flip a payload byte of the `n`th record (blocks included) of the first segment."""
+    seg = sorted(path.glob("*.seg"))[0]
+    data = bytearray(seg.read_bytes())
+    pos = SEG_HEADER
+    for _ in range(n):
+        pos += REC_HEADER + int.from_bytes(data[pos + 2:pos + 6], "little")
+    data[pos + REC_HEADER + 3] ^= 0x55
+    seg.write_bytes(bytes(data))
+
+
+def test_a_corrupt_point_record_never_shifts_the_items(tmp_path: Path) -> None:
+    pts = [p for p in points(0, 50) if isinstance(p, Sample)]
+    with Spool(tmp_path / "s", 1 << 30, consumers=("influxdb",), encodings={"influxdb": LP}) as sp:
+        sp.append(pts)
+    corrupt_record(tmp_path / "s", 1 + 10)  # the block, then points 0-9; the 11th point goes bad
+    with Spool(tmp_path / "s", 1 << 30, consumers=("influxdb",), encodings={"influxdb": LP}) as sp:
+        assert sp.corrupt_records == 1
+        assert b"".join(sp.read("influxdb").encoded) == encode(pts[:10] + pts[11:])
+
+
+def test_a_corrupt_block_replays_its_points_as_points(tmp_path: Path) -> None:
+    pts = points(0, 30)
+    with Spool(tmp_path / "s", 1 << 30, consumers=("influxdb",), encodings={"influxdb": LP}) as sp:
+        sp.append(pts)
+    corrupt_record(tmp_path / "s", 0)
+    with Spool(tmp_path / "s", 1 << 30, consumers=("influxdb",), encodings={"influxdb": LP}) as sp:
+        batch = sp.read("influxdb")
+        assert list(batch.points) == pts and not batch.encoded
 
 
 def test_open_spool_gives_the_influxdb_sink_its_encoding(tmp_path: Path) -> None:
@@ -147,19 +201,16 @@ def test_a_format_2_segment_is_refused_by_format_1_readers_only(tmp_path: Path) 
 names = st.text(st.characters(min_codepoint=48, max_codepoint=122).filter(str.isalnum), min_size=1, max_size=64)
 
 
-@given(st.lists(st.tuples(names, st.binary(max_size=80)), max_size=4, unique_by=lambda t: t[0]), names)
-def test_parts_are_found_by_name_whatever_their_bytes(parts: list[tuple[str, bytes]], wanted: str) -> None:
-    json_part = encode_point(points(0, 1)[0])
-    payload = json_part
-    for name, data in parts:
-        payload += part_head(name) + struct.pack("<I", len(data)) + data
-    assert json_of(payload) == json_part
-    expected = dict(parts).get(wanted)
-    assert parts_of([payload], wanted) == (None if expected is None else [expected])
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.binary(max_size=80)), max_size=20, unique_by=lambda t: t[0]),
+       names)
+def test_blocks_round_trip(entries: list[tuple[int, bytes]], name: str) -> None:
+    payload = encode_block(name, [e[1] for e in entries], [e[0] for e in entries])
+    assert block_name(payload) == name and block_name(encode_point(points(0, 1)[0])) is None
+    assert decode_block(payload) == dict(entries)
 
 
 @pytest.mark.parametrize("cut", [1, 2, 5, 10])
-def test_a_malformed_part_reads_as_missing(cut: int) -> None:
-    payload = encode_point(points(0, 1)[0]) + part_head("lp") + struct.pack("<I", 10) + b"0123456789"
-    assert parts_of([payload], "lp") == [b"0123456789"]
-    assert parts_of([payload[:-cut]], "lp") is None
+def test_a_malformed_block_decodes_as_none(cut: int) -> None:
+    payload = encode_block("lp", [b"0123456789", b"x"], [0, 40])
+    assert decode_block(payload) == {0: b"0123456789", 40: b"x"}
+    assert decode_block(payload[:-cut]) is None
