@@ -19,7 +19,7 @@ Layout of the spool directory:
   A block is written just before the point records it covers, in the same write: payload ``0x1f`` (a JSON
   payload starts with ``[``), ``<B`` name length, the encoding's ASCII name, then zlib (level 1) of ``<I``
   count, per point ``<II`` (its record's position relative to the block record's end, its item's length), and
-  the items. Compressed across a batch, the line protocol adds ~20-30 bytes to a sample's ~100 (per point it
+  the items. Compressed across a batch, the line protocol adds ~16 bytes to a sample's ~100 (uncompressed it
   would be ~190). Blocks are not points: they are neither counted nor read as such, and compaction drops them.
   Items are found by their point record's position, so a corrupt record never shifts them; a consumer whose
   encoding some point of a read lacks (written earlier, under another format name, or its block corrupt) gets
