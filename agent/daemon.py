@@ -31,20 +31,21 @@ from agent.health import Growth, Streak
 from agent.members import Membership, Shares
 from agent.metrics import Metrics
 from agent.probes import load_kind, loaded_kinds, run_probe
-from agent.spool import Spool, SpoolError
+from agent.spool import Encoding, Spool, SpoolError
 from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
 from agent.supervisor import Supervisor
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.config.probes import ProbeBase
 from slawatch.config.settings import Component, Config, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
-from slawatch.store import MemberStore, Sink, SinkError, Source, SourceError
+from slawatch.store import EncodingSink, MemberStore, Sink, SinkError, Source, SourceError
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.2
 FLUSH_POINTS = 2000
 SPOOL_BATCH = 2000  # points per spool append: a batch that does not fit on the disk fails alone
+SPOOL_BATCH_MIN = 50  # after failed appends the batch halves down to this, so a nearly full disk still takes some
 SPOOL_RETRY_S = 1.0  # while the spool cannot be written, try again this often
 DRAIN_BATCH = 5000
 BACKOFF_MIN_S = 0.5
@@ -76,8 +77,11 @@ def consumer_name(sink: Sink) -> str:
 
 
 def open_spool(settings: SpoolSettings, sinks: Sequence[Sink]) -> Spool:
-    """The spool in front of `sinks`, one consumer each; SpoolError when another agent holds it."""
-    return Spool(settings.path, int(settings.max_bytes), consumers=tuple(consumer_name(s) for s in sinks))
+    """The spool in front of `sinks`, one consumer each, keeping each point as the sinks that can encode it want
+    it (a replay is then a copy); SpoolError when another agent holds it."""
+    encodings = {consumer_name(s): Encoding(s.spool_encoding, s.encode) for s in sinks if isinstance(s, EncodingSink)}
+    return Spool(settings.path, int(settings.max_bytes), consumers=tuple(consumer_name(s) for s in sinks),
+                 encodings=encodings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,7 @@ class Agent:
         self._outbox_full = asyncio.Event()
         self._spooled = asyncio.Event()
         self._flush_lock = asyncio.Lock()
+        self._spool_batch = SPOOL_BATCH
         self._draining = True
         self._stopping = False
         self._spool_error_logged = -ERROR_LOG_EVERY_S
@@ -604,10 +609,13 @@ class Agent:
         async with self._flush_lock:
             self._outbox_full.clear()
             while self._outbox:
-                batch = self._outbox[:SPOOL_BATCH]
+                batch = self._outbox[:self._spool_batch]
                 try:
                     await asyncio.to_thread(self.spool.append, batch)
                 except SpoolError as exc:
+                    # A spooled point takes ~300 bytes with its encoded parts: a big batch may never fit where
+                    # the drain frees less; a smaller one next time may.
+                    self._spool_batch = max(SPOOL_BATCH_MIN, self._spool_batch // 2)
                     self.metrics.spool_errors.inc()
                     self._spool_failing.fail(time.monotonic(), str(exc))
                     if len(self._outbox) > self.outbox_limit:
@@ -617,6 +625,7 @@ class Agent:
                         log.error("spool append failed, %d points held in memory: %s", len(self._outbox), exc)
                     return False
                 del self._outbox[:len(batch)]  # points added meanwhile are behind it
+                self._spool_batch = min(SPOOL_BATCH, self._spool_batch * 2)
                 self._spooled.set()
                 lasted = self._spool_failing.ok(time.monotonic())
                 if lasted is not None:
@@ -655,14 +664,18 @@ class Agent:
         last_log = 0.0
         while self._draining:
             batch = await asyncio.to_thread(self.spool.read, consumer, DRAIN_BATCH)
-            if not batch.points:
+            if not batch:
                 self._spooled.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._spooled.wait()
                 continue
             try:
-                await sink.write(batch.points)
+                if batch.encoded:
+                    assert isinstance(sink, EncodingSink)  # open_spool gave the spool only such sinks' encodings
+                    await sink.write_encoded(batch.encoded)
+                else:
+                    await sink.write(batch.points)
             except SinkError as exc:
                 self._store_failing[consumer].fail(time.monotonic(), str(exc))
                 if time.monotonic() - last_log > 60:

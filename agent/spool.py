@@ -2,7 +2,7 @@
 
 Layout of the spool directory:
 
-- ``00000000000000000001.seg`` ... — segment files, ids increasing. An 8-byte header (magic, version,
+- ``00000000000000000001.seg`` ... — segment files, ids increasing. An 8-byte header (magic, version 1 or 2,
   flags; flag bit 0 = compacted) then records. A record is a 10-byte header ``<HII`` (magic 0x9cf5,
   payload length, CRC32 of the payload) and the payload: one point as a compact JSON array,
   ``[0, component, class, tier, customer, probe, kind, agent, ts_ms, outcome, reason, latency_ms]`` for a
@@ -13,6 +13,17 @@ Layout of the spool directory:
   model's dataclasses (marshal was ~3x faster but its format is not guaranteed across Python versions).
   The record magic is not ASCII, so it never occurs inside a payload: after a bad record the reader
   resynchronises on the next magic whose length and CRC check out.
+  Version 2 (version 1 segments, from earlier releases, are read as before) adds block records: the points
+  of one append as a sink stores them (InfluxDB line protocol), made once at append for each consumer given
+  an ``Encoding``, so that a replay hands the sink those bytes without decoding and encoding each point again.
+  A block is written just before the point records it covers, in the same write: payload ``0x1f`` (a JSON
+  payload starts with ``[``), ``<B`` name length, the encoding's ASCII name, then zlib (level 1) of ``<I``
+  count, per point ``<II`` (its record's position relative to the block record's end, its item's length), and
+  the items. Compressed across a batch, the line protocol adds ~16 bytes to a sample's ~100 (uncompressed it
+  would be ~190). Blocks are not points: they are neither counted nor read as such, and compaction drops them.
+  Items are found by their point record's position, so a corrupt record never shifts them; a consumer whose
+  encoding some point of a read lacks (written earlier, under another format name, or its block corrupt) gets
+  that batch as points.
 - ``<consumer>.offset`` — one 1 KiB file per consumer holding two checksummed slots (at bytes 0 and 512) with
   a sequence number, the segment id and the byte offset just past the last acknowledged point. An ack
   overwrites the older slot in place and fdatasyncs; at open the valid slot with the higher sequence wins, so a
@@ -51,6 +62,7 @@ disk I/O, so never call them on the event loop. JSON decoding in ``read`` happen
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import fcntl
@@ -62,7 +74,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -72,7 +84,8 @@ from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, Stat
 log = logging.getLogger(__name__)
 
 SEG_MAGIC = b"SLWSPL"
-SEG_VERSION = 1
+SEG_VERSION = 2
+SEG_VERSIONS = (1, 2)  # readable; version 1 segments hold no blocks
 SEG_HEADER = 8
 FLAG_COMPACTED = 1
 REC_MAGIC = 0x9CF5
@@ -86,6 +99,12 @@ _SLOT_MAGIC = b"SWO1"
 _SLOT_STRIDE = 512
 _CONSUMER_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _TAG_SAMPLE = 0
+_BLOCK = 0x1F  # first byte of a block record's payload (a point's JSON starts with "[")
+_BLOCK_BYTE = bytes([_BLOCK])
+_BLOCK_COUNT = struct.Struct("<I")
+_BLOCK_ENTRY = struct.Struct("<II")
+BLOCK_ZLIB_LEVEL = 1  # line protocol of a batch shrinks ~6-8x even at level 1
+_ENCODING_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode
 _OUTCOMES = {o.value: o for o in Outcome}
@@ -104,14 +123,29 @@ class Offset(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Encoding:
+    """How one kind of consumer wants its points: `encode` turns a batch into one bytes item per point, in order
+    (pure and deterministic: it runs at append, in the caller's thread). `name` is stored with every part and
+    must change whenever the bytes would (points spooled under another name reach that consumer as points)."""
+
+    name: str
+    encode: Callable[[Sequence[Point]], list[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
-    """Points read for one consumer; ``ack`` it once the sink has stored them."""
+    """Points read for one consumer, as points or as its encoding's bytes (`encoded`, one item per point, when
+    the spool holds them for every point read); ``ack`` it once the sink has stored them."""
 
     points: tuple[Point, ...]
     end: Offset
     # Internal: records before `end` in its segment, and the compaction generation when read.
     end_index: int = field(default=0, compare=False, repr=False)
     generation: int = field(default=0, compare=False, repr=False)
+    encoded: tuple[bytes, ...] = field(default=(), repr=False)
+
+    def __len__(self) -> int:
+        return len(self.encoded) or len(self.points)
 
 
 # ---------------------------------------------------------------- encoding
@@ -141,6 +175,38 @@ def encode_point(point: Point) -> bytes:
 
 def encode_record(payload: bytes) -> bytes:
     return _REC.pack(REC_MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_block(name: str, items: Sequence[bytes], rel: Sequence[int]) -> bytes:
+    """A block payload: `items[i]` belongs to the point record `rel[i]` bytes after the block record's end."""
+    raw = name.encode("ascii")
+    pack = _BLOCK_ENTRY.pack
+    table = _BLOCK_COUNT.pack(len(items)) + b"".join([pack(r, len(i)) for r, i in zip(rel, items, strict=True)])
+    return bytes([_BLOCK, len(raw)]) + raw + zlib.compress(table + b"".join(items), BLOCK_ZLIB_LEVEL)
+
+
+def block_name(payload: bytes | memoryview) -> str | None:
+    """The encoding a block payload holds, or None when the payload is a point."""
+    if len(payload) < 2 or payload[0] != _BLOCK:
+        return None
+    return bytes(payload[2:2 + payload[1]]).decode("ascii", "replace")
+
+
+def decode_block(payload: bytes) -> dict[int, bytes] | None:
+    """A block's items by their point record's position relative to the block's end; None when malformed."""
+    try:
+        raw = zlib.decompress(memoryview(payload)[2 + payload[1]:])
+        (count,) = _BLOCK_COUNT.unpack_from(raw, 0)
+        at = _BLOCK_COUNT.size + count * _BLOCK_ENTRY.size
+        if at > len(raw):
+            return None
+        out: dict[int, bytes] = {}
+        for rel, n in _BLOCK_ENTRY.iter_unpack(raw[_BLOCK_COUNT.size:at]):
+            out[rel] = raw[at:at + n]
+            at += n
+    except (zlib.error, struct.error, IndexError):
+        return None
+    return out if at == len(raw) else None
 
 
 def _decode_row(row: Any, refs: dict[tuple[str, str, str, str], ComponentRef]) -> Point | None:
@@ -203,6 +269,27 @@ def decode_payloads(payloads: Sequence[bytes]) -> tuple[list[Point], int]:
     return out, bad
 
 
+def _items(found: Sequence[tuple[Sequence[int], Sequence[tuple[int, bytes]]]], name: str) -> list[bytes] | None:
+    """Each point's item from the blocks of `name` read with it, or None when one has none."""
+    out: list[bytes] = []
+    for where, blocks in found:
+        by_pos: dict[int, bytes] = {}
+        for end, payload in blocks:
+            if block_name(payload) != name:
+                continue
+            items = decode_block(payload)
+            if items is None:
+                return None
+            for rel, item in items.items():
+                by_pos[end + rel] = item
+        for pos in where:
+            got = by_pos.get(pos)
+            if got is None:
+                return None
+            out.append(got)
+    return out
+
+
 def _valid_at(buf: bytes | memoryview, pos: int, end: int) -> int:
     """The end of a valid record starting at `pos` (within `end`), or -1."""
     if pos + REC_HEADER > end:
@@ -239,6 +326,8 @@ class _Segment:
     compacted_gen: int = 0
     # Known corrupt ranges found while scanning: start -> start of the next valid record.
     skips: dict[int, int] = field(default_factory=dict)
+    # Block records per encoding name: (position, end), in file order.
+    blocks: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -315,7 +404,7 @@ class Spool:
     """An append-only, checksummed, bounded on-disk queue of points with durable per-consumer offsets."""
 
     def __init__(self, path: Path, max_bytes: int, *, consumers: Sequence[str] = ("store",),
-                 segment_bytes: int = 8 << 20) -> None:
+                 segment_bytes: int = 8 << 20, encodings: Mapping[str, Encoding] | None = None) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         if not consumers or len(set(consumers)) != len(consumers):
@@ -323,6 +412,16 @@ class Spool:
         for name in consumers:
             if not _CONSUMER_RE.match(name):
                 raise ValueError(f"bad consumer name {name!r}: use letters, digits and - _ . only")
+        # consumer -> its encoding; one part per distinct encoding name, shared by the consumers that use it
+        self._encoding_of: dict[str, Encoding] = dict(encodings or {})
+        self._encodings: dict[str, Encoding] = {}
+        for consumer, enc in self._encoding_of.items():
+            if consumer not in consumers:
+                raise ValueError(f"encoding for unknown spool consumer {consumer!r}")
+            if not _ENCODING_RE.match(enc.name):
+                raise ValueError(f"bad encoding name {enc.name!r}: 1 to 64 letters, digits and - _ . only")
+            self._encodings.setdefault(enc.name, enc)
+        self._encode_failed_logged = -DROP_LOG_INTERVAL_S
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
         self.segment_bytes = max(4096, min(int(segment_bytes), self.max_bytes // 4))
@@ -432,7 +531,7 @@ class Spool:
         """Validate one segment: truncate a torn tail, note corrupt records; map wanted offsets to indexes."""
         path = self.path / _seg_name(seg_id)
         buf = path.read_bytes()
-        if len(buf) < SEG_HEADER or buf[:6] != SEG_MAGIC or buf[6] != SEG_VERSION:
+        if len(buf) < SEG_HEADER or buf[:6] != SEG_MAGIC or buf[6] not in SEG_VERSIONS:
             if len(buf) == 0:
                 path.unlink()
                 return None, {}
@@ -458,6 +557,11 @@ class Spool:
                 self._corrupt += 1
                 seg.skips[pos] = nxt
                 pos = nxt
+                continue
+            name = block_name(memoryview(buf)[pos + REC_HEADER:stop])
+            if name is not None:
+                seg.blocks.setdefault(name, []).append((pos, stop))
+                pos = stop
                 continue
             if pos in wanted:
                 found[pos] = count
@@ -502,7 +606,7 @@ class Spool:
         """Append one batch durably (one write, one fdatasync); raises SpoolError, never loses earlier data."""
         if not points:
             return
-        data = b"".join([encode_record(encode_point(p)) for p in points])
+        blocks, data = self._records(points)
         with self._lock:
             self._check_open()
             self._log_drops()
@@ -515,6 +619,7 @@ class Spool:
                 except OSError as exc:
                     raise SpoolError(f"spool {self.path}: cannot start a new segment with {len(points)} points: "
                                      f"{os.strerror(exc.errno) if exc.errno else exc}") from exc
+                self._note_blocks(self._active, SEG_HEADER, blocks)
                 return
             seg = self._active
             try:
@@ -524,18 +629,60 @@ class Spool:
                 self._abandon_active(seg.size)
                 raise SpoolError(f"spool {self.path}: append of {len(points)} points failed: "
                                  f"{os.strerror(exc.errno) if exc.errno else exc}") from exc
+            self._note_blocks(seg, seg.size, blocks)
             seg.size += len(data)
             seg.count += len(points)
 
+    def _records(self, points: Sequence[Point]) -> tuple[list[tuple[str, int]], _Bytes]:
+        """The batch as bytes to write: a block per encoding, then the points' records (outside the lock); and
+        each block's name and record length."""
+        records = [encode_record(encode_point(p)) for p in points]
+        blocks: list[tuple[str, _Bytes]] = []
+        if self._encodings:
+            rel, at = [], 0
+            for r in records:
+                rel.append(at)
+                at += len(r)
+            after = 0  # bytes of the blocks written after this one: positions are relative to a block's end
+            for name, enc in reversed(self._encodings.items()):
+                try:
+                    items = enc.encode(points)
+                    if len(items) != len(points):
+                        raise ValueError(f"{len(items)} items for {len(points)} points")
+                except Exception:  # a sink's bug: spool the points anyway, they replay through its write()
+                    now = time.monotonic()
+                    if now - self._encode_failed_logged >= DROP_LOG_INTERVAL_S:
+                        self._encode_failed_logged = now
+                        log.exception("spool: encoding %s failed; these points are spooled without it", name)
+                    continue
+                block = encode_record(encode_block(name, items, [after + r for r in rel] if after else rel))
+                blocks.insert(0, (name, block))
+                after += len(block)
+        return [(name, len(b)) for name, b in blocks], b"".join([b for _, b in blocks] + records)
+
+    @staticmethod
+    def _note_blocks(seg: _Segment, at: int, blocks: Sequence[tuple[str, int]]) -> None:
+        """Remember the blocks just written at `at` in `seg`."""
+        for name, length in blocks:
+            seg.blocks.setdefault(name, []).append((at, at + length))
+            at += length
+
     def read(self, consumer: str, max_points: int = 5000) -> Batch:
-        """The next unacknowledged points for `consumer`, in append order (the same again until `ack`)."""
+        """The next unacknowledged points for `consumer`, in append order (the same again until `ack`).
+
+        For a consumer with an encoding, the batch holds its bytes (`encoded`) when a block holds them for every
+        point read, else points (format 1 segments, compacted ones, points spooled while the encoding failed).
+        """
         if max_points <= 0:
             raise ValueError("max_points must be positive")
         with self._lock:
             self._check_open()
             c = self._consumer(consumer)
             generation = self._generation
+            enc = self._encoding_of.get(consumer)
             payloads: list[_Bytes] = []
+            # With an encoding, per segment read: the points' positions and the blocks that may hold them.
+            found: list[tuple[list[int], list[tuple[int, _Bytes]]]] = []
             seg_id, pos, index = c.segment, c.pos, c.index
             i = self._seg_index(seg_id)
             while i < len(self._segments) and len(payloads) < max_points:
@@ -544,13 +691,24 @@ class Spool:
                     seg_id, pos, index = seg.id, SEG_HEADER, 0
                 if pos < seg.size:
                     try:
-                        pos, got = self._read_segment(seg, pos, max_points - len(payloads), payloads)
+                        if enc is None:
+                            pos, got = self._read_segment(seg, pos, max_points - len(payloads), payloads)
+                        else:
+                            where: list[int] = []
+                            blocks = self._block_before(seg, enc.name, pos)
+                            pos, got = self._read_segment(seg, pos, max_points - len(payloads), payloads, where,
+                                                          blocks)
+                            found.append((where, blocks))
                     except OSError as exc:
                         raise SpoolError(f"spool {self.path}: read of segment {seg.id} failed: {exc}") from exc
                     index += got
                 if pos < seg.size:
                     break
                 i += 1
+        if enc is not None and payloads:
+            encoded = _items(found, enc.name)
+            if encoded is not None:
+                return Batch((), Offset(seg_id, pos), index, generation, tuple(encoded))
         points, bad = decode_payloads(payloads)
         if bad:
             log.error("spool: %d records with a valid CRC could not be decoded; skipped", bad)
@@ -676,8 +834,14 @@ class Spool:
         self._fd = -1
         self._need_roll = True
 
-    def _read_segment(self, seg: _Segment, pos: int, want: int, out: list[_Bytes]) -> tuple[int, int]:
-        """Append up to `want` payloads from `seg` starting at `pos`; return the new position and the count."""
+    def _read_segment(self, seg: _Segment, pos: int, want: int, out: list[_Bytes],
+                      where: list[int] | None = None,
+                      blocks: list[tuple[int, _Bytes]] | None = None) -> tuple[int, int]:
+        """Append up to `want` point payloads from `seg` starting at `pos`; return the new position and the count.
+
+        Block records are passed over; with `where` and `blocks`, each point's position and each block (its end,
+        its payload) are collected too.
+        """
         size, got, skips = seg.size, 0, seg.skips
         chunk = max(64 << 10, min(want * 256, 8 << 20))
         with open(seg.path, "rb", buffering=0) as f:
@@ -709,11 +873,34 @@ class Spool:
                     if zlib.crc32(payload) != crc:
                         bpos = self._skip_new_corruption(seg, f, pos + bpos) - pos
                         continue
+                    if payload[:1] == _BLOCK_BYTE:
+                        if blocks is not None:
+                            blocks.append((pos + stop, payload))
+                        bpos = stop
+                        continue
                     out.append(payload)
+                    if where is not None:
+                        where.append(pos + bpos)
                     got += 1
                     bpos = stop
                 pos += bpos
         return min(pos, size), got
+
+    def _block_before(self, seg: _Segment, name: str, pos: int) -> list[tuple[int, _Bytes]]:
+        """The last block of `name` before `pos` in `seg` (it may hold the points read from there), checked."""
+        known = seg.blocks.get(name)
+        if not known:
+            return []
+        k = bisect.bisect_left(known, (pos, 0)) - 1
+        if k < 0:
+            return []
+        start, end = known[k]
+        with open(seg.path, "rb", buffering=0) as f:
+            f.seek(start)
+            buf = f.read(end - start)
+        if _valid_at(buf, 0, len(buf)) != end - start:
+            return []  # gone bad since: its points go as points
+        return [(end, buf[REC_HEADER:])]
 
     def _skip_new_corruption(self, seg: _Segment, f: Any, at: int) -> int:
         """A record that went bad after open: count it once, remember the skip, return where to go on."""
@@ -766,6 +953,7 @@ class Spool:
             return
         self._generation += 1  # a batch read before this acknowledges as the segment's start, like compaction
         seg.size, seg.count, seg.skips, seg.compacted_gen = SEG_HEADER, 0, {}, self._generation
+        seg.blocks = {}
         for c in self._consumers.values():
             c.pos, c.index = SEG_HEADER, 0
 
@@ -808,7 +996,7 @@ class Spool:
             raise SpoolError(f"spool {self.path}: overflow compaction of segment {seg.id} failed: {exc}") from exc
         before = seg.size
         self._generation += 1
-        seg.compacted, seg.compacted_gen, seg.skips = True, self._generation, {}
+        seg.compacted, seg.compacted_gen, seg.skips, seg.blocks = True, self._generation, {}, {}
         seg.size, seg.count = (len(data), len(kept)) if kept else (0, 0)
         self._dropped += dropped
         self._dropped_unlogged += dropped

@@ -189,7 +189,7 @@ async def store_outage(agent: Agent, influx: Any, outage_s: float, poll_s: float
     await asyncio.to_thread(influx.stop)
     await asyncio.sleep(max(0.0, outage_s - (time.monotonic() - t_down)))
     await asyncio.to_thread(influx.start)
-    t_up = time.monotonic()
+    t_up, cpu_up = time.monotonic(), time.process_time()
     backlog = agent.spool.pending(consumer)
     runs_up = agent.probe_runs
     deadline = t_up + max(300.0, 5 * outage_s)  # bounded: the backoff alone can be 30 s
@@ -204,10 +204,12 @@ async def store_outage(agent: Agent, influx: Any, outage_s: float, poll_s: float
             at_first = (pending, agent.probe_runs)
         peak, last = max(peak, pending), pending
         if pending == 0:
-            t_empty = time.monotonic()
+            t_empty, cpu_empty = time.monotonic(), time.process_time()
             break
         await asyncio.sleep(poll_s)
     catch_up = (t_empty - t_up) if t_empty is not None else None
+    # the agent process's CPU per point written during the catch-up (the backlog plus what was probed meanwhile)
+    cpu_us = (1e6 * (cpu_empty - cpu_up) / (backlog + agent.probe_runs - runs_up)) if t_empty is not None else None
     drain_rate = None
     if catch_up is not None and first_write is not None and catch_up - first_write > 0.05:
         # points acked after the first ack: what was left then plus what the probes added since (samples only)
@@ -215,7 +217,7 @@ async def store_outage(agent: Agent, influx: Any, outage_s: float, poll_s: float
     return {
         "outage_s": t_up - t_down, "backlog": backlog, "peak": peak, "catch_up_s": catch_up,
         "first_write_s": first_write, "runs_during": agent.probe_runs - runs_up,
-        "replay_pts_s": backlog / catch_up if catch_up else None, "drain_pts_s": drain_rate,
+        "replay_pts_s": backlog / catch_up if catch_up else None, "drain_pts_s": drain_rate, "cpu_us_pt": cpu_us,
     }
 
 
@@ -385,7 +387,7 @@ def print_outage(n: int, o: dict[str, Any]) -> None:
     match = o["stored"] == o["probe_runs"]
     print(f"{n:>10} {o['outage_s']:>7.1f}s {o['backlog']:>9} {f(o['first_write_s'], '.1f'):>10}s "
           f"{f(o['catch_up_s'], '.1f'):>10}s {f(o['replay_pts_s'], ',.0f'):>12} {f(o['drain_pts_s'], ',.0f'):>14} "
-          f"{o['p99_ms']:>8.0f}ms "
+          f"{o['p99_ms']:>8.0f}ms {f(o['cpu_us_pt'], '.1f'):>8} "
           f"{o['stored']:>10} {o['probe_runs']:>10}  {'yes' if match else 'NO'}"
           + (f" ({o['left_in_spool']} left in spool)" if o.get("left_in_spool") else ""), flush=True)
 
@@ -440,7 +442,7 @@ async def main() -> None:
                     print(f"\nstore outage (influxd SIGTERM, restarted on the same port and dirs); count: "
                           f"{outages[0][1]['query']}")
                     print(f"{'components':>10} {'outage':>8} {'backlog':>9} {'1st ack':>11} {'catch-up':>11} "
-                          f"{'replay pt/s':>12} {'after 1st ack':>14} {'p99 late':>10} {'stored':>10} "
+                          f"{'replay pt/s':>12} {'after 1st ack':>14} {'p99 late':>10} {'CPU µs/pt':>8} {'stored':>10} "
                           f"{'probe_runs':>10}  match")
                     for n, o in outages:
                         print_outage(n, o)

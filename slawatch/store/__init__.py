@@ -71,6 +71,26 @@ class Sink(Protocol):
         ...
 
 
+@runtime_checkable
+class EncodingSink(Sink, Protocol):
+    """A sink that also takes its points as bytes it encoded itself, so that the spool can keep those bytes from
+    append time and a replay copies them instead of decoding and encoding every point again. Optional: a sink
+    without these works through `write` alone."""
+
+    spool_encoding: str
+    """Names the bytes `encode` makes, format version included (letters, digits, - _ . only); kept with every
+    spooled point, so it must change whenever the bytes would."""
+
+    def encode(self, batch: Sequence[Point]) -> list[bytes]:
+        """One item per point, in order; pure, deterministic and synchronous (it runs in the spool's thread)."""
+        ...
+
+    async def write_encoded(self, items: Sequence[bytes]) -> None:
+        """Store the points these items of `encode` stand for (perhaps made by an earlier run) or raise SinkError;
+        idempotent like `write`, with the same accounting of refused points."""
+        ...
+
+
 class Source(Protocol):
     """A store read for reports (and where maintenance windows and sent reports are kept). Errors: SourceError."""
 
@@ -331,7 +351,7 @@ def group_heartbeats(rows: Iterable[tuple[str, int, float]], start_ms: int, look
 
 
 __all__ = [
-    "DEFAULT_RETENTION_S", "HEARTBEAT_GAP_FACTOR", "DeskStore", "MemberStore", "Sink", "SinkError", "Source",
-    "SourceError", "StoreUnavailable", "UserStore", "check_window", "group_heartbeats", "heartbeat_margin_ms",
-    "open_desk_store", "open_member_store", "open_sinks", "open_source", "open_user_store",
+    "DEFAULT_RETENTION_S", "HEARTBEAT_GAP_FACTOR", "DeskStore", "EncodingSink", "MemberStore", "Sink", "SinkError",
+    "Source", "SourceError", "StoreUnavailable", "UserStore", "check_window", "group_heartbeats",
+    "heartbeat_margin_ms", "open_desk_store", "open_member_store", "open_sinks", "open_source", "open_user_store",
 ]

@@ -27,7 +27,7 @@ from slawatch.store import (
     group_heartbeats,
     heartbeat_margin_ms,
 )
-from slawatch.store.lineprotocol import Record, as_record, encode, lines, rejected_points
+from slawatch.store.lineprotocol import ENCODING, Record, as_record, encode, encode_lines, lines, rejected_points
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,10 @@ class InfluxClient:
 
     # ------------------------------------------------------------ writes
 
-    async def write(self, batch: Sequence[Point] | Sequence[Record]) -> int:
-        """Write points (or records); the number of points the server refused (dropped, not retried: a field
-        type conflict, a point outside the retention policy). Raises SinkError when nothing was written.
+    async def write(self, batch: Sequence[Point] | Sequence[Record] | Sequence[bytes]) -> int:
+        """Write points (or records, or lines made by `encode_lines`); the number of points the server refused
+        (dropped, not retried: a field type conflict, a point outside the retention policy). Raises SinkError
+        when nothing was written.
 
         Creates the database and retention policy first (v1), and again once when the server says they are
         gone; halves a batch the server finds too large.
@@ -120,7 +121,8 @@ class InfluxClient:
             await self.set_up()
         return await self._send(batch, setup_retried=False)
 
-    async def _send(self, batch: Sequence[Point] | Sequence[Record], *, setup_retried: bool) -> int:
+    async def _send(self, batch: Sequence[Point] | Sequence[Record] | Sequence[bytes], *,
+                    setup_retried: bool) -> int:
         # Encoding and gzip of a 5 000-point batch take milliseconds: keep them off the event loop.
         body = await asyncio.to_thread(self._body, batch)
         status, text = await self._post_write(body)
@@ -147,10 +149,16 @@ class InfluxClient:
         retryable = status >= 500 or status in (408, 429)
         raise SinkError(f"{self.name}: write answered {status}: {_short(text)}", retryable=retryable)
 
-    def _body(self, batch: Sequence[Point] | Sequence[Record]) -> bytes:
-        # A batch is all records (the reporter's windows, sent reports) or all points (the agent's).
-        records = isinstance(batch[0], Record)
-        body = lines(batch).encode("utf-8") if records else encode(batch)  # type: ignore[arg-type]
+    def _body(self, batch: Sequence[Point] | Sequence[Record] | Sequence[bytes]) -> bytes:
+        # A batch is all records (the reporter's windows, sent reports), all points or all encoded lines (the
+        # agent's: the lines are a replay's, made when the points were spooled).
+        first = batch[0]
+        if isinstance(first, bytes):
+            body = b"".join(batch)  # type: ignore[arg-type]
+        elif isinstance(first, Record):
+            body = lines(batch).encode("utf-8")  # type: ignore[arg-type]
+        else:
+            body = encode(batch)  # type: ignore[arg-type]
         return gzip.compress(body, compresslevel=GZIP_LEVEL) if self.settings.gzip else body
 
     async def _post_write(self, body: bytes) -> tuple[int, str]:
@@ -293,6 +301,8 @@ class InfluxSink:
         self.write_errors = 0
         self.bad_points = 0
 
+    spool_encoding = ENCODING
+
     async def write(self, batch: Sequence[Point]) -> None:
         if not self.takes_samples:  # storage.samples sends them elsewhere: only the events are kept here
             batch = [p for p in batch if not isinstance(p, Sample)]
@@ -300,6 +310,24 @@ class InfluxSink:
                 return
         try:
             self.bad_points += await self.client.write(batch)
+        except SinkError:
+            self.write_errors += 1
+            raise
+
+    def encode(self, batch: Sequence[Point]) -> list[bytes]:
+        """Each point's line (the spool keeps them: a replay is then a copy); an empty item for a sample that
+        `storage.samples` sends elsewhere (one item per point)."""
+        if self.takes_samples:
+            return encode_lines(batch)
+        return [b"" if isinstance(p, Sample) else line for p, line in zip(batch, encode_lines(batch), strict=True)]
+
+    async def write_encoded(self, items: Sequence[bytes]) -> None:
+        """Lines from `encode`, as `write` sends points."""
+        items = [i for i in items if i]
+        if not items:
+            return
+        try:
+            self.bad_points += await self.client.write(items)
         except SinkError:
             self.write_errors += 1
             raise

@@ -141,6 +141,20 @@ def encode(points: Iterable[Point]) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+ENCODING = f"influxdb-line-ms-{schema.SCHEMA_VERSION}"
+"""Names `encode_lines`' bytes where they are kept (the agent's spool): a change of the lines must change it."""
+
+
+def encode_lines(points: Iterable[Point]) -> list[bytes]:
+    """Each point's line, newline-terminated, UTF-8: joined, they are `encode(points)`."""
+    point_row, row_line = schema.point_row, _row_line
+    out = []
+    for p in points:
+        measurement, row = point_row(p)
+        out.append(row_line(measurement.name, row).encode("utf-8"))
+    return out
+
+
 _INT, _FLOAT, _STRING = 0, 1, 2
 _KIND = {"integer": _INT, "float": _FLOAT, "string": _STRING}
 
@@ -189,7 +203,7 @@ def rejected_points(error: str) -> int:
 
 
 __all__ = [
-    "ACK", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "PROBE", "REPORT_SENT", "STATE", "FieldValue", "Record",
-    "as_record", "clean_text", "encode", "escape_field_key", "escape_measurement", "escape_string", "escape_tag",
-    "format_field", "line", "lines", "record", "rejected_points", "series_key",
+    "ACK", "ENCODING", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "PROBE", "REPORT_SENT", "STATE", "FieldValue",
+    "Record", "as_record", "clean_text", "encode", "encode_lines", "escape_field_key", "escape_measurement",
+    "escape_string", "escape_tag", "format_field", "line", "lines", "record", "rejected_points", "series_key",
 ]

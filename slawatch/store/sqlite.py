@@ -57,6 +57,51 @@ def rows(batch: Sequence[Point]) -> dict[str, list[Row]]:
     return per_table
 
 
+ENCODING = f"sqlite-rows-{SCHEMA_VERSION}"
+"""Names `encode_rows`' bytes where they are kept (the agent's spool): a change of the rows must change it."""
+
+_TABLES = tuple(COLUMNS)
+_TABLE_NO = {name: i for i, name in enumerate(_TABLES)}
+# ASCII JSON: exact for floats (NaN too), None and any text; one array per point, its table's number first.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode
+
+
+def encode_rows(batch: Sequence[Point]) -> list[bytes]:
+    """Each point's stored row, as the spool keeps it for this sink: `[table number, *row]` in JSON."""
+    point_row, table_no = schema.point_row, _TABLE_NO
+    out = []
+    for p in batch:
+        measurement, row = point_row(p)
+        out.append(_dumps([table_no[measurement.name], *row]).encode("ascii"))
+    return out
+
+
+def decode_rows(items: Sequence[bytes]) -> tuple[dict[str, list[Row]], int]:
+    """`encode_rows` items back as INSERT parameters per table (one JSON parse for the whole batch), and how many
+    could not be (left out: they would never parse on a retry either)."""
+    per_table: dict[str, list[Row]] = {name: [] for name in COLUMNS}
+    lists = [per_table[name] for name in _TABLES]
+    try:
+        parsed: list[Any] = json.loads(b"[" + b",".join(items) + b"]")
+        if len(parsed) != len(items):
+            raise ValueError("an item split across rows")
+    except ValueError:
+        parsed = []
+        for item in items:
+            try:
+                parsed.append(json.loads(item))
+            except ValueError:
+                parsed.append(None)
+    bad = 0
+    for row in parsed:
+        if type(row) is list and row and type(row[0]) is int and 0 <= row[0] < len(lists) \
+                and len(row) == len(COLUMNS[_TABLES[row[0]]]) + 1:
+            lists[row[0]].append(tuple(row[1:]))
+        else:
+            bad += 1
+    return per_table, bad
+
+
 class SqliteSink:
     """SQLite store. One connection on aiosqlite's thread; one transaction per batch."""
 
@@ -112,6 +157,27 @@ class SqliteSink:
         per_table = await asyncio.to_thread(rows, batch)  # ~100 ms for 40 000 points: not on the loop
         async with self._lock:
             await self._write(per_table, len(batch))
+
+    spool_encoding = ENCODING
+
+    def encode(self, batch: Sequence[Point]) -> list[bytes]:
+        """Each point's row (the spool keeps them: a replay then skips building points and rows again); an empty
+        item for a sample that `storage.samples` sends elsewhere (one item per point)."""
+        if self.takes_samples:
+            return encode_rows(batch)
+        return [b"" if isinstance(p, Sample) else row for p, row in zip(batch, encode_rows(batch), strict=True)]
+
+    async def write_encoded(self, items: Sequence[bytes]) -> None:
+        """Rows from `encode`, as `write` stores points."""
+        items = [i for i in items if i]
+        if not items:
+            return
+        per_table, bad = await asyncio.to_thread(decode_rows, items)
+        if bad:
+            log.error("%s: %d spooled rows could not be read back; dropped", self.name, bad)
+            self.bad_points += bad
+        async with self._lock:
+            await self._write(per_table, len(items))
 
     async def _write(self, per_table: dict[str, list[Row]], n: int) -> None:
         db = await self._connect()

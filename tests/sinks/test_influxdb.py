@@ -179,6 +179,36 @@ async def test_partial_write_counts_bad_points_and_moves_on(influxd: Influxd) ->
 
 
 @pytest.mark.peer("influxd")
+async def test_encoded_lines_are_stored_like_points_and_a_partial_refusal_counts_the_same(influxd: Influxd) -> None:
+    db = fresh_db()
+    sink = InfluxSink(v1(influxd, db))
+    await sink.set_up()
+    body = f'{PROBE},component=other up="yes" {NOW_MS - 7_200_000}\n'.encode()  # later integer `up`s conflict
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{influxd.url}/write", params={"db": db, "rp": RETENTION_POLICY, "precision": "ms"}, data=body) as resp:
+        assert resp.status == 204
+    batch = [*samples(3), StateChange(REF, "agent-a", NOW_MS - 3_600_000, False, "down")]
+    items = sink.encode(batch)
+    assert len(items) == 4 and b"".join(items) == encode(batch)
+    await sink.write_encoded(items)
+    await sink.write_encoded(items)  # a replay after a crash: idempotent
+    await sink.close()
+    assert sink.bad_points == 6 and sink.write_errors == 0
+    assert count(influxd, db, STATE) == 1
+
+
+async def test_too_large_encoded_batches_are_split(scripted: Scripted) -> None:
+    scripted.max_body = 4000
+    sink = InfluxSink(InfluxSettings(url=scripted.url, api="v2", org="o", bucket="b", token=SecretStr("t"),
+                                     gzip=False))
+    batch = samples(100)
+    await sink.write_encoded(sink.encode(batch))
+    await sink.close()
+    accepted = b"".join(body for *_, body in scripted.requests if len(body) <= 4000)
+    assert accepted == encode(batch)
+
+
+@pytest.mark.peer("influxd")
 async def test_wrong_password_is_a_clear_non_retryable_error(influxd_auth: Influxd) -> None:
     db = fresh_db()
     influxd_auth.query(f'CREATE DATABASE "{db}"', method="POST")

@@ -249,8 +249,13 @@ async def test_the_other_sinks_take_no_samples_when_told(kind: str, tmp_path: Pa
     try:
         await sink.write([sample(NOW - DAY)])  # only samples: nothing to write
         await sink.write([sample(NOW), change("sip-core", NOW)])
+        # The spool's path: one item per point, an empty one for a sample, so the drain posts only the change.
+        items = sink.encode([sample(NOW + 1), change("pbx", NOW + 1)])
+        assert len(items) == 2 and items[0] == b"" and items[1]
+        await sink.write_encoded(items)
+        await sink.write_encoded(sink.encode([sample(NOW + 2)]))
         assert await source.samples(NOW - 2 * DAY, NOW + DAY) == []
-        assert len(await source.changes(NOW - 2 * DAY, NOW + DAY)) == 1
+        assert len(await source.changes(NOW - 2 * DAY, NOW + DAY)) == 2
         assert sink.bad_points == 0
     finally:
         await sink.close()

@@ -16,6 +16,7 @@ from slawatch.store.lineprotocol import (
     Record,
     clean_text,
     encode,
+    encode_lines,
     escape_measurement,
     escape_string,
     escape_tag,
@@ -221,6 +222,13 @@ def test_points_encode_to_their_records(points: list[Sample | StateChange | Hear
         assert measurement == rec.measurement and ts == point.ts_ms
         assert tags == {k: tag_as_stored(v) for k, v in rec.tags if v}
         assert fields == dict(rec.fields)
+
+
+@given(st.lists(st.one_of(samples, changes, beats), max_size=10))
+def test_encoded_lines_are_one_per_point_and_join_to_the_body(points: list[Sample | StateChange | Heartbeat]) -> None:
+    items = encode_lines(points)
+    assert len(items) == len(points) and b"".join(items) == encode(points)
+    assert all(item.endswith(b"\n") and len(split_lines(item.decode("utf-8"))) == 1 for item in items)
 
 
 def test_sample_record_names_and_types() -> None:
