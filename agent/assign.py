@@ -80,10 +80,10 @@ class Assigner:
 
     def __init__(self, components: Mapping[str, str | None]) -> None:
         """`components`: name -> zone (None: no zone)."""
-        self.by_zone: dict[str | None, tuple[str, ...]] = {}
+        names: dict[str | None, list[str]] = {}
         for name, zone in sorted(components.items()):
-            self.by_zone.setdefault(zone, ())
-            self.by_zone[zone] += (name,)
+            names.setdefault(zone, []).append(name)
+        self.by_zone: dict[str | None, tuple[str, ...]] = {zone: tuple(n) for zone, n in names.items()}
         self._columns: dict[tuple[str | None, str], list[int]] = {}
         self._shares: dict[tuple[frozenset[Member], int], dict[str, frozenset[str]]] = {}
 
