@@ -283,7 +283,10 @@ class PostgresSettings(Strict):
     password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     password_file: Path | None = None
     pool_max: Annotated[int, _count_within(1, 100)] = 10
+    # Connecting; and the longest one statement may run (a month's report of 100 000 components reads millions of
+    # rows in one statement; a store that hangs fails a write after this long, and the spool keeps the batch).
     timeout_s: ClientTimeout = 10.0
+    statement_timeout_s: Annotated[float, Field(ge=1, le=3600, allow_inf_nan=False)] = 300.0
 
     @model_validator(mode="after")
     def _one_password_source(self) -> PostgresSettings:

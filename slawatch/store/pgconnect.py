@@ -40,7 +40,7 @@ def password(settings: PostgresSettings) -> str | None:
 def connect_kwargs(settings: PostgresSettings) -> dict[str, Any]:
     """Keyword arguments for asyncpg.connect / create_pool: the DSN, the password and the timeouts."""
     kwargs: dict[str, Any] = {"dsn": settings.dsn, "timeout": settings.timeout_s,
-                              "command_timeout": settings.timeout_s}
+                              "command_timeout": settings.statement_timeout_s}
     secret = password(settings)
     if secret is not None:
         kwargs["password"] = secret
