@@ -42,6 +42,7 @@ MAX_TEXT_CHARS = 4096
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SQL_TYPE = {"string": "TEXT", "integer": "INTEGER", "float": "REAL"}
+_PG_TYPE = {"string": "TEXT", "integer": "BIGINT", "float": "DOUBLE PRECISION"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,28 @@ class Measurement:
         if len(self.key) > 1:
             lines.append(f"    PRIMARY KEY ({', '.join(self.key)})")
         tail = " WITHOUT ROWID" if self.without_rowid else ""
+        out = f"CREATE TABLE IF NOT EXISTS {self.name} (\n" + ",\n".join(lines) + f"\n){tail};\n"
+        for suffix, columns in self.indexes:
+            out += f"CREATE INDEX IF NOT EXISTS {self.name}_{suffix} ON {self.name} ({', '.join(columns)});\n"
+        return out
+
+    def pg_ddl(self, *, partition_by_time: bool = False, omit: Sequence[str] = ()) -> str:
+        """PostgreSQL CREATE TABLE and CREATE INDEX statements (idempotent), the same tables and columns as
+        `ddl()`. `partition_by_time`: a table range-partitioned on its time column (the partitions are made
+        apart). `omit`: columns left out, as a store made before they were added has them."""
+        lines = []
+        for c in self.columns:
+            if c.name in omit:
+                continue
+            sql = f"    {c.name} {_PG_TYPE[c.type]}"
+            sql += "" if c.nullable else " NOT NULL"
+            if c.check is not None:
+                sql += f" CHECK ({c.check})"
+            if c.default is not None:
+                sql += f" DEFAULT {c.default}"
+            lines.append(sql)
+        lines.append(f"    PRIMARY KEY ({', '.join(self.key)})")
+        tail = f" PARTITION BY RANGE ({self.time})" if partition_by_time else ""
         out = f"CREATE TABLE IF NOT EXISTS {self.name} (\n" + ",\n".join(lines) + f"\n){tail};\n"
         for suffix, columns in self.indexes:
             out += f"CREATE INDEX IF NOT EXISTS {self.name}_{suffix} ON {self.name} ({', '.join(columns)});\n"
@@ -336,6 +359,26 @@ def add_column_sql(measurement: Measurement, name: str) -> str:
 def ddl() -> str:
     """The SQLite schema: every table and index (idempotent)."""
     return "\n".join(m.ddl() for m in MEASUREMENTS)
+
+
+PARTITIONED: tuple[Measurement, ...] = (PROBE,)
+"""Tables PostgreSQL keeps in monthly partitions of their time column (pruned by dropping whole months)."""
+
+
+def pg_ddl() -> str:
+    """The PostgreSQL schema: every table and index (idempotent)."""
+    return "\n".join(m.pg_ddl(partition_by_time=m in PARTITIONED) for m in MEASUREMENTS)
+
+
+def pg_add_column_sql(measurement: Measurement, name: str) -> str:
+    """PostgreSQL ALTER TABLE adding one declared column if missing (nullable columns only, as add_column_sql)."""
+    c = measurement.column(name)
+    if not c.nullable:
+        raise ValueError(f"{measurement.name}.{name}: only a nullable column can be added to a stored table")
+    sql = f"ALTER TABLE {measurement.name} ADD COLUMN IF NOT EXISTS {c.name} {_PG_TYPE[c.type]}"
+    if c.check is not None:
+        sql += f" CHECK ({c.check})"
+    return sql
 
 
 def clean_text(value: str) -> str:
@@ -553,10 +596,40 @@ def user(row: Sequence[Any]) -> User:
 
 
 __all__ = [
-    "ACK", "AGENT", "HEARTBEAT", "MAINTENANCE", "MAX_TEXT_CHARS", "MEASUREMENTS", "MIGRATIONS", "PROBE", "REPORT_SENT",
-    "RETENTION_POLICY", "SCHEMA_VERSION", "STATE", "STATE_ORDER", "WINDOW_COLUMNS", "Column", "Measurement", "Row",
-    "Value", "add_column_sql", "agent_lease",
-    "agent_lease_row", "clean_text", "ddl", "maintenance_window", "point_row", "report_sent_row",
-    "samples", "sort_state_rows", "state_changes", "user", "user_row", "window_row",
+    "ACK",
+    "AGENT",
+    "HEARTBEAT",
+    "MAINTENANCE",
+    "MAX_TEXT_CHARS",
+    "MEASUREMENTS",
+    "MIGRATIONS",
+    "PARTITIONED",
+    "PROBE",
+    "REPORT_SENT",
+    "RETENTION_POLICY",
+    "SCHEMA_VERSION",
+    "STATE",
+    "STATE_ORDER",
+    "WINDOW_COLUMNS",
+    "Column",
+    "Measurement",
+    "Row",
+    "Value",
+    "add_column_sql",
+    "agent_lease",
+    "agent_lease_row",
+    "clean_text",
+    "ddl",
+    "maintenance_window",
+    "pg_add_column_sql",
+    "pg_ddl",
+    "point_row",
+    "report_sent_row",
+    "samples",
+    "sort_state_rows",
+    "state_changes",
+    "user",
+    "user_row",
+    "window_row",
 ]
 

@@ -16,6 +16,7 @@ import pytest
 
 from slawatch.testing import SERVERS, PeerMissing
 from slawatch.testing.influxd import Influxd, start_influxd
+from slawatch.testing.postgres import PostgresServer, start_postgres
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 RUNNING = pytest.StashKey["pytest.Item | None"]()
@@ -126,3 +127,26 @@ def influxd_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
+    """One PostgreSQL server per test session (tests mark `@pytest.mark.peer("postgresql")`); stopped by signal."""
+    # A session fixture's set-up is not seen by this conftest's pytest_fixture_setup (its hooks apply under tests/
+    # only): record what it starts here, so that every test using it must carry the marker.
+    setting_up = request.config.stash[SETTING_UP]
+    setting_up.append(("", "postgres"))
+    try:
+        server = start_postgres()
+    finally:
+        setting_up.pop()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> str:
+    """The DSN of a fresh, empty database on the session's PostgreSQL (trust: no password)."""
+    return postgres.create_database()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sys
 from collections import Counter
 
 from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
 from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.store.pgconnect import PasswordError, password, shown_dsn
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -20,7 +22,7 @@ def _check_config(args: argparse.Namespace) -> int:
         count = len(exc.problems)
         print(f"{args.file}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return EXIT_USAGE
-    problems = notify_problems(loaded)
+    problems = storage_problems(loaded) + notify_problems(loaded)
     if problems:
         for where, why in problems:
             print(f"{loaded.path}: {where}: {why}", file=sys.stderr)
@@ -28,6 +30,24 @@ def _check_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(summary(loaded))
     return EXIT_OK
+
+
+def storage_problems(loaded: Loaded) -> list[tuple[str, str]]:
+    """What keeps the configured PostgreSQL store from being opened before any connection: the asyncpg library
+    missing, a password source that cannot be read (the message names the source, never the password)."""
+    settings = loaded.config.storage.postgres
+    if settings is None:
+        return []
+    problems = []
+    if importlib.util.find_spec("asyncpg") is None:
+        problems.append(("storage.postgres", f"the PostgreSQL store ({shown_dsn(settings)}) needs the asyncpg "
+                                             f"library: pip install 'asyncpg>=0.29,<1'"))
+    try:
+        password(settings)
+    except PasswordError as exc:
+        where = "storage.postgres.password_env" if settings.password_env else "storage.postgres.password_file"
+        problems.append((where, str(exc)))
+    return problems
 
 
 def notify_problems(loaded: Loaded) -> list[tuple[str, str]]:
@@ -63,14 +83,19 @@ def summary(loaded: Loaded) -> str:
         db = storage.influxdb
         name = f"db={db.database}" if db.api == "v1" else f"bucket={db.bucket}"
         where.append(f"influxdb {db.api} {db.url} {name}")
+    if storage.postgres is not None:
+        where.append(f"postgres {shown_dsn(storage.postgres)}")
+    if storage.samples is not None:
+        where.append(f"samples to {', '.join(storage.samples) or 'none'}")
     spool = storage.spool
     lines.append(f"storage: {', '.join(where)}; spool {spool.path} (max {spool.max_bytes.human_readable()})")
     lines.append(f"customers: {', '.join(f'{c.name} ({c.tier})' for c in config.customers) or 'none'}")
     notify = config.notify
+    records = f"postgres {shown_dsn(storage.postgres)}" if storage.postgres is not None else storage.records_path
     contacts = sum(len(c.notify) for c in config.customers)
     desk = (f"incidents: raised and notified to {len(notify.noc)} NOC recipient(s), {contacts} customer "
             f"contact(s), {len(notify.escalation.to)} escalation recipient(s); records in "
-            f"{storage.records_path}" if config.desk.enabled else "incidents: off (desk.enabled: false)")
+            f"{records}" if config.desk.enabled else "incidents: off (desk.enabled: false)")
     lines.append(desk)
     return "\n".join(lines)
 

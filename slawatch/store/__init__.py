@@ -222,10 +222,11 @@ class MemberStore(Protocol):
 
 
 def open_sinks(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTION_S) -> list[Sink]:
-    """The sinks the storage settings ask for (SQLite, InfluxDB or both), not yet connected.
+    """The sinks the storage settings ask for (SQLite, InfluxDB, PostgreSQL), not yet connected; each told whether
+    it takes the probe samples (`storage.samples`) or only the events.
 
-    `retention_s` is the contract's `retention_s`: the daemon prunes SQLite with it, InfluxDB gets a
-    retention policy of that length.
+    `retention_s` is the contract's `retention_s`: the daemon prunes SQLite and PostgreSQL with it, InfluxDB gets
+    a retention policy of that length.
     """
     # Lazy: a backend's client library (aiohttp, aiosqlite) loads only when that backend is configured (start-up).
     from slawatch.store.influxdb import InfluxSink
@@ -233,32 +234,57 @@ def open_sinks(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTI
 
     sinks: list[Sink] = []
     if storage.sqlite is not None:
-        sinks.append(SqliteSink(storage.sqlite))
+        sinks.append(SqliteSink(storage.sqlite, takes_samples=storage.takes_samples("sqlite")))
     if storage.influxdb is not None:
-        sinks.append(InfluxSink(storage.influxdb, retention_s=retention_s))
+        sinks.append(InfluxSink(storage.influxdb, retention_s=retention_s,
+                                takes_samples=storage.takes_samples("influxdb")))
+    if storage.postgres is not None:
+        from slawatch.store.postgres import PostgresSink  # lazy: asyncpg only when PostgreSQL is configured
+
+        sinks.append(PostgresSink(storage.postgres, takes_samples=storage.takes_samples("postgres")))
     return sinks
 
 
 def open_source(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTION_S) -> Source:
-    """The InfluxDB source when InfluxDB is configured, else SQLite."""
+    """PostgreSQL when configured (its samples read from where `storage.samples` sends them), else InfluxDB when
+    configured, else SQLite."""
     # Lazy: a backend's client library (aiohttp, aiosqlite) loads only when that backend is configured (start-up).
     from slawatch.store.influxdb import InfluxSource
     from slawatch.store.sqlite import SqliteSource  # lazy, as above
 
+    if storage.postgres is not None:
+        from slawatch.store.postgres import PostgresSource  # lazy, as above
+
+        samples: Source | None = None
+        if not storage.takes_samples("postgres"):
+            if storage.influxdb is not None and storage.takes_samples("influxdb"):
+                samples = InfluxSource(storage.influxdb, retention_s=retention_s)
+            elif storage.sqlite is not None:
+                samples = SqliteSource(storage.sqlite)
+        return PostgresSource(storage.postgres, samples=samples)
     if storage.influxdb is not None:
         return InfluxSource(storage.influxdb, retention_s=retention_s)
     return SqliteSource(storage.sqlite or SqliteSettings())
 
 
 def open_desk_store(storage: StorageSettings) -> DeskStore:
-    """The incident desk's store: the SQLite file `storage.records_path` (the embedded store's by default)."""
+    """The incident desk's store: PostgreSQL when configured, else the SQLite file `storage.records_path` (the
+    embedded store's by default)."""
+    if storage.postgres is not None:
+        from slawatch.store.postgres import PostgresDeskStore  # lazy, as above
+
+        return PostgresDeskStore(storage.postgres)
     from slawatch.store.sqlite_desk import SqliteDeskStore  # lazy, as above
 
     return SqliteDeskStore(storage.records_path)
 
 
 def open_user_store(storage: StorageSettings) -> UserStore:
-    """The console's accounts: on the desk's records file `storage.records_path`."""
+    """The console's accounts: PostgreSQL when configured, else on the desk's records file `storage.records_path`."""
+    if storage.postgres is not None:
+        from slawatch.store.postgres import PostgresUserStore  # lazy, as above
+
+        return PostgresUserStore(storage.postgres)
     from slawatch.store.sqlite_users import SqliteUserStore  # lazy, as above
 
     return SqliteUserStore(storage.records_path)

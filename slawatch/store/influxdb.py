@@ -285,14 +285,19 @@ class InfluxSink:
     """Writes batches as line protocol, ms precision, gzip-compressed when `settings.gzip`."""
 
     def __init__(self, settings: InfluxSettings, *, retention_s: float = DEFAULT_RETENTION_S,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, takes_samples: bool = True) -> None:
         self.client = InfluxClient(settings, retention_s=retention_s, session=session)
         self.settings = settings
+        self.takes_samples = takes_samples
         self.name = self.client.name
         self.write_errors = 0
         self.bad_points = 0
 
     async def write(self, batch: Sequence[Point]) -> None:
+        if not self.takes_samples:  # storage.samples sends them elsewhere: only the events are kept here
+            batch = [p for p in batch if not isinstance(p, Sample)]
+            if not batch:
+                return
         try:
             self.bad_points += await self.client.write(batch)
         except SinkError:
@@ -355,9 +360,10 @@ class InfluxSource:
     and sent reports written as points through the same client as the agent's sink."""
 
     def __init__(self, settings: InfluxSettings, *, retention_s: float = DEFAULT_RETENTION_S,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, takes_samples: bool = True) -> None:
         self.client = InfluxClient(settings, retention_s=retention_s, session=session)
         self.settings = settings
+        self.takes_samples = takes_samples
         self.name = self.client.name
         self.database = self.client.database
         self.retention_policy = self.client.retention_policy

@@ -59,8 +59,9 @@ def rows(batch: Sequence[Point]) -> dict[str, list[Row]]:
 class SqliteSink:
     """SQLite store. One connection on aiosqlite's thread; one transaction per batch."""
 
-    def __init__(self, settings: SqliteSettings) -> None:
+    def __init__(self, settings: SqliteSettings, *, takes_samples: bool = True) -> None:
         self.settings = settings
+        self.takes_samples = takes_samples
         self.path = Path(settings.path)
         self.name = f"sqlite:{self.path}"
         self.write_errors = 0
@@ -103,6 +104,8 @@ class SqliteSink:
         return db
 
     async def write(self, batch: Sequence[Point]) -> None:
+        if not self.takes_samples:  # storage.samples sends them elsewhere: only the events are kept here
+            batch = [p for p in batch if not isinstance(p, Sample)]
         if not batch:
             return
         per_table = await asyncio.to_thread(rows, batch)  # ~100 ms for 40 000 points: not on the loop

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,10 @@ from desk.desk import Desk
 from reporter.periods import parse_iso
 from slawatch.config.loader import Loaded, load
 from slawatch.model import ComponentRef, Incident, IncidentEvent, IncidentState, MaintenanceWindow, StateChange
+from slawatch.store import DeskStore
 from slawatch.store.sqlite import SqliteSink, SqliteSource
 from slawatch.store.sqlite_desk import SqliteDeskStore
+from tests.sinks.pg import pg_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = parse_iso("2026-06-03T10:00:00Z")  # a Wednesday, 11:00 in London: office hours
@@ -56,9 +58,20 @@ def config(tmp_path: Path, extra: str = "") -> Loaded:
     return load(path)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.peer("postgresql"))])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], DeskStore]:
+    """Opens another object on the test's desk store (another process): the SQLite file, or PostgreSQL."""
+    if request.param == "postgres":
+        from slawatch.store.postgres import PostgresDeskStore
+
+        settings = pg_settings(request.getfixturevalue("pg_dsn"))
+        return lambda: PostgresDeskStore(settings)
+    return lambda: SqliteDeskStore(tmp_path / "s.db")
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteDeskStore]:
-    s = SqliteDeskStore(tmp_path / "s.db")
+async def store(open_store: Callable[[], DeskStore]) -> AsyncIterator[DeskStore]:
+    s = open_store()
     yield s
     await s.close()
 
@@ -68,14 +81,14 @@ def change(component: str, ts_ms: int, up: bool, reason: str = "", *, agent: str
     return StateChange(ComponentRef(component, klass, "gold", "acme"), agent, ts_ms, up, reason, degraded)
 
 
-async def desk_at(tmp_path: Path, store: SqliteDeskStore, clock: Clock, extra: str = "") -> Desk:
+async def desk_at(tmp_path: Path, store: DeskStore, clock: Clock, extra: str = "") -> Desk:
     desk = Desk(config(tmp_path, extra), store, None, clock_ms=clock)
     await desk.load()
     return desk
 
 
 async def test_a_fault_raises_one_incident_and_its_recovery_resolves_it(tmp_path: Path,
-                                                                        store: SqliteDeskStore) -> None:
+                                                                        store: DeskStore) -> None:
     clock = Clock(T0)
     desk = await desk_at(tmp_path, store, clock)
     desk.feed(change("pbx-1", T0 - 2 * MIN, False, "SIP 503 Service Unavailable"))
@@ -105,7 +118,7 @@ async def test_a_fault_raises_one_incident_and_its_recovery_resolves_it(tmp_path
     assert [e.action for e in await store.events(incident.id)] == ["opened", "resolved"]
 
 
-async def test_a_restarted_desk_raises_nothing_twice(tmp_path: Path, store: SqliteDeskStore) -> None:
+async def test_a_restarted_desk_raises_nothing_twice(tmp_path: Path, store: DeskStore) -> None:
     clock = Clock(T0)
     first = await desk_at(tmp_path, store, clock)
     first.feed(change("pbx-1", T0 - MIN, False, "timeout"))
@@ -117,7 +130,7 @@ async def test_a_restarted_desk_raises_nothing_twice(tmp_path: Path, store: Sqli
 
 
 async def test_failing_again_soon_after_recovery_reopens_the_same_incident(tmp_path: Path,
-                                                                            store: SqliteDeskStore) -> None:
+                                                                            store: DeskStore) -> None:
     clock = Clock(T0)
     desk = await desk_at(tmp_path, store, clock)
     for ts, up in ((T0, False), (T0 + MIN, True), (T0 + 5 * MIN, False)):
@@ -138,7 +151,7 @@ async def test_failing_again_soon_after_recovery_reopens_the_same_incident(tmp_p
 
 
 async def test_degraded_then_down_raises_one_incident_whose_priority_rises(tmp_path: Path,
-                                                                           store: SqliteDeskStore) -> None:
+                                                                           store: DeskStore) -> None:
     clock = Clock(T0)
     desk = await desk_at(tmp_path, store, clock)
     desk.feed(change("ups-1", T0, True, "on battery", degraded=True, klass="power"))
@@ -154,7 +167,7 @@ async def test_degraded_then_down_raises_one_incident_whose_priority_rises(tmp_p
     assert kinds.count("open") == 3 and kinds.count("priority") == 3
 
 
-async def test_the_quorum_decides_and_dates_the_fault(tmp_path: Path, store: SqliteDeskStore) -> None:
+async def test_the_quorum_decides_and_dates_the_fault(tmp_path: Path, store: DeskStore) -> None:
     clock = Clock(T0)
     desk = await desk_at(tmp_path, store, clock)
     for agent in ("a1", "a2", "a3"):
@@ -169,7 +182,7 @@ async def test_the_quorum_decides_and_dates_the_fault(tmp_path: Path, store: Sql
 
 
 async def test_announced_maintenance_raises_nothing_and_late_notice_does(tmp_path: Path,
-                                                                         store: SqliteDeskStore) -> None:
+                                                                         store: DeskStore) -> None:
     clock = Clock(T0)
     loaded = config(tmp_path)
     source = SqliteSource(loaded.config.storage.sqlite)  # type: ignore[arg-type]
@@ -193,7 +206,7 @@ async def test_announced_maintenance_raises_nothing_and_late_notice_does(tmp_pat
 
 
 async def test_escalation_repeats_while_unacknowledged_and_stops_at_the_ack(tmp_path: Path,
-                                                                             store: SqliteDeskStore) -> None:
+                                                                             store: DeskStore) -> None:
     clock = Clock(T0)
     desk = await desk_at(tmp_path, store, clock)
     desk.feed(change("pbx-1", T0, False, "refused"))
@@ -217,13 +230,14 @@ async def test_escalation_repeats_while_unacknowledged_and_stops_at_the_ack(tmp_
 
 
 async def test_an_operator_acting_meanwhile_wins_and_the_desk_goes_on_from_it(tmp_path: Path,
-                                                                               store: SqliteDeskStore) -> None:
+                                                                               store: DeskStore,
+        open_store: Callable[[], DeskStore]) -> None:
     clock = Clock(T0)
     desk = await desk_at(tmp_path, store, clock)
     desk.feed(change("pbx-1", T0, False, "refused"))
     await desk.pass_once()
     (incident,) = await store.incidents()
-    other = SqliteDeskStore(tmp_path / "s.db")  # `slawatch incident ack` in another process
+    other = open_store()  # `slawatch incident ack` in another process
     try:
         operator = Desk(config(tmp_path), other, None, clock_ms=clock)
         await operator.act(incident.id, lambda i: steps.acknowledge(i, "bob", "on it", T0 + MIN))
@@ -238,7 +252,7 @@ async def test_an_operator_acting_meanwhile_wins_and_the_desk_goes_on_from_it(tm
     assert [e.action for e in await store.events(incident.id)] == ["opened", "acknowledged", "resolved"]
 
 
-async def test_actions_that_do_not_apply_say_why(tmp_path: Path, store: SqliteDeskStore) -> None:
+async def test_actions_that_do_not_apply_say_why(tmp_path: Path, store: DeskStore) -> None:
     clock = Clock(T0)
     desk = await desk_at(tmp_path, store, clock)
     desk.feed(change("pbx-1", T0, False, "refused"))
@@ -253,7 +267,7 @@ async def test_actions_that_do_not_apply_say_why(tmp_path: Path, store: SqliteDe
         await desk.act("INC-2026-000099", lambda i: steps.resume(i, "ann", "", T0))
 
 
-async def test_at_start_the_desk_takes_what_the_store_says(tmp_path: Path, store: SqliteDeskStore) -> None:
+async def test_at_start_the_desk_takes_what_the_store_says(tmp_path: Path, store: DeskStore) -> None:
     """A fault written to the store while no desk followed (the agent restarted, another agent wrote it) is raised
     from the store; a resolved incident older than the retention is pruned."""
     loaded = config(tmp_path)
@@ -277,7 +291,7 @@ async def test_at_start_the_desk_takes_what_the_store_says(tmp_path: Path, store
 
 
 async def test_a_thousand_faults_at_once_are_raised_in_one_pass_with_the_clock_from_their_confirmation(
-        tmp_path: Path, store: SqliteDeskStore) -> None:
+        tmp_path: Path, store: DeskStore) -> None:
     clock = Clock(T0)
     desk = await desk_at(tmp_path, store, clock)
     for k in range(300):

@@ -1,5 +1,5 @@
-"""The incident desk's SQLite store: one incident per fault, writes refused when the incident moved on, the
-outbox, ids, pruning — on real SQLite files, two store objects standing for two processes."""
+"""The incident desk's stores: one incident per fault, writes refused when the incident moved on, the outbox, ids,
+pruning — on real SQLite files and a real PostgreSQL, two store objects standing for two processes."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from slawatch.model import (
     NotificationState,
     Pause,
 )
-from slawatch.store import SourceError
+from slawatch.store import DeskStore, SourceError
 from slawatch.store.sqlite_desk import SqliteDeskStore
+from tests.sinks.pg import pg_settings
 
 REF = ComponentRef("pbx-1", "sip", "gold", "acme")
 
@@ -42,16 +43,25 @@ def note(i: Incident, seq: int, n: int = 0, due_ms: int = 0) -> Notification:
                         i.raised_ms, due_ms)
 
 
-@pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[tuple[SqliteDeskStore, SqliteDeskStore]]:
-    a, b = SqliteDeskStore(tmp_path / "s.db"), SqliteDeskStore(tmp_path / "s.db")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.peer("postgresql"))])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[DeskStore, DeskStore]]:
+    """Two store objects on one store, standing for two processes: on a SQLite file, or on PostgreSQL."""
+    a: DeskStore
+    b: DeskStore
+    if request.param == "postgres":
+        from slawatch.store.postgres import PostgresDeskStore
+
+        settings = pg_settings(request.getfixturevalue("pg_dsn"))
+        a, b = PostgresDeskStore(settings), PostgresDeskStore(settings)
+    else:
+        a, b = SqliteDeskStore(tmp_path / "s.db"), SqliteDeskStore(tmp_path / "s.db")
     yield a, b
     await a.close()
     await b.close()
 
 
 async def test_one_fault_raises_one_incident_whoever_writes_first(
-        stores: tuple[SqliteDeskStore, SqliteDeskStore]) -> None:
+        stores: tuple[DeskStore, DeskStore]) -> None:
     a, b = stores
     first = incident()
     second = incident(id="INC-2026-000002")  # another process saw the same fault
@@ -64,7 +74,7 @@ async def test_one_fault_raises_one_incident_whoever_writes_first(
     assert await b.fault_known("pbx-1", 2_000) is None
 
 
-async def test_ids_count_up_within_a_year(stores: tuple[SqliteDeskStore, SqliteDeskStore]) -> None:
+async def test_ids_count_up_within_a_year(stores: tuple[DeskStore, DeskStore]) -> None:
     a, _ = stores
     assert await a.next_id(2026) == "INC-2026-000001"
     i = incident()
@@ -77,7 +87,7 @@ async def test_ids_count_up_within_a_year(stores: tuple[SqliteDeskStore, SqliteD
 
 
 async def test_an_update_from_a_stale_read_is_refused_and_stores_nothing(
-        stores: tuple[SqliteDeskStore, SqliteDeskStore]) -> None:
+        stores: tuple[DeskStore, DeskStore]) -> None:
     a, b = stores
     i = incident()
     await a.open(i, [opened(i)], [])
@@ -92,7 +102,7 @@ async def test_an_update_from_a_stale_read_is_refused_and_stores_nothing(
     assert [n.id for n in await b.notifications(i.id)] == [f"{i.id}.2.0"]
 
 
-async def test_a_reopening_fault_is_recorded_once(stores: tuple[SqliteDeskStore, SqliteDeskStore]) -> None:
+async def test_a_reopening_fault_is_recorded_once(stores: tuple[DeskStore, DeskStore]) -> None:
     a, b = stores
     i = incident(state=IncidentState.RESOLVED, resolved_ms=90_000)
     await a.open(i, [opened(i)], [])
@@ -107,7 +117,7 @@ async def test_a_reopening_fault_is_recorded_once(stores: tuple[SqliteDeskStore,
 
 
 async def test_the_outbox_gives_due_notifications_and_keeps_outcomes(
-        stores: tuple[SqliteDeskStore, SqliteDeskStore]) -> None:
+        stores: tuple[DeskStore, DeskStore]) -> None:
     a, b = stores
     i = incident()
     await a.open(i, [opened(i)], [note(i, 1, 0, due_ms=10), note(i, 1, 1, due_ms=50)])
@@ -125,7 +135,7 @@ async def test_the_outbox_gives_due_notifications_and_keeps_outcomes(
 
 
 async def test_a_replayed_write_queues_no_second_notification(
-        stores: tuple[SqliteDeskStore, SqliteDeskStore]) -> None:
+        stores: tuple[DeskStore, DeskStore]) -> None:
     a, _ = stores
     i = incident()
     await a.open(i, [opened(i)], [note(i, 1)])
@@ -134,7 +144,7 @@ async def test_a_replayed_write_queues_no_second_notification(
     assert len(await a.notifications()) == 1
 
 
-async def test_prune_forgets_only_old_resolved_incidents(stores: tuple[SqliteDeskStore, SqliteDeskStore]) -> None:
+async def test_prune_forgets_only_old_resolved_incidents(stores: tuple[DeskStore, DeskStore]) -> None:
     a, _ = stores
     old = incident(state=IncidentState.RESOLVED, resolved_ms=70_000)
     live = incident(id="INC-2026-000002", start_ms=2_000)
@@ -152,7 +162,7 @@ async def test_a_store_that_cannot_be_opened_says_so(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_open_many_stores_each_new_fault_once_in_one_go(stores: tuple[SqliteDeskStore, SqliteDeskStore]) -> None:
+async def test_open_many_stores_each_new_fault_once_in_one_go(stores: tuple[DeskStore, DeskStore]) -> None:
     a, b = stores
     known = incident()
     await b.open(known, [opened(known)], [note(known, 1)])

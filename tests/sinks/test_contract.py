@@ -19,6 +19,7 @@ from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink
 from slawatch.store.lineprotocol import HEARTBEAT, PROBE, STATE, record
 from slawatch.store.sqlite import COLUMNS, SqliteSink
 from slawatch.testing.influxd import Influxd
+from tests.sinks.pg import pg_settings, read_rows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,13 +59,22 @@ def _influx_reader(server: Influxd, db: str, rp: str) -> Callable[[str], Rows]:
     return read
 
 
-@pytest.fixture(params=["sqlite", pytest.param("influxdb-v1", marks=pytest.mark.peer("influxd"))])
+@pytest.fixture(params=["sqlite", pytest.param("influxdb-v1", marks=pytest.mark.peer("influxd")),
+                        pytest.param("postgres", marks=pytest.mark.peer("postgresql"))])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     sink: Sink
     if request.param == "sqlite":
         path = tmp_path / "slawatch.db"
         sink = SqliteSink(SqliteSettings(path=path))
         read = _sqlite_reader(path)
+    elif request.param == "postgres":
+        from slawatch.store.postgres import PostgresSink
+
+        dsn: str = request.getfixturevalue("pg_dsn")
+        sink = PostgresSink(pg_settings(dsn))
+
+        def read(table: str) -> Rows:
+            return read_rows(dsn, f"SELECT * FROM {table} ORDER BY ts_ms")
     else:
         server: Influxd = request.getfixturevalue("influxd")
         db = f"t_{uuid.uuid4().hex[:10]}"

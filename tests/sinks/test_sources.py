@@ -32,6 +32,7 @@ from slawatch.store import sqlite as sqlite_store
 from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, InfluxSource, quote_string
 from slawatch.store.sqlite import SqliteSink, SqliteSource
 from slawatch.testing.influxd import Influxd
+from tests.sinks.pg import pg_settings
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -68,11 +69,17 @@ class Store:
         await self.sink.write(points)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("influxdb", marks=pytest.mark.peer("influxd"))])
+@pytest.fixture(params=["sqlite", pytest.param("influxdb", marks=pytest.mark.peer("influxd")),
+                        pytest.param("postgres", marks=pytest.mark.peer("postgresql"))])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "sqlite":
         settings = SqliteSettings(path=tmp_path / "slawatch.db")
         st = Store(SqliteSink(settings), SqliteSource(settings), "sqlite")
+    elif request.param == "postgres":
+        from slawatch.store.postgres import PostgresSink, PostgresSource
+
+        pg = pg_settings(request.getfixturevalue("pg_dsn"))
+        st = Store(PostgresSink(pg), PostgresSource(pg), "postgres")
     else:
         server: Influxd = request.getfixturevalue("influxd")
         db = f"t_{uuid.uuid4().hex[:10]}"
