@@ -129,6 +129,17 @@ class Scheduler(Generic[T]):
         self._jobs = fresh
         self._wake_up()
 
+    def run_now(self, keys: Iterable[Hashable]) -> None:
+        """Start these jobs as soon as a slot is free instead of at their phase (a component just taken over from
+        another agent), then go on on their grid."""
+        now = self._clock.monotonic()
+        for key in keys:
+            job = self._jobs.get(key)
+            if job is not None:
+                job.generation += 1  # its entry at its phase is skipped
+                self._push(job, now)
+        self._wake_up()
+
     def _next_slot(self, job: Job[T], after: float) -> float:
         """The first instant of the job's grid (phase + k*interval on the wall clock) after `after`."""
         wall_offset = self._clock.wall() - self._clock.monotonic()

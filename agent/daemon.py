@@ -23,10 +23,12 @@ from typing import NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from agent.assign import renew_every_s, watches_zone
 from agent.cadence import Job, Scheduler, stable_phase
 from agent.checkpoint import Checkpoint, encode_row, encode_rows
 from agent.clock import Clock, Step
 from agent.health import Growth, Streak
+from agent.members import Membership, Shares
 from agent.metrics import Metrics
 from agent.probes import load_kind, loaded_kinds, run_probe
 from agent.spool import Spool, SpoolError
@@ -34,9 +36,9 @@ from agent.state import ComponentState, Saved, format_duration, log_change, log_
 from agent.supervisor import Supervisor
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.config.probes import ProbeBase
-from slawatch.config.settings import Component, SpoolSettings
+from slawatch.config.settings import Component, Config, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
-from slawatch.store import Sink, SinkError
+from slawatch.store import MemberStore, Sink, SinkError, Source, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ ERROR_LOG_EVERY_S = 60.0
 RESUME_GAP_INTERVALS = 3
 CHECKPOINT_DELAY_S = 0.1  # streak updates within this long share one checkpoint write
 MAX_BRIDGE_S = 86400.0  # a forward step of the wall clock up to this long is covered by heartbeats
+# A component handed over is probed here until its new owner has stored a change of it, but at most this long.
+LINGER_MAX_S = 900.0
+HANDOVER_READ_BATCH = 500  # components per read of the new owners' changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,15 @@ def consumer_name(sink: Sink) -> str:
 def open_spool(settings: SpoolSettings, sinks: Sequence[Sink]) -> Spool:
     """The spool in front of `sinks`, one consumer each; SpoolError when another agent holds it."""
     return Spool(settings.path, int(settings.max_bytes), consumers=tuple(consumer_name(s) for s in sinks))
+
+
+@dataclass(frozen=True, slots=True)
+class _Linger:
+    """A component handed over to another agent, probed here until its new owner has stored a change of it."""
+
+    since_ms: int
+    deadline: float  # monotonic
+    owners_before: frozenset[str]
 
 
 class _Confirmed(NamedTuple):
@@ -93,7 +107,8 @@ class Agent:
 
     def __init__(self, loaded: Loaded, spool: Spool, sinks: Sequence[Sink], metrics: Metrics, clock: Clock, *,
                  on_change: Callable[[StateChange], None] | None = None,
-                 on_sample: Callable[[Sample], None] | None = None) -> None:
+                 on_sample: Callable[[Sample], None] | None = None, members: MemberStore | None = None,
+                 source: Source | None = None) -> None:
         self.loaded = loaded
         self.metrics = metrics
         self.clock = clock
@@ -144,15 +159,42 @@ class Agent:
         self.on_reload: list[Callable[[Loaded], None]] = []
         self.started = time.time()
         self.metrics.watch(self._live_metrics)
+        # Which components this agent watches (agent/assign.py): static, by zone; auto, its share of the live
+        # agents' (the leases in `members`), handed over through `source` (the new owner's changes).
+        self.settings = cfg.agent  # as started: a reload changes the agent settings at the next restart
+        self.source = source
+        self.membership = Membership(members, cfg.agent) if members is not None else None
+        self.adjust: Callable[[Loaded], None] | None = None  # applied to a reloaded config (command-line overrides)
+        self._share: frozenset[str] | None = None
+        self._share_known = cfg.agent.assign != "auto" or members is None
+        if cfg.agent.assign == "auto":
+            # Until the leases are read: what it watched before (none of it is dropped while the store is away).
+            self._share = frozenset(self._saved) if members is not None else frozenset(
+                c.name for c in cfg.components if watches_zone(cfg.agent.zone, c.zone, "auto"))
+        self._last_shares: Shares | None = None
+        self._lingering: dict[str, _Linger] = {}
+        self._restored_up: dict[str, tuple[bool, bool]] = {}  # auto: the stored state of a re-acquired component
+        self._releases: list[StateChange] = []  # released changes in the outbox, not yet acted on
+        self._handovers = {"acquired": 0, "released": 0}
+        self._share_wake = asyncio.Event()
+        self._handover_error_logged = -ERROR_LOG_EVERY_S
+        self.metrics.watch(self._share_metrics)
         self._apply(loaded)
 
     # ------------------------------------------------------------ config
 
     def _apply(self, loaded: Loaded) -> None:
         cfg = loaded.config
+        auto = self.settings.assign == "auto"
+        if self.membership is not None and self.membership.set_components({c.name: c.zone for c in cfg.components}):
+            self._share_wake.set()  # share the new component list at once
+        watched = self._watched(cfg)
         states: dict[str, ComponentState] = {}
         jobs: list[Job[ProbeJob]] = []
+        acquired: list[Job[ProbeJob]] = []
         for comp in cfg.components:
+            if comp.name not in watched:
+                continue
             ref = ComponentRef(comp.name, comp.klass, cfg.tier_of(comp) or "", comp.customer or "")
             confirm = cfg.confirm_of(comp)
             labels = tuple(p.label for p in comp.probes)
@@ -162,7 +204,7 @@ class Agent:
                 states[comp.name] = old
             else:
                 state = ComponentState(ref, self.agent_id, labels, comp.require, confirm.down, confirm.up)
-                saved = old.save() if old is not None else self._saved.get(comp.name)
+                saved = old.save() if old is not None else self._saved.pop(comp.name, None)
                 if saved is not None:
                     # A restart (or a reload that changed the probes) goes on from the confirmed state: seeing
                     # it again writes no change, and an outage in confirmation keeps its first failed run.
@@ -170,11 +212,29 @@ class Agent:
                     gaps = {p.label: round(RESUME_GAP_INTERVALS * max(p.interval_s, beat_s) * 1000)
                             for p in comp.probes}
                     state.restore(saved, self.clock.now_ms(), gaps)
+                    if auto and old is None and state.up is not None:
+                        # Taken (back) into the share: its first confirmed state is written again, as its stored
+                        # view may have been released or be stale; the stored state is what a release repeats.
+                        self._restored_up[comp.name] = (state.up, state.in_degraded)
+                        state.up = None
                     if state.up is not None:
                         self.metrics.set_component(ref, state.up)
                 states[comp.name] = state
-            jobs.extend(self._jobs_of(comp))
-        self._saved = {}
+            comp_jobs = self._jobs_of(comp)
+            jobs.extend(comp_jobs)
+            if auto and comp.name not in self.states:
+                acquired.extend(comp_jobs)
+        configured = {c.name for c in cfg.components}
+        if self._share_known:
+            # Components of the checkpoint this agent does not watch any more: their stored view ends now.
+            for name, saved in self._saved.items():
+                if saved.up is not None:
+                    self._release_change(saved.ref, saved.up, saved.degraded, saved.since_ms,
+                                         _release_reason(auto, name in configured))
+            self._saved = {}
+        for name, st in self.states.items():
+            if name not in states:
+                self._release(st, _release_reason(auto, name in configured))
         # Metric series of replaced or removed components go; they come back on their next run.
         old_components = {c.name: c for c in self.loaded.config.components}
         stale_refs: list[ComponentRef] = []
@@ -192,6 +252,16 @@ class Agent:
         self.states = states
         self.loaded = loaded
         self.scheduler.set_jobs(jobs)
+        if acquired:
+            self._handovers["acquired"] += len({j.payload.component for j in acquired})
+            self.scheduler.run_now(j.key for j in acquired)  # watched at once, not after a phase delay
+
+    def _watched(self, cfg: Config) -> set[str]:
+        """The components this agent probes: static, those of its zone (and those without one); auto, its share and
+        the components it hands over until their new owner has them."""
+        if self._share is None:
+            return {c.name for c in cfg.components if watches_zone(self.settings.zone, c.zone, "static")}
+        return {c.name for c in cfg.components if c.name in self._share or c.name in self._lingering}
 
     @staticmethod
     def _jobs_of(comp: Component) -> list[Job[ProbeJob]]:
@@ -223,6 +293,8 @@ class Agent:
                       str(exc)[:200], exc_info=not isinstance(exc, RecursionError))
             self.metrics.reload_ok.set(0)
             return False
+        if self.adjust is not None:
+            self.adjust(loaded)
         old = self.loaded.config
         if loaded.config.storage != old.storage or loaded.config.agent != old.agent:
             log.warning("storage and agent settings change at the next restart; components are reloaded now")
@@ -232,6 +304,157 @@ class Agent:
             hook(loaded)
         log.info("config reloaded from %s: %d components", path, len(self.states))
         return True
+
+    # ------------------------------------------------------------ share of the components
+
+    def _release(self, state: ComponentState, reason: str) -> None:
+        """Stop watching a component: its stored view ends with a released change (its last state repeated)."""
+        name = state.ref.component
+        self._lingering.pop(name, None)
+        restored = self._restored_up.pop(name, None)
+        if state.up is not None:
+            self._release_change(state.ref, state.up, state.in_degraded, state.since_ms, reason)
+        elif restored is not None:  # taken back, then handed over before it was confirmed again
+            self._release_change(state.ref, restored[0], restored[1], state.since_ms, reason)
+
+    def _release_change(self, ref: ComponentRef, up: bool, degraded: bool, since_ms: int | None, reason: str) -> None:
+        ts = self.clock.now_ms()
+        if since_ms is not None:
+            ts = max(ts, since_ms + 1)  # after the change it ends
+        change = StateChange(ref, self.agent_id, ts, up, reason, degraded, released=True)
+        self._outbox.append(change)  # spooled as any point: the flush loop takes it within FLUSH_INTERVAL_S
+        self._releases.append(change)
+        self._ckpt_dirty.add(ref.component)
+        self._handovers["released"] += 1
+        self._share_wake.set()
+
+    async def _share_loop(self) -> None:
+        """Renew the lease, follow the share (auto), end the hand-overs; act on released changes."""
+        every = renew_every_s(self.settings.heartbeat_s)
+        while True:
+            if self.membership is not None:
+                await self._share_round(self.membership)
+            await self._publish_releases()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._share_wake.wait()
+            self._share_wake.clear()
+
+    async def _share_round(self, membership: Membership) -> None:
+        shares = await membership.round(len(self.states))
+        if shares is None or self.settings.assign != "auto":
+            return  # the store cannot be read: the share stays as it is
+        share = shares.shares.get(self.agent_id, frozenset())
+        if not self._share_known or share != self._share:
+            previous = self._share or frozenset()
+            if self._share_known:  # at start, what is not this agent's any more is released at once
+                now_ms, now = self.clock.now_ms(), time.monotonic()
+                for name in previous - share:
+                    if name in self.states and name not in self._lingering:
+                        before = self._last_shares.owners(name) if self._last_shares is not None else frozenset()
+                        self._lingering[name] = _Linger(now_ms, now + self._linger_s(name), before)
+            for name in share:
+                self._lingering.pop(name, None)  # back before it was handed over: watched on, nothing released
+            gained, lost = len(share - previous), len(previous - share)
+            self._share, self._share_known = share, True
+            self._apply(self.loaded)
+            log.info("share: %d components (+%d, -%d) among %d live agents, %d handed over and still probed",
+                     len(share), gained, lost, len(shares.members), len(self._lingering))
+        self._last_shares = shares
+        await self._end_handovers(shares)
+
+    def _linger_s(self, name: str) -> float:
+        """How long a handed-over component is probed at most: the new owner's first confirmation, and a read."""
+        cfg = self.loaded.config
+        comp = next((c for c in cfg.components if c.name == name), None)
+        if comp is None:
+            return 0.0
+        interval = max((p.interval_s for p in comp.probes), default=0.0)
+        return min(LINGER_MAX_S, (cfg.confirm_of(comp).up + 2) * interval + self.settings.heartbeat_s)
+
+    async def _end_handovers(self, shares: Shares) -> None:
+        """Release the handed-over components whose new owner has stored a change of them (or that waited too long)."""
+        if not self._lingering:
+            return
+        now = time.monotonic()
+        done = [n for n, linger in self._lingering.items() if now >= linger.deadline]
+        waiting = [n for n in self._lingering if n not in set(done)]
+        if waiting and self.source is not None:
+            now_ms = self.clock.now_ms()
+            for i in range(0, len(waiting), HANDOVER_READ_BATCH):
+                names = waiting[i:i + HANDOVER_READ_BATCH]
+                try:
+                    changes = await self.source.changes(now_ms, now_ms + 1, names)
+                except SourceError as exc:
+                    if time.monotonic() - self._handover_error_logged >= ERROR_LOG_EVERY_S:
+                        self._handover_error_logged = time.monotonic()
+                        log.warning("cannot read the new owners' changes (hand-overs wait, at most until their "
+                                    "deadline): %s", exc)
+                    break
+                latest: dict[tuple[str, str], StateChange] = {}
+                for c in changes:
+                    key = (c.ref.component, c.agent)
+                    if key not in latest or latest[key].ts_ms <= c.ts_ms:
+                        latest[key] = c
+                done.extend(n for n in names if self._taken_over(n, latest, shares))
+        if done:
+            for name in done:
+                self._lingering.pop(name, None)
+            self._apply(self.loaded)  # releases them
+
+    def _taken_over(self, name: str, latest: dict[tuple[str, str], StateChange], shares: Shares) -> bool:
+        """Whether the component's owners watch it now: each new owner has stored a change of it since the
+        hand-over began (a read period earlier, for the other agent's clock), each remaining one has not released it."""
+        linger = self._lingering[name]
+        owners = shares.owners(name) - {self.agent_id}
+        if not owners:
+            return False  # nobody else may watch it: probed until the deadline
+        fresh_ms = linger.since_ms - round(self.settings.heartbeat_s * 1000)
+
+        def watching(agent: str, since_ms: int | None) -> bool:
+            c = latest.get((name, agent))
+            return c is not None and not c.released and (since_ms is None or c.ts_ms >= since_ms)
+
+        new = owners - linger.owners_before
+        return all(watching(a, fresh_ms if a in new else None) for a in owners)
+
+    async def _publish_releases(self) -> None:
+        """Released changes: on disk (spool, then the checkpoint without them), then to `on_change`."""
+        if not self._releases:
+            return
+        released, self._releases = self._releases, []
+        await self._flush()
+        await self._save_checkpoint()
+        log.info("released %d components (%s)", len(released), released[0].reason)
+        if self.on_change is not None:
+            for change in released:
+                self.on_change(change)
+
+    def _share_metrics(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        watched = GaugeMetricFamily("slawatch_agent_components", "Components this agent watches now")
+        watched.add_metric([], len(self.states))
+        yield watched
+        live = GaugeMetricFamily("slawatch_agents_live", "Agents whose lease is fresh in the member store (last read)")
+        live.add_metric([], self.membership.live if self.membership is not None else 1)
+        yield live
+        handovers = CounterMetricFamily("slawatch_handovers", "Components taken over from another agent (acquired) "
+                                        "or given up (released)", labels=["direction"])
+        for direction, n in self._handovers.items():
+            handovers.add_metric([direction], n)
+        yield handovers
+        errors = CounterMetricFamily("slawatch_member_store_errors", "Lease renewals or reads that failed")
+        errors.add_metric([], self.membership.errors if self.membership is not None else 0)
+        yield errors
+
+    async def _leave(self) -> None:
+        """A clean stop: the lease goes (the others take the share at their next read); the stores close."""
+        if self.membership is not None:
+            await self.membership.leave()
+            with contextlib.suppress(Exception):
+                await self.membership.store.close()
+        if self.source is not None:
+            with contextlib.suppress(Exception):
+                await self.source.close()
 
     # ------------------------------------------------------------ probing
 
@@ -555,7 +778,8 @@ class Agent:
         await self._warm_probes()
         start = self.supervisor.start
         background = [start("flush", self._flush_loop), start("heartbeat", self._heartbeat_loop),
-                      start("prune", self._prune_loop), start("watch", self._watch_loop)]
+                      start("prune", self._prune_loop), start("watch", self._watch_loop),
+                      start("share", self._share_loop)]
         drains = [start(f"drain-{c}", functools.partial(self._drain, c, s)) for c, s in self._consumers.items()]
         sched = start("scheduler", self.scheduler.run_forever)
         try:
@@ -566,6 +790,7 @@ class Agent:
             grace = max((j.payload.settings.timeout_s for j in self.scheduler.jobs.values()), default=1.0)
             await self.scheduler.stop(grace + 0.5)
             await _cancel([sched, *background])
+            await self._leave()
             await self._checkpoint_final()
             await self._flush()
             await self._drain_until_empty(drains, drain_grace_s)
@@ -630,6 +855,12 @@ class Agent:
             except Exception:
                 log.exception("closing %s", sink.name)
         await asyncio.to_thread(self.spool.close)
+
+
+def _release_reason(auto: bool, configured: bool) -> str:
+    if not configured:
+        return "removed from the config"
+    return "handed over to another agent" if auto else "not in this agent's zone"
 
 
 async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:

@@ -21,12 +21,15 @@ HEARTBEAT_GAP_FACTOR = 3
 _UNKNOWN, _UP, _DOWN, _DEGRADED = 0, 1, 2, 3
 
 
-def _change_order(c: StateChange) -> tuple[int, bool, bool, str]:
-    # At equal instants a "down" sorts last and so wins, then a "degraded": the conservative reading of a tie.
-    return (c.ts_ms, not c.up, c.degraded, c.reason)
+def _change_order(c: StateChange) -> tuple[int, bool, bool, bool, str]:
+    # At equal instants a release sorts first (a change at the same instant is a later view), then a "down" sorts
+    # last and so wins, then a "degraded": the conservative reading of a tie.
+    return (c.ts_ms, not c.released, not c.up, c.degraded, c.reason)
 
 
 def _status(c: StateChange) -> int:
+    if c.released:
+        return _UNKNOWN  # the agent stopped watching it here (handed over, or removed from its config)
     if not c.up:
         return _DOWN
     return _DEGRADED if c.degraded else _UP
@@ -263,7 +266,7 @@ def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, in
     for t in sorted(instants):
         j = bisect_right(cov_starts, t) - 1
         i = bisect_right(change_ts, t) - 1
-        watched = j >= 0 and t < cov_ends[j] and i >= 0
+        watched = j >= 0 and t < cov_ends[j] and i >= 0 and not changes[i].released
         state = (_status(changes[i]), run_start[i]) if watched else (_UNKNOWN, -1)
         if state != prev:
             timeline.append((t, state[0], state[1]))
@@ -302,8 +305,9 @@ class CurrentState:
 
 def current_state(latest: Sequence[StateChange], quorum: int | None) -> CurrentState | None:
     """The state the report's rule gives now: down when the quorum of agents see it down, degraded when the
-    quorum see it degraded or down, else up; None without any agent. The console and the incident desk both ask
-    here."""
+    quorum see it degraded or down, else up; None without any agent. An agent whose latest change is a release
+    no longer watches the component and is left out. The console and the incident desk both ask here."""
+    latest = [c for c in latest if not c.released]
     if not latest:
         return None
     need = quorum_size(len(latest), quorum)

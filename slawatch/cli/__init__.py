@@ -19,6 +19,7 @@ Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, str] = {
     "check-config": "slawatch.cli.check_config",
     "agent": "slawatch.cli.agent",
+    "agents": "slawatch.cli.agents",
     "demo": "slawatch.cli.demo",
     "probe": "slawatch.cli.probe",
     "report": "slawatch.cli.report",

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from agent.clock import Clock
 from agent.daemon import Agent, open_spool
 from agent.logthrottle import throttle_repeats
@@ -24,9 +26,9 @@ from reporter.monthly import MonthlyJob
 from slawatch.cli.desk import IncidentDesk
 from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
 from slawatch.config.loader import ConfigError, Loaded, load
-from slawatch.config.settings import split_host_port
+from slawatch.config.settings import AgentSettings, split_host_port
 from slawatch.model import Sample, StateChange
-from slawatch.store import open_sinks, open_source
+from slawatch.store import open_member_store, open_sinks, open_source
 
 if TYPE_CHECKING:
     from slawatch.cli.console import OperatorConsole
@@ -147,15 +149,42 @@ def _agent_cmd(args: argparse.Namespace) -> int:
     flush_log_counts = throttle_repeats(logging.getLogger())
     try:
         loaded = load(args.config)
+        adjust = overrides(args.id, args.listen, args.spool)
+        adjust(loaded)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
         return EXIT_USAGE
+    except ValueError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     raise_open_file_limit()
     try:
-        return asyncio.run(_main(loaded))
+        return asyncio.run(_main(loaded, adjust))
     finally:
         flush_log_counts()
+
+
+def overrides(agent_id: str | None, listen: str | None, spool: str | None) -> Callable[[Loaded], None]:
+    """What `--id`, `--listen` and `--spool` change in a loaded config (and in each reload of it), so several agents
+    run from one config on one host; ValueError when a value is not valid."""
+    update: dict[str, str] = {}
+    if agent_id is not None:
+        update["id"] = agent_id
+    if listen is not None:
+        update["listen"] = listen
+
+    def adjust(loaded: Loaded) -> None:
+        config = loaded.config
+        if update:
+            try:
+                config.agent = AgentSettings.model_validate({**config.agent.model_dump(), **update})
+            except ValidationError as exc:
+                problems = "; ".join(f"--{e['loc'][0]}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors())
+                raise ValueError(problems) from None
+        if spool is not None:
+            config.storage.spool.path = Path(spool)
+    return adjust
 
 
 def build_agent(loaded: Loaded, *, metrics: Metrics | None = None, clock: Clock | None = None,
@@ -165,16 +194,21 @@ def build_agent(loaded: Loaded, *, metrics: Metrics | None = None, clock: Clock 
     storage = loaded.config.storage
     sinks = open_sinks(storage, retention_s=loaded.contract.retention_s)  # connected on their first write
     spool = open_spool(storage.spool, sinks)
+    auto = loaded.config.agent.assign == "auto"
+    # Every agent announces itself (`slawatch agents`); with assign: auto the leases share the components, and the
+    # new owners' changes, read back, end a hand-over.
     return Agent(loaded, spool, sinks, metrics or Metrics(), clock or Clock(), on_change=on_change,
-                 on_sample=on_sample)
+                 on_sample=on_sample, members=open_member_store(storage),
+                 source=open_source(storage, retention_s=loaded.contract.retention_s) if auto else None)
 
 
-async def _main(loaded: Loaded) -> int:
+async def _main(loaded: Loaded, adjust: Callable[[Loaded], None] | None = None) -> int:
     try:
         agent = build_agent(loaded)
     except SpoolError as exc:  # in use by another agent, or unreadable: a start-up error, not a crash
         log.error("%s", exc)
         return EXIT_USAGE
+    agent.adjust = adjust
     await run_agent(agent)
     return EXIT_OK
 
@@ -213,6 +247,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            description="Run the agent in the foreground: probe, keep state, spool and store. "
                                        "SIGTERM/SIGINT stop it cleanly, SIGHUP reloads the config.")
     agent.add_argument("--config", "-c", required=True, metavar="FILE")
+    agent.add_argument("--id", metavar="ID", help="this agent's id instead of agent.id (several agents, one config)")
+    agent.add_argument("--listen", metavar="HOST:PORT", help="where /metrics and the status page are served instead "
+                                                             "of agent.listen")
+    agent.add_argument("--spool", metavar="DIR", help="its spool directory instead of storage.spool.path (one per "
+                                                      "agent)")
     agent.add_argument("--log-format", choices=("text", "json"), default="text")
     agent.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     agent.set_defaults(func=_agent_cmd)

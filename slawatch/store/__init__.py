@@ -290,6 +290,18 @@ def open_user_store(storage: StorageSettings) -> UserStore:
     return SqliteUserStore(storage.records_path)
 
 
+def open_member_store(storage: StorageSettings) -> MemberStore:
+    """The agents' leases: in PostgreSQL when configured (the store several hosts share), else on the records file
+    `storage.records_path` (the agents of one host)."""
+    if storage.postgres is not None:
+        from slawatch.store.postgres import PostgresMemberStore  # lazy, as above (asyncpg)
+
+        return PostgresMemberStore(storage.postgres)
+    from slawatch.store.sqlite_members import SqliteMemberStore  # lazy, as above
+
+    return SqliteMemberStore(storage.records_path)
+
+
 # ---------------------------------------------------------------- shared by the backends' readers
 
 
@@ -321,5 +333,5 @@ def group_heartbeats(rows: Iterable[tuple[str, int, float]], start_ms: int, look
 __all__ = [
     "DEFAULT_RETENTION_S", "HEARTBEAT_GAP_FACTOR", "DeskStore", "MemberStore", "Sink", "SinkError", "Source",
     "SourceError", "StoreUnavailable", "UserStore", "check_window", "group_heartbeats", "heartbeat_margin_ms",
-    "open_desk_store", "open_sinks", "open_source", "open_user_store",
+    "open_desk_store", "open_member_store", "open_sinks", "open_source", "open_user_store",
 ]

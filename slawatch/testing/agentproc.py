@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from slawatch.config.loader import bundled_contract
@@ -77,13 +78,14 @@ components:
 class AgentProcess:
     """`slawatch agent` in a subprocess; its log lines are collected as they come."""
 
-    def __init__(self, cfg: Path, *, faketime_file: Path | None = None, log_format: str = "text") -> None:
+    def __init__(self, cfg: Path, *, faketime_file: Path | None = None, log_format: str = "text",
+                 args: Sequence[str] = ()) -> None:
         env = dict(os.environ)
         if faketime_file is not None:
             env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME_TIMESTAMP_FILE=str(faketime_file), FAKETIME_NO_CACHE="1",
                        FAKETIME_DONT_FAKE_MONOTONIC="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg),
-                                      "--log-format", log_format], cwd=ROOT, env=env,
+                                      "--log-format", log_format, *args], cwd=ROOT, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._cond = threading.Condition()
