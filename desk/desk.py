@@ -87,7 +87,8 @@ class Desk:
         self._calendars: Mapping[str, Calendar] = calendars_of(loaded.contract.response_terms())
         self._components = {c.name: c for c in config.components}
         self._customers = {c.name: c for c in config.customers}
-        self._console = config.notify.console_url or f"http://{config.agent.listen}"
+        served = config.server.listen if config.server is not None else config.agent.listen  # where the console is
+        self._console = config.notify.console_url or f"http://{served}"
 
     # ------------------------------------------------------------ input
 

@@ -1,5 +1,6 @@
 """Agents and stores (`/agents`, operators and admins only): each agent's last heartbeat and period and whether it is
-fresh, the store as the console reads it, and, inside `slawatch agent`, what /healthz knows of this process."""
+fresh, the agents' leases in the shared store (where the console has them), the store as the console reads it, and,
+inside `slawatch agent`, what /healthz knows of this process."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from aiohttp import web
 from console.board import fresh_agents
 from console.context import Ctx
 from console.scope import sees_everything
-from slawatch.model import Heartbeats, StateChange
-from slawatch.store import SourceError
+from slawatch.model import AgentLease, Heartbeats, StateChange
+from slawatch.store import MemberStore, SourceError
 
 LOOKBACK_MS = 24 * 3600 * 1000
 """How far back the page looks for heartbeats: an agent silent for longer shows only through its stored states."""
+MEMBERS = "agents.members"
+"""The key in Console.extra of the agents' lease store (a MemberStore), where the composition root gives one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,34 @@ def agent_rows(beats: Heartbeats, changes: Iterable[StateChange], now_ms: int, h
     return sorted(rows, key=lambda r: (not r.fresh, r.agent))
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """An agent's lease as the shared store holds it, its age by the store's clock; live while renewed within its
+    own heartbeat period."""
+
+    lease: AgentLease
+    age_ms: int
+    live: bool
+
+
+def lease_rows(now_ms: int, leases: Iterable[AgentLease]) -> list[LeaseRow]:
+    """Live leases first, then by agent."""
+    rows = [LeaseRow(lease, now_ms - lease.seen_ms, now_ms - lease.seen_ms <= lease.heartbeat_s * 1000)
+            for lease in leases]
+    return sorted(rows, key=lambda r: (not r.live, r.lease.agent))
+
+
+async def read_leases(store: MemberStore | None) -> tuple[list[LeaseRow] | None, str]:
+    """(rows, error); rows None where the console has no lease store."""
+    if store is None:
+        return None, ""
+    try:
+        now_ms, leases = await store.members()
+    except SourceError as exc:
+        return [], str(exc)
+    return lease_rows(now_ms, leases), ""
+
+
 async def show(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     assert ctx.user is not None
     if not sees_everything(ctx.user):
@@ -61,8 +92,10 @@ async def show(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         error = str(exc)
     else:
         rows = agent_rows(beats, changes, now, local.agent if local is not None else None)
+    leases, lease_error = await read_leases(console.extra.get(MEMBERS))
     storage = console.loaded.config.storage
     store = "InfluxDB" if storage.influxdb is not None else "SQLite"  # the one the console reads (open_source)
     return ctx.render("agents.html", title="Agents & stores", rows=rows, now=now, error=error, local=local,
+                      leases=leases, lease_error=lease_error,
                       store=store, lookback_ms=LOOKBACK_MS, board_error=console.board.snapshot.error,
                       read_ms=console.board.snapshot.read_ms)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "check-config": "slawatch.cli.check_config",
     "agent": "slawatch.cli.agent",
     "agents": "slawatch.cli.agents",
+    "server": "slawatch.cli.server",
     "demo": "slawatch.cli.demo",
     "probe": "slawatch.cli.probe",
     "report": "slawatch.cli.report",

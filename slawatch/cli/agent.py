@@ -73,9 +73,11 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
     host, port = split_host_port(agent.loaded.config.agent.listen)
-    desk = IncidentDesk(agent.loaded) if agent.loaded.config.desk.enabled else None
+    # With a `server` section, `slawatch server` runs the desk, the console and the monthly reports: this only probes.
+    alone = agent.loaded.config.server is None
+    desk = IncidentDesk(agent.loaded) if agent.loaded.config.desk.enabled and alone else None
     console: OperatorConsole | None = None
-    if agent.loaded.config.console.enabled:
+    if agent.loaded.config.console.enabled and alone:
         # The console's libraries (Jinja2, Argon2, sessions) load only when it is enabled: lazy, for start-up.
         from slawatch.cli.console import OperatorConsole, agent_health
 
@@ -104,12 +106,13 @@ async def run_agent(agent: Agent, stop: asyncio.Event | None = None) -> None:
     log.info("serving /metrics, /healthz and the %s on http://%s:%d/",
              "console" if console is not None else "status page", f"[{host}]" if ":" in host else host, port)
     reports = MonthlyReports()
-    reports.start(agent.loaded)
-    agent.on_reload.append(reports.start)
+    if alone:
+        reports.start(agent.loaded)
+        agent.on_reload.append(reports.start)
     tasks: list[asyncio.Task[None]] = []
     if desk is not None:
         desk.attach(agent)
-        tasks = desk.start(agent, stop)
+        tasks = desk.start(agent.supervisor, stop, agent.loaded.config.desk.tick_s)
     try:
         await agent.run(stop)
     finally:

@@ -13,7 +13,8 @@ from console.app import SecretError, load_secret, mount, new_console
 from console.health import HealthFn, LocalHealth, SinkHealth, TaskHealth
 from slawatch.cli.usage import EXIT_USAGE
 from slawatch.config.loader import Loaded
-from slawatch.store import DeskStore, open_desk_store, open_source, open_user_store
+from slawatch.config.settings import StorageSettings
+from slawatch.store import DeskStore, MemberStore, open_desk_store, open_source, open_user_store
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -26,7 +27,7 @@ class OperatorConsole:
     shared with the incident desk when there is one."""
 
     def __init__(self, loaded: Loaded, desk_store: DeskStore | None = None, *,
-                 local_health: HealthFn | None = None) -> None:
+                 local_health: HealthFn | None = None, members: MemberStore | None = None) -> None:
         storage = loaded.config.storage
         self.source = open_source(storage, retention_s=loaded.contract.retention_s)
         self._own_desk_store = desk_store is None
@@ -38,6 +39,11 @@ class OperatorConsole:
             log.error("%s", exc)
             raise SystemExit(EXIT_USAGE) from None
         self.console = new_console(loaded, self.source, self.desk_store, self.users, local_health=local_health)
+        self.members = members  # the agents' leases on the agents page; closed with the console
+        if members is not None:
+            from console.pages.agents import MEMBERS  # lazy, as the console is
+
+            self.console.extra[MEMBERS] = members
 
     def mount(self, app: web.Application) -> None:
         mount(app, self.console, secret=self.secret)
@@ -50,6 +56,17 @@ class OperatorConsole:
         await self.users.close()
         if self._own_desk_store:
             await self.desk_store.close()
+        if self.members is not None:
+            await self.members.close()
+
+
+def open_members(storage: StorageSettings) -> MemberStore | None:
+    """The agents' leases for the agents page: in PostgreSQL, where agents share one store (None elsewhere)."""
+    if storage.postgres is None:
+        return None
+    from slawatch.store.postgres import PostgresMemberStore  # lazy: asyncpg loads only where it is configured
+
+    return PostgresMemberStore(storage.postgres)
 
 
 def agent_health(agent: Agent) -> HealthFn:

@@ -1,23 +1,33 @@
-"""The incident desk inside `slawatch agent` (one host): the agent's confirmed changes feed it, its store is the
-embedded SQLite file, its sender delivers the outbox; supervised beside the agent's own tasks."""
+"""The incident desk and its sender, wired for `slawatch agent` (one host: the agent's confirmed changes feed it) and
+for `slawatch server` (the leader: the shared store's changes feed it); supervised beside the process's other tasks."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.daemon import Agent
+from agent.supervisor import Supervisor
 from desk.channels import Channels, redact
 from desk.desk import Desk
 from desk.sender import Sender
 from slawatch.config.loader import Loaded
 from slawatch.model import IncidentState, StateChange
-from slawatch.store import DeskStore, Source, open_desk_store, open_source
+from slawatch.store import DeskStore, Source, SourceError, open_desk_store, open_source
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A source that announces stored state changes as they are written (PostgreSQL's LISTEN/NOTIFY): `on_change`
+    gets the components named, or None for "re-read them all"."""
+
+    async def watch_changes(self, on_change: Callable[[list[str] | None], None], stop: asyncio.Event) -> None: ...
 
 
 def recipient_problems(loaded: Loaded, channels: Channels) -> list[tuple[str, str]]:
@@ -37,13 +47,16 @@ def recipient_problems(loaded: Loaded, channels: Channels) -> list[tuple[str, st
 
 
 class IncidentDesk:
-    """The desk and its sender for one agent process."""
+    """The desk and its sender for one process: an agent's, or the leading server's."""
 
-    def __init__(self, loaded: Loaded) -> None:
+    def __init__(self, loaded: Loaded, *, channels: Channels | None = None) -> None:
+        """`channels`: the caller's, kept open by `close` (a server keeps one for its life: Apprise takes a while
+        to load, and a server taking over should not wait for it); by default the desk's own."""
         config = loaded.config
         self.store: DeskStore = open_desk_store(config.storage)
         self.source: Source = open_source(config.storage, retention_s=loaded.contract.retention_s)
-        self.channels = self.channels_of(loaded)
+        self._own_channels = channels is None
+        self.channels = channels if channels is not None else self.channels_of(loaded)
         self.sender = Sender(self.store, self.channels, config.notify)
         self.desk = Desk(loaded, self.store, self.source, on_queued=self.sender.wake)
         self._check(loaded)
@@ -80,10 +93,69 @@ class IncidentDesk:
         agent.on_reload.append(self.apply)
         agent.metrics.watch(self.metrics)
 
-    def start(self, agent: Agent, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        tick = agent.loaded.config.desk.tick_s
-        return [agent.supervisor.start("desk", lambda: self.desk.run(stop, tick_s=tick)),
-                agent.supervisor.start("notify", lambda: self.sender.run(stop))]
+    def start(self, supervisor: Supervisor, stop: asyncio.Event, tick_s: float) -> list[asyncio.Task[None]]:
+        return [supervisor.start("desk", lambda: self.desk.run(stop, tick_s=tick_s)),
+                supervisor.start("notify", lambda: self.sender.run(stop))]
+
+    async def follow_changes(self, stop: asyncio.Event, poll_s: float) -> None:
+        """Feed the desk from the store, where no agent runs in this process: each change as the store announces
+        it (ChangeFeed), else every component's latest state every `poll_s` (SQLite)."""
+        if not isinstance(self.source, ChangeFeed):
+            while not stop.is_set():
+                await self._read_changes(None)
+                await _wait(stop, None, poll_s)
+            return
+        pending: set[str] = set()
+        everything = True  # what was written before listening began is read once
+        woken = asyncio.Event()
+
+        def on_change(names: list[str] | None) -> None:
+            nonlocal everything
+            if names is None:
+                everything = True
+            else:
+                pending.update(names)
+            woken.set()
+
+        watcher = asyncio.create_task(self.source.watch_changes(on_change, stop), name="desk-watch-changes")
+        try:
+            while not stop.is_set():
+                woken.clear()
+                if everything or pending:
+                    names = None if everything else sorted(pending)
+                    everything = False
+                    pending.clear()
+                    await self._read_changes(names)
+                    continue
+                await _wait(stop, woken, None, watcher)
+                if watcher.done():
+                    watcher.result()  # its error restarts this task (supervised); its end means `stop`
+                    return
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _read_changes(self, names: Sequence[str] | None) -> None:
+        now = self.desk.clock_ms()
+        try:
+            changes = await self.source.changes(now, now + 1, names)
+        except SourceError as exc:
+            log.warning("incident desk: cannot read the components' states: %s", exc)
+            return
+        for change in changes:
+            self.desk.feed(change)
+
+    async def follow_outbox(self, stop: asyncio.Event, poll_s: float) -> None:
+        """Wake the sender every `poll_s` when the outbox holds something due that another process queued (an
+        operator's action in the other server's console, `slawatch incident ack`): sent then, not at its idle tick."""
+        while not stop.is_set():
+            try:
+                due = await self.store.next_due_ms()
+            except SourceError:
+                due = None  # the sender says so itself
+            if due is not None and due <= self.desk.clock_ms():
+                self.sender.wake()
+            await _wait(stop, None, poll_s)
 
     def metrics(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         active = GaugeMetricFamily("slawatch_incidents_active", "Incidents not resolved, by state and priority",
@@ -112,6 +184,21 @@ class IncidentDesk:
         yield pending
 
     async def close(self) -> None:
-        await self.channels.close()
+        if self._own_channels:
+            await self.channels.close()
         await self.source.close()
         await self.store.close()
+
+
+async def _wait(stop: asyncio.Event, other: asyncio.Event | None, seconds: float | None,
+                task: asyncio.Task[None] | None = None) -> None:
+    """Until `stop`, `other` or `task` is done, or `seconds` have passed."""
+    waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(stop.wait())}
+    if other is not None:
+        waiters.add(asyncio.ensure_future(other.wait()))
+    try:
+        await asyncio.wait(waiters | ({task} if task is not None else set()), timeout=seconds,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
