@@ -1,12 +1,13 @@
 """Report time: a month of stored history for many components, then `slawatch report --month` end to end.
 
-    python bench/report.py [--components 10000] [--store sqlite|influxdb|both] [--month YYYY-MM] [--seed 1]
+    python bench/report.py [--components 10000] [--store sqlite|influxdb|postgres|both] [--month YYYY-MM] [--seed 1]
                            [--timeout 600] [--profile] [--workdir DIR]
 
 Generates one calendar month (default: the last full month, inside InfluxDB's 6-month retention) of state
 changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a few seconds apart) and the two
-agents' heartbeats (every 60 s, with a few gaps), writes them through the real sinks (SqliteSink, InfluxSink;
-batches of 5 000) to SQLite and/or a fresh influxd started in a temp dir, adds a few maintenance windows through
+agents' heartbeats (every 60 s, with a few gaps), writes them through the real sinks (SqliteSink, InfluxSink,
+PostgresSink; batches of 5 000) to SQLite and/or a fresh influxd (or PostgreSQL: slawatch.testing.postgres)
+started in a temp dir, adds a few maintenance windows through
 slawatch.store's Source (timely and late notice), then times
 
     python -m slawatch.cli report --config CFG --month YYYY-MM --format json --out FILE
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from slawatch.config.loader import bundled_contract  # noqa: E402
-from slawatch.config.settings import InfluxSettings, SqliteSettings  # noqa: E402
+from slawatch.config.settings import InfluxSettings, PostgresSettings, SqliteSettings  # noqa: E402
 from slawatch.model import (  # noqa: E402
     ComponentRef,
     Heartbeat,
@@ -52,8 +53,10 @@ from slawatch.model import (  # noqa: E402
 )
 from slawatch.store import Source  # noqa: E402
 from slawatch.store.influxdb import InfluxSink, InfluxSource  # noqa: E402
+from slawatch.store.postgres import PostgresSink, PostgresSource  # noqa: E402
 from slawatch.store.sqlite import SqliteSink, SqliteSource  # noqa: E402
 from slawatch.testing.influxd import Influxd  # noqa: E402
+from slawatch.testing.postgres import start_postgres  # noqa: E402
 
 BATCH = 5000
 AGENTS = ("agent-a", "agent-b")
@@ -61,7 +64,7 @@ HEARTBEAT_S = 60.0
 CLASSES = ("network", "power", "sip", "load_balancer", "vlan", "san")
 TIERS = ("base", "silver", "gold", "platinum")
 CUSTOMERS = 100
-GOAL_S = {"sqlite": 10.0, "influxdb": 30.0}
+GOAL_S = {"sqlite": 10.0, "influxdb": 30.0, "postgres": 30.0}
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 
@@ -179,13 +182,19 @@ components:
 """
 
 
-async def write_store(store: str, history: History, work: Path, influx_url: str | None) -> tuple[float, str]:
+async def write_store(store: str, history: History, work: Path, influx_url: str | None,
+                      pg_dsn: str | None = None) -> tuple[float, str]:
     """Write every point through the store's sink, then the windows through its Source; (seconds, storage yaml)."""
     if store == "sqlite":
         path = work / "bench.db"
-        sink: SqliteSink | InfluxSink = SqliteSink(SqliteSettings(path=path))
+        sink: SqliteSink | InfluxSink | PostgresSink = SqliteSink(SqliteSettings(path=path))
         source: Source = SqliteSource(SqliteSettings(path=path))
         storage = f"sqlite: {{path: {path}}}"
+    elif store == "postgres":
+        assert pg_dsn is not None
+        pg = PostgresSettings(dsn=pg_dsn)
+        sink, source = PostgresSink(pg), PostgresSource(pg)
+        storage = f'postgres: {{dsn: "{pg_dsn}"}}'
     else:
         assert influx_url is not None
         settings = InfluxSettings(url=influx_url, api="v1", database="slawatch")
@@ -242,7 +251,8 @@ def top_cumulative(profile: Path, n: int = 25) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--components", type=int, default=10000)
-    parser.add_argument("--store", choices=("sqlite", "influxdb", "both"), default="both")
+    parser.add_argument("--store", choices=("sqlite", "influxdb", "postgres", "both"), default="both",
+                        help="both: sqlite and influxdb")
     parser.add_argument("--month", default=last_full_month(), help="YYYY-MM (default: the last full month)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600.0, help="kill a report running longer (s)")
@@ -267,7 +277,10 @@ def main() -> None:
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="slawatch-bench-report-")))
         influxd = None
+        postgres = None
         try:
+            if "postgres" in stores:
+                postgres = start_postgres()  # fsync off, as in the tests: the cluster is thrown away
             if "influxdb" in stores:
                 binary = shutil.which("influxd")
                 if binary is None:
@@ -277,8 +290,9 @@ def main() -> None:
             for store in stores:
                 store_dir = work / store
                 store_dir.mkdir()
+                pg_dsn = postgres.create_database("bench") if postgres is not None else None
                 write_s, storage = asyncio.run(write_store(store, history, store_dir,
-                                                           influxd.url if influxd else None))
+                                                           influxd.url if influxd else None, pg_dsn))
                 cfg = store_dir / "slawatch.yaml"
                 cfg.write_text(config_text(args.components, storage))
                 out = store_dir / "report.json"
@@ -295,6 +309,8 @@ def main() -> None:
         finally:
             if influxd is not None:
                 influxd.stop()
+            if postgres is not None:
+                postgres.remove()
 
     print()
     print(f"{args.components:,} components, month {args.month}, {history.outages:,} outages generated")
