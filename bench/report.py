@@ -6,8 +6,8 @@
 Generates one calendar month (default: the last full month, inside InfluxDB's 6-month retention) of state
 changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a few seconds apart) and the two
 agents' heartbeats (every 60 s, with a few gaps), writes them through the real sinks (SqliteSink, InfluxSink,
-PostgresSink; batches of 5 000) to SQLite and/or a fresh influxd (or PostgreSQL: slawatch.testing.postgres)
-started in a temp dir, adds a few maintenance windows through
+PostgresSink; batches of 5 000) to SQLite and/or a fresh influxd, or a fresh PostgreSQL (fsync on), started in a temp
+dir, adds a few maintenance windows through
 slawatch.store's Source (timely and late notice), then times
 
     python -m slawatch.cli report --config CFG --month YYYY-MM --format json --out FILE
@@ -51,12 +51,12 @@ from slawatch.model import (  # noqa: E402
     Point,
     StateChange,
 )
-from slawatch.store import Source  # noqa: E402
+from slawatch.store import Sink, Source  # noqa: E402
 from slawatch.store.influxdb import InfluxSink, InfluxSource  # noqa: E402
-from slawatch.store.postgres import PostgresSink, PostgresSource  # noqa: E402
 from slawatch.store.sqlite import SqliteSink, SqliteSource  # noqa: E402
+from slawatch.testing import PeerMissing  # noqa: E402
 from slawatch.testing.influxd import Influxd  # noqa: E402
-from slawatch.testing.postgres import start_postgres  # noqa: E402
+from slawatch.testing.postgres import PostgresServer, start_postgres  # noqa: E402
 
 BATCH = 5000
 AGENTS = ("agent-a", "agent-b")
@@ -183,18 +183,21 @@ components:
 
 
 async def write_store(store: str, history: History, work: Path, influx_url: str | None,
-                      pg_dsn: str | None = None) -> tuple[float, str]:
+                      postgres_dsn: str | None = None) -> tuple[float, str]:
     """Write every point through the store's sink, then the windows through its Source; (seconds, storage yaml)."""
+    sink: Sink
     if store == "sqlite":
         path = work / "bench.db"
-        sink: SqliteSink | InfluxSink | PostgresSink = SqliteSink(SqliteSettings(path=path))
+        sink = SqliteSink(SqliteSettings(path=path))
         source: Source = SqliteSource(SqliteSettings(path=path))
         storage = f"sqlite: {{path: {path}}}"
     elif store == "postgres":
-        assert pg_dsn is not None
-        pg = PostgresSettings(dsn=pg_dsn)
+        from slawatch.store.postgres import PostgresSink, PostgresSource  # asyncpg only for this store
+
+        assert postgres_dsn is not None
+        pg = PostgresSettings(dsn=postgres_dsn)
         sink, source = PostgresSink(pg), PostgresSource(pg)
-        storage = f'postgres: {{dsn: "{pg_dsn}"}}'
+        storage = f'postgres: {{dsn: "{postgres_dsn}"}}'
     else:
         assert influx_url is not None
         settings = InfluxSettings(url=influx_url, api="v1", database="slawatch")
@@ -277,10 +280,13 @@ def main() -> None:
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="slawatch-bench-report-")))
         influxd = None
-        postgres = None
+        postgres: PostgresServer | None = None
         try:
             if "postgres" in stores:
-                postgres = start_postgres()  # fsync off, as in the tests: the cluster is thrown away
+                try:
+                    postgres = start_postgres(durable=True)
+                except PeerMissing as exc:
+                    sys.exit(exc.reason)
             if "influxdb" in stores:
                 binary = shutil.which("influxd")
                 if binary is None:
@@ -290,9 +296,9 @@ def main() -> None:
             for store in stores:
                 store_dir = work / store
                 store_dir.mkdir()
-                pg_dsn = postgres.create_database("bench") if postgres is not None else None
-                write_s, storage = asyncio.run(write_store(store, history, store_dir,
-                                                           influxd.url if influxd else None, pg_dsn))
+                write_s, storage = asyncio.run(write_store(
+                    store, history, store_dir, influxd.url if influxd else None,
+                    postgres.create_database("slawatch") if postgres is not None and store == "postgres" else None))
                 cfg = store_dir / "slawatch.yaml"
                 cfg.write_text(config_text(args.components, storage))
                 out = store_dir / "report.json"

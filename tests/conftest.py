@@ -137,7 +137,7 @@ def postgres(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
     setting_up = request.config.stash[SETTING_UP]
     setting_up.append(("", "postgres"))
     try:
-        server = start_postgres()
+        server = start_postgres(spare=2)  # two empty databases made ahead: pg_dsn need not wait
     finally:
         setting_up.pop()
     try:

@@ -14,6 +14,7 @@ import glob
 import itertools
 import os
 import pwd
+import queue
 import re
 import shutil
 import signal
@@ -64,7 +65,12 @@ class PostgresServer:
     port: int = field(default_factory=free_port)
     durable: bool = False
     """False (tests): fsync and synchronous commit off, since the cluster is thrown away."""
+    spare: int = 0
+    """Empty databases a background thread keeps made ahead, so that `create_database()` need not wait (tests)."""
     _names: Any = field(default_factory=lambda: itertools.count(1), repr=False)
+    _spares: queue.Queue[str] = field(default_factory=lambda: queue.Queue(maxsize=8), repr=False)
+    _filler: threading.Thread | None = field(default=None, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def data(self) -> Path:
@@ -138,11 +144,34 @@ class PostgresServer:
     def create_database(self, name: str | None = None) -> str:
         """Create a fresh, empty database (named `name`, else t1, t2, ...) and return its DSN. Callable from inside
         a running event loop (the statement runs on a loop of its own, in a thread)."""
+        if name is None and self.spare > 0:
+            if self._filler is None:
+                self._filler = threading.Thread(target=self._fill, name="postgres-spares", daemon=True)
+                self._filler.start()
+            with contextlib.suppress(queue.Empty):
+                return self.dsn(self._spares.get(timeout=30))
         name = name or f"t{next(self._names)}"
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
         self.execute(f"CREATE DATABASE {name} TEMPLATE template0")
         return self.dsn(name)
+
+    def _fill(self) -> None:
+        """Keep `spare` empty databases made ahead (stops at the first error: the caller then makes its own)."""
+        while not self._stopping.is_set():
+            name = f"t{next(self._names)}"
+            try:
+                self.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+            except Exception:  # the server is stopping or gone: create_database() says why
+                return
+            while not self._stopping.is_set():
+                try:
+                    self._spares.put(name, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            while self._spares.qsize() >= self.spare and not self._stopping.wait(0.02):
+                pass
 
     def execute(self, sql: str, database: str = "postgres") -> None:
         """Run one SQL statement as the superuser (asyncpg, on a loop of its own in a thread)."""
@@ -183,6 +212,9 @@ class PostgresServer:
 
     def remove(self) -> None:
         """Stop the server and delete its directory."""
+        self._stopping.set()
+        if self._filler is not None:
+            self._filler.join(60)
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -198,7 +230,7 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
     return False
 
 
-def start_postgres(*, durable: bool = False) -> PostgresServer:
+def start_postgres(*, durable: bool = False, spare: int = 0) -> PostgresServer:
     """Start a fresh PostgreSQL in a new temporary directory (PeerMissing when the binaries are missing).
 
     The directory is made here, not in a test's tmp_path: the `postgres` user must be able to reach it."""
@@ -208,7 +240,7 @@ def start_postgres(*, durable: bool = False) -> PostgresServer:
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(root, entry.pw_uid, entry.pw_gid)
-    server = PostgresServer(bindir=bindir, dir=root, user=user, durable=durable)
+    server = PostgresServer(bindir=bindir, dir=root, user=user, durable=durable, spare=spare)
     try:
         server.start()
     except BaseException:

@@ -191,6 +191,23 @@ async def test_samples_go_to_month_partitions_and_prune_drops_whole_old_months(p
 
 
 @peer
+async def test_a_month_another_process_pruned_is_made_again_for_a_late_point(pg_dsn: str) -> None:
+    a, b = PostgresSink(pg_settings(pg_dsn)), PostgresSink(pg_settings(pg_dsn))
+    low, high = month_bounds(datetime(2025, 1, 1, tzinfo=UTC))
+    try:
+        await a.write([sample(low)])
+        await b.write([sample(low + 1)])  # b knows January's partition
+        await a.prune(high)  # a drops it
+        await b.write([sample(low + 2)])
+        assert b.bad_points == 0 and b.write_errors == 0
+        rows = await fetch(pg_dsn, "SELECT ts_ms FROM slawatch_probe")
+        assert rows == [{"ts_ms": low + 2}]
+    finally:
+        await a.close()
+        await b.close()
+
+
+@peer
 async def test_a_sink_that_takes_no_samples_skips_them_and_keeps_the_events(pg_dsn: str) -> None:
     sink, source = PostgresSink(pg_settings(pg_dsn), takes_samples=False), PostgresSource(pg_settings(pg_dsn))
     try:
