@@ -17,6 +17,8 @@ from slawatch.store import MemberStore, SourceError
 
 log = logging.getLogger(__name__)
 
+ROUND_TIMEOUT_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class Shares:
@@ -61,14 +63,16 @@ class Membership:
         lease = AgentLease(s.id, 0, self.started_ms, s.heartbeat_s, s.zone or "", s.assign, s.replicas, watching,
                            self.host, __version__)
         try:
-            await self.store.renew(lease)
-            now_ms, leases = await self.store.members()
-        except (SourceError, OSError) as exc:
+            # A store that hangs must not hold the share task: its next round comes, the share stays.
+            async with asyncio.timeout(max(ROUND_TIMEOUT_S, s.heartbeat_s / 2)):
+                await self.store.renew(lease)
+                now_ms, leases = await self.store.members()
+        except (SourceError, OSError, TimeoutError) as exc:
             self.errors += 1
             if not self.failing:
                 self.failing = True
                 log.error("member store %s: %s; keeping the current share of %d components until it answers",
-                          self.store.name, exc, watching)
+                          self.store.name, str(exc) or "no answer in time", watching)
             return None
         if self.failing:
             self.failing = False
