@@ -13,7 +13,6 @@ from console.app import SecretError, load_secret, mount, new_console
 from console.health import HealthFn, LocalHealth, SinkHealth, TaskHealth
 from slawatch.cli.usage import EXIT_USAGE
 from slawatch.config.loader import Loaded
-from slawatch.config.settings import StorageSettings
 from slawatch.store import DeskStore, MemberStore, open_desk_store, open_source, open_user_store
 
 if TYPE_CHECKING:
@@ -59,14 +58,6 @@ class OperatorConsole:
         if self.members is not None:
             await self.members.close()
 
-
-def open_members(storage: StorageSettings) -> MemberStore | None:
-    """The agents' leases for the agents page: in PostgreSQL, where agents share one store (None elsewhere)."""
-    if storage.postgres is None:
-        return None
-    from slawatch.store.postgres import PostgresMemberStore  # lazy: asyncpg loads only where it is configured
-
-    return PostgresMemberStore(storage.postgres)
 
 
 def agent_health(agent: Agent) -> HealthFn:

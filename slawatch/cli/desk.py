@@ -46,6 +46,13 @@ def recipient_problems(loaded: Loaded, channels: Channels) -> list[tuple[str, st
     return out
 
 
+@runtime_checkable
+class ClaimingStore(Protocol):
+    """A desk store whose senders claim due notifications (PostgreSQL, where several servers could send)."""
+
+    async def release_claims(self) -> int: ...
+
+
 class IncidentDesk:
     """The desk and its sender for one process: an agent's, or the leading server's."""
 
@@ -92,6 +99,19 @@ class IncidentDesk:
         agent.on_change = on_change
         agent.on_reload.append(self.apply)
         agent.metrics.watch(self.metrics)
+
+    async def take_over(self) -> None:
+        """The sending passes to this desk (a server that now leads): what the last sender claimed and never marked
+        is this one's to send now. A delivery that was in flight when that sender stopped is sent again."""
+        if not isinstance(self.store, ClaimingStore):
+            return
+        try:
+            n = await self.store.release_claims()
+        except SourceError as exc:  # the claims run out by themselves; the sender says if the store stays away
+            log.warning("incident desk: cannot take over the outbox's claims: %s", exc)
+            return
+        if n:
+            log.info("incident desk: %d notification(s) claimed by the last sender and not marked: sending them", n)
 
     def start(self, supervisor: Supervisor, stop: asyncio.Event, tick_s: float) -> list[asyncio.Task[None]]:
         return [supervisor.start("desk", lambda: self.desk.run(stop, tick_s=tick_s)),

@@ -29,6 +29,7 @@ from slawatch.cli.desk import IncidentDesk
 from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.config.units import NAME_PATTERN, split_host_port
+from slawatch.store import open_member_store
 from slawatch.store.leader import Leader, campaign, open_leader
 from slawatch.store.pgconnect import PasswordError, connect_kwargs
 
@@ -70,6 +71,7 @@ class Server:
         the outbox as the last leader left it) and the monthly job catches up what is due and not in the ledger."""
         config = self.loaded.config
         desk = IncidentDesk(self.loaded, channels=self.channels)
+        await desk.take_over()
         stop = asyncio.Event()
         tick = config.desk.tick_s
         self._stop, self.desk = stop, desk
@@ -183,9 +185,9 @@ async def run_server(loaded: Loaded, server_id: str, listen: str, stop: asyncio.
     if loaded.config.console.enabled:
         # Loaded only when the console is on (Jinja2, Argon2, sessions): lazy, for start-up.
         from console.pages.incidents import SENDER_WAKE
-        from slawatch.cli.console import OperatorConsole, open_members
+        from slawatch.cli.console import OperatorConsole
 
-        console = OperatorConsole(loaded, members=open_members(storage))
+        console = OperatorConsole(loaded, members=open_member_store(storage))
         console.console.extra[SENDER_WAKE] = server.wake_sender
     host, port = split_host_port(listen)
     runner = web.AppRunner(make_app(server, console), access_log=None)

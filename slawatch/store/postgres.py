@@ -903,6 +903,14 @@ class PostgresDeskStore:
         if notes:
             await self._pool.run("record notifications in", work)
 
+    async def release_claims(self) -> int:
+        """Drop every sender's claims (how many there were): a server that takes over the sending sends what the
+        one before it claimed and never marked at once, not CLAIM_MS later."""
+        async def work(conn: asyncpg.Connection) -> int:
+            return _count(await conn.execute(f"DELETE FROM {CLAIM_TABLE}"))
+
+        return await self._pool.run("release notification claims in", work)
+
     async def prune(self, older_than_ms: int) -> int:
         """Forget resolved incidents (with their faults, events, notifications) raised before `older_than_ms`."""
         async def work(conn: asyncpg.Connection) -> int:

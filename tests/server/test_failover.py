@@ -1,6 +1,7 @@
-"""Two `slawatch server` processes on one store: one leads; the leader SIGKILLed while an incident is open and
-unacknowledged, the other takes over within seconds and sends the escalation exactly once; an acknowledgement in the
-follower's console is delivered by the leader; both restarted, nothing is sent again."""
+"""Two `slawatch server` processes on one store (SQLite with a lock file; PostgreSQL with its advisory lock): one
+leads; the leader SIGKILLed while an incident is open and unacknowledged, the other takes over within seconds and
+sends the escalation exactly once; an acknowledgement in the follower's console is delivered by the leader; both
+restarted, nothing is sent again."""
 
 from __future__ import annotations
 
@@ -126,9 +127,14 @@ async def leader_of(servers: list[ServerProcess]) -> tuple[ServerProcess, Server
     return leader, follower
 
 
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.peer("postgresql"))])
 async def test_leader_killed_the_other_escalates_once_and_a_follower_ack_is_delivered(
-        tmp_path: Path, hook: Webhook, spawn: Callable[[Path, str], ServerProcess]) -> None:
-    cfg = write_config(tmp_path, hook.port)
+        tmp_path: Path, hook: Webhook, spawn: Callable[[Path, str], ServerProcess], store: str,
+        request: pytest.FixtureRequest) -> None:
+    storage = ""  # SQLite and a lock file beside it
+    if store == "postgres":  # PostgreSQL, its advisory lock, and LISTEN/NOTIFY for the states
+        storage = f'postgres: {{dsn: "{request.getfixturevalue("pg_dsn")}"}}, spool: {{path: {tmp_path / "spool"}}}'
+    cfg = write_config(tmp_path, hook.port, storage=storage)
     await add_operator(cfg, "op")
     leader, follower = await leader_of([spawn(cfg, "srv-a"), spawn(cfg, "srv-b")])
 
@@ -166,5 +172,5 @@ async def test_leader_killed_the_other_escalates_once_and_a_follower_ack_is_deli
     await asyncio.sleep(1.0)  # the desk's passes (tick 0.2 s) and the sender's looks at the outbox, several over
     assert sent(hook) == before
     assert before == Counter({(incident, "open"): 1, (incident, "escalation"): 1, (incident, "ack"): 1})
-    print(f"confirmation stored -> open notification {confirm_to_open_s:.2f}s; leader killed -> other leads "
+    print(f"{store}: confirmation stored -> open notification {confirm_to_open_s:.2f}s; leader killed -> other leads "
           f"{takeover_s:.2f}s; follower console ack -> delivered {ack_delivered_s:.2f}s")
