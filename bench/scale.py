@@ -254,7 +254,10 @@ class Fleet:
         deadline = time.time() + limit_s
         while not self.settled(live, since):
             if time.time() > deadline:
-                raise SystemExit(f"the shares did not settle within {limit_s:g} s")
+                views = {a: (len(r), len(r[-1][3]), round(max(x[1] - x[0] for x in r), 1))
+                         for a, r in sorted(self.rounds.items())}
+                raise SystemExit(f"the shares did not settle within {limit_s:g} s; per agent (rounds, live agents "
+                                 f"it saw last, its longest round in s): {views}")
             dead = [a for a, p in self.procs.items() if not p.is_alive()]
             if dead:
                 raise SystemExit(f"member process {dead} exited")
@@ -272,7 +275,7 @@ def handover(server: PostgresServer, args: argparse.Namespace, replicas: int) ->
         t_start = time.time()
         for a in agents:
             fleet.start(a)
-        fleet.wait(set(agents), t_start, STEADY_TIMEOUT_S)
+        fleet.wait(set(agents), t_start, max(STEADY_TIMEOUT_S, 8 * args.heartbeat))
         steady = time.time() - t_start
         cold_cpu = [fleet.rounds[a][0][2] for a in agents]
         before = {a: set(s) for a, s in fleet.share.items()}
