@@ -449,6 +449,8 @@ def month_report(server: PostgresServer, args: argparse.Namespace, work: Path) -
     print(f"  written in {write_s:.1f} s ({points / write_s:,.0f} points/s); {load_average()}", flush=True)
     server.psql("VACUUM ANALYZE", "report")
     cfg = store_dir / "slawatch.yaml"
+    if args.report_pg_timeout is not None:  # the store's statement timeout (10 s by default) bounds the month's read
+        storage = storage.replace("}", f", timeout_s: {args.report_pg_timeout:g}}}", 1)
     cfg.write_text(report.config_text(n, storage))
     rows = []
     for run in range(1, args.report_runs + 1):
@@ -534,6 +536,7 @@ def main() -> None:
     parser.add_argument("--write-batches", type=int, default=20, help="batches per writer and kind")
     parser.add_argument("--report-components", type=int, default=100_000)
     parser.add_argument("--report-runs", type=int, default=2)
+    parser.add_argument("--report-pg-timeout", type=float, help="storage.postgres.timeout_s of the report's config")
     parser.add_argument("--profile", action="store_true", help="also run the report under cProfile")
     parser.add_argument("--console-components", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--renders", type=int, default=20)
