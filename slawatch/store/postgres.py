@@ -447,6 +447,8 @@ class PostgresSink:
         """Drop the sample partitions wholly older than `older_than_ms` (their rows counted by the planner's
         estimate), delete older rows from the month it falls in and from the other prunable tables."""
         async def work(conn: asyncpg.Connection) -> int:
+            # In turn with partition creation and with the other agents' prunes (each agent prunes hourly).
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
             removed = 0
             for name in await self.partitions():
                 match = _PARTITION_NAME.match(name)
@@ -455,7 +457,7 @@ class PostgresSink:
                 _, high = month_bounds(datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC))
                 if high <= older_than_ms:
                     estimate = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = $1::regclass", name)
-                    await conn.execute(f"DROP TABLE {name}")
+                    await conn.execute(f"DROP TABLE IF EXISTS {name}")
                     self._partitions.discard(name)
                     removed += max(int(estimate or 0), 0)
             for m in schema.MEASUREMENTS:

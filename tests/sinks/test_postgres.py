@@ -208,6 +208,20 @@ async def test_a_month_another_process_pruned_is_made_again_for_a_late_point(pg_
 
 
 @peer
+async def test_agents_pruning_at_once_do_not_fail(pg_dsn: str) -> None:
+    sinks = [PostgresSink(pg_settings(pg_dsn)) for _ in range(3)]
+    low, high = month_bounds(datetime(2025, 1, 1, tzinfo=UTC))
+    try:
+        await sinks[0].write([sample(low), sample(high), change("sip-core", low)])
+        await asyncio.gather(*(s.prune(high + 1) for s in sinks))
+        assert await fetch(pg_dsn, "SELECT count(*) AS n FROM slawatch_probe") == [{"n": 0}]
+        assert partition_name(datetime(2025, 1, 1, tzinfo=UTC)) not in await sinks[1].partitions()
+    finally:
+        for s in sinks:
+            await s.close()
+
+
+@peer
 async def test_a_sink_that_takes_no_samples_skips_them_and_keeps_the_events(pg_dsn: str) -> None:
     sink, source = PostgresSink(pg_settings(pg_dsn), takes_samples=False), PostgresSource(pg_settings(pg_dsn))
     try:

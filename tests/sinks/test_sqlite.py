@@ -54,7 +54,7 @@ async def test_wal_schema_and_version(sink: SqliteSink) -> None:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"slawatch_probe", "slawatch_state", "slawatch_heartbeat", "slawatch_maintenance",
                       "slawatch_ack", "slawatch_report_sent", "slawatch_incident", "slawatch_incident_fault",
-                      "slawatch_incident_event", "slawatch_notification", "slawatch_user", "slawatch_agent"}
+                      "slawatch_incident_event", "slawatch_agent", "slawatch_notification", "slawatch_user"}
 
 
 async def test_reporter_reads_use_the_keys(sink: SqliteSink) -> None:
@@ -186,8 +186,7 @@ def test_rows_are_the_records_every_sink_shares(batch: list[Point]) -> None:
 
 
 def _version_1_store(path: Path) -> None:
-    """A store as version 1 made it: slawatch_state without `degraded` (nor version 3's `released`), user_version 1,
-    one change in it."""
+    """A store as version 1 made it: slawatch_state without `degraded`, user_version 1, one change in it."""
     old_state = dataclasses.replace(schema.STATE, columns=tuple(c for c in schema.STATE.columns
                                                                 if c.name not in ("degraded", "released")))
     with sqlite3.connect(path) as db:
@@ -215,9 +214,10 @@ async def test_the_agent_writes_degraded_changes_into_a_version_1_store(tmp_path
     ref = ComponentRef("ups-1", "power", "gold", "acme")
     try:
         await sink.write([StateChange(ref, "a1", 2000, True, "on battery", True),
-                          StateChange(ref, "a1", 3000, True, "")])
+                          StateChange(ref, "a1", 3000, True, ""),
+                          StateChange(ref, "a1", 4000, True, "", released=True)])
     finally:
         await sink.close()
     with sqlite3.connect(tmp_path / "old.db") as db:
-        got = db.execute("SELECT ts_ms, up, degraded FROM slawatch_state ORDER BY ts_ms").fetchall()
-    assert got == [(1000, 0, None), (2000, 1, 1), (3000, 1, None)]
+        got = db.execute("SELECT ts_ms, up, degraded, released FROM slawatch_state ORDER BY ts_ms").fetchall()
+    assert got == [(1000, 0, None, None), (2000, 1, 1, None), (3000, 1, None, None), (4000, 1, None, 1)]
