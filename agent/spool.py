@@ -126,8 +126,10 @@ def encode_point(point: Point) -> bytes:
     elif isinstance(point, StateChange):
         r = point.ref
         row = [1, r.component, r.klass, r.tier, r.customer, point.agent, point.ts_ms, point.up, point.reason]
-        if point.degraded or point.released:  # a tenth element only when set: spools written before it stay
-            row.append(point.degraded)        # readable, and alike; an eleventh for a release
+        # A tenth (degraded) and an eleventh (released) element only when needed: spools written before them
+        # stay readable, and alike.
+        if point.degraded or point.released:
+            row.append(point.degraded)
         if point.released:
             row.append(True)
     elif isinstance(point, Heartbeat):

@@ -252,9 +252,10 @@ def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, in
     """
     changes = view.changes  # sorted by AgentView
     change_ts = [c.ts_ms for c in changes]
+    status = [_status(c) for c in changes]
     run_start: list[int] = []
-    for i, c in enumerate(changes):
-        run_start.append(i if i == 0 or _status(changes[i - 1]) != _status(c) else run_start[i - 1])
+    for i in range(len(changes)):
+        run_start.append(i if i == 0 or status[i - 1] != status[i] else run_start[i - 1])
     cov_starts, cov_ends = _merge(view.coverage, start, end)
 
     instants = {start}
@@ -266,8 +267,9 @@ def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, in
     for t in sorted(instants):
         j = bisect_right(cov_starts, t) - 1
         i = bisect_right(change_ts, t) - 1
-        watched = j >= 0 and t < cov_ends[j] and i >= 0 and not changes[i].released
-        state = (_status(changes[i]), run_start[i]) if watched else (_UNKNOWN, -1)
+        # after a release the agent has no data, as outside its coverage
+        watched = j >= 0 and t < cov_ends[j] and i >= 0 and status[i] != _UNKNOWN
+        state = (status[i], run_start[i]) if watched else (_UNKNOWN, -1)
         if state != prev:
             timeline.append((t, state[0], state[1]))
             prev = state
