@@ -185,7 +185,7 @@ async def run_server(loaded: Loaded, server_id: str, listen: str, stop: asyncio.
     if loaded.config.console.enabled:
         # Loaded only when the console is on (Jinja2, Argon2, sessions): lazy, for start-up.
         from console.pages.incidents import SENDER_WAKE
-        from slawatch.cli.console import OperatorConsole
+        from slawatch.cli.console import OperatorConsole  # lazy, as above
 
         console = OperatorConsole(loaded, members=open_member_store(storage))
         console.console.extra[SENDER_WAKE] = server.wake_sender

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -23,19 +24,17 @@ def slawatch(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
-def test_server_without_a_server_section_is_a_usage_error(tmp_path: Path) -> None:
+def test_usage_errors_exit_2_with_the_reason(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, 9)
-    cfg.write_text("\n".join(line for line in cfg.read_text().splitlines() if not line.startswith("server:")))
-    done = slawatch("server", "--config", str(cfg))
-    assert done.returncode == 2
-    assert "no `server` section" in done.stderr
-
-
-def test_server_refuses_a_bad_id_or_listen(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, 9)
-    assert slawatch("server", "--config", str(cfg), "--id", "a b").returncode == 2
-    done = slawatch("server", "--config", str(cfg), "--listen", "127.0.0.1:0")
-    assert done.returncode == 2 and "--listen" in done.stderr
+    bare = tmp_path / "agent-only.yaml"
+    bare.write_text("\n".join(line for line in cfg.read_text().splitlines() if not line.startswith("server:")))
+    runs = [("server", "--config", str(bare)), ("server", "--config", str(cfg), "--id", "a b"),
+            ("server", "--config", str(cfg), "--listen", "127.0.0.1:0")]
+    with ThreadPoolExecutor(len(runs)) as pool:  # three start-ups at once: the command's imports dominate
+        no_section, bad_id, bad_listen = pool.map(lambda args: slawatch(*args), runs)
+    assert no_section.returncode == 2 and "no `server` section" in no_section.stderr
+    assert bad_id.returncode == 2 and "--id 'a b'" in bad_id.stderr
+    assert bad_listen.returncode == 2 and "--listen 127.0.0.1:0" in bad_listen.stderr
 
 
 async def get(url: str) -> tuple[int, str]:
