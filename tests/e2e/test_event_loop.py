@@ -12,10 +12,13 @@ from typing import cast
 import pytest
 import uvloop
 
+from agent.probes import run_probe
 from agent.probes.icmp import may_ping
 from slawatch.cli.agent import build_agent
 from slawatch.cli.usage import UsageError, loop_factory, loop_problem, run_on
 from slawatch.config.loader import ConfigError, load
+from slawatch.config.probes import SipProbe, TcpProbe
+from slawatch.model import Outcome, Result
 from slawatch.testing import free_port
 from tests.e2e.agentconfig import write_config
 
@@ -120,3 +123,13 @@ def test_the_agent_probes_tcp_sip_and_icmp_on_uvloop(tmp_path: Path) -> None:
     kinds = {"tcp", "sip", "icmp"} if may_ping() else {"tcp", "sip"}
     assert {k for k, _, _ in rows} == kinds
     assert all(outcome == "up" and int(str(n)) >= 3 for _, outcome, n in rows), rows
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_refused_connect_reads_the_same_on_both_loops(loop: str) -> None:
+    closed = free_port()  # nothing listens there
+    settings = TcpProbe(kind="tcp", target=f"127.0.0.1:{closed}", timeout_s=2.0)
+    sip = SipProbe(kind="sip", target=f"sip:127.0.0.1:{closed}", transport="tcp", timeout_s=2.0)
+    assert run_on(loop, lambda: run_probe(settings)).result == Result(Outcome.REFUSED, "connection refused")
+    assert run_on(loop, lambda: run_probe(sip)).result == Result(
+        Outcome.REFUSED, f"connection refused by TCP 127.0.0.1:{closed}")
