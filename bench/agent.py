@@ -1,12 +1,14 @@
 """Agent throughput: the real agent probing a loopback target farm, with storage writes included.
 
-    python bench/agent.py [--components 1000 10000] [--interval 10] [--seconds 40] [--store sqlite|influxdb]
-                          [--outage 60] [--vs-blackbox]
+    python bench/agent.py [--components 1000 10000] [--interval 10] [--seconds 40] [--store sqlite|influxdb|none]
+                          [--loop asyncio|uvloop] [--outage 60] [--vs-blackbox]
 
 Prints, per component count: probes/s achieved, p50/p99 schedule lateness, CPU seconds per 1 000 probes
 (agent process only: the farm runs in its own process), peak RSS, and (with --store influxdb --outage S)
 the store-outage catch-up: InfluxDB is stopped for S seconds under load, restarted, and the time until the
-spool is empty and the store holds every sample is measured. With --vs-blackbox, Debian's
+spool is empty and the store holds every sample is measured. `--store none` runs the agent with no store and a
+spool that keeps nothing: the floor of probing, state and metrics on the event loop. `--loop uvloop` runs the agent
+(and this script) on uvloop, as `agent.loop: uvloop` does. With --vs-blackbox, Debian's
 prometheus-blackbox-exporter and prometheus probe the same TCP and ICMP targets at the same interval and
 their CPU (from /proc) per probe is printed beside the agent's.
 """
@@ -34,8 +36,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.clock import Clock  # noqa: E402
 from agent.daemon import Agent  # noqa: E402
+from agent.metrics import Metrics  # noqa: E402
 from slawatch.cli.agent import build_agent  # noqa: E402
+from slawatch.cli.usage import run_on  # noqa: E402
 from slawatch.config.loader import bundled_contract, load  # noqa: E402
 from slawatch.store.influxdb import RETENTION_POLICY  # noqa: E402
 from slawatch.testing.influxd import Influxd  # noqa: E402
@@ -137,7 +142,7 @@ defaults: {{interval_s: {args.interval}, timeout_s: 5, confirm: {{down: 2, up: 1
 components:
 {components_yaml(probe_plan(n, tcp_ports, sip, http, os.geteuid() == 0, mix))}
 """)
-    agent = build_agent(load(cfg))
+    agent = build_agent(load(cfg)) if args.store != "none" else bare_agent(load(cfg))
     lateness: list[float] = []
     observe = agent.metrics.lateness.observe
 
@@ -150,8 +155,12 @@ components:
     task = asyncio.create_task(agent.run(stop))
     outage: dict[str, Any] = {}
     try:
-        # warm-up: one full interval so every probe has started once
+        # warm-up: one full interval so every probe has started once, longer when the machine is so busy that it
+        # has not (bounded): the first run of each component confirms its state, a commit the steady state never pays
         await asyncio.sleep(args.interval)
+        warm_until = time.monotonic() + 10 * args.interval
+        while agent.probe_runs < n and time.monotonic() < warm_until:
+            await asyncio.sleep(0.5)
         lateness.clear()
         runs0, cpu0, t0 = agent.probe_runs, time.process_time(), time.monotonic()
         await asyncio.sleep(args.seconds)
@@ -179,6 +188,48 @@ components:
         "cpu_ms_per_probe": 1000 * cpu / max(runs, 1), "rss_mb": rss_mb(), "outcomes": outcomes,
         "runs": runs, "elapsed": elapsed, "cpu_s": cpu, "outage": outage,
     }
+
+
+class NullSpool:
+    """A spool that keeps nothing (`--store none`): the agent's outbox is emptied into it at every flush."""
+
+    bytes = 0
+    dropped_samples = 0
+
+    def append(self, points: Any) -> None:
+        pass
+
+    def read(self, consumer: str, max_points: int = 5000) -> Any:
+        return argparse.Namespace(points=[])
+
+    def pending(self, consumer: str) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class NullSink:
+    """A store that is never written (the NullSpool holds nothing for it)."""
+
+    name = "none"
+    write_errors = 0
+    bad_points = 0
+
+    async def write(self, batch: Any) -> None:
+        pass
+
+    async def prune(self, older_than_ms: int) -> int:
+        return 0
+
+    async def close(self) -> None:
+        pass
+
+
+def bare_agent(loaded: Any) -> Agent:
+    """The agent with no store and no spool writes, everything else as `build_agent` makes it."""
+    loaded.config.storage.spool.path.mkdir(parents=True, exist_ok=True)  # the state checkpoint is kept there
+    return Agent(loaded, NullSpool(), [NullSink()], Metrics(), Clock())  # type: ignore[arg-type]
 
 
 async def store_outage(agent: Agent, influx: Any, outage_s: float, poll_s: float = 0.01) -> dict[str, Any]:
@@ -392,12 +443,15 @@ def print_outage(n: int, o: dict[str, Any]) -> None:
           + (f" ({o['left_in_spool']} left in spool)" if o.get("left_in_spool") else ""), flush=True)
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--components", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=40.0, help="measured time per size (after warm-up)")
-    parser.add_argument("--store", choices=("sqlite", "influxdb"), default="sqlite")
+    parser.add_argument("--store", choices=("sqlite", "influxdb", "none"), default="sqlite",
+                        help="none: no store and a spool that keeps nothing (the floor without storage)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the event loop the agent runs on (agent.loop)")
     parser.add_argument("--outage", type=float, nargs="?", const=60.0, default=None, metavar="S",
                         help="with --store influxdb: stop influxd for S seconds (default 60) after the measured "
                              "time, restart it, time the catch-up and check the stored sample count")
@@ -412,6 +466,16 @@ async def main() -> None:
         missing = [b for b in (BLACKBOX, PROMETHEUS) if not os.access(b, os.X_OK)]
         if missing:
             sys.exit(f"{', '.join(missing)} not found (apt-get install -y prometheus prometheus-blackbox-exporter)")
+    return args
+
+
+def load_average() -> str:
+    return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(f"event loop {args.loop} ({type(asyncio.get_running_loop()).__module__}), store {args.store}, "
+          f"{load_average()}", flush=True)
     farm = subprocess.Popen([sys.executable, "-c", FARM], stdout=subprocess.PIPE, text=True)
     try:
         assert farm.stdout is not None
@@ -450,6 +514,7 @@ async def main() -> None:
                 if influx_proc is not None:
                     influx_proc.stop()
     finally:
+        print(load_average(), flush=True)
         farm.kill()
         with contextlib.suppress(Exception):
             farm.wait(5)
@@ -467,4 +532,5 @@ async def vs_blackbox(args: argparse.Namespace, farm_ports: tuple[list[int], int
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    arguments = parse_args()
+    run_on(arguments.loop, lambda: main(arguments))

@@ -6,6 +6,7 @@ against the same server behind TLS (a throwaway self-signed P-256 certificate, t
 Run from the repository root:
 
     .venv/bin/python bench/probes.py [--kinds sip,tcp,http,https,icmp] [--concurrency 100,1000] [--max-probes 5000]
+                                     [--loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import os
 import resource
 import subprocess
@@ -27,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.probes import run_probe
+from slawatch.cli.usage import run_on
 from slawatch.config.probes import HttpProbe, IcmpProbe, ProbeBase, SipProbe, TcpProbe
 from slawatch.testing import need_binary
 
@@ -202,6 +205,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=20.0, help="per cell (default 20)")
     parser.add_argument("--icmp-count", type=int, default=1, help="echo requests per icmp probe (default 1)")
     parser.add_argument("--timeout", type=float, default=5.0, help="timeout_s of every probe (default 5)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the event loop (agent.loop)")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1000 sockets in flight, plus the peers'
@@ -211,14 +215,16 @@ def main() -> None:
     peers = {"sip": SIP_PEER, "tcp": TCP_PEER, "http": HTTP_PEER}
     timeout = args.timeout
     cells: list[Cell] = []
-    print(f"Python {sys.version.split()[0]}, {len(kinds)} kinds × concurrency {levels}, "
+    print(f"Python {sys.version.split()[0]}, event loop {args.loop}, load average "
+          f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}, {len(kinds)} kinds × concurrency {levels}, "
           f"≤ {args.max_probes} probes or {args.max_seconds:g} s per cell, timeout_s {timeout:g}", flush=True)
     for kind in kinds:
         with _peer_for(kind, peers) as port:
             make = _factory(kind, port, timeout, args.icmp_count)
-            asyncio.run(measure(kind, make, 10, 50, 5))  # warm-up: imports, first connections
+            run_on(args.loop, functools.partial(measure, kind, make, 10, 50, 5))  # warm-up: imports, connections
             for level in levels:
-                cell = asyncio.run(measure(kind, make, level, args.max_probes, args.max_seconds))
+                cell = run_on(args.loop, functools.partial(measure, kind, make, level, args.max_probes,
+                                                           args.max_seconds))
                 cells.append(cell)
                 print(f"  {kind} ×{level}: {cell.probes} probes, {cell.per_s:,.0f}/s, {summary(cell.outcomes)}",
                       file=sys.stderr, flush=True)

@@ -37,7 +37,23 @@ def require_marker(item: pytest.Item, server: str, how: str) -> None:
                     f"mark it, so that `pytest -m 'not peer'` leaves it out", pytrace=False)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                     help="the event loop the async tests run on, as `agent.loop` chooses it for the agent")
+
+
+class OnUvloop:
+    """`--event-loop uvloop`: every async test runs on uvloop (the optional extra `slawatch[uvloop]`)."""
+
+    def pytest_asyncio_loop_factories(self, config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("event_loop") == "uvloop":
+        config.pluginmanager.register(OnUvloop(), "slawatch-uvloop")
     config.stash[RUNNING] = None
     config.stash[SETTING_UP] = []
     config.stash[STARTED_BY] = {}

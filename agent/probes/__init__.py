@@ -96,9 +96,11 @@ async def run_probe(settings: ProbeBase, clock: Clock | None = None) -> Run:
 
     The start is stamped from `clock` (the agent's, steady through wall-clock steps), else the wall clock.
     """
-    probe: ProbeFn | None = None
+    found = _LOADED.get(settings.kind)  # loaded at start: no coroutine for the lookup on every run
+    probe: ProbeFn | None = None if found is None else found.probe
     try:
-        probe = (await load_kind(settings.kind)).probe
+        if probe is None:
+            probe = (await load_kind(settings.kind)).probe
     except Exception as exc:  # e.g. the kind's library is missing: its runs fail, the agent goes on
         failure = Result(Outcome.AGENT_ERROR, f"cannot load the {settings.kind} probe: {type(exc).__name__}: {exc}")
     if clock is not None:

@@ -334,28 +334,35 @@ async def exchange(sock: EchoSocket, address: str, count: int, interval_s: float
     run = Collector(count, sock.version, address)
     sock.runs[ident] = run
 
-    async def send_all() -> None:
-        for seq in range(count):
-            if seq:
-                await asyncio.sleep(interval_s)
-            request = ICMPRequest(destination=address, id=ident, sequence=seq)
-            try:
-                sock.send(request)
-            except ICMPSocketError as exc:
-                run.sent(request, exc)
-            else:
-                run.sent(request)
+    def send(seq: int) -> None:
+        request = ICMPRequest(destination=address, id=ident, sequence=seq)
+        try:
+            sock.send(request)
+        except ICMPSocketError as exc:
+            run.sent(request, exc)
+        else:
+            run.sent(request)
 
-    sender = asyncio.create_task(send_all())
+    async def send_rest() -> None:
+        for seq in range(1, count):
+            await asyncio.sleep(interval_s)
+            send(seq)
+
+    # The first request goes now; a task sends the others (most probes send one: no task for them).
+    sender = None
     try:
+        send(0)
+        if count > 1:
+            sender = asyncio.create_task(send_rest())
         async with asyncio.timeout_at(deadline):
             await run.settled.wait()
     except TimeoutError:
         pass
     finally:
         del sock.runs[ident]
-        sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
     return run.echoes()
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from agent.probes.address import resolve
-from agent.probes.base import inner_timeout
+from agent.probes.base import inner_timeout, sock_connect
 from agent.probes.options import Env, credential_settings, credentials, tls_options, tls_verify
 from agent.probes.sipmessage import (
     MAX_MESSAGE_BYTES,
@@ -293,8 +293,9 @@ class _State:
 
 
 async def _before(aw: Awaitable[_T], deadline: float) -> _T:
-    """Await with the probe's own deadline (raises TimeoutError when it passes)."""
-    return await asyncio.wait_for(aw, max(0.0, deadline - asyncio.get_running_loop().time()))
+    """Await with the probe's own deadline (raises TimeoutError when it passes); a timer, not wait_for's task."""
+    async with asyncio.timeout_at(deadline):
+        return await aw
 
 
 def _tls_context(settings: SipProbe) -> ssl.SSLContext:
@@ -325,7 +326,7 @@ async def _open(settings: SipProbe, state: _State, deadline: float) -> _Channel:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        await _before(loop.sock_connect(sock, address), deadline)
+        await _before(sock_connect(sock, address), deadline)
     except BaseException:
         sock.close()
         raise
@@ -348,7 +349,8 @@ async def _transaction(channel: _Channel, request: Request, state: _State, deadl
     while True:
         wake = min(next_send, deadline)
         try:
-            msg = await asyncio.wait_for(channel.receive(), max(0.0, wake - loop.time()))
+            async with asyncio.timeout_at(wake):
+                msg = await channel.receive()
         except TimeoutError:
             now = loop.time()
             if now >= deadline:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from agent.probes.address import resolve
-from agent.probes.base import connect_failure, inner_timeout, quote, tls_failure
+from agent.probes.base import connect_failure, inner_timeout, quote, sock_connect, tls_failure
 from agent.probes.options import Env, tls_options, tls_verify
 from slawatch.config.probes import TcpProbe
 from slawatch.config.units import split_host_port
@@ -113,13 +113,12 @@ _address = functools.lru_cache(maxsize=65536)(split_host_port)
 async def connect_only(host: str, port: int) -> None:
     """Connect and close, with a bare non-blocking socket: a probe that sends and reads nothing needs no
     stream objects (they cost about a third of a connect-only probe's CPU). Each address in turn, as below."""
-    loop = asyncio.get_running_loop()
     first: OSError | None = None
     for family, _type, _proto, _name, sockaddr in await resolve(host, port, socket.SOCK_STREAM):
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            await loop.sock_connect(sock, sockaddr)
+            await sock_connect(sock, sockaddr)
             return
         except OSError as exc:
             first = first or exc

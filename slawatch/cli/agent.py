@@ -24,7 +24,7 @@ from agent.spool import SpoolError
 from agent.web import serve
 from reporter.monthly import MonthlyJob
 from slawatch.cli.desk import IncidentDesk
-from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
+from slawatch.cli.usage import EXIT_OK, EXIT_USAGE, UsageError, loop_factory, run_on
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.config.settings import AgentSettings, split_host_port
 from slawatch.model import Sample, StateChange
@@ -161,9 +161,14 @@ def _agent_cmd(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    try:
+        loop_factory(loaded.config.agent.loop)
+    except UsageError as exc:
+        log.error("%s: %s", loaded.path, exc)
+        return EXIT_USAGE
     raise_open_file_limit()
     try:
-        return asyncio.run(_main(loaded, adjust))
+        return run_on(loaded.config.agent.loop, lambda: _main(loaded, adjust))
     finally:
         flush_log_counts()
 

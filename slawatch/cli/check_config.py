@@ -8,7 +8,7 @@ import importlib.util
 import sys
 from collections import Counter
 
-from slawatch.cli.usage import EXIT_OK, EXIT_USAGE
+from slawatch.cli.usage import EXIT_OK, EXIT_USAGE, loop_problem
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.store.pgconnect import PasswordError, password, shown_dsn
 
@@ -23,6 +23,9 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"{args.file}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return EXIT_USAGE
     problems = storage_problems(loaded) + notify_problems(loaded)
+    why = loop_problem(loaded.config.agent.loop)
+    if why is not None:
+        problems.append(("agent.loop", why))
     if problems:
         for where, why in problems:
             print(f"{loaded.path}: {where}: {why}", file=sys.stderr)

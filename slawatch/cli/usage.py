@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Protocol, TypeVar
 
 from slawatch.config.loader import ConfigError, Loaded, load
 
@@ -55,6 +56,39 @@ def load_config(path: str) -> Loaded:
         return load(path)
     except ConfigError as exc:
         raise UsageError("\n".join(str(p) for p in exc.problems)) from None
+
+
+UVLOOP_MISSING = ("agent.loop is uvloop, which is not installed: pip install 'slawatch[uvloop]', "
+                  "or set agent.loop: asyncio")
+
+
+def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for `agent.loop` (None: asyncio's own); UsageError when uvloop is chosen but missing."""
+    if loop == "asyncio":
+        return None
+    if loop != "uvloop":
+        raise UsageError(f"unknown event loop {loop!r} (asyncio or uvloop)")
+    try:
+        module = importlib.import_module("uvloop")  # an optional extra: imported only when chosen
+    except ImportError:
+        raise UsageError(UVLOOP_MISSING) from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = module.new_event_loop
+    return factory
+
+
+def loop_problem(loop: str) -> str | None:
+    """Why the event loop `loop` cannot be used here, or None (for check-config)."""
+    try:
+        loop_factory(loop)
+    except UsageError as exc:
+        return str(exc)
+    return None
+
+
+def run_on(loop: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run `main()` to completion on a fresh event loop of the kind `loop` names (`agent.loop`), like asyncio.run."""
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(main())
 
 
 def run_with(opener: Callable[[], C], work: Callable[[C], Awaitable[T]]) -> T:

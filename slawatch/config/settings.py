@@ -214,6 +214,8 @@ class AgentSettings(Strict):
     # The listener's limits: idle or slow clients must not take the descriptors the probes need.
     max_connections: int = Field(default=64, ge=1, le=10_000)
     header_timeout_s: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
+    # The event loop `slawatch agent` runs on; uvloop is the optional extra `slawatch[uvloop]`.
+    loop: Literal["asyncio", "uvloop"] = "asyncio"
 
     @field_validator("listen")
     @classmethod
