@@ -11,9 +11,9 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from slawatch.model import AgentLease, AssignMode
+from slawatch.model import LEASE_LIVE_FRACTION, AgentLease, AssignMode, lease_live_ms
 
-LIVE_FRACTION = 2 / 3
+LIVE_FRACTION = LEASE_LIVE_FRACTION
 """A lease is live while its last renewal is at most this many of its agent's heartbeat periods old."""
 RENEW_FRACTION = 1 / 4
 """Agents renew their lease, and read the others', this many heartbeat periods apart..."""
@@ -41,14 +41,13 @@ def renew_every_s(heartbeat_s: float) -> float:
 
 
 def live_ms(heartbeat_s: float) -> int:
-    """How long a lease stays live after its renewal: a stopped agent's share moves within `heartbeat_s` (its lease
-    goes stale after 2/3 of it, and every agent reads the leases every 1/4 of it)."""
-    return max(round(heartbeat_s * LIVE_FRACTION * 1000), round(2 * MIN_RENEW_S * 1000))
+    """How long a lease stays live after its renewal (slawatch.model.lease_live_ms)."""
+    return lease_live_ms(heartbeat_s)
 
 
 def is_live(lease: AgentLease, now_ms: int) -> bool:
-    """Whether the lease is fresh at the store's instant `now_ms`."""
-    return now_ms - lease.seen_ms <= live_ms(lease.heartbeat_s)
+    """Whether the lease is fresh at the store's instant `now_ms` (AgentLease.live_at)."""
+    return lease.live_at(now_ms)
 
 
 def watches_zone(agent_zone: str | None, component_zone: str | None, mode: AssignMode) -> bool:

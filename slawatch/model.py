@@ -124,6 +124,23 @@ class AgentLease:
     host: str
     version: str
 
+    def live_at(self, now_ms: int) -> bool:
+        """Whether the lease is fresh at the store's instant `now_ms`: renewed within LEASE_LIVE_FRACTION of its
+        agent's heartbeat period (at least LEASE_MIN_LIVE_MS). The one rule for the agents' shares, `slawatch
+        agents` and the console."""
+        return now_ms - self.seen_ms <= lease_live_ms(self.heartbeat_s)
+
+
+LEASE_LIVE_FRACTION = 2 / 3
+LEASE_MIN_LIVE_MS = 500
+"""Agents renew every heartbeat_s / 4 but at most every 0.25 s: two renewals' worth at least."""
+
+
+def lease_live_ms(heartbeat_s: float) -> int:
+    """How long a lease stays live after its renewal: a stopped agent's share moves within `heartbeat_s` (its lease
+    goes stale after 2/3 of it, and every agent reads the leases every 1/4 of it)."""
+    return max(round(heartbeat_s * LEASE_LIVE_FRACTION * 1000), LEASE_MIN_LIVE_MS)
+
 
 @dataclass(frozen=True, slots=True)
 class AgentHeartbeats:

@@ -37,7 +37,8 @@ class AgentRow:
 
 def agent_rows(beats: Heartbeats, changes: Iterable[StateChange], now_ms: int, here: str | None) -> list[AgentRow]:
     """Every agent that beat within the lookback or has a stored state, fresh ones first, then by name."""
-    watching = Counter(agent for _, agent in {(c.ref.component, c.agent) for c in changes})
+    # A released change ends the agent's view: the component is another agent's now.
+    watching = Counter(agent for _, agent in {(c.ref.component, c.agent) for c in changes if not c.released})
     live = fresh_agents(beats, now_ms)
     rows = []
     for agent in sorted(set(beats) | set(watching)):
@@ -50,8 +51,8 @@ def agent_rows(beats: Heartbeats, changes: Iterable[StateChange], now_ms: int, h
 
 @dataclass(frozen=True, slots=True)
 class LeaseRow:
-    """An agent's lease as the shared store holds it, its age by the store's clock; live while renewed within its
-    own heartbeat period."""
+    """An agent's lease as the shared store holds it, its age by the store's clock; live by the agents' own rule
+    (AgentLease.live_at)."""
 
     lease: AgentLease
     age_ms: int
@@ -60,8 +61,7 @@ class LeaseRow:
 
 def lease_rows(now_ms: int, leases: Iterable[AgentLease]) -> list[LeaseRow]:
     """Live leases first, then by agent."""
-    rows = [LeaseRow(lease, now_ms - lease.seen_ms, now_ms - lease.seen_ms <= lease.heartbeat_s * 1000)
-            for lease in leases]
+    rows = [LeaseRow(lease, now_ms - lease.seen_ms, lease.live_at(now_ms)) for lease in leases]
     return sorted(rows, key=lambda r: (not r.live, r.lease.agent))
 
 
@@ -94,7 +94,9 @@ async def show(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         rows = agent_rows(beats, changes, now, local.agent if local is not None else None)
     leases, lease_error = await read_leases(console.extra.get(MEMBERS))
     storage = console.loaded.config.storage
-    store = "InfluxDB" if storage.influxdb is not None else "SQLite"  # the one the console reads (open_source)
+    # The one the console reads (open_source): PostgreSQL first, then InfluxDB, then SQLite.
+    store = ("PostgreSQL" if storage.postgres is not None else "InfluxDB" if storage.influxdb is not None
+             else "SQLite")
     return ctx.render("agents.html", title="Agents & stores", rows=rows, now=now, error=error, local=local,
                       leases=leases, lease_error=lease_error,
                       store=store, lookback_ms=LOOKBACK_MS, board_error=console.board.snapshot.error,
