@@ -9,6 +9,7 @@ import resource
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -172,7 +173,8 @@ class _Connection(asyncio.Protocol):
         self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not an isinstance check: uvloop's transports are not asyncio's classes (agent.loop: uvloop).
+        transport = cast(asyncio.Transport, transport)
         if not self._listener.admit(transport):
             return
         self._transport = transport

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import cast
 from urllib.parse import quote as percent_quote
 from urllib.parse import urljoin, urlsplit
 
@@ -233,8 +234,8 @@ class _Exchange(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(self.request)
+        # Not an isinstance check: uvloop's transports write alike but are not asyncio's classes.
+        cast(asyncio.WriteTransport, transport).write(self.request)
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():

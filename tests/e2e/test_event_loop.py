@@ -17,7 +17,7 @@ from agent.probes.icmp import may_ping
 from slawatch.cli.agent import build_agent
 from slawatch.cli.usage import UsageError, loop_factory, loop_problem, run_on
 from slawatch.config.loader import ConfigError, load
-from slawatch.config.probes import SipProbe, TcpProbe
+from slawatch.config.probes import HttpProbe, SipProbe, TcpProbe
 from slawatch.model import Outcome, Result
 from slawatch.testing import free_port
 from tests.e2e.agentconfig import write_config
@@ -133,3 +133,27 @@ def test_a_refused_connect_reads_the_same_on_both_loops(loop: str) -> None:
     assert run_on(loop, lambda: run_probe(settings)).result == Result(Outcome.REFUSED, "connection refused")
     assert run_on(loop, lambda: run_probe(sip)).result == Result(
         Outcome.REFUSED, f"connection refused by TCP 127.0.0.1:{closed}")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_http_probe_runs_on_both_loops(loop: str) -> None:
+    """uvloop's transports are not asyncio's classes: the HTTP client must take any transport."""
+
+    async def probe() -> Result:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            settings = HttpProbe(kind="http", target=f"http://127.0.0.1:{port}/health", expect_body="ok",
+                                 timeout_s=2.0)
+            return (await run_probe(settings)).result
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert run_on(loop, probe).outcome == Outcome.UP
