@@ -75,17 +75,12 @@ components:
     return cfg
 
 
-class AgentProcess:
-    """`slawatch agent` in a subprocess; its log lines are collected as they come."""
+class LoggedProcess:
+    """A `slawatch` command in a subprocess from the checkout's root; its stderr lines are collected as they come."""
 
-    def __init__(self, cfg: Path, *, faketime_file: Path | None = None, log_format: str = "text",
-                 args: Sequence[str] = ()) -> None:
-        env = dict(os.environ)
-        if faketime_file is not None:
-            env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME_TIMESTAMP_FILE=str(faketime_file), FAKETIME_NO_CACHE="1",
-                       FAKETIME_DONT_FAKE_MONOTONIC="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg),
-                                      "--log-format", log_format, *args], cwd=ROOT, env=env,
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "slawatch.cli", *args], cwd=ROOT,
+                                     env=env if env is not None else dict(os.environ),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -101,19 +96,14 @@ class AgentProcess:
         with self._cond:
             self._cond.notify_all()
 
-    def wait_for(self, pattern: str, timeout: float = 20.0) -> str:
-        """The first log line matching `pattern` (a regex), waiting for it to come."""
+    def _ended(self) -> bool:
+        """The process exited and every line it wrote has been read."""
+        return self.proc.poll() is not None and not self._reader.is_alive()
+
+    def has(self, pattern: str) -> bool:
         rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while True:
-                for line in self.lines:
-                    if rx.search(line):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no log line matching {pattern!r}; log:\n" + "\n".join(self.lines[-40:]))
-                self._cond.wait(min(left, 0.2))
+            return any(rx.search(line) for line in self.lines)
 
     @property
     def log(self) -> str:
@@ -135,6 +125,32 @@ class AgentProcess:
         self._reader.join(5)
         assert self.proc.stderr is not None
         self.proc.stderr.close()
+
+
+class AgentProcess(LoggedProcess):
+    """`slawatch agent` in a subprocess; its log lines are collected as they come."""
+
+    def __init__(self, cfg: Path, *, faketime_file: Path | None = None, log_format: str = "text",
+                 args: Sequence[str] = ()) -> None:
+        env = dict(os.environ)
+        if faketime_file is not None:
+            env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME_TIMESTAMP_FILE=str(faketime_file), FAKETIME_NO_CACHE="1",
+                       FAKETIME_DONT_FAKE_MONOTONIC="1")
+        super().__init__(["agent", "--config", str(cfg), "--log-format", log_format, *args], env)
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> str:
+        """The first log line matching `pattern` (a regex), waiting for it to come."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if rx.search(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self._ended():
+                    raise AssertionError(f"no log line matching {pattern!r}; log:\n" + "\n".join(self.lines[-40:]))
+                self._cond.wait(min(left, 0.2))
 
 
 def rows(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:

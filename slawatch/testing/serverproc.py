@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +13,7 @@ from typing import Any
 from slawatch.config.loader import bundled_contract
 from slawatch.model import ComponentRef, StateChange
 from slawatch.testing import free_port
-from slawatch.testing.agentproc import ROOT
+from slawatch.testing.agentproc import LoggedProcess
 
 REF = ComponentRef("san-1", "san", "gold", "acme")
 
@@ -57,33 +52,18 @@ def down(ts_ms: int, agent: str = "a1", component: str = "san-1") -> StateChange
     return StateChange(dataclasses.replace(REF, component=component), agent, ts_ms, False, "TCP connection refused")
 
 
-class ServerProcess:
+class ServerProcess(LoggedProcess):
     """`slawatch server --id ID --listen 127.0.0.1:PORT` in a subprocess, its JSON log lines collected as they come."""
 
     def __init__(self, cfg: Path, server_id: str) -> None:
         self.id = server_id
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "slawatch.cli", "server", "--config", str(cfg), "--id", server_id,
-             "--listen", f"127.0.0.1:{self.port}", "--log-format", "json"],
-            cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(["server", "--config", str(cfg), "--id", server_id, "--listen", f"127.0.0.1:{self.port}",
+                          "--log-format", "json"])
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
 
     def wait_for(self, pattern: str, timeout: float = 20.0, *, after: int = 0) -> tuple[int, dict[str, Any]]:
         """(index, record) of the first JSON log record from line `after` on whose message matches `pattern`."""
@@ -99,28 +79,7 @@ class ServerProcess:
                     if rx.search(record.get("msg", "")):
                         return k, record
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                if left <= 0 or self._ended():
                     raise AssertionError(f"server {self.id}: no log line matching {pattern!r}; log:\n"
                                          + "\n".join(self.lines[-40:]))
                 self._cond.wait(min(left, 0.2))
-
-    def has(self, pattern: str) -> bool:
-        rx = re.compile(pattern)
-        with self._cond:
-            return any(rx.search(line) for line in self.lines)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-        self._close()
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self._close()
-        return code
-
-    def _close(self) -> None:
-        self._reader.join(5)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
