@@ -535,3 +535,37 @@ async def let_aiosqlite_stop() -> None:
     # this event loop. Give it a moment so that a CLI leaving asyncio.run right after does not close the
     # loop under it.
     await asyncio.sleep(0.05)
+
+
+class SqliteStatements:
+    """Single statements on one SQLite file, one connection in turn: the records file's small stores (accounts,
+    agent leases). The file is opened as the agent's own store (WAL, schema, migrations)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.name = f"sqlite:{self.path}"
+        self._sink = SqliteSink(SqliteSettings(path=self.path))
+        self._lock = asyncio.Lock()
+
+    async def _run(self, doing: str, sql: str, params: Sequence[Any] = ()) -> tuple[list[Any], int]:
+        """The statement's rows and row count, committed. An IntegrityError is the caller's to read (a name
+        taken); any other error is a SourceError saying what could not be done, StoreUnavailable when the file
+        cannot be opened at all."""
+        async with self._lock:
+            try:
+                db = await self._sink.connect()
+            except SinkError as exc:
+                raise StoreUnavailable(str(exc)) from exc
+            try:
+                async with db.execute(sql, params) as cursor:
+                    rows = list(await cursor.fetchall())
+                    count = cursor.rowcount
+                await db.commit()
+                return rows, count
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as exc:
+                raise SourceError(f"cannot {doing} SQLite store {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._sink.close()

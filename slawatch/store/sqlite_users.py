@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from slawatch import schema
-from slawatch.config.settings import SqliteSettings
 from slawatch.model import User
 from slawatch.schema import USER
-from slawatch.store import SinkError, SourceError, StoreUnavailable
-from slawatch.store.sqlite import SqliteSink
+from slawatch.store.sqlite import SqliteStatements
 
 _SELECT = f"SELECT {', '.join(USER.names)} FROM {USER.name}"
 _INSERT = f"INSERT INTO {USER.name} ({', '.join(USER.names)}) VALUES ({', '.join('?' * len(USER.names))})"
@@ -21,31 +15,8 @@ _UPDATE = (f"UPDATE {USER.name} SET {', '.join(f'{n} = ?' for n in USER.names if
            f"WHERE name = ?")
 
 
-class SqliteUserStore:
+class SqliteUserStore(SqliteStatements):
     """Console accounts on one SQLite file (the records file). One connection; writes are single statements."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.name = f"sqlite:{self.path}"
-        self._sink = SqliteSink(SqliteSettings(path=self.path))
-        self._lock = asyncio.Lock()
-
-    async def _run(self, doing: str, sql: str, params: Sequence[Any] = ()) -> tuple[list[Any], int]:
-        async with self._lock:
-            try:
-                db = await self._sink.connect()  # WAL, schema and migrations, as the agent's own store
-            except SinkError as exc:
-                raise StoreUnavailable(str(exc)) from exc
-            try:
-                async with db.execute(sql, params) as cursor:
-                    rows = list(await cursor.fetchall())
-                    count = cursor.rowcount
-                await db.commit()
-                return rows, count
-            except sqlite3.IntegrityError:
-                raise
-            except sqlite3.Error as exc:
-                raise SourceError(f"cannot {doing} SQLite store {self.path}: {exc}") from exc
 
     async def users(self) -> list[User]:
         rows, _ = await self._run("read users from", f"{_SELECT} ORDER BY name")
@@ -77,9 +48,6 @@ class SqliteUserStore:
     async def remove(self, name: str) -> bool:
         _, count = await self._run("remove a user from", f"DELETE FROM {USER.name} WHERE name = ?", [name])
         return count == 1
-
-    async def close(self) -> None:
-        await self._sink.close()
 
 
 __all__ = ["SqliteUserStore"]
