@@ -347,10 +347,14 @@ declared in its Measurement) when it is opened. Tables new in a version are crea
 
 def add_column_sql(measurement: Measurement, name: str) -> str:
     """ALTER TABLE adding one declared column (nullable columns only: old rows read as NULL)."""
+    return _add_column_sql(measurement, name, "", _SQL_TYPE)
+
+
+def _add_column_sql(measurement: Measurement, name: str, if_missing: str, types: dict[str, str]) -> str:
     c = measurement.column(name)
     if not c.nullable:
         raise ValueError(f"{measurement.name}.{name}: only a nullable column can be added to a stored table")
-    sql = f"ALTER TABLE {measurement.name} ADD COLUMN {c.name} {_SQL_TYPE[c.type]}"
+    sql = f"ALTER TABLE {measurement.name} ADD COLUMN {if_missing}{c.name} {types[c.type]}"
     if c.check is not None:
         sql += f" CHECK ({c.check})"
     return sql
@@ -372,13 +376,7 @@ def pg_ddl() -> str:
 
 def pg_add_column_sql(measurement: Measurement, name: str) -> str:
     """PostgreSQL ALTER TABLE adding one declared column if missing (nullable columns only, as add_column_sql)."""
-    c = measurement.column(name)
-    if not c.nullable:
-        raise ValueError(f"{measurement.name}.{name}: only a nullable column can be added to a stored table")
-    sql = f"ALTER TABLE {measurement.name} ADD COLUMN IF NOT EXISTS {c.name} {_PG_TYPE[c.type]}"
-    if c.check is not None:
-        sql += f" CHECK ({c.check})"
-    return sql
+    return _add_column_sql(measurement, name, "IF NOT EXISTS ", _PG_TYPE)
 
 
 def clean_text(value: str) -> str:
