@@ -127,7 +127,7 @@ class SqliteSink:
         try:
             if self.path.parent != Path():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(self.path, timeout=10.0, isolation_level=None)
+            db = await open_sqlite(self.path, timeout=10.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise self._error("cannot open", exc) from exc
         try:
@@ -364,9 +364,8 @@ class SqliteSource:
     async def _open_read_only(self) -> aiosqlite.Connection:
         uri = f"file:{pathname2url(str(self.path.resolve()))}?mode=ro"
         try:
-            return await aiosqlite.connect(uri, uri=True, timeout=10.0, isolation_level=None)
+            return await open_sqlite(uri, uri=True, timeout=10.0, isolation_level=None)
         except sqlite3.Error as exc:
-            await let_aiosqlite_stop()
             raise StoreUnavailable(f"cannot open SQLite store {self.path} read-only: {exc}") from exc
 
     async def _writer(self) -> aiosqlite.Connection:
@@ -380,7 +379,6 @@ class SqliteSource:
             try:  # the sink's own set-up: WAL, the schema's tables if they are not there yet, migrations
                 self._rw = await SqliteSink(self.settings).connect()
             except SinkError as exc:
-                await let_aiosqlite_stop()
                 raise StoreUnavailable(str(exc)) from exc
         return self._rw
 
@@ -530,11 +528,18 @@ class SqliteSource:
         self._ro = self._rw = None
 
 
-async def let_aiosqlite_stop() -> None:
-    # A failed aiosqlite.connect stops its worker thread without awaiting it; the thread then reports to
-    # this event loop. Give it a moment so that a CLI leaving asyncio.run right after does not close the
-    # loop under it.
-    await asyncio.sleep(0.05)
+async def open_sqlite(database: str | Path, **kwargs: Any) -> aiosqlite.Connection:
+    """`aiosqlite.connect`, except that a failed open returns only once aiosqlite's worker thread has ended.
+
+    aiosqlite stops that thread without waiting for it, and the thread then posts its last result to this event
+    loop: a caller that closes the loop at once (a CLI leaving `asyncio.run`, a test) would have it raise
+    "Event loop is closed" in the thread."""
+    pending = aiosqlite.connect(database, **kwargs)
+    try:
+        return await pending
+    except BaseException:
+        await asyncio.to_thread(pending._thread.join, 5.0)  # its stop is already queued: it ends at once
+        raise
 
 
 class SqliteStatements:

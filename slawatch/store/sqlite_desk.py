@@ -16,7 +16,7 @@ from slawatch.config.settings import SqliteSettings
 from slawatch.model import Incident, IncidentEvent, Notification, NotificationState
 from slawatch.schema import INCIDENT, INCIDENT_EVENT, INCIDENT_FAULT, NOTIFICATION
 from slawatch.store import SinkError, SourceError, StoreUnavailable
-from slawatch.store.sqlite import SqliteSink, let_aiosqlite_stop
+from slawatch.store.sqlite import SqliteSink
 
 T = TypeVar("T")
 
@@ -57,7 +57,6 @@ class SqliteDeskStore:
         try:
             return await self._sink.connect()  # WAL, schema and migrations, as the agent's own store
         except SinkError as exc:
-            await let_aiosqlite_stop()
             raise StoreUnavailable(str(exc)) from exc
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:

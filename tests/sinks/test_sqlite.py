@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -256,3 +257,19 @@ async def test_the_agent_writes_degraded_changes_into_a_version_1_store(tmp_path
     with sqlite3.connect(tmp_path / "old.db") as db:
         got = db.execute("SELECT ts_ms, up, degraded, released FROM slawatch_state ORDER BY ts_ms").fetchall()
     assert got == [(1000, 0, None, None), (2000, 1, 1, None), (3000, 1, None, None), (4000, 1, None, 1)]
+
+
+def test_a_failed_open_ends_its_thread_before_returning(tmp_path: Path) -> None:
+    # aiosqlite ends its worker thread after a failed open without waiting for it; the thread then posts to the
+    # event loop, which a CLI closes as soon as the error comes back.
+    (tmp_path / "dir.db").mkdir()
+    raised: list[threading.ExceptHookArgs] = []
+    previous, threading.excepthook = threading.excepthook, raised.append
+    try:
+        for _ in range(20):
+            with pytest.raises(SinkError):
+                asyncio.run(SqliteSink(SqliteSettings(path=tmp_path / "dir.db")).connect())
+        time.sleep(0.05)
+    finally:
+        threading.excepthook = previous
+    assert [str(r.exc_value) for r in raised] == []
