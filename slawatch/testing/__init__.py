@@ -7,8 +7,10 @@ Nothing here needs a test runner. What a peer needs and does not find (a binary,
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
+from pathlib import Path
 
 # Binaries that are servers the tests start, and the name a test's `peer` marker gives each.
 SERVERS = {
@@ -54,11 +56,28 @@ def need_binary(name: str, package: str) -> str:
 
 
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port the kernel just handed out on `host` (TCP by default), free again for a server to bind."""
+    """A port free on `host` (TCP by default) for a server to bind, taken below the kernel's ephemeral range.
+
+    Outside that range, no outgoing connection is given the port as its own while the server is not listening yet
+    (a store started only after an outage, an agent's `/metrics` before it binds)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = random.randrange(20000, low) if low > 21000 else 0
+        with socket.socket(family, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise PeerMissing(f"no free port on {host}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 __all__ = ["SERVERS", "PeerMissing", "free_port", "need", "need_binary"]

@@ -208,25 +208,30 @@ def children_laying_out(label: str) -> list[str]:
 
 async def test_the_pdf_is_laid_out_apart_from_the_event_loop(tmp_path: Path) -> None:
     """In a thread, WeasyPrint stalled the event loop 184 ms at once for this report (3.9 s for 1 000 components):
-    in its child process the loop keeps ticking. A child that takes too long is stopped, and the caller told."""
+    the layout runs in a child process while the loop keeps ticking. A child that takes too long is stopped, and
+    the caller told. (The stall's bound is loose: on a loaded machine the loop's own ticks stretch too; that the
+    work is in the child is what the ticker checks.)"""
     report, _ = await asyncio.to_thread(many_components_report, tmp_path, 65)
     html = render_html(report)
     worst = 0.0
+    ticks_with_a_child = 0
     done = False
 
     async def tick() -> None:
-        nonlocal worst
+        nonlocal worst, ticks_with_a_child
         while not done:
             began = time.perf_counter()
             await asyncio.sleep(0.01)
             worst = max(worst, time.perf_counter() - began - 0.01)
+            ticks_with_a_child += bool(children_laying_out(report.label))
 
     ticker = asyncio.create_task(tick())
     pdf = await render_pdf_apart(report, html)
     done = True
     await ticker
     assert pdf.startswith(b"%PDF-") and len(png_pages(pdf, tmp_path / "png")) >= 5
-    assert worst < 0.12, f"the event loop stalled {worst * 1000:.0f} ms"
+    assert ticks_with_a_child >= 5, "the loop did not tick while a child laid the PDF out"
+    assert worst < 0.5, f"the event loop stalled {worst * 1000:.0f} ms"
 
     odd = await build_report(report_loaded(tmp_path), FakeSource(), Interval(APRIL.start_ms + 1234, APRIL.end_ms))
     with pytest.raises(PdfError, match=r"cannot make a PDF of report 2026-04-01T00:00:01.234Z/.*: not done in 0.2 s"):
