@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.assign import renew_every_s, watches_zone
 from agent.cadence import Job, Scheduler, stable_phase
-from agent.checkpoint import Checkpoint, encode_row, encode_rows
+from agent.checkpoint import Checkpoint, encode_row
 from agent.clock import Clock, Step
 from agent.health import Growth, Streak
 from agent.members import Membership, Shares
@@ -133,7 +133,6 @@ class Agent:
         self._checkpoint_later: asyncio.Task[None] | None = None
         self._checkpoint_error_logged = -3600.0
         self._held: dict[str, tuple[StateChange, Saved]] = {}  # changes the spool could not take yet
-        self._ckpt_rows: dict[str, bytes] = {}  # each component's checkpoint entry, encoded
         self._ckpt_dirty: set[str] = set()  # components whose entry must be encoded again
         self._to_act: list[_Confirmed] = []  # confirmed changes waiting to be on disk before they are acted on
         self._commit_lock = asyncio.Lock()
@@ -527,15 +526,17 @@ class Agent:
 
     # ------------------------------------------------------------ checkpoint of component state
 
-    def _snapshot(self) -> bytes:
-        """The checkpoint as bytes: only the components touched since the last one are encoded again (a mass
-        outage, or 10 000 components confirmed for the first time at start, commits many times a second)."""
+    def _snapshot(self) -> dict[str, bytes | None]:
+        """What changed in the checkpoint since the last one: the entries of the components touched since, encoded
+        again (None for one that leaves it); a mass outage, or 10 000 components confirmed for the first time at
+        start, commits many times a second, and the checkpoint writes only these."""
         dirty, self._ckpt_dirty = self._ckpt_dirty, set()
+        changes: dict[str, bytes | None] = {}
         if self._held:
             waiting = {id(p) for p in self._outbox if isinstance(p, StateChange)}
             for name, (change, before) in list(self._held.items()):
                 if id(change) in waiting:
-                    self._ckpt_rows[name] = encode_row(before)  # not spooled yet: a restart must confirm it again
+                    changes[name] = encode_row(before)  # not spooled yet: a restart must confirm it again
                     self._ckpt_dirty.add(name)  # looked at again by the next checkpoint
                     dirty.discard(name)
                 else:
@@ -544,10 +545,10 @@ class Agent:
         for name in dirty:
             st = self.states.get(name)
             if st is None or (st.up is None and not st.pending_any()):
-                self._ckpt_rows.pop(name, None)
+                changes[name] = None
             else:
-                self._ckpt_rows[name] = encode_row(st.save())
-        return encode_rows(self.agent_id, self._ckpt_rows.values())
+                changes[name] = encode_row(st.save())
+        return changes
 
     async def _save_checkpoint(self) -> None:
         """Write the checkpoint now, or wait for a write that started after this call (coalesced)."""
@@ -556,9 +557,9 @@ class Agent:
             if not self._checkpoint_dirty:
                 return  # a write that began after our update has it
             self._checkpoint_dirty = False
-            data = self._snapshot()
+            changes = self._snapshot()
             try:
-                await asyncio.to_thread(self.checkpoint.write, data)
+                await asyncio.to_thread(self.checkpoint.update, changes)
             except OSError as exc:
                 if time.monotonic() - self._checkpoint_error_logged > 60:
                     self._checkpoint_error_logged = time.monotonic()

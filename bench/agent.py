@@ -2,6 +2,7 @@
 
     python bench/agent.py [--components 1000 10000] [--interval 10] [--seconds 40] [--store sqlite|influxdb|none]
                           [--loop asyncio|uvloop] [--outage 60] [--vs-blackbox]
+                          [--py-spy DIR]
 
 Prints, per component count: probes/s achieved, p50/p99 schedule lateness, CPU seconds per 1 000 probes
 (agent process only: the farm runs in its own process), peak RSS, and (with --store influxdb --outage S)
@@ -162,8 +163,11 @@ components:
         while agent.probe_runs < n and time.monotonic() < warm_until:
             await asyncio.sleep(0.5)
         lateness.clear()
+        spy = py_spy(args, f"{n}-{mix}")
         runs0, cpu0, t0 = agent.probe_runs, time.process_time(), time.monotonic()
         await asyncio.sleep(args.seconds)
+        if spy is not None:
+            await asyncio.to_thread(spy.wait)
         runs, cpu, elapsed = agent.probe_runs - runs0, time.process_time() - cpu0, time.monotonic() - t0
         outcomes = {k: v for k, v in _outcomes(agent).items() if v}
         lat = sorted(lateness)
@@ -190,6 +194,17 @@ components:
     }
 
 
+def py_spy(args: argparse.Namespace, name: str) -> subprocess.Popen[bytes] | None:
+    """With --py-spy DIR: py-spy recording this process (raw stacks, 100/s) for the measured window only."""
+    if args.py_spy is None:
+        return None
+    args.py_spy.mkdir(parents=True, exist_ok=True)
+    out = args.py_spy / f"agent-{name}-{args.loop}-{args.store}.txt"
+    return subprocess.Popen([args.py_spy_bin, "record", "--format", "raw", "-r", "100", "--nonblocking",
+                             "-d", str(max(1, round(args.seconds))), "-o", str(out), "--pid", str(os.getpid())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 class NullSpool:
     """A spool that keeps nothing (`--store none`): the agent's outbox is emptied into it at every flush."""
 
@@ -200,7 +215,7 @@ class NullSpool:
         pass
 
     def read(self, consumer: str, max_points: int = 5000) -> Any:
-        return argparse.Namespace(points=[])
+        return None  # nothing to drain
 
     def pending(self, consumer: str) -> int:
         return 0
@@ -457,6 +472,9 @@ def parse_args() -> argparse.Namespace:
                              "time, restart it, time the catch-up and check the stored sample count")
     parser.add_argument("--vs-blackbox", action="store_true",
                         help="compare CPU per probe with prometheus-blackbox-exporter + prometheus (TCP + ICMP)")
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                        help="record the agent's stacks over the measured time with py-spy (raw format) into DIR")
+    parser.add_argument("--py-spy-bin", default=shutil.which("py-spy") or "py-spy", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.outage is not None and args.store != "influxdb":
         parser.error("--outage needs --store influxdb")

@@ -8,6 +8,7 @@ import asyncio
 import ctypes
 import errno
 import ipaddress
+import itertools
 import os
 import socket
 import struct
@@ -33,7 +34,6 @@ from icmplib import (
     TimeExceeded,
     async_resolve,
 )
-from icmplib.utils import unique_identifier
 
 from agent.probes.base import inner_timeout
 from agent.probes.options import Env
@@ -49,6 +49,7 @@ _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _SO_EE_ORIGIN_ICMP, _SO_EE_ORIGIN_ICMP6 = 2, 3
 _RAW_RCVBUF = 8 << 20
 _MAX_READS = 256
+_IDENTS = itertools.count(os.getpid() + 1)  # echo identifiers (masked to 16 bits), as icmplib's, without its lock
 PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
 
 
@@ -328,9 +329,9 @@ def _socket_error(exc: ICMPSocketError, address: str) -> str:
 async def exchange(sock: EchoSocket, address: str, count: int, interval_s: float, deadline: float) -> Echoes:
     """Send `count` echo requests `interval_s` apart; collect the answers until all came or `deadline`
     (event-loop time)."""
-    ident = unique_identifier()
+    ident = next(_IDENTS) & 0xFFFF
     while ident in sock.runs:  # 65536 runs in flight on one loop would be needed to wrap around
-        ident = unique_identifier()
+        ident = next(_IDENTS) & 0xFFFF
     run = Collector(count, sock.version, address)
     sock.runs[ident] = run
 

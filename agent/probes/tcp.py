@@ -12,7 +12,7 @@ import ssl
 import time
 from typing import Any
 
-from agent.probes.address import resolve
+from agent.probes.address import literal_once, resolve
 from agent.probes.base import connect_failure, inner_timeout, quote, sock_connect, tls_failure
 from agent.probes.options import Env, tls_options, tls_verify
 from slawatch.config.probes import TcpProbe
@@ -53,17 +53,19 @@ async def probe(target: TcpProbe) -> Result:
     budget = inner_timeout(target)
     deadline = loop.time() + budget
     host, port = _address(target.target)
+    if not target.tls and target.send is None and target.expect is None:
+        try:
+            await connect_only(host, port, deadline)
+        except TimeoutError:
+            return Result(Outcome.TIMEOUT, f"connect to {host}:{port} timed out after {budget:.3g}s")
+        except OSError as exc:
+            return connect_failure(exc)
+        return Result(Outcome.UP, latency_s=time.perf_counter() - t0)
     phase = "connect"
     writer: asyncio.StreamWriter | None = None
     received = b""
     try:
         async with asyncio.timeout_at(deadline):
-            if not target.tls and target.send is None and target.expect is None:
-                try:
-                    await connect_only(host, port)
-                except OSError as exc:
-                    return connect_failure(exc)
-                return Result(Outcome.UP, latency_s=time.perf_counter() - t0)
             try:
                 reader, writer = await connect(host, port, limit=min(target.max_read_bytes, 1 << 16))
             except OSError as exc:
@@ -110,16 +112,23 @@ async def probe(target: TcpProbe) -> Result:
 _address = functools.lru_cache(maxsize=65536)(split_host_port)
 
 
-async def connect_only(host: str, port: int) -> None:
+async def connect_only(host: str, port: int, deadline: float) -> None:
     """Connect and close, with a bare non-blocking socket: a probe that sends and reads nothing needs no
-    stream objects (they cost about a third of a connect-only probe's CPU). Each address in turn, as below."""
+    stream objects (they cost about a third of a connect-only probe's CPU). Each address in turn, as below;
+    TimeoutError at `deadline` (event-loop time)."""
+    infos = literal_once(host, port, socket.SOCK_STREAM)  # an address needs no lookup, nor a timer around it
+    if infos is None:
+        async with asyncio.timeout_at(deadline):
+            infos = await resolve(host, port, socket.SOCK_STREAM)
     first: OSError | None = None
-    for family, _type, _proto, _name, sockaddr in await resolve(host, port, socket.SOCK_STREAM):
+    for family, _type, _proto, _name, sockaddr in infos:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            await sock_connect(sock, sockaddr)
+            await sock_connect(sock, sockaddr, deadline)
             return
+        except TimeoutError:
+            raise
         except OSError as exc:
             first = first or exc
         finally:
