@@ -198,18 +198,30 @@ def coverage_from_heartbeats(
     return intervals
 
 
+def _by_component(changes: Iterable[StateChange]) -> dict[str, dict[str, list[StateChange]]]:
+    by_component: dict[str, dict[str, list[StateChange]]] = defaultdict(lambda: defaultdict(list))
+    for c in changes:
+        by_component[c.ref.component][c.agent].append(c)
+    return by_component
+
+
 class AgentViews:
     """The AgentViews of every component of one read, indexed once: each agent's heartbeat coverage is
     computed once, not once per component."""
 
     def __init__(self, changes: Iterable[StateChange], heartbeats: Heartbeats,
                  max_gap_factor: float = HEARTBEAT_GAP_FACTOR) -> None:
-        by_component: dict[str, dict[str, list[StateChange]]] = defaultdict(lambda: defaultdict(list))
-        for c in changes:
-            by_component[c.ref.component][c.agent].append(c)
-        self._changes = by_component
+        self._changes = _by_component(changes)
         self._coverage = {agent: tuple(coverage_from_heartbeats(hb.instants_ms, hb.period_s, max_gap_factor))
                           for agent, hb in heartbeats.items()}
+
+    def with_changes(self, changes: Iterable[StateChange]) -> AgentViews:
+        """The views of other changes (another slice of a report's components) over the same heartbeats, whose
+        coverage is not computed again."""
+        other = object.__new__(AgentViews)
+        other._changes = _by_component(changes)
+        other._coverage = self._coverage
+        return other
 
     def components(self) -> list[str]:
         return sorted(self._changes)

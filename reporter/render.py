@@ -320,20 +320,30 @@ JSON_SLICE = 1000
 def json_pieces(report: Report) -> Iterator[str]:
     """render_json's text in pieces, components a slice at a time: what one json.dumps of report_doc writes, without
     every component's document (a month of 100 000 components: a million outages) built at once."""
+    yield json_head()
+    for start in range(0, len(report.components), JSON_SLICE):
+        yield json_components(report.components[start:start + JSON_SLICE], first=start == 0)
+    yield json_tail(report)
+
+
+def json_head() -> str:
+    """The JSON's text up to its components: its keys are written sorted, and "components" is the first."""
+    return "{" + _json("components") + ":["
+
+
+def json_components(components: Sequence[ComponentReport], *, first: bool) -> str:
+    """Some components' documents in the JSON's list (`first`: none written before them)."""
+    if not components:
+        return ""
+    return ("" if first else ",") + _json([_component_doc(c) for c in components])[1:-1]
+
+
+def json_tail(report: Report) -> str:
+    """The JSON's text after its components: every other key, from `report` (its components are not read)."""
     doc = report_doc(report, components=False)
-    doc["components"] = None
-    yield "{"
-    for n, key in enumerate(sorted(doc)):
-        yield ("," if n else "") + _json(key) + ":"
-        if key != "components":
-            yield _json(doc[key])
-            continue
-        yield "["
-        for start in range(0, len(report.components), JSON_SLICE):
-            part = _json([_component_doc(c) for c in report.components[start:start + JSON_SLICE]])[1:-1]
-            yield ("," if start else "") + part
-        yield "]"
-    yield "}\n"
+    del doc["components"]
+    assert min(doc) > "components"
+    return "]" + "".join("," + _json(key) + ":" + _json(doc[key]) for key in sorted(doc)) + "}\n"
 
 
 # ---------------------------------------------------------------- csv
@@ -350,25 +360,56 @@ def csv_text(value: str) -> str:
 
 def render_csv(report: Report) -> str:
     """One row per component and period, columns in CSV_COLUMNS order (RFC 4180, CRLF line ends)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    windows: dict[str, list[str]] = {}
-    for m in report.maintenance:
-        for name in m.components:
-            windows.setdefault(name, []).append(m.window.id)
-    for c in report.components:
-        r = c.result
-        writer.writerow((
-            csv_text(report.label), iso_ms(report.period.start_ms), iso_ms(report.period.end_ms),
-            csv_text(c.customer or ""), csv_text(c.tier), csv_text(c.name), csv_text(c.klass), f"{c.target_pct:g}",
-            "" if r.availability_pct is None else f"{r.availability_pct:.{c.policy.decimals}f}",
-            "" if r.met is None else ("true" if r.met else "false"),
-            seconds_text(r.downtime_ms), seconds_text(r.maintenance_ms), seconds_text(r.unmonitored_ms),
-            seconds_text(r.up_ms), seconds_text(r.basis_ms), seconds_text(r.error_budget_ms), len(r.outages),
-            report.inputs_sha256, csv_text(" ".join(windows.get(c.name, ()))), seconds_text(r.degraded_ms),
-        ))
-    return out.getvalue()
+    rows = CsvRows(report)
+    rows.add(report.components)
+    return "".join(rows.text(report))
+
+
+class CsvRows:
+    """render_csv a slice of components at a time: each row is made as its component passes, kept as text (a few
+    hundred bytes a component), and written once the report's inputs_sha256 and maintenance, which every row
+    repeats, are known."""
+
+    def __init__(self, head: Report) -> None:
+        self._head = head
+        self._rows: list[tuple[str, str, str]] = []  # (the cells before inputs_sha256, name, degraded_s)
+
+    def add(self, components: Sequence[ComponentReport]) -> None:
+        report = self._head
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="")
+        for c in components:
+            r = c.result
+            # Each cell is quoted on its own: the cells before the hash written now are those of the whole row.
+            writer.writerow((
+                csv_text(report.label), iso_ms(report.period.start_ms), iso_ms(report.period.end_ms),
+                csv_text(c.customer or ""), csv_text(c.tier), csv_text(c.name), csv_text(c.klass),
+                f"{c.target_pct:g}",
+                "" if r.availability_pct is None else f"{r.availability_pct:.{c.policy.decimals}f}",
+                "" if r.met is None else ("true" if r.met else "false"),
+                seconds_text(r.downtime_ms), seconds_text(r.maintenance_ms), seconds_text(r.unmonitored_ms),
+                seconds_text(r.up_ms), seconds_text(r.basis_ms), seconds_text(r.error_budget_ms), len(r.outages)))
+            self._rows.append((out.getvalue(), c.name, seconds_text(r.degraded_ms)))
+            out.seek(0)
+            out.truncate()
+
+    def text(self, summary: Report) -> Iterator[str]:
+        """The CSV's text in pieces, once every component is added; `summary` gives the hash and the maintenance."""
+        windows: dict[str, list[str]] = {}
+        for m in summary.maintenance:
+            for name in m.components:
+                windows.setdefault(name, []).append(m.window.id)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(CSV_COLUMNS)
+        for n, (cells, name, degraded) in enumerate(self._rows):
+            out.write(cells + ",")
+            writer.writerow((summary.inputs_sha256, csv_text(" ".join(windows.get(name, ()))), degraded))
+            if n % 1000 == 999:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
 
 
 # ---------------------------------------------------------------- html
