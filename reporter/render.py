@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -335,7 +336,54 @@ def json_components(components: Sequence[ComponentReport], *, first: bool) -> st
     """Some components' documents in the JSON's list (`first`: none written before them)."""
     if not components:
         return ""
-    return ("" if first else ",") + _json([_component_doc(c) for c in components])[1:-1]
+    return ("" if first else ",") + ",".join(map(component_json, components))
+
+
+# The components' documents are written as text here, not built as dicts for json.dumps: a month of 100 000
+# components has a million outages, and the dicts cost twice the text. The text is what _json writes of
+# _component_doc, byte for byte (its keys sorted, compact, not ASCII-escaped; tests hold the two together).
+_text: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _number(value: float | None) -> str:
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    return _json(value)
+
+
+def _flag(value: bool | None) -> str:
+    return "null" if value is None else ("true" if value else "false")
+
+
+def _texts(values: Sequence[str]) -> str:
+    return "[" + ",".join(map(_text, values)) + "]"
+
+
+def _outage_json(o: Outage) -> str:
+    parts = ",".join(f'{{"end":"{iso_ms(p.end_ms)}","kind":{_text(p.kind)},"start":"{iso_ms(p.start_ms)}"}}'
+                     for p in o.parts)
+    return (f'{{"agents":{_texts(o.agents)},"counted_s":{o.counted_ms / 1000!r},'
+            f'"duration_s":{(o.end_ms - o.start_ms) / 1000!r},"end":"{iso_ms(o.end_ms)}",'
+            f'"late_notice":{_flag(o.late_notice)},"maintenance_s":{o.maintenance_ms / 1000!r},"parts":[{parts}],'
+            f'"reason":{_text(o.reason)},"start":"{iso_ms(o.start_ms)}","window_ids":{_texts(o.window_ids)}}}')
+
+
+def component_json(c: ComponentReport) -> str:
+    """_json(_component_doc(c)), written directly."""
+    r = c.result
+    degraded = ",".join(f'{{"agents":{_texts(d.agents)},"duration_s":{(d.end_ms - d.start_ms) / 1000!r},'
+                        f'"end":"{iso_ms(d.end_ms)}","reason":{_text(d.reason)},"start":"{iso_ms(d.start_ms)}"}}'
+                        for d in r.degraded)
+    unmonitored = ",".join(f'{{"duration_s":{(g.end_ms - g.start_ms) / 1000!r},"end":"{iso_ms(g.end_ms)}",'
+                           f'"start":"{iso_ms(g.start_ms)}"}}' for g in r.unmonitored)
+    return (f'{{"availability_pct":{_number(r.availability_pct)},"basis_s":{r.basis_ms / 1000!r},'
+            f'"class":{_text(c.klass)},"customer":{"null" if c.customer is None else _text(c.customer)},'
+            f'"degraded":[{degraded}],"degraded_s":{r.degraded_ms / 1000!r},"down_s":{r.down_ms / 1000!r},'
+            f'"downtime_s":{r.downtime_ms / 1000!r},"error_budget_s":{r.error_budget_ms / 1000!r},'
+            f'"maintenance_s":{r.maintenance_ms / 1000!r},"met":{_flag(r.met)},"name":{_text(c.name)},'
+            f'"outages":[{",".join(map(_outage_json, r.outages))}],"ratio":{_number(r.ratio)},'
+            f'"target_pct":{_number(c.target_pct)},"tier":{_text(c.tier)},"unmonitored":[{unmonitored}],'
+            f'"unmonitored_s":{r.unmonitored_ms / 1000!r},"up_s":{r.up_ms / 1000!r}}}')
 
 
 def json_tail(report: Report) -> str:
