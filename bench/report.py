@@ -443,7 +443,11 @@ def kept_postgres(work: Path) -> PostgresServer:
         shutil.move(server.dir, work / "pgcluster")
     else:
         server.remove()
+    port_file = work / "pgcluster.port"  # the stores' configs name it: the same port each time
     kept = PostgresServer(bindir=server.bindir, dir=work / "pgcluster", user=server.user, durable=True)
+    if port_file.exists():
+        kept.port = int(port_file.read_text())
+    port_file.write_text(str(kept.port))
     kept.start()
     return kept
 

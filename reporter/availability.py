@@ -490,7 +490,7 @@ def availability(
             else:
                 n_late += st
         if agents_moved:
-            need = quorum_size(n_known, fixed_quorum)
+            need = min(n_known // 2 + 1 if fixed_quorum is None else fixed_quorum, n_known)  # quorum_size, inline
             is_down = n_known > 0 and n_down >= need
             is_degraded = n_known > 0 and not is_down and n_bad >= need
         if spell is not None and not (n_known > 0 and is_degraded):
@@ -522,16 +522,16 @@ def availability(
                     bad_agents = [a for a in range(n) if status[a] in (_DOWN, _DEGRADED)]
                     if spell is None:
                         spell = _OpenSpell(t, _first_cause(views, run, bad_agents).reason, set())
-                    spell.agents.update(views[a][0] for a in bad_agents)
+                    spell.agents.update([views[a][0] for a in bad_agents])
             continue
 
         if current is None or agents_moved:
             down_agents = [a for a in range(n) if status[a] == _DOWN]
             if current is None:
                 current = _OpenOutage(start=t, reason=_first_cause(views, run, down_agents).reason, agents=set())
-            current.agents.update(views[a][0] for a in down_agents)
+            current.agents.update([views[a][0] for a in down_agents])
         if active_windows:
-            current.window_ids.update(windows[w].id for w in active_windows)
+            current.window_ids.update([windows[w].id for w in active_windows])
         if n_timely > 0:
             maint_ms += length
             current.maintenance_ms += length

@@ -469,11 +469,11 @@ def _canonical(value: Any) -> str:
 HASH_SLICE = 20_000
 
 
-def _change_rows(changes: Sequence[StateChange]) -> list[list[Any]]:
-    """The changes as the hash lists them, sorted. A degraded change adds a mark, so that a store without any hashes
-    as it did before degraded existed."""
-    rows = [[c.ref.component, c.agent, c.ts_ms, c.up, c.reason, "degraded"] if c.degraded
-            else [c.ref.component, c.agent, c.ts_ms, c.up, c.reason] for c in changes]
+def _change_rows(changes: Sequence[StateChange]) -> list[tuple[Any, ...]]:
+    """The changes as the hash lists them, sorted (tuples: JSON writes them as lists). A degraded change adds a mark,
+    so that a store without any hashes as it did before degraded existed."""
+    rows = [(c.ref.component, c.agent, c.ts_ms, c.up, c.reason, "degraded") if c.degraded
+            else (c.ref.component, c.agent, c.ts_ms, c.up, c.reason) for c in changes]
     rows.sort()
     return rows
 
@@ -514,7 +514,7 @@ class InputsHash:
             self._digest.update((b"," if self._written else b"") + text)
             self._written = True
 
-    def _keep(self, rows: list[list[Any]]) -> None:
+    def _keep(self, rows: list[tuple[Any, ...]]) -> None:
         """Each component's rows as their canonical text, at the end of the spill file."""
         if self._spill is None:
             self._spill = tempfile.TemporaryFile()  # noqa: SIM115 (closed by hexdigest or close)
