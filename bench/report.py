@@ -1,7 +1,7 @@
 """Report time: a month of stored history for many components, then `slawatch report --month` end to end.
 
     python bench/report.py [--components 10000] [--store sqlite|influxdb|postgres|both] [--month YYYY-MM] [--seed 1]
-                           [--timeout 600] [--profile] [--workdir DIR]
+                           [--timeout 600] [--profile] [--workdir DIR] [--tree DIR] [--runs 1]
 
 Generates one calendar month (default: the last full month, inside InfluxDB's 6-month retention) of state
 changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a few seconds apart) and the two
@@ -13,9 +13,13 @@ slawatch.store's Source (timely and late notice), then times
     python -m slawatch.cli report --config CFG --month YYYY-MM --format json --out FILE
 
 as a subprocess, start to exit (config load of N components included). Prints per store: points written, write
-time, report wall time, peak RSS of the report process, the goal, and whether the report's outage count matches
-the generated one. A missed goal (or --profile) reruns the report under cProfile and prints the top functions by
-cumulative time.
+time, report wall time, CPU and peak RSS of the report process, the load average, the goal, whether the report's
+outage count matches the generated one, and the sha256 of the JSON (equal across trees: the figures did not move).
+A missed goal (or --profile) reruns the report under cProfile and prints the top functions by cumulative time.
+
+`--workdir DIR` keeps the stores (SQLite files, the PostgreSQL cluster) and reuses a store already there for the
+same --components, --month and --seed instead of generating and writing it again (100 000 components take
+minutes to write). `--tree DIR` runs the report from another checkout (before/after pairs on one store).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import asyncio
 import calendar
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -221,15 +226,17 @@ async def write_store(store: str, history: History, work: Path, influx_url: str 
     return elapsed, storage
 
 
-def run_report(cfg: Path, month: str, out: Path, timeout_s: float, profile: Path | None = None) -> tuple[float, float]:
-    """Run `slawatch report` as a child; (wall seconds, peak RSS MiB of that child, from its rusage)."""
+def run_report(cfg: Path, month: str, out: Path, timeout_s: float, profile: Path | None = None, *,
+               tree: Path = ROOT) -> tuple[float, float, float]:
+    """Run `slawatch report` as a child (from `tree`); (wall seconds, CPU seconds, peak RSS MiB of that child, from
+    its rusage)."""
     pre = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
     cmd = [sys.executable, *pre, "-m", "slawatch.cli", "report", "--config", str(cfg), "--month", month,
            "--format", "json", "--out", str(out)]
     err_path = out.with_suffix(".stderr")
     with err_path.open("wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=tree, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         timer = threading.Timer(timeout_s, proc.kill)
         timer.start()
         try:
@@ -242,7 +249,7 @@ def run_report(cfg: Path, month: str, out: Path, timeout_s: float, profile: Path
     if proc.returncode != 0:
         raise SystemExit(f"report exited {proc.returncode} (killed after {timeout_s:g} s?): "
                          f"{err_path.read_text(errors='replace')[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 PHASES = r'''
@@ -256,8 +263,11 @@ from slawatch.store import open_source
 class Read:
     """The store's answers, read once: build_report over it times the engine (and the report's assembly) alone."""
     def __init__(self, changes, heartbeats, windows):
-        self._c, self._h, self._w = changes, heartbeats, windows
-    async def changes(self, start_ms, end_ms, components=None): return self._c
+        self._c, self._h, self._w = {}, heartbeats, windows
+        for c in changes:
+            self._c.setdefault(c.ref.component, []).append(c)
+    async def changes(self, start_ms, end_ms, components=None):
+        return [c for name in sorted(components or self._c) for c in self._c.get(name, ())]
     async def heartbeats(self, start_ms, end_ms): return self._h
     async def windows(self, start_ms=None, end_ms=None): return self._w
 
@@ -286,9 +296,9 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 '''
 
 
-def phases(cfg: Path, month: str, timeout_s: float) -> dict[str, float]:
+def phases(cfg: Path, month: str, timeout_s: float, tree: Path = ROOT) -> dict[str, float]:
     """Each phase of the report timed apart, in a child process of its own (the same code the report runs)."""
-    proc = subprocess.run([sys.executable, "-c", PHASES, str(cfg), month], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", PHASES, str(cfg), month], cwd=tree, capture_output=True, text=True,
                           timeout=timeout_s)
     if proc.returncode != 0:
         raise SystemExit(f"phases exited {proc.returncode}: {proc.stderr[-3000:]}")
@@ -312,23 +322,24 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile the report even when the goal is met")
     parser.add_argument("--skip-phases", action="store_true", help="do not time config load, change reading, "
                         "the engine and rendering apart")
-    parser.add_argument("--workdir", type=Path, help="keep stores, configs, reports and profiles here "
-                        "(must not exist yet; default: a temp dir, removed)")
+    parser.add_argument("--workdir", type=Path, help="keep stores, configs, reports and profiles here, and reuse a "
+                        "store already there for the same --components, --month and --seed (default: a temp dir, "
+                        "removed)")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="run the report from this source tree (a checkout of "
+                        "another commit, for before/after pairs on one store)")
+    parser.add_argument("--runs", type=int, default=1, help="report runs per store (each one printed)")
     args = parser.parse_args()
     stores = ("sqlite", "influxdb") if args.store == "both" else (args.store,)
-
-    t0 = time.perf_counter()
-    history = generate(args.components, args.month, random.Random(args.seed))
-    print(f"generated {len(history.points):,} points for {args.components:,} components in {args.month} "
-          f"({history.states:,} state changes, {history.heartbeats:,} heartbeats, {history.outages:,} outages) "
-          f"in {time.perf_counter() - t0:.1f} s", flush=True)
+    tree = args.tree.resolve()
+    key = {"components": args.components, "month": args.month, "seed": args.seed}
 
     rows = []
     profiles: dict[str, str] = {}
     split: dict[str, dict[str, float]] = {}
+    history: History | None = None
     with contextlib.ExitStack() as stack:
         if args.workdir is not None:
-            args.workdir.mkdir(parents=True)
+            args.workdir.mkdir(parents=True, exist_ok=True)
             work = args.workdir.resolve()
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="slawatch-bench-report-")))
@@ -337,58 +348,119 @@ def main() -> None:
         try:
             if "postgres" in stores:
                 try:
-                    postgres = start_postgres(durable=True)
+                    postgres = kept_postgres(work) if args.workdir is not None else start_postgres(durable=True)
                 except PeerMissing as exc:
                     sys.exit(exc.reason)
-            if "influxdb" in stores:
-                binary = shutil.which("influxd")
-                if binary is None:
-                    sys.exit("influxd not found (apt-get install -y influxdb)")
-                influxd = Influxd(binary=binary, dir=work / "influx")
-                influxd.start()
             for store in stores:
                 store_dir = work / store
-                store_dir.mkdir()
-                write_s, storage = asyncio.run(write_store(
-                    store, history, store_dir, influxd.url if influxd else None,
-                    postgres.create_database("slawatch") if postgres is not None and store == "postgres" else None))
                 cfg = store_dir / "slawatch.yaml"
-                cfg.write_text(config_text(args.components, storage))
-                out = store_dir / "report.json"
-                wall, rss = run_report(cfg, args.month, out, args.timeout)
-                doc = json.loads(out.read_text())
-                reported = sum(len(c["outages"]) for c in doc["components"])
-                assert len(doc["components"]) == args.components, len(doc["components"])
-                rows.append((store, len(history.points), write_s, wall, rss, GOAL_S[store], reported))
-                print(f"{store}: written in {write_s:.1f} s, report in {wall:.1f} s "
-                      f"(load average {os.getloadavg()[0]:.2f})", flush=True)
+                kept = store_dir / "history.json"
+                meta = json.loads(kept.read_text()) if kept.exists() else None
+                if meta is not None and meta["key"] == key and store != "influxdb":
+                    print(f"{store}: reusing the store in {store_dir} ({meta['points']:,} points, "
+                          f"{meta['outages']:,} outages)", flush=True)
+                else:
+                    if history is None:
+                        t0 = time.perf_counter()
+                        history = generate(args.components, args.month, random.Random(args.seed))
+                        print(f"generated {len(history.points):,} points for {args.components:,} components in "
+                              f"{args.month} ({history.states:,} state changes, {history.heartbeats:,} heartbeats, "
+                              f"{history.outages:,} outages) in {time.perf_counter() - t0:.1f} s", flush=True)
+                    if store_dir.exists():
+                        shutil.rmtree(store_dir)
+                    store_dir.mkdir()
+                    if store == "influxdb" and influxd is None:
+                        binary = shutil.which("influxd")
+                        if binary is None:
+                            sys.exit("influxd not found (apt-get install -y influxdb)")
+                        influxd = Influxd(binary=binary, dir=work / "influx")
+                        influxd.start()
+                    dsn = None
+                    if postgres is not None and store == "postgres":
+                        with contextlib.suppress(Exception):
+                            postgres.execute("DROP DATABASE IF EXISTS slawatch")
+                        dsn = postgres.create_database("slawatch")
+                    write_s, storage = asyncio.run(write_store(
+                        store, history, store_dir, influxd.url if influxd else None, dsn))
+                    if postgres is not None and store == "postgres":
+                        postgres.execute("VACUUM ANALYZE", "slawatch")
+                    cfg.write_text(config_text(args.components, storage))
+                    meta = {"key": key, "points": len(history.points), "outages": history.outages,
+                            "write_s": write_s}
+                    kept.write_text(json.dumps(meta))
+                for run in range(args.runs):
+                    out = store_dir / "report.json"
+                    wall, cpu, rss = run_report(cfg, args.month, out, args.timeout, tree=tree)
+                    reported, n_components, digest = report_figures(out)
+                    assert n_components == args.components, n_components
+                    load = os.getloadavg()
+                    rows.append((store, meta["points"], meta["write_s"], wall, cpu, rss, GOAL_S[store], reported,
+                                 meta["outages"], digest, load))
+                    print(f"{store} run {run + 1}: report in {wall:.1f} s wall, {cpu:.1f} s CPU, {rss:.0f} MiB, "
+                          f"JSON sha256 {digest[:16]} (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})",
+                          flush=True)
                 if not args.skip_phases:
-                    split[store] = phases(cfg, args.month, args.timeout)
-                if wall >= GOAL_S[store] or args.profile:
+                    split[store] = phases(cfg, args.month, args.timeout, tree)
+                    print(f"{store} phases: " + ", ".join(f"{n} {t:.2f} s" for n, t in split[store].items()),
+                          flush=True)
+                if args.profile or (args.runs and rows[-1][3] >= GOAL_S[store]):
                     prof = store_dir / "report.prof"
-                    run_report(cfg, args.month, store_dir / "report-profiled.json", args.timeout, profile=prof)
+                    run_report(cfg, args.month, store_dir / "report-profiled.json", args.timeout, prof, tree=tree)
                     profiles[store] = top_cumulative(prof)
         finally:
             if influxd is not None:
                 influxd.stop()
             if postgres is not None:
-                postgres.remove()
+                if args.workdir is not None:
+                    postgres.stop()
+                else:
+                    postgres.remove()
 
     print()
-    print(f"{args.components:,} components, month {args.month}, {history.outages:,} outages generated")
+    print(f"{args.components:,} components, month {args.month}, tree {tree}")
     print()
-    print("| store | points written | write time | report wall time | report peak RSS | goal | outages reported |")
-    print("|---|---:|---:|---:|---:|---|---|")
-    for store, points, write_s, wall, rss, goal, reported in rows:
+    print("| store | points written | write time | report wall time | CPU | report peak RSS | goal | outages reported "
+          "| JSON sha256 | load average |")
+    print("|---|---:|---:|---:|---:|---:|---|---|---|---|")
+    for store, points, write_s, wall, cpu, rss, goal, reported, generated, digest, load in rows:
         verdict = "met" if wall < goal else "MISSED"
-        check = "= generated" if reported == history.outages else f"MISMATCH: {reported - history.outages:+,}"
-        print(f"| {store} | {points:,} | {write_s:.1f} s | {wall:.1f} s | {rss:.0f} MiB | < {goal:g} s: {verdict} "
-              f"| {reported:,} ({check}) |")
+        check = "= generated" if reported == generated else f"MISMATCH: {reported - generated:+,}"
+        print(f"| {store} | {points:,} | {write_s:.1f} s | {wall:.1f} s | {cpu:.1f} s | {rss:.0f} MiB "
+              f"| < {goal:g} s: {verdict} | {reported:,} ({check}) | {digest[:16]} "
+              f"| {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} |")
     for store, times in split.items():
         print(f"\n{store}, each phase apart (a second run, in-process): "
               + ", ".join(f"{name} {took:.2f} s" for name, took in times.items()))
     for store, text in profiles.items():
         print(f"\n--- {store}: report under cProfile, top functions by cumulative time ---\n{text}")
+
+
+def kept_postgres(work: Path) -> PostgresServer:
+    """A durable PostgreSQL whose cluster stays in WORK/pgcluster (reused by the next run with this --workdir)."""
+    server = start_postgres(durable=True)  # a fresh one first: it checks the binaries and the user to run as
+    if not (work / "pgcluster" / "data" / "PG_VERSION").exists():
+        server.stop()
+        shutil.move(server.dir, work / "pgcluster")
+    else:
+        server.remove()
+    port_file = work / "pgcluster.port"  # the stores' configs name it: the same port each time
+    kept = PostgresServer(bindir=server.bindir, dir=work / "pgcluster", user=server.user, durable=True)
+    if port_file.exists():
+        kept.port = int(port_file.read_text())
+    port_file.write_text(str(kept.port))
+    kept.start()
+    return kept
+
+
+def report_figures(out: Path) -> tuple[int, int, str]:
+    """(outages reported, components reported, sha256 of the JSON) of a report file, read a piece at a time."""
+    digest = hashlib.sha256()
+    with out.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    doc = json.loads(out.read_bytes())
+    outages = sum(len(c["outages"]) for c in doc["components"])
+    return outages, len(doc["components"]), digest.hexdigest()
 
 
 if __name__ == "__main__":

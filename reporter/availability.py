@@ -198,18 +198,30 @@ def coverage_from_heartbeats(
     return intervals
 
 
+def _by_component(changes: Iterable[StateChange]) -> dict[str, dict[str, list[StateChange]]]:
+    by_component: dict[str, dict[str, list[StateChange]]] = defaultdict(lambda: defaultdict(list))
+    for c in changes:
+        by_component[c.ref.component][c.agent].append(c)
+    return by_component
+
+
 class AgentViews:
     """The AgentViews of every component of one read, indexed once: each agent's heartbeat coverage is
     computed once, not once per component."""
 
     def __init__(self, changes: Iterable[StateChange], heartbeats: Heartbeats,
                  max_gap_factor: float = HEARTBEAT_GAP_FACTOR) -> None:
-        by_component: dict[str, dict[str, list[StateChange]]] = defaultdict(lambda: defaultdict(list))
-        for c in changes:
-            by_component[c.ref.component][c.agent].append(c)
-        self._changes = by_component
+        self._changes = _by_component(changes)
         self._coverage = {agent: tuple(coverage_from_heartbeats(hb.instants_ms, hb.period_s, max_gap_factor))
                           for agent, hb in heartbeats.items()}
+
+    def with_changes(self, changes: Iterable[StateChange]) -> AgentViews:
+        """The views of other changes (another slice of a report's components) over the same heartbeats, whose
+        coverage is not computed again."""
+        other = object.__new__(AgentViews)
+        other._changes = _by_component(changes)
+        other._coverage = self._coverage
+        return other
 
     def components(self) -> list[str]:
         return sorted(self._changes)
@@ -478,7 +490,7 @@ def availability(
             else:
                 n_late += st
         if agents_moved:
-            need = quorum_size(n_known, fixed_quorum)
+            need = min(n_known // 2 + 1 if fixed_quorum is None else fixed_quorum, n_known)  # quorum_size, inline
             is_down = n_known > 0 and n_down >= need
             is_degraded = n_known > 0 and not is_down and n_bad >= need
         if spell is not None and not (n_known > 0 and is_degraded):
@@ -510,16 +522,16 @@ def availability(
                     bad_agents = [a for a in range(n) if status[a] in (_DOWN, _DEGRADED)]
                     if spell is None:
                         spell = _OpenSpell(t, _first_cause(views, run, bad_agents).reason, set())
-                    spell.agents.update(views[a][0] for a in bad_agents)
+                    spell.agents.update([views[a][0] for a in bad_agents])
             continue
 
         if current is None or agents_moved:
             down_agents = [a for a in range(n) if status[a] == _DOWN]
             if current is None:
                 current = _OpenOutage(start=t, reason=_first_cause(views, run, down_agents).reason, agents=set())
-            current.agents.update(views[a][0] for a in down_agents)
+            current.agents.update([views[a][0] for a in down_agents])
         if active_windows:
-            current.window_ids.update(windows[w].id for w in active_windows)
+            current.window_ids.update([windows[w].id for w in active_windows])
         if n_timely > 0:
             maint_ms += length
             current.maintenance_ms += length

@@ -3,6 +3,7 @@ intervals, and the one place ISO 8601 times are parsed and written."""
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -30,10 +31,25 @@ def iso_ms(ts_ms: int, *, always_ms: bool = True) -> str:
     """Epoch milliseconds as ISO 8601 UTC: 2026-03-01T00:00:00.000Z (2026-03-01T00:00:00Z when not `always_ms`
     and the milliseconds are zero)."""
     seconds, ms = divmod(ts_ms, 1000)
-    t = time.gmtime(seconds) if seconds >= 0 else (_EPOCH + timedelta(seconds=seconds)).timetuple()
+    if seconds >= 0:
+        # A report formats millions of instants over a few days: the date is made once a day, the time by division.
+        day, hh = divmod(seconds, 86400)
+        hh, ss = divmod(hh, 3600)
+        mm, ss = divmod(ss, 60)
+        if ms or always_ms:
+            return f"{_day_text(day)}T{hh:02d}:{mm:02d}:{ss:02d}.{ms:03d}Z"
+        return f"{_day_text(day)}T{hh:02d}:{mm:02d}:{ss:02d}Z"
+    t = (_EPOCH + timedelta(seconds=seconds)).timetuple()
     # A report formats hundreds of thousands of instants: plain formatting is ~5x faster than strftime.
     text = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
     return f"{text}.{ms:03d}Z" if ms or always_ms else f"{text}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _day_text(day: int) -> str:
+    """Day `day` since 1970-01-01 as 2026-03-01."""
+    t = time.gmtime(day * 86400)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
 
 
 def parse_iso(text: str, tz: str | None = None) -> int:

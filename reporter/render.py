@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -320,20 +321,77 @@ JSON_SLICE = 1000
 def json_pieces(report: Report) -> Iterator[str]:
     """render_json's text in pieces, components a slice at a time: what one json.dumps of report_doc writes, without
     every component's document (a month of 100 000 components: a million outages) built at once."""
+    yield json_head()
+    for start in range(0, len(report.components), JSON_SLICE):
+        yield json_components(report.components[start:start + JSON_SLICE], first=start == 0)
+    yield json_tail(report)
+
+
+def json_head() -> str:
+    """The JSON's text up to its components: its keys are written sorted, and "components" is the first."""
+    return "{" + _json("components") + ":["
+
+
+def json_components(components: Sequence[ComponentReport], *, first: bool) -> str:
+    """Some components' documents in the JSON's list (`first`: none written before them)."""
+    if not components:
+        return ""
+    return ("" if first else ",") + ",".join(map(component_json, components))
+
+
+# The components' documents are written as text here, not built as dicts for json.dumps: a month of 100 000
+# components has a million outages, and the dicts cost twice the text. The text is what _json writes of
+# _component_doc, byte for byte (its keys sorted, compact, not ASCII-escaped; tests hold the two together).
+_text: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _number(value: float | None) -> str:
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    return _json(value)
+
+
+def _flag(value: bool | None) -> str:
+    return "null" if value is None else ("true" if value else "false")
+
+
+def _texts(values: Sequence[str]) -> str:
+    return "[" + ",".join(map(_text, values)) + "]"
+
+
+def _outage_json(o: Outage) -> str:
+    parts = ",".join(f'{{"end":"{iso_ms(p.end_ms)}","kind":{_text(p.kind)},"start":"{iso_ms(p.start_ms)}"}}'
+                     for p in o.parts)
+    return (f'{{"agents":{_texts(o.agents)},"counted_s":{o.counted_ms / 1000!r},'
+            f'"duration_s":{(o.end_ms - o.start_ms) / 1000!r},"end":"{iso_ms(o.end_ms)}",'
+            f'"late_notice":{_flag(o.late_notice)},"maintenance_s":{o.maintenance_ms / 1000!r},"parts":[{parts}],'
+            f'"reason":{_text(o.reason)},"start":"{iso_ms(o.start_ms)}","window_ids":{_texts(o.window_ids)}}}')
+
+
+def component_json(c: ComponentReport) -> str:
+    """_json(_component_doc(c)), written directly."""
+    r = c.result
+    degraded = ",".join(f'{{"agents":{_texts(d.agents)},"duration_s":{(d.end_ms - d.start_ms) / 1000!r},'
+                        f'"end":"{iso_ms(d.end_ms)}","reason":{_text(d.reason)},"start":"{iso_ms(d.start_ms)}"}}'
+                        for d in r.degraded)
+    unmonitored = ",".join(f'{{"duration_s":{(g.end_ms - g.start_ms) / 1000!r},"end":"{iso_ms(g.end_ms)}",'
+                           f'"start":"{iso_ms(g.start_ms)}"}}' for g in r.unmonitored)
+    return (f'{{"availability_pct":{_number(r.availability_pct)},"basis_s":{r.basis_ms / 1000!r},'
+            f'"class":{_text(c.klass)},"customer":{"null" if c.customer is None else _text(c.customer)},'
+            f'"degraded":[{degraded}],"degraded_s":{r.degraded_ms / 1000!r},"down_s":{r.down_ms / 1000!r},'
+            f'"downtime_s":{r.downtime_ms / 1000!r},"error_budget_s":{r.error_budget_ms / 1000!r},'
+            f'"maintenance_s":{r.maintenance_ms / 1000!r},"met":{_flag(r.met)},"name":{_text(c.name)},'
+            f'"outages":[{",".join(map(_outage_json, r.outages))}],"ratio":{_number(r.ratio)},'
+            f'"target_pct":{_number(c.target_pct)},"tier":{_text(c.tier)},"unmonitored":[{unmonitored}],'
+            f'"unmonitored_s":{r.unmonitored_ms / 1000!r},"up_s":{r.up_ms / 1000!r}}}')
+
+
+def json_tail(report: Report) -> str:
+    """The JSON's text after its components: every other key, from `report` (its components are not read)."""
     doc = report_doc(report, components=False)
-    doc["components"] = None
-    yield "{"
-    for n, key in enumerate(sorted(doc)):
-        yield ("," if n else "") + _json(key) + ":"
-        if key != "components":
-            yield _json(doc[key])
-            continue
-        yield "["
-        for start in range(0, len(report.components), JSON_SLICE):
-            part = _json([_component_doc(c) for c in report.components[start:start + JSON_SLICE]])[1:-1]
-            yield ("," if start else "") + part
-        yield "]"
-    yield "}\n"
+    del doc["components"]
+    assert min(doc) > "components"
+    return "]" + "".join("," + _json(key) + ":" + _json(doc[key]) for key in sorted(doc)) + "}\n"
 
 
 # ---------------------------------------------------------------- csv
@@ -350,25 +408,56 @@ def csv_text(value: str) -> str:
 
 def render_csv(report: Report) -> str:
     """One row per component and period, columns in CSV_COLUMNS order (RFC 4180, CRLF line ends)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    windows: dict[str, list[str]] = {}
-    for m in report.maintenance:
-        for name in m.components:
-            windows.setdefault(name, []).append(m.window.id)
-    for c in report.components:
-        r = c.result
-        writer.writerow((
-            csv_text(report.label), iso_ms(report.period.start_ms), iso_ms(report.period.end_ms),
-            csv_text(c.customer or ""), csv_text(c.tier), csv_text(c.name), csv_text(c.klass), f"{c.target_pct:g}",
-            "" if r.availability_pct is None else f"{r.availability_pct:.{c.policy.decimals}f}",
-            "" if r.met is None else ("true" if r.met else "false"),
-            seconds_text(r.downtime_ms), seconds_text(r.maintenance_ms), seconds_text(r.unmonitored_ms),
-            seconds_text(r.up_ms), seconds_text(r.basis_ms), seconds_text(r.error_budget_ms), len(r.outages),
-            report.inputs_sha256, csv_text(" ".join(windows.get(c.name, ()))), seconds_text(r.degraded_ms),
-        ))
-    return out.getvalue()
+    rows = CsvRows(report)
+    rows.add(report.components)
+    return "".join(rows.text(report))
+
+
+class CsvRows:
+    """render_csv a slice of components at a time: each row is made as its component passes, kept as text (a few
+    hundred bytes a component), and written once the report's inputs_sha256 and maintenance, which every row
+    repeats, are known."""
+
+    def __init__(self, head: Report) -> None:
+        self._head = head
+        self._rows: list[tuple[str, str, str]] = []  # (the cells before inputs_sha256, name, degraded_s)
+
+    def add(self, components: Sequence[ComponentReport]) -> None:
+        report = self._head
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="")
+        for c in components:
+            r = c.result
+            # Each cell is quoted on its own: the cells before the hash written now are those of the whole row.
+            writer.writerow((
+                csv_text(report.label), iso_ms(report.period.start_ms), iso_ms(report.period.end_ms),
+                csv_text(c.customer or ""), csv_text(c.tier), csv_text(c.name), csv_text(c.klass),
+                f"{c.target_pct:g}",
+                "" if r.availability_pct is None else f"{r.availability_pct:.{c.policy.decimals}f}",
+                "" if r.met is None else ("true" if r.met else "false"),
+                seconds_text(r.downtime_ms), seconds_text(r.maintenance_ms), seconds_text(r.unmonitored_ms),
+                seconds_text(r.up_ms), seconds_text(r.basis_ms), seconds_text(r.error_budget_ms), len(r.outages)))
+            self._rows.append((out.getvalue(), c.name, seconds_text(r.degraded_ms)))
+            out.seek(0)
+            out.truncate()
+
+    def text(self, summary: Report) -> Iterator[str]:
+        """The CSV's text in pieces, once every component is added; `summary` gives the hash and the maintenance."""
+        windows: dict[str, list[str]] = {}
+        for m in summary.maintenance:
+            for name in m.components:
+                windows.setdefault(name, []).append(m.window.id)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(CSV_COLUMNS)
+        for n, (cells, name, degraded) in enumerate(self._rows):
+            out.write(cells + ",")
+            writer.writerow((summary.inputs_sha256, csv_text(" ".join(windows.get(name, ()))), degraded))
+            if n % 1000 == 999:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
 
 
 # ---------------------------------------------------------------- html

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import operator
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from reporter import responses
@@ -207,6 +209,152 @@ def select_components(loaded: Loaded, customer: str | None = None,
             if (customer is None or c.customer == customer) and (wanted is None or c.name in wanted)]
 
 
+SLICE = 2000
+"""Components read and computed at a time: a slice's changes and results are all a report holds of its month at
+once (a month of 100 000 components is millions of changes and a million outages)."""
+
+
+class ReportRun:
+    """A report computed a slice of components at a time, in the configured order: each slice's changes are read
+    (one `Source.changes` of its components), its components' availability computed and handed out by `slices()`,
+    then let go. What needs every component (the maintenance entries, inputs_sha256) is gathered as they pass, and
+    `summary()` gives it once the slices are out: the Report without its components. build_report is this kept
+    whole; the JSON and CSV are written a slice at a time (reporter.render).
+
+    `month` marks a calendar-month report (basis from the policy); without it the period is a custom
+    range, measured on its real length. `incidents` are the incidents raised in the period (read from the desk's
+    store when None); their response clocks are read at `as_of_ms` (default: now) while unacknowledged.
+    """
+
+    def __init__(self, loaded: Loaded, source: Source, period: Interval, *, month: tuple[int, int] | None = None,
+                 customer: str | None = None, components: Sequence[str] | None = None,
+                 progress: Progress | None = None, incidents: Sequence[Incident] | None = None,
+                 as_of_ms: int | None = None, slice_size: int | None = None) -> None:
+        config = loaded.config
+        self._loaded, self._source, self.period, self.month = loaded, source, period, month
+        self._selected = select_components(loaded, customer, components)
+        self._progress, self._incidents, self._as_of_ms = progress, incidents, as_of_ms
+        self._slice = max(1, slice_size if slice_size is not None else SLICE)
+        self.label = period_label(period, month)
+        self._policies = customers_policies(loaded, custom_range=month is None)
+        used = {comp.customer for comp in self._selected}
+        self.customers = {c.name: CustomerInfo(c.name, c.tier, tuple(c.report_to), self._policies[c.name])
+                          for c in config.customers if c.name in used}
+        self.policy = self._policies[None]
+        self.contract_doc = loaded.contract.model_dump(mode="json", by_alias=True)
+        names = [c.name for c in self._selected]
+        self._hash = InputsHash(ordered=all(map(operator.lt, names, itertools.islice(names, 1, None))))
+        self._figures: list[tuple[str, str, str, str | None, float]] = []
+        self._windows: dict[str, MaintenanceWindow] = {}
+        self._touched: dict[tuple[str, str | None], _Touched] = {}
+        self._heartbeats: Heartbeats = {}
+        self._done = False
+
+    def head(self) -> Report:
+        """The report's frame, known before any component: period, contract, customers (no figures yet)."""
+        return self._report((), "", (), ())
+
+    def _report(self, components: tuple[ComponentReport, ...], digest: str, maintenance: tuple[MaintenanceEntry, ...],
+                incidents: tuple[IncidentEntry, ...]) -> Report:
+        contract = self._loaded.contract
+        return Report(
+            period=self.period, label=self.label, month=self.month, timezone=self._loaded.config.report.timezone,
+            contract_name=contract.name, contract_version=contract.version, contract=self.contract_doc,
+            policy=self.policy, customers=tuple(self.customers.values()), components=components,
+            inputs_sha256=digest, maintenance=maintenance, incidents=incidents)
+
+    async def slices(self) -> AsyncIterator[tuple[ComponentReport, ...]]:
+        """Each slice's ComponentReports, in the configured order of the components."""
+        period, source = self.period, self._source
+        if not self._selected:
+            self._done = True
+            return
+        self._heartbeats = await source.heartbeats(period.start_ms, period.end_ms)
+        windows = await source.windows(period.start_ms, period.end_ms)
+        coverage = AgentViews((), self._heartbeats)
+        try:
+            async for part in self._computed(windows, coverage):
+                yield part
+        except BaseException:
+            self._hash.close()
+            raise
+        self._done = True
+
+    async def _computed(self, windows: Sequence[MaintenanceWindow],
+                        coverage: AgentViews) -> AsyncIterator[tuple[ComponentReport, ...]]:
+        config, contract, period, source = self._loaded.config, self._loaded.contract, self.period, self._source
+        for begin in range(0, len(self._selected), self._slice):
+            part = self._selected[begin:begin + self._slice]
+            changes = await source.changes(period.start_ms, period.end_ms, [c.name for c in part])
+            self._hash.add_changes(changes)
+            index = coverage.with_changes(changes)
+            del changes
+            results: list[ComponentReport] = []
+            for comp in part:
+                ref = component_ref(contract, configured_ref(config, comp), index.latest_ref(comp.name))
+                policy = self._policies[comp.customer] if comp.customer in self.customers else self.policy
+                target = contract.target_pct(ref.klass, ref.tier)
+                applying = [w for w in windows
+                            if w.applies_to(ref) and w.start_ms < period.end_ms and w.end_ms > period.start_ms]
+                result = availability(period, index.views(comp.name), applying, policy, target)
+                done = ComponentReport(comp.name, ref.klass, ref.tier, comp.customer, target, policy, result)
+                results.append(done)
+                self._figures.append((done.name, done.klass, done.tier, done.customer, done.target_pct))
+                for w in applying:
+                    self._windows[w.id] = w
+                    touched = self._touched.get((w.id, comp.customer))
+                    if touched is None:
+                        touched = self._touched[(w.id, comp.customer)] = _Touched(policy.maintenance_notice_ms)
+                    touched.add(w, done)
+                if self._progress is not None:
+                    self._progress(begin + len(results), len(self._selected))
+            del index
+            yield tuple(results)
+
+    async def summary(self) -> Report:
+        """The Report without its components (`components` empty): once every slice is out."""
+        if not self._done:
+            raise RuntimeError("the report's slices are not all out yet")
+        incidents = self._incidents
+        if incidents is None:
+            incidents = await read_incidents(self._loaded, self.period) if self._selected else []
+        wanted = {c.name for c in self._selected}
+        start, end = self.period.start_ms, self.period.end_ms
+        raised = [i for i in incidents if i.ref.component in wanted and start <= i.raised_ms < end]
+        digest = self._hash.hexdigest(
+            period=self.period, label=self.label, timezone=self._loaded.config.report.timezone,
+            contract=self.contract_doc,
+            policies={"": self.policy, **{name: c.policy for name, c in self.customers.items()}},
+            components=self._figures, heartbeats=self._heartbeats, windows=self._windows.values(), incidents=raised)
+        maintenance = [t.entry(self._windows[wid], customer) for (wid, customer), t in self._touched.items()]
+        maintenance.sort(key=lambda m: (m.window.start_ms, m.window.id, m.customer is None, m.customer or ""))
+        contract = self._loaded.contract
+        return self._report((), digest, tuple(maintenance), tuple(responses.entries(
+            contract, calendars_of(contract.response_terms()), raised,
+            self._as_of_ms if self._as_of_ms is not None else time.time_ns() // 1_000_000)))
+
+
+@dataclass(slots=True)
+class _Touched:
+    """A window's entry for one customer's components, gathered as they pass: their names and their down time inside
+    it (what maintenance_entry computes from them all at once)."""
+
+    notice_ms: int
+    components: list[str] = field(default_factory=list)
+    excused_ms: int = 0
+    counted_ms: int = 0
+
+    def add(self, window: MaintenanceWindow, component: ComponentReport) -> None:
+        self.components.append(component.name)
+        inside = downtime_in(Interval(window.start_ms, window.end_ms), component.result.outages)
+        self.excused_ms += inside["excused"]
+        self.counted_ms += inside["counted"] + inside["late_notice"]
+
+    def entry(self, window: MaintenanceWindow, customer: str | None) -> MaintenanceEntry:
+        return MaintenanceEntry(window, customer, tuple(self.components), self.notice_ms,
+                                timely(window, self.notice_ms), excused_ms=self.excused_ms, counted_ms=self.counted_ms)
+
+
 async def build_report(
     loaded: Loaded,
     source: Source,
@@ -219,67 +367,15 @@ async def build_report(
     incidents: Sequence[Incident] | None = None,
     as_of_ms: int | None = None,
 ) -> Report:
-    """Read what `period` needs from `source` and compute every selected component's availability.
-
-    `month` marks a calendar-month report (basis from the policy); without it the period is a custom
-    range, measured on its real length. `incidents` are the incidents raised in the period (read from the desk's
-    store when None); their response clocks are read at `as_of_ms` (default: now) while unacknowledged.
-    """
-    config, contract = loaded.config, loaded.contract
-    selected = select_components(loaded, customer, components)
-    custom = month is None
-    tz = config.report.timezone
-    label = period_label(period, month)
-
-    names = [c.name for c in selected]
-    changes = await source.changes(period.start_ms, period.end_ms, names) if selected else []
-    heartbeats = await source.heartbeats(period.start_ms, period.end_ms) if selected else {}
-    windows = await source.windows(period.start_ms, period.end_ms) if selected else []
-    if incidents is None:
-        incidents = await read_incidents(loaded, period) if selected else []
-    wanted = set(names)
-    raised = [i for i in incidents if i.ref.component in wanted and period.start_ms <= i.raised_ms < period.end_ms]
-
-    policies = customers_policies(loaded, custom_range=custom)
-    used = {comp.customer for comp in selected}
-    customers = {c.name: CustomerInfo(c.name, c.tier, tuple(c.report_to), policies[c.name])
-                 for c in config.customers if c.name in used}
-    default_policy = policies[None]
-
-    index = AgentViews(changes, heartbeats)
+    """Read what `period` needs from `source` and compute every selected component's availability: a ReportRun kept
+    whole (see there for the arguments)."""
+    run = ReportRun(loaded, source, period, month=month, customer=customer, components=components,
+                    progress=progress, incidents=incidents, as_of_ms=as_of_ms)
     results: list[ComponentReport] = []
-    used_windows: dict[str, MaintenanceWindow] = {}
-    touched: dict[tuple[str, str | None], list[ComponentReport]] = {}
-    for i, comp in enumerate(selected):
-        ref = component_ref(contract, configured_ref(config, comp), index.latest_ref(comp.name))
-        policy = policies[comp.customer] if comp.customer in customers else default_policy
-        target = contract.target_pct(ref.klass, ref.tier)
-        applying = [w for w in windows
-                    if w.applies_to(ref) and w.start_ms < period.end_ms and w.end_ms > period.start_ms]
-        result = availability(period, index.views(comp.name), applying, policy, target)
-        results.append(ComponentReport(comp.name, ref.klass, ref.tier, comp.customer, target, policy, result))
-        for w in applying:
-            used_windows[w.id] = w
-            touched.setdefault((w.id, comp.customer), []).append(results[-1])
-        if progress is not None:
-            progress(i + 1, len(selected))
-
-    contract_doc = contract.model_dump(mode="json", by_alias=True)
-    digest = inputs_sha256(
-        period=period, label=label, timezone=tz, contract=contract_doc,
-        policies={"": default_policy, **{name: c.policy for name, c in customers.items()}},
-        components=[(r.name, r.klass, r.tier, r.customer, r.target_pct) for r in results],
-        changes=changes, heartbeats=heartbeats, windows=used_windows.values(), incidents=raised)
-    maintenance = [maintenance_entry(used_windows[wid], customer, comps)
-                   for (wid, customer), comps in touched.items()]
-    maintenance.sort(key=lambda m: (m.window.start_ms, m.window.id, m.customer is None, m.customer or ""))
-    return Report(
-        period=period, label=label, month=month, timezone=tz,
-        contract_name=contract.name, contract_version=contract.version, contract=contract_doc,
-        policy=default_policy, customers=tuple(customers.values()), components=tuple(results),
-        inputs_sha256=digest, maintenance=tuple(maintenance),
-        incidents=responses.entries(contract, calendars_of(contract.response_terms()), raised,
-                                    as_of_ms if as_of_ms is not None else time.time_ns() // 1_000_000))
+    async for part in run.slices():
+        results += part
+    summary = await run.summary()
+    return dataclasses.replace(summary, components=tuple(results))
 
 
 async def read_incidents(loaded: Loaded, period: Interval) -> list[Incident]:
@@ -356,34 +452,14 @@ def inputs_sha256(
 
     The JSON is hashed as it is written, a slice of the changes at a time: a month of 100 000 components holds
     millions of changes, and the whole text at once would be hundreds of megabytes."""
-    doc: dict[str, Any] = {
-        "period": [period.start_ms, period.end_ms, label, timezone],
-        "contract": contract,
-        "policies": {name: policy_doc(p) for name, p in policies.items()},
-        "components": sorted([list(c) for c in components], key=lambda c: str(c[0])),
-        "changes": None,  # written below, in slices
-        "heartbeats": {agent: [hb.period_s, sorted(hb.instants_ms)] for agent, hb in heartbeats.items()},
-        "windows": sorted([w.id, w.scope, w.value, w.start_ms, w.end_ms, w.announced_ms, w.reason, w.created_ms]
-                          for w in windows),
-    }
-    # Incidents only when there are some: a report without any hashes as it did before incidents existed.
-    raised = sorted([i.id, i.ref.component, i.priority, i.raised_ms, i.acknowledged_ms, i.resolved_ms,
-                     [[p.start_ms, p.end_ms] for p in i.pauses]] for i in incidents)
-    if raised:
-        doc["incidents"] = raised
-    digest = hashlib.sha256()
-    # What json.dumps(doc, sort_keys=True, ...) writes, piece by piece: "{", "key":value joined by ",", "}".
-    digest.update(b"{")
-    for n, key in enumerate(sorted(doc)):
-        if n:
-            digest.update(b",")
-        digest.update(_canonical(key).encode("utf-8") + b":")
-        if key == "changes":
-            _hash_changes(digest, changes)
-        else:
-            digest.update(_canonical(doc[key]).encode("utf-8"))
-    digest.update(b"}")
-    return digest.hexdigest()
+    listed = changes if isinstance(changes, list) else list(changes)
+    names = [c.ref.component for c in listed]
+    if not all(map(operator.le, names, itertools.islice(names, 1, None))):
+        listed = sorted(listed, key=lambda c: (c.ref.component, c.agent, c.ts_ms, c.up, c.reason, c.degraded))
+    digest = InputsHash()
+    digest.add_changes(listed)
+    return digest.hexdigest(period=period, label=label, timezone=timezone, contract=contract, policies=policies,
+                            components=components, heartbeats=heartbeats, windows=windows, incidents=incidents)
 
 
 def _canonical(value: Any) -> str:
@@ -393,26 +469,99 @@ def _canonical(value: Any) -> str:
 HASH_SLICE = 20_000
 
 
-def _hash_changes(digest: Any, changes: Iterable[StateChange]) -> None:
-    """The changes as a JSON list in sorted order, a slice at a time. Stores read them by component (Source's
-    order): then slices that end where a component does, each sorted on its own, come out in the order of sorting
-    them all; else they are sorted all at once."""
-    listed = changes if isinstance(changes, list) else list(changes)
-    names = [c.ref.component for c in listed]
-    by_component = all(map(operator.le, names, itertools.islice(names, 1, None)))
-    if not by_component:
-        listed = sorted(listed, key=lambda c: (c.ref.component, c.agent, c.ts_ms, c.up, c.reason, c.degraded))
-        names = [c.ref.component for c in listed]
-    digest.update(b"[")
-    start, n = 0, len(listed)
-    while start < n:
-        end = min(start + HASH_SLICE, n)
-        while end < n and names[end] == names[end - 1]:
-            end += 1
-        # A degraded change adds a mark, so that a store without any hashes as it did before degraded existed.
-        rows = [[c.ref.component, c.agent, c.ts_ms, c.up, c.reason, "degraded"] if c.degraded
-                else [c.ref.component, c.agent, c.ts_ms, c.up, c.reason] for c in listed[start:end]]
-        rows.sort()
-        digest.update((b"," if start else b"") + _canonical(rows)[1:-1].encode("utf-8"))
-        start = end
-    digest.update(b"]")
+def _change_rows(changes: Sequence[StateChange]) -> list[tuple[Any, ...]]:
+    """The changes as the hash lists them, sorted (tuples: JSON writes them as lists). A degraded change adds a mark,
+    so that a store without any hashes as it did before degraded existed."""
+    rows = [(c.ref.component, c.agent, c.ts_ms, c.up, c.reason, "degraded") if c.degraded
+            else (c.ref.component, c.agent, c.ts_ms, c.up, c.reason) for c in changes]
+    rows.sort()
+    return rows
+
+
+class InputsHash:
+    """inputs_sha256 taken as the report reads: the changes a slice of components at a time (`add_changes`), the rest
+    at the end (`hexdigest`). The canonical document's keys go in sorted order and "changes" is the first, so the
+    changes are hashed as they come when the slices come in component order; with `ordered` False (the components'
+    configured order is not their sorted order) each component's part waits in a temporary file until the end."""
+
+    def __init__(self, *, ordered: bool = True) -> None:
+        self._digest = hashlib.sha256()
+        self._digest.update(b"{" + _canonical("changes").encode("utf-8") + b":[")
+        self._written = False
+        self._ordered = ordered
+        self._spill: Any = None  # the temporary file, made on first use; closed by hexdigest or close
+        self._parts: dict[str, list[tuple[int, int]]] = {}
+
+    def add_changes(self, changes: Sequence[StateChange]) -> None:
+        """The changes of some components, every change of each (in component order when `ordered`)."""
+        names = [c.ref.component for c in changes]
+        if not all(map(operator.le, names, itertools.islice(names, 1, None))):  # every store reads by component
+            changes = sorted(changes, key=lambda c: c.ref.component)
+            names.sort()
+        start, n = 0, len(changes)
+        while start < n:
+            end = min(start + HASH_SLICE, n)
+            while end < n and names[end] == names[end - 1]:
+                end += 1
+            if self._ordered:
+                self._feed(_canonical(_change_rows(changes[start:end]))[1:-1].encode("utf-8"))
+            else:
+                self._keep(_change_rows(changes[start:end]))
+            start = end
+
+    def _feed(self, text: bytes) -> None:
+        if text:
+            self._digest.update((b"," if self._written else b"") + text)
+            self._written = True
+
+    def _keep(self, rows: list[tuple[Any, ...]]) -> None:
+        """Each component's rows as their canonical text, at the end of the spill file."""
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile()  # noqa: SIM115 (closed by hexdigest or close)
+        begin = 0
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or rows[i][0] != rows[begin][0]:
+                text = _canonical(rows[begin:i])[1:-1].encode("utf-8")
+                self._parts.setdefault(rows[begin][0], []).append((self._spill.tell(), len(text)))
+                self._spill.write(text)
+                begin = i
+
+    def hexdigest(self, *, period: Interval, label: str, timezone: str, contract: Mapping[str, Any],
+                  policies: Mapping[str, Policy], components: Iterable[tuple[str, str, str, str | None, float]],
+                  heartbeats: Heartbeats, windows: Iterable[MaintenanceWindow],
+                  incidents: Iterable[Incident] = ()) -> str:
+        if self._spill is not None:
+            with self._spill as spill:
+                for name in sorted(self._parts):
+                    for offset, size in self._parts[name]:
+                        spill.seek(offset)
+                        self._feed(spill.read(size))
+            self._spill = None
+        self._parts.clear()
+        doc: dict[str, Any] = {
+            "period": [period.start_ms, period.end_ms, label, timezone],
+            "contract": contract,
+            "policies": {name: policy_doc(p) for name, p in policies.items()},
+            "components": sorted([list(c) for c in components], key=lambda c: str(c[0])),
+            "heartbeats": {agent: [hb.period_s, sorted(hb.instants_ms)] for agent, hb in heartbeats.items()},
+            "windows": sorted([w.id, w.scope, w.value, w.start_ms, w.end_ms, w.announced_ms, w.reason, w.created_ms]
+                              for w in windows),
+        }
+        # Incidents only when there are some: a report without any hashes as it did before incidents existed.
+        raised = sorted([i.id, i.ref.component, i.priority, i.raised_ms, i.acknowledged_ms, i.resolved_ms,
+                         [[p.start_ms, p.end_ms] for p in i.pauses]] for i in incidents)
+        if raised:
+            doc["incidents"] = raised
+        # What json.dumps(doc, sort_keys=True, ...) writes after the changes: ',"key":value' in key order, then "}".
+        assert min(doc) > "changes"
+        self._digest.update(b"]")
+        for key in sorted(doc):
+            self._digest.update(b"," + _canonical(key).encode("utf-8") + b":" + _canonical(doc[key]).encode("utf-8"))
+        self._digest.update(b"}")
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        """Let the temporary file go (a report given up half-way)."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 import time
@@ -14,8 +15,8 @@ from typing import TextIO
 from reporter.delivery import deliver
 from reporter.pdf import PdfError, render_pdf
 from reporter.periods import month_period, parse_iso, parse_month
-from reporter.render import FORMATS, json_pieces, render
-from reporter.report import Progress, ReportError, build_report, select_components
+from reporter.render import FORMATS, CsvRows, json_components, json_head, json_tail, render
+from reporter.report import Progress, ReportError, ReportRun, build_report, select_components
 from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.model import Interval
@@ -110,6 +111,9 @@ def report_cmd(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
+    # The config (100 000 components: millions of objects) lives to the end: out of the collector's sight, so that
+    # the collections the report's millions of short-lived changes and results trigger do not walk it each time.
+    gc.freeze()
     try:
         period, month = resolve_period(args, loaded.config.report.timezone)
         select_components(loaded, args.customer, args.component)
@@ -128,12 +132,15 @@ async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month
     try:
         if args.out is not None or not args.email:
             show = progress_bar(sys.stderr) if args.format == "text" or args.out is not None else None
+            if args.format in ("json", "csv"):
+                # Computed and written a slice of components at a time: the JSON of a month of 100 000 components
+                # is hundreds of megabytes, its outages a million.
+                run = ReportRun(loaded, source, period, month=month, customer=args.customer,
+                                components=args.component, progress=show)
+                await _write_streamed(run, args.format, args.out)
+                return EXIT_OK if not args.email else await _email(args, loaded, source, period, month)
             report = await build_report(loaded, source, period, month=month, customer=args.customer,
                                         components=args.component, progress=show)
-            if args.format == "json" and args.out is not None:
-                # Written a piece at a time: the JSON of a month of 100 000 components is hundreds of megabytes.
-                await asyncio.to_thread(_write_pieces, Path(args.out), json_pieces(report))
-                return EXIT_OK if not args.email else await _email(args, loaded, source, period, month)
             if args.format == "pdf":
                 data = await asyncio.to_thread(render_pdf, report)
                 text = None
@@ -161,9 +168,36 @@ async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month
         await source.close()
 
 
-def _write_pieces(path: Path, pieces: Iterable[str]) -> None:
-    with path.open("w", encoding="utf-8", newline="") as out:
+async def _write_streamed(run: ReportRun, fmt: str, out_path: str | None) -> None:
+    """The JSON or CSV of `run` to the file (made anew) or standard output, each slice as it is computed."""
+    out: TextIO
+    if out_path is None:
+        out = sys.stdout
+    else:
+        out = await asyncio.to_thread(Path(out_path).open, "w", encoding="utf-8", newline="")
+    try:
+        if fmt == "json":
+            await _write(out, [json_head()])
+            first = True
+            async for part in run.slices():
+                await _write(out, [json_components(part, first=first)])
+                first = first and not part
+            await _write(out, [json_tail(await run.summary())])
+        else:
+            rows = CsvRows(run.head())
+            async for part in run.slices():
+                rows.add(part)
+            await _write(out, rows.text(await run.summary()))
+    finally:
+        if out is not sys.stdout:
+            await asyncio.to_thread(out.close)
+
+
+async def _write(out: TextIO, pieces: Iterable[str]) -> None:
+    if out is sys.stdout:
         out.writelines(pieces)
+    else:
+        await asyncio.to_thread(out.writelines, pieces)
 
 
 async def _email(args: argparse.Namespace, loaded: Loaded, store: Source, period: Interval,

@@ -303,9 +303,21 @@ SELECT {', '.join('s.' + n for n in STATE.names)} FROM pair JOIN {STATE.name} s
     ON s.component = pair.component AND s.agent = pair.agent
     AND s.ts_ms = (SELECT MAX(ts_ms) FROM {STATE.name} WHERE component = pair.component AND agent = pair.agent
                    AND ts_ms < ?)
-WHERE pair.step = 1 {{filter}}
+WHERE pair.step = 1
 """
-_SQL_PAIR_FILTER = "AND pair.component IN (SELECT value FROM json_each(?))"
+# The same for the components listed (a report's slice): their agents one seek each, not a walk of every pair.
+_SQL_LAST_CHANGES_OF = f"""
+WITH RECURSIVE pair(component, agent) AS (
+    SELECT value, (SELECT MIN(agent) FROM {STATE.name} WHERE component = value) FROM json_each(?)
+    UNION ALL
+    SELECT component, (SELECT MIN(agent) FROM {STATE.name} WHERE component = pair.component AND agent > pair.agent)
+    FROM pair WHERE agent IS NOT NULL
+)
+SELECT {', '.join('s.' + n for n in STATE.names)} FROM pair JOIN {STATE.name} s
+    ON s.component = pair.component AND s.agent = pair.agent
+    AND s.ts_ms = (SELECT MAX(ts_ms) FROM {STATE.name} WHERE component = pair.component AND agent = pair.agent
+                   AND ts_ms < ?)
+"""
 # The agents, by skipping along the primary key (agent, ts_ms): one seek per agent, not a scan.
 _SQL_AGENTS = f"""
 WITH RECURSIVE a(agent) AS (
@@ -421,25 +433,21 @@ class SqliteSource:
         if self._has_last_index is None:
             self._has_last_index = bool(await self._read("SELECT 1 FROM sqlite_master WHERE type = 'index' AND "
                                                          "name = ?", [_LAST_INDEX]))
-        if self._has_last_index:
-            sql = _SQL_LAST_CHANGES.format(filter=_SQL_PAIR_FILTER if wanted else "")
-        else:
-            sql = _SQL_LAST_CHANGES_SCAN.format(filter=_SQL_FILTER if wanted else "")
-        rows = await self._read(sql, [start_ms, *wanted])
+        sql = _SQL_LAST_CHANGES if self._has_last_index else _SQL_LAST_CHANGES_SCAN.format(filter="")
+        rows = await self._read(sql, [start_ms])
         rows += in_period
         schema.sort_state_rows(rows)
         return schema.state_changes(rows)
 
     async def _last_rows(self, start_ms: int, wanted: list[str]) -> list[Any]:
-        """Each (component, agent)'s last change before `start_ms`, sorted."""
+        """Each (component, agent)'s last change before `start_ms` of the components listed, sorted."""
         if self._has_last_index is None:
             self._has_last_index = bool(await self._read("SELECT 1 FROM sqlite_master WHERE type = 'index' AND "
                                                          "name = ?", [_LAST_INDEX]))
         if self._has_last_index:
-            sql = _SQL_LAST_CHANGES.format(filter=_SQL_PAIR_FILTER if wanted else "")
+            rows = await self._read(_SQL_LAST_CHANGES_OF, [*wanted, start_ms])
         else:
-            sql = _SQL_LAST_CHANGES_SCAN.format(filter=_SQL_FILTER if wanted else "")
-        rows = await self._read(sql, [start_ms, *wanted])
+            rows = await self._read(_SQL_LAST_CHANGES_SCAN.format(filter=_SQL_FILTER), [start_ms, *wanted])
         schema.sort_state_rows(rows)
         return rows
 

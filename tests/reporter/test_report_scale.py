@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reporter import render, report
-from reporter.report import inputs_sha256
+from reporter.availability import Availability, DegradedSpell, Outage, OutagePart, Policy
+from reporter.report import ComponentReport, inputs_sha256
 from slawatch.model import AgentHeartbeats, ComponentRef, Interval, StateChange
 from tests.reporter.april import fixed_report
 
@@ -74,3 +75,32 @@ async def test_the_json_written_in_pieces_is_one_dump_of_the_whole_document(tmp_
                        allow_nan=False) + "\n"
     assert "".join(render.json_pieces(fixed)) == whole
     assert render.render_json(fixed) == (GOLDEN / "april.json").read_text(encoding="utf-8")
+
+
+async def test_a_component_written_as_text_is_the_dump_of_its_document(tmp_path: Path) -> None:
+    fixed = await fixed_report(tmp_path)
+    for part in ("outages", "degraded", "unmonitored"):
+        assert any(getattr(c.result, part) for c in fixed.components)
+    assert any(c.result.met is None for c in fixed.components) and any(c.customer is None for c in fixed.components)
+    for c in fixed.components:
+        assert render.component_json(c) == render._json(render._component_doc(c))
+
+
+text = st.text(max_size=8)  # quotes, backslashes, control characters, any code point
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**13), st.integers(0, 10**9), text, st.lists(text, max_size=2),
+                          st.booleans()), max_size=3), text, st.none() | text,
+       st.floats(0, 100, allow_nan=False), st.none() | st.booleans())
+def test_any_outage_written_as_text_is_the_dump_of_its_document(
+        outages: list[tuple[int, int, str, list[str], bool]], name: str, customer: str | None, target: float,
+        met: bool | None) -> None:
+    made = tuple(Outage(start, start + length, length // 2, length - length // 2, reason, tuple(agents), late,
+                        tuple(agents[:1]), (OutagePart(start, start + length, "counted"),))
+                 for start, length, reason, agents, late in outages)
+    result = Availability(PERIOD, 1, 2, 3, 4, 5, 6, -7, None if met is None else 0.5, None if met is None else 99.5,
+                          target, met, made, (Interval(1, 1001),),
+                          degraded=(DegradedSpell(5, 10, name, (name,)),))
+    c = ComponentReport(name, "san", name, customer, target, Policy(), result)
+    assert render.component_json(c) == render._json(render._component_doc(c))

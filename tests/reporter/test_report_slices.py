@@ -1,0 +1,148 @@
+"""A report computed a slice of components at a time, from SQLite and PostgreSQL: the same Report, inputs hash and
+bytes of JSON and CSV as computed in one slice."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from reporter import report as report_module
+from reporter.render import render
+from reporter.report import Report, build_month_report
+from slawatch.config.loader import Loaded, load
+from slawatch.model import ComponentRef, Heartbeat, MaintenanceWindow, StateChange
+from slawatch.store import Source, open_sinks, open_source
+from slawatch.testing.postgres import PostgresServer
+from tests.reporter.april import APRIL, CONTRACT, D, H, M
+from tests.reporter.test_report import run_cli
+
+COMPONENTS = [f"c-{i}" for i in range(7)]
+CLASSES = ("network", "sip", "vlan")
+CUSTOMERS = ("acme", "globex", None)
+
+
+def config_text(storage: str, order: Sequence[str]) -> str:
+    lines = [f"  - {{name: {name}, class: {CLASSES[int(name[2:]) % 3]}, "
+             + (f"customer: {CUSTOMERS[int(name[2:]) % 3]}, " if CUSTOMERS[int(name[2:]) % 3] else "tier: base, ")
+             + 'probes: [{kind: tcp, target: "127.0.0.1:9"}]}' for name in order]
+    return (f"agent: {{id: mon-1}}\nstorage: {{{storage}, spool: {{path: spool}}}}\ncontract: contract.yaml\n"
+            "customers:\n  - {name: acme, tier: gold}\n  - {name: globex, tier: silver, policy: {unmonitored: down}}\n"
+            "components:\n" + "\n".join(lines) + "\nreport: {timezone: UTC}\n")
+
+
+def ref(name: str) -> ComponentRef:
+    i = int(name[2:])
+    customer = CUSTOMERS[i % 3]
+    return ComponentRef(name, CLASSES[i % 3], "base" if customer is None else ("gold", "silver")[i % 3], customer or "")
+
+
+def history() -> list[StateChange | Heartbeat]:
+    """Two agents over April: each component up from before the month, a few outages seen a little apart, one
+    degraded spell, one component never seen (c-6); a heartbeat gap of agent mon-2."""
+    t0 = APRIL.start_ms
+    points: list[StateChange | Heartbeat] = []
+    for i, name in enumerate(COMPONENTS[:-1]):
+        for n, agent in enumerate(("mon-1", "mon-2")):
+            points.append(StateChange(ref(name), agent, t0 - D - n * M, True, ""))
+            for k in range(i % 4):
+                down = t0 + (3 + 5 * k + i) * D + k * H
+                points += [StateChange(ref(name), agent, down + n * 7_000, False, f"timeout {k}"),
+                           StateChange(ref(name), agent, down + (k + 1) * 20 * M, True, "")]
+    points.append(StateChange(ref("c-1"), "mon-1", t0 + 2 * D, True, "on battery", True))
+    points.append(StateChange(ref("c-1"), "mon-1", t0 + 2 * D + H, True, ""))
+    for agent, gap in (("mon-1", None), ("mon-2", (t0 + 10 * D, t0 + 10 * D + 2 * H))):
+        points += [Heartbeat(agent, t, 600.0) for t in range(t0 - D, APRIL.end_ms + D, 10 * M)
+                   if gap is None or not gap[0] <= t < gap[1]]
+    return points
+
+
+WINDOWS = [
+    MaintenanceWindow("w-class", "class", "network", APRIL.start_ms + 3 * D, APRIL.start_ms + 3 * D + 2 * H,
+                      APRIL.start_ms, "upgrade", APRIL.start_ms),
+    MaintenanceWindow("w-late", "customer", "acme", APRIL.start_ms + 8 * D, APRIL.start_ms + 9 * D,
+                      APRIL.start_ms + 8 * D - H, "emergency", APRIL.start_ms + 8 * D - H),
+]
+
+
+async def fill(loaded: Loaded) -> None:
+    for sink in open_sinks(loaded.config.storage):
+        try:
+            await sink.write(history())
+        finally:
+            await sink.close()
+    source = open_source(loaded.config.storage)
+    try:
+        for w in WINDOWS:
+            await source.add_window(w)
+    finally:
+        await source.close()
+
+
+class Counting:
+    """A Source that counts the components each read of changes asks for."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.asked: list[int] = []
+
+    async def changes(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[StateChange]:
+        self.asked.append(len(components or ()))
+        return await self.source.changes(start_ms, end_ms, components)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.source, name)
+
+
+async def month_report(loaded: Loaded, slice_size: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Report, list[int]]:
+    monkeypatch.setattr(report_module, "SLICE", slice_size)
+    source = Counting(open_source(loaded.config.storage))
+    try:
+        return await build_month_report(loaded, source, 2026, 4, incidents=[], as_of_ms=APRIL.end_ms), source.asked
+    finally:
+        await source.close()
+
+
+def setup(tmp_path: Path, storage: str, order: Sequence[str]) -> Loaded:
+    (tmp_path / "contract.yaml").write_text(CONTRACT, encoding="utf-8")
+    path = tmp_path / "slawatch.yaml"
+    path.write_text(config_text(storage, order), encoding="utf-8")
+    loaded = load(path)
+    asyncio.run(fill(loaded))
+    return loaded
+
+
+def check_slices(loaded: Loaded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole, asked = asyncio.run(month_report(loaded, 1000, monkeypatch))
+    assert asked == [len(COMPONENTS)]
+    assert sum(len(c.result.outages) for c in whole.components) >= 7 and whole.maintenance
+    assert [c.name for c in whole.components] == [c.name for c in loaded.config.components]
+    for size in (1, 3):
+        sliced, asked = asyncio.run(month_report(loaded, size, monkeypatch))
+        assert asked == [min(size, len(COMPONENTS) - i) for i in range(0, len(COMPONENTS), size)]
+        assert len(asked) == math.ceil(len(COMPONENTS) / size)
+        assert sliced == whole
+        # The command writes JSON and CSV as the slices pass: the bytes of the report rendered whole.
+        for fmt in ("json", "csv"):
+            out = tmp_path / f"report-{size}.{fmt}"
+            argv = ["report", "--config", str(loaded.path), "--month", "2026-04", "--format", fmt, "--out", str(out)]
+            assert run_cli(argv) == 0
+            assert out.read_bytes() == render(whole, fmt).encode("utf-8")
+
+
+@pytest.mark.parametrize("order", ["sorted", "reversed"])
+def test_a_sliced_report_from_sqlite_equals_the_one_slice_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  order: str) -> None:
+    names = COMPONENTS if order == "sorted" else COMPONENTS[::-1]  # reversed: the hash waits for the sorted order
+    loaded = setup(tmp_path, "sqlite: {path: store.db}", names)
+    check_slices(loaded, tmp_path, monkeypatch)
+
+
+@pytest.mark.peer("postgresql")
+def test_a_sliced_report_from_postgresql_equals_the_one_slice_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      postgres: PostgresServer) -> None:
+    loaded = setup(tmp_path, f'postgres: {{dsn: "{postgres.create_database()}"}}', COMPONENTS[3:] + COMPONENTS[:3])
+    check_slices(loaded, tmp_path, monkeypatch)
