@@ -667,11 +667,15 @@ class Spool:
             seg.blocks.setdefault(name, []).append((at, at + length))
             at += length
 
-    def read(self, consumer: str, max_points: int = 5000) -> Batch:
+    def read(self, consumer: str, max_points: int = 5000, *, after: Batch | None = None) -> Batch:
         """The next unacknowledged points for `consumer`, in append order (the same again until `ack`).
 
         For a consumer with an encoding, the batch holds its bytes (`encoded`) when a block holds them for every
         point read, else points (format 1 segments, compacted ones, points spooled while the encoding failed).
+
+        With `after` (a batch read for `consumer` and not acknowledged yet), the points that follow it, so the next
+        batch can be sent while that one is; empty when a compaction since made its position meaningless (read
+        again once it is acknowledged). Acknowledge such batches in the order they were read.
         """
         if max_points <= 0:
             raise ValueError("max_points must be positive")
@@ -679,6 +683,10 @@ class Spool:
             self._check_open()
             c = self._consumer(consumer)
             generation = self._generation
+            if after is not None and (after.end.segment, after.end.pos) > (c.segment, c.pos):
+                if after.generation != generation:
+                    return Batch((), after.end, after.end_index, after.generation)
+                c = _Consumer(consumer, after.end.segment, after.end.pos, after.end_index)
             enc = self._encoding_of.get(consumer)
             payloads: list[_Bytes] = []
             # With an encoding, per segment read: the points' positions and the blocks that may hold them.
