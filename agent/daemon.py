@@ -39,7 +39,7 @@ from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.config.probes import ProbeBase
 from slawatch.config.settings import Component, Config, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
-from slawatch.store import EncodingSink, MemberStore, Sink, SinkError, Source, SourceError
+from slawatch.store import EncodingSink, GzipSink, MemberStore, Sink, SinkError, Source, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def consumer_name(sink: Sink) -> str:
 def open_spool(settings: SpoolSettings, sinks: Sequence[Sink]) -> Spool:
     """The spool in front of `sinks`, one consumer each, keeping each point as the sinks that can encode it want
     it (a replay is then a copy); SpoolError when another agent holds it."""
-    encodings = {consumer_name(s): Encoding(s.spool_encoding, s.encode) for s in sinks if isinstance(s, EncodingSink)}
+    encodings = {consumer_name(s): Encoding(s.spool_encoding, s.encode, gzip=isinstance(s, GzipSink))
+                 for s in sinks if isinstance(s, EncodingSink)}
     return Spool(settings.path, int(settings.max_bytes), consumers=tuple(consumer_name(s) for s in sinks),
                  encodings=encodings)
 

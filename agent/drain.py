@@ -8,7 +8,7 @@ import random
 from collections import deque
 
 from agent.spool import Batch, Spool
-from slawatch.store import EncodingSink, ReturningSink, Sink, SinkError
+from slawatch.store import EncodingSink, GzipSink, ReturningSink, Sink, SinkError
 
 DRAIN_BATCH = 5000
 DRAIN_IN_FLIGHT = 2  # batches sent and not yet acknowledged: the store stores one while the next is read and sent
@@ -98,7 +98,10 @@ class Drain:
             await asyncio.wait([prev])
             if prev.cancelled() or prev.exception() is not None:
                 raise SinkError(f"{self.sink.name}: an earlier write failed", retryable=True)
-        if batch.encoded:
+        if batch.gzip:
+            assert isinstance(self.sink, GzipSink)  # open_spool gave only such sinks a gzip encoding
+            await self.sink.write_gzip(batch.gzip, len(batch))
+        elif batch.encoded:
             assert isinstance(self.sink, EncodingSink)  # open_spool gave the spool only such sinks' encodings
             await self.sink.write_encoded(batch.encoded)
         else:

@@ -92,6 +92,16 @@ class EncodingSink(Sink, Protocol):
 
 
 @runtime_checkable
+class GzipSink(EncodingSink, Protocol):
+    """An encoding sink whose store takes the items joined and gzip-compressed (InfluxDB's line protocol): the
+    spool then keeps them as a gzip member's data, and a replay posts those bytes without recompressing."""
+
+    async def write_gzip(self, members: Sequence[bytes], count: int) -> None:
+        """Store the `count` points whose items, joined, are the data of these gzip members; as `write_encoded`."""
+        ...
+
+
+@runtime_checkable
 class ReturningSink(Sink, Protocol):
     """A sink that can tell cheaply whether its store, found gone at the last write, is back: a drain backing off
     after an outage then writes as soon as the store returns, not at the end of its back-off. Optional."""

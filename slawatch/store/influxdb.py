@@ -150,6 +150,24 @@ class InfluxClient:
         retryable = status >= 500 or status in (408, 429)
         raise SinkError(f"{self.name}: write answered {status}: {_short(text)}", retryable=retryable)
 
+    async def write_gzip(self, members: Sequence[bytes], count: int) -> int:
+        """Write lines kept compressed (gzip members whose data is whole lines), posted as they are when the
+        settings ask for gzip; as `write` otherwise, and for any answer but success or a server error."""
+        if not members:
+            return 0
+        if not self._set_up:
+            await self.set_up()
+        if self.settings.gzip:
+            status, text = await self._post_write(b"".join(members), gzipped=True)
+            if 200 <= status < 300:
+                return 0
+            if status >= 500 or status in (408, 429):
+                raise SinkError(f"{self.name}: write answered {status}: {_short(text)}", retryable=True)
+        # Refused in part, too large, set-up gone, or plain text wanted: the lines, as `write` handles them.
+        data = await asyncio.to_thread(gzip.decompress, b"".join(members))
+        lines = [line + b"\n" for line in data.split(b"\n")[:-1]]
+        return await self._send(lines, setup_retried=False) if lines else 0
+
     def _body(self, batch: Sequence[Point] | Sequence[Record] | Sequence[bytes]) -> bytes:
         # A batch is all records (the reporter's windows, sent reports), all points or all encoded lines (the
         # agent's: the lines are a replay's, made when the points were spooled).
@@ -162,10 +180,10 @@ class InfluxClient:
             body = encode(batch)  # type: ignore[arg-type]
         return gzip.compress(body, compresslevel=GZIP_LEVEL) if self.settings.gzip else body
 
-    async def _post_write(self, body: bytes) -> tuple[int, str]:
+    async def _post_write(self, body: bytes, gzipped: bool | None = None) -> tuple[int, str]:
         s = self.settings
         headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if s.gzip:
+        if s.gzip if gzipped is None else gzipped:
             headers["Content-Encoding"] = "gzip"
         url, params = write_endpoint(s, self.retention_policy)
         return await self._request("POST", url, params=params, data=body, headers=headers)
@@ -350,6 +368,15 @@ class InfluxSink:
             self.write_errors += 1
             raise
         self.bad_points += bad  # not `+= await`: with two writes in flight that would lose one's count
+
+    async def write_gzip(self, members: Sequence[bytes], count: int) -> None:
+        """Lines from `encode` as the spool keeps them (gzip members of whole lines), posted as they are."""
+        try:
+            bad = await self.client.write_gzip(members, count)
+        except SinkError:
+            self.write_errors += 1
+            raise
+        self.bad_points += bad
 
     async def back(self) -> bool:
         """After a write that found no server: whether influxd answers /ping now."""
