@@ -654,6 +654,8 @@ class Spool:
             name = block_name(memoryview(buf)[pos + REC_HEADER:stop])
             if name is not None:
                 seg.blocks.setdefault(name, []).append((pos, stop))
+                if pos in wanted:  # an ack just before an append's blocks
+                    found[pos] = count
                 pos = stop
                 continue
             if pos in wanted:
@@ -981,7 +983,7 @@ class Spool:
                         bpos = self._skip_new_corruption(seg, f, pos + bpos) - pos
                         continue
                     if payload[:1] == _BLOCK_BYTE:
-                        if whole is not None and got and block_name(payload) == whole:
+                        if whole is not None and out and block_name(payload) == whole:
                             n = block_count(payload)
                             if n is not None and got + n > want:
                                 want = got  # stop here: its append goes whole into the next read

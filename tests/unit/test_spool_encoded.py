@@ -276,3 +276,29 @@ def test_joined_blocks_round_trip_and_a_malformed_one_decodes_as_none(cut: int) 
     assert decode_block(payload[:-cut]) is None
     with pytest.raises(zlib.error):  # a reader of unjoined blocks only (the previous release) finds no zlib
         zlib.decompress(payload[2 + payload[1]:])  # stream, so it replays those points as points
+
+
+def test_an_ack_just_before_an_appends_block_holds_across_a_restart(tmp_path: Path) -> None:
+    for enc in (LP, GZ):
+        path = tmp_path / f"s{enc.gzip}"
+        with Spool(path, 1 << 30, consumers=("influxdb",), encodings={"influxdb": enc}) as sp:
+            sp.append(points(0, 10))
+            sp.append(points(10, 10))
+            sp.ack("influxdb", sp.read("influxdb", 10))  # ends where the second append's block starts
+        with Spool(path, 1 << 30, consumers=("influxdb",), encodings={"influxdb": enc}) as sp:
+            assert sp.pending("influxdb") == 10  # not the whole segment again
+            batch = sp.read("influxdb")
+            assert (gzip.decompress(b"".join(batch.gzip)) if enc.gzip else b"".join(batch.encoded)) == encode(
+                points(10, 10))
+
+
+def test_a_gzip_read_across_segments_stays_whole(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s", 1 << 30, segment_bytes=6000, consumers=("influxdb",),
+               encodings={"influxdb": GZ}) as sp:
+        for start in range(0, 200, 20):
+            sp.append(points(start, 20))
+        batches = []
+        while batch := sp.read("influxdb", 50):
+            batches.append(batch)
+            sp.ack("influxdb", batch)
+        assert all(b.gzip for b in batches) and sum(len(b) for b in batches) == 200
