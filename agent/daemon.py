@@ -673,8 +673,8 @@ class Agent:
                         level = logging.WARNING if exc.retryable else logging.ERROR
                         # the sink's message names the store already
                         log.log(level, "%s; %d points wait in the spool, retrying", exc, self.spool.pending(consumer))
-                    await back_off(sink, backoff)
-                    backoff = next_backoff(backoff, exc)
+                    back = await back_off(sink, backoff)
+                    backoff = BACKOFF_MIN_S if back else next_backoff(backoff, exc)
                     continue
                 if not moved:
                     self._spooled.clear()

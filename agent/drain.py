@@ -113,16 +113,18 @@ def next_backoff(backoff: float, exc: SinkError) -> float:
     return min(backoff * 2, BACKOFF_MAX_S if exc.retryable else BACKOFF_MAX_S * 10)
 
 
-async def back_off(sink: Sink, backoff: float) -> None:
+async def back_off(sink: Sink, backoff: float) -> bool:
     """Wait `backoff` × 0.5–1 (jitter), less when the sink can tell that its store, gone at the last write, is
-    back: the first write after an outage then comes within ~RETURN_POLL_S of the store's return."""
+    back: the first write after an outage then comes within ~RETURN_POLL_S of the store's return. True when the
+    wait ended so (the store is back: a failure after that starts the back-off over)."""
     delay = backoff * random.uniform(0.5, 1.0)
     if not isinstance(sink, ReturningSink):
         await asyncio.sleep(delay)
-        return
+        return False
     loop = asyncio.get_running_loop()
     until = loop.time() + delay
     while (left := until - loop.time()) > 0:
         await asyncio.sleep(min(RETURN_POLL_S, left))
         if loop.time() < until and await sink.back():
-            return
+            return True
+    return False

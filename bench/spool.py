@@ -3,6 +3,7 @@ with --influx, a backlog of --backlog-s seconds replayed into a real influxd as 
 
 Run: .venv/bin/python -m bench.spool [--samples 1000000] [--dir DIR] [--max-seconds 120]
      .venv/bin/python -m bench.spool --influx|--sqlite [--components 10000] [--interval 10] [--backlog-s 3600]
+                                       [--drain-batch 5000] [--in-flight 2]
 """
 
 from __future__ import annotations

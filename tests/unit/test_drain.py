@@ -262,7 +262,7 @@ async def test_the_back_off_after_an_outage_ends_when_influxdb_answers_again() -
         await web.TCPSite(runner, "127.0.0.1", port).start()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        await back_off(sink, 60.0)  # back: the wait ends within a poll, not after 30-60 s
+        assert await back_off(sink, 60.0)  # back: the wait ends within a poll, not after 30-60 s
         assert loop.time() - t0 < 5
         with pytest.raises(SinkError):
             await sink.write(samples(0, 1))  # answered with an error: an overloaded store keeps its back-off
