@@ -1,11 +1,12 @@
 """The agent daemon: schedules probes, keeps component state, spools everything, drains the spool to the stores.
 
 Data path of one probe run: result -> Sample (+ StateChange) -> outbox -> spool (fsync per batch of at most
-2 000, every ~200 ms) -> one drain task per sink (batches of 5 000, exponential backoff with jitter while the
-store is down) -> ack. Nothing is written to a store that was not first in the spool, so a store outage or an
-agent crash costs no sample. While the spool cannot be written (disk full) the outbox holds the points, bounded:
-samples beyond the bound are dropped and counted, state changes and heartbeats kept. Every long-lived task runs
-under a supervisor that restarts it after an error; `health()` says what is wrong.
+2 000, every ~200 ms) -> one drain task per sink (agent.drain: batches of 5 000, the next read and sent while one is
+written, exponential backoff with jitter while the store is down) -> ack, in order. Nothing is written to a store
+that was not first in the spool, so a store outage or an agent crash costs no sample. While the spool cannot be
+written (disk full) the outbox holds the points, bounded: samples beyond the bound are dropped and counted, state
+changes and heartbeats kept. Every long-lived task runs under a supervisor that restarts it after an error;
+`health()` says what is wrong.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +27,7 @@ from agent.assign import renew_every_s, watches_zone
 from agent.cadence import Job, Scheduler, stable_phase
 from agent.checkpoint import Checkpoint, encode_row
 from agent.clock import Clock, Step
+from agent.drain import BACKOFF_MIN_S, Drain, back_off, next_backoff
 from agent.health import Growth, Streak
 from agent.members import Membership, Shares
 from agent.metrics import Metrics
@@ -38,7 +39,7 @@ from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.config.probes import ProbeBase
 from slawatch.config.settings import Component, Config, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
-from slawatch.store import EncodingSink, MemberStore, Sink, SinkError, Source, SourceError
+from slawatch.store import EncodingSink, GzipSink, MemberStore, Sink, SinkError, Source, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,6 @@ FLUSH_POINTS = 2000
 SPOOL_BATCH = 2000  # points per spool append: a batch that does not fit on the disk fails alone
 SPOOL_BATCH_MIN = 50  # after failed appends the batch halves down to this, so a nearly full disk still takes some
 SPOOL_RETRY_S = 1.0  # while the spool cannot be written, try again this often
-DRAIN_BATCH = 5000
-BACKOFF_MIN_S = 0.5
-BACKOFF_MAX_S = 10.0  # a store back from an outage waits at most this long for the next try
 OUTBOX_LIMIT = 1_000_000  # points held in memory while the spool cannot be written (disk full)
 PRUNE_EVERY_S = 3600.0
 WATCH_EVERY_S = 1.0
@@ -79,7 +77,8 @@ def consumer_name(sink: Sink) -> str:
 def open_spool(settings: SpoolSettings, sinks: Sequence[Sink]) -> Spool:
     """The spool in front of `sinks`, one consumer each, keeping each point as the sinks that can encode it want
     it (a replay is then a copy); SpoolError when another agent holds it."""
-    encodings = {consumer_name(s): Encoding(s.spool_encoding, s.encode) for s in sinks if isinstance(s, EncodingSink)}
+    encodings = {consumer_name(s): Encoding(s.spool_encoding, s.encode, gzip=isinstance(s, GzipSink))
+                 for s in sinks if isinstance(s, EncodingSink)}
     return Spool(settings.path, int(settings.max_bytes), consumers=tuple(consumer_name(s) for s in sinks),
                  encodings=encodings)
 
@@ -661,37 +660,37 @@ class Agent:
                 await asyncio.sleep(SPOOL_RETRY_S)
 
     async def _drain(self, consumer: str, sink: Sink) -> None:
+        drain = Drain(self.spool, consumer, sink)
         backoff = BACKOFF_MIN_S
         last_log = 0.0
-        while self._draining:
-            batch = await asyncio.to_thread(self.spool.read, consumer, DRAIN_BATCH)
-            if not batch:
-                self._spooled.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self._spooled.wait()
-                continue
-            try:
-                if batch.encoded:
-                    assert isinstance(sink, EncodingSink)  # open_spool gave the spool only such sinks' encodings
-                    await sink.write_encoded(batch.encoded)
-                else:
-                    await sink.write(batch.points)
-            except SinkError as exc:
-                self._store_failing[consumer].fail(time.monotonic(), str(exc))
-                if time.monotonic() - last_log > 60:
-                    last_log = time.monotonic()
-                    level = logging.WARNING if exc.retryable else logging.ERROR
-                    # the sink's message names the store already
-                    log.log(level, "%s; %d points wait in the spool, retrying", exc, self.spool.pending(consumer))
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, BACKOFF_MAX_S if exc.retryable else BACKOFF_MAX_S * 10)
-                continue
-            self._store_failing[consumer].ok(time.monotonic())
-            await asyncio.to_thread(self.spool.ack, consumer, batch)
-            if backoff > BACKOFF_MIN_S:
-                log.info("%s: writing again", sink.name)
-            backoff = BACKOFF_MIN_S
+        try:
+            while self._draining:
+                try:
+                    moved = await drain.pump()
+                except SinkError as exc:
+                    self._store_failing[consumer].fail(time.monotonic(), str(exc))
+                    if time.monotonic() - last_log > 60:
+                        last_log = time.monotonic()
+                        level = logging.WARNING if exc.retryable else logging.ERROR
+                        # the sink's message names the store already
+                        log.log(level, "%s; %d points wait in the spool, retrying", exc, self.spool.pending(consumer))
+                    back = await back_off(sink, backoff)
+                    backoff = BACKOFF_MIN_S if back else next_backoff(backoff, exc)
+                    continue
+                if not moved:
+                    self._spooled.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await self._spooled.wait()
+                    continue
+                self._store_failing[consumer].ok(time.monotonic())
+                if backoff > BACKOFF_MIN_S:
+                    log.info("%s: writing again", sink.name)
+                backoff = BACKOFF_MIN_S
+            with contextlib.suppress(SinkError):
+                await drain.finish()  # at stop: the writes in flight end and are acknowledged
+        finally:
+            await drain.abandon()
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -20,10 +20,16 @@ Layout of the spool directory:
   payload starts with ``[``), ``<B`` name length, the encoding's ASCII name, then zlib (level 1) of ``<I``
   count, per point ``<II`` (its record's position relative to the block record's end, its item's length), and
   the items. Compressed across a batch, the line protocol adds ~16 bytes to a sample's ~100 (uncompressed it
-  would be ~190). Blocks are not points: they are neither counted nor read as such, and compaction drops them.
-  Items are found by their point record's position, so a corrupt record never shifts them; a consumer whose
-  encoding some point of a read lacks (written earlier, under another format name, or its block corrupt) gets
-  that batch as points.
+  would be ~190). For an encoding whose consumer takes the items joined and gzip-compressed (``Encoding.gzip``:
+  InfluxDB) the block is "joined" instead: after the name ``0x01`` (a zlib stream starts with ``0x78``), ``<IIII``
+  count, the table's compressed length, CRC32 and length of the joined items, zlib of the ``<II`` table, then the
+  joined items as a raw deflate stream — a gzip member of them is a header, that stream and a trailer, so a read
+  of whole appends hands the consumer bytes to post without decompressing or compressing them (reads for such a
+  consumer stop before an append that would not fit whole). Readers of the other layout only (earlier releases)
+  find no zlib stream there and replay those points as points. Blocks are not points: they are neither counted
+  nor read as such, and compaction drops them. Items are found by their point record's position, so a corrupt
+  record never shifts them; a consumer whose encoding some point of a read lacks (written earlier, under another
+  format name, or its block corrupt) gets that batch as points.
 - ``<consumer>.offset`` — one 1 KiB file per consumer holding two checksummed slots (at bytes 0 and 512) with
   a sequence number, the segment id and the byte offset just past the last acknowledged point. An ack
   overwrites the older slot in place and fdatasyncs; at open the valid slot with the higher sequence wins, so a
@@ -104,6 +110,10 @@ _BLOCK_BYTE = bytes([_BLOCK])
 _BLOCK_COUNT = struct.Struct("<I")
 _BLOCK_ENTRY = struct.Struct("<II")
 BLOCK_ZLIB_LEVEL = 1  # line protocol of a batch shrinks ~6-8x even at level 1
+_JOINED_LAYOUT = 0x01  # after a block's name: the joined layout (the other starts with its zlib header, 0x78)
+_JOINED = struct.Struct("<IIII")  # count, compressed table's length, CRC32 and length of the joined items
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no time, unknown OS
+_GZIP_TRAILER = struct.Struct("<II")  # CRC32 and length of the uncompressed data
 _ENCODING_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode
@@ -130,12 +140,16 @@ class Encoding:
 
     name: str
     encode: Callable[[Sequence[Point]], list[bytes]]
+    gzip: bool = False
+    """The consumer takes the items joined and gzip-compressed: a read of whole appends then hands it gzip members
+    copied from the blocks (`Batch.gzip`), neither decompressed nor compressed again."""
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Points read for one consumer, as points or as its encoding's bytes (`encoded`, one item per point, when
-    the spool holds them for every point read); ``ack`` it once the sink has stored them."""
+    """Points read for one consumer, as points, as its encoding's bytes (`encoded`, one item per point, when
+    the spool holds them for every point read), or for a `gzip` encoding as gzip members whose data is those items
+    joined (`gzip`, when the read covers whole appends); ``ack`` it once the sink has stored them."""
 
     points: tuple[Point, ...]
     end: Offset
@@ -143,9 +157,11 @@ class Batch:
     end_index: int = field(default=0, compare=False, repr=False)
     generation: int = field(default=0, compare=False, repr=False)
     encoded: tuple[bytes, ...] = field(default=(), repr=False)
+    gzip: tuple[bytes, ...] = field(default=(), repr=False)
+    count: int = field(default=0, compare=False, repr=False)  # points the gzip members hold
 
     def __len__(self) -> int:
-        return len(self.encoded) or len(self.points)
+        return self.count or len(self.encoded) or len(self.points)
 
 
 # ---------------------------------------------------------------- encoding
@@ -177,12 +193,21 @@ def encode_record(payload: bytes) -> bytes:
     return _REC.pack(REC_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def encode_block(name: str, items: Sequence[bytes], rel: Sequence[int]) -> bytes:
-    """A block payload: `items[i]` belongs to the point record `rel[i]` bytes after the block record's end."""
+def encode_block(name: str, items: Sequence[bytes], rel: Sequence[int], *, joined: bool = False) -> bytes:
+    """A block payload: `items[i]` belongs to the point record `rel[i]` bytes after the block record's end. With
+    `joined`, the items are kept as one raw deflate stream with its CRC32, so that a gzip member of them is a copy."""
     raw = name.encode("ascii")
     pack = _BLOCK_ENTRY.pack
-    table = _BLOCK_COUNT.pack(len(items)) + b"".join([pack(r, len(i)) for r, i in zip(rel, items, strict=True)])
-    return bytes([_BLOCK, len(raw)]) + raw + zlib.compress(table + b"".join(items), BLOCK_ZLIB_LEVEL)
+    entries = b"".join([pack(r, len(i)) for r, i in zip(rel, items, strict=True)])
+    head = bytes([_BLOCK, len(raw)]) + raw
+    if not joined:
+        return head + zlib.compress(_BLOCK_COUNT.pack(len(items)) + entries + b"".join(items), BLOCK_ZLIB_LEVEL)
+    body = b"".join(items)
+    table = zlib.compress(entries, BLOCK_ZLIB_LEVEL)
+    deflate = zlib.compressobj(BLOCK_ZLIB_LEVEL, zlib.DEFLATED, -15)
+    stream = deflate.compress(body) + deflate.flush()
+    return (head + bytes([_JOINED_LAYOUT]) + _JOINED.pack(len(items), len(table), zlib.crc32(body), len(body))
+            + table + stream)
 
 
 def block_name(payload: bytes | memoryview) -> str | None:
@@ -192,21 +217,64 @@ def block_name(payload: bytes | memoryview) -> str | None:
     return bytes(payload[2:2 + payload[1]]).decode("ascii", "replace")
 
 
+def _joined(payload: bytes | memoryview) -> tuple[int, int, int, int, int] | None:
+    """A joined block's count, table length, CRC32 and length of its items, and where its table starts; None for
+    the other layout."""
+    at = 2 + payload[1]
+    if len(payload) <= at or payload[at] != _JOINED_LAYOUT or len(payload) < at + 1 + _JOINED.size:
+        return None
+    count, table, crc, length = _JOINED.unpack_from(payload, at + 1)
+    return count, table, crc, length, at + 1 + _JOINED.size
+
+
+def block_count(payload: bytes | memoryview) -> int | None:
+    """How many points a joined block covers (None for the other layout, which says so only compressed)."""
+    head = _joined(payload)
+    return None if head is None else head[0]
+
+
 def decode_block(payload: bytes) -> dict[int, bytes] | None:
     """A block's items by their point record's position relative to the block's end; None when malformed."""
     try:
-        raw = zlib.decompress(memoryview(payload)[2 + payload[1]:])
-        (count,) = _BLOCK_COUNT.unpack_from(raw, 0)
-        at = _BLOCK_COUNT.size + count * _BLOCK_ENTRY.size
-        if at > len(raw):
+        head = _joined(payload)
+        if head is None:
+            raw = zlib.decompress(memoryview(payload)[2 + payload[1]:])
+            (count,) = _BLOCK_COUNT.unpack_from(raw, 0)
+            at = _BLOCK_COUNT.size + count * _BLOCK_ENTRY.size
+            entries = raw[_BLOCK_COUNT.size:at]
+        else:
+            count, table, _, length, start = head
+            entries = zlib.decompress(memoryview(payload)[start:start + table])
+            raw = zlib.decompress(memoryview(payload)[start + table:], -15)
+            if len(raw) != length:
+                return None
+            at = 0
+        if len(entries) != count * _BLOCK_ENTRY.size or at > len(raw):
             return None
         out: dict[int, bytes] = {}
-        for rel, n in _BLOCK_ENTRY.iter_unpack(raw[_BLOCK_COUNT.size:at]):
+        for rel, n in _BLOCK_ENTRY.iter_unpack(entries):
             out[rel] = raw[at:at + n]
             at += n
     except (zlib.error, struct.error, IndexError):
         return None
     return out if at == len(raw) else None
+
+
+def gzip_member(payload: bytes) -> tuple[list[int], bytes] | None:
+    """A joined block's point positions (relative to its end) and its items joined as one gzip member, copied
+    from the block without decompressing the items; None when malformed or of the other layout."""
+    head = _joined(payload)
+    if head is None:
+        return None
+    count, table, crc, length, start = head
+    try:
+        entries = zlib.decompress(memoryview(payload)[start:start + table])
+    except zlib.error:
+        return None
+    if len(entries) != count * _BLOCK_ENTRY.size:
+        return None
+    rels = [rel for rel, _ in _BLOCK_ENTRY.iter_unpack(entries)]
+    return rels, _GZIP_HEADER + payload[start + table:] + _GZIP_TRAILER.pack(crc, length)
 
 
 def _decode_row(row: Any, refs: dict[tuple[str, str, str, str], ComponentRef]) -> Point | None:
@@ -287,6 +355,31 @@ def _items(found: Sequence[tuple[Sequence[int], Sequence[tuple[int, bytes]]]], n
             if got is None:
                 return None
             out.append(got)
+    return out
+
+
+def _members(found: Sequence[tuple[Sequence[int], Sequence[tuple[int, bytes]]]], name: str) -> list[bytes] | None:
+    """The gzip members of the blocks of `name` read with the points, in order, when those blocks cover exactly the
+    points read (whole appends, none corrupt); else None."""
+    out: list[bytes] = []
+    for where, blocks in found:
+        wanted, covered = set(where), 0
+        for end, payload in blocks:
+            if block_name(payload) != name:
+                continue
+            got = gzip_member(payload)
+            if got is None:
+                return None
+            rels, member = got
+            inside = sum(1 for rel in rels if end + rel in wanted)
+            if not inside:
+                continue  # a block before the read (found for a read from inside it)
+            if inside != len(rels):
+                return None
+            covered += inside
+            out.append(member)
+        if covered != len(wanted):
+            return None
     return out
 
 
@@ -561,6 +654,8 @@ class Spool:
             name = block_name(memoryview(buf)[pos + REC_HEADER:stop])
             if name is not None:
                 seg.blocks.setdefault(name, []).append((pos, stop))
+                if pos in wanted:  # an ack just before an append's blocks
+                    found[pos] = count
                 pos = stop
                 continue
             if pos in wanted:
@@ -655,7 +750,8 @@ class Spool:
                         self._encode_failed_logged = now
                         log.exception("spool: encoding %s failed; these points are spooled without it", name)
                     continue
-                block = encode_record(encode_block(name, items, [after + r for r in rel] if after else rel))
+                block = encode_record(encode_block(name, items, [after + r for r in rel] if after else rel,
+                                                   joined=enc.gzip))
                 blocks.insert(0, (name, block))
                 after += len(block)
         return [(name, len(b)) for name, b in blocks], b"".join([b for _, b in blocks] + records)
@@ -667,11 +763,15 @@ class Spool:
             seg.blocks.setdefault(name, []).append((at, at + length))
             at += length
 
-    def read(self, consumer: str, max_points: int = 5000) -> Batch:
+    def read(self, consumer: str, max_points: int = 5000, *, after: Batch | None = None) -> Batch:
         """The next unacknowledged points for `consumer`, in append order (the same again until `ack`).
 
         For a consumer with an encoding, the batch holds its bytes (`encoded`) when a block holds them for every
         point read, else points (format 1 segments, compacted ones, points spooled while the encoding failed).
+
+        With `after` (a batch read for `consumer` and not acknowledged yet), the points that follow it, so the next
+        batch can be sent while that one is; empty when a compaction since made its position meaningless (read
+        again once it is acknowledged). Acknowledge such batches in the order they were read.
         """
         if max_points <= 0:
             raise ValueError("max_points must be positive")
@@ -679,6 +779,10 @@ class Spool:
             self._check_open()
             c = self._consumer(consumer)
             generation = self._generation
+            if after is not None and (after.end.segment, after.end.pos) > (c.segment, c.pos):
+                if after.generation != generation:
+                    return Batch((), after.end, after.end_index, after.generation)
+                c = _Consumer(consumer, after.end.segment, after.end.pos, after.end_index)
             enc = self._encoding_of.get(consumer)
             payloads: list[_Bytes] = []
             # With an encoding, per segment read: the points' positions and the blocks that may hold them.
@@ -697,7 +801,7 @@ class Spool:
                             where: list[int] = []
                             blocks = self._block_before(seg, enc.name, pos)
                             pos, got = self._read_segment(seg, pos, max_points - len(payloads), payloads, where,
-                                                          blocks)
+                                                          blocks, enc.name if enc.gzip else None)
                             found.append((where, blocks))
                     except OSError as exc:
                         raise SpoolError(f"spool {self.path}: read of segment {seg.id} failed: {exc}") from exc
@@ -705,6 +809,10 @@ class Spool:
                 if pos < seg.size:
                     break
                 i += 1
+        if enc is not None and enc.gzip and payloads:
+            members = _members(found, enc.name)
+            if members is not None:
+                return Batch((), Offset(seg_id, pos), index, generation, gzip=tuple(members), count=len(payloads))
         if enc is not None and payloads:
             encoded = _items(found, enc.name)
             if encoded is not None:
@@ -836,11 +944,12 @@ class Spool:
 
     def _read_segment(self, seg: _Segment, pos: int, want: int, out: list[_Bytes],
                       where: list[int] | None = None,
-                      blocks: list[tuple[int, _Bytes]] | None = None) -> tuple[int, int]:
+                      blocks: list[tuple[int, _Bytes]] | None = None, whole: str | None = None) -> tuple[int, int]:
         """Append up to `want` point payloads from `seg` starting at `pos`; return the new position and the count.
 
         Block records are passed over; with `where` and `blocks`, each point's position and each block (its end,
-        its payload) are collected too.
+        its payload) are collected too. With `whole` (an encoding name), the read stops before a joined block of
+        that name whose points would not all fit (unless nothing was read yet), so reads cover whole appends.
         """
         size, got, skips = seg.size, 0, seg.skips
         chunk = max(64 << 10, min(want * 256, 8 << 20))
@@ -874,6 +983,11 @@ class Spool:
                         bpos = self._skip_new_corruption(seg, f, pos + bpos) - pos
                         continue
                     if payload[:1] == _BLOCK_BYTE:
+                        if whole is not None and out and block_name(payload) == whole:
+                            n = block_count(payload)
+                            if n is not None and got + n > want:
+                                want = got  # stop here: its append goes whole into the next read
+                                break
                         if blocks is not None:
                             blocks.append((pos + stop, payload))
                         bpos = stop

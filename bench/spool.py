@@ -3,6 +3,7 @@ with --influx, a backlog of --backlog-s seconds replayed into a real influxd as 
 
 Run: .venv/bin/python -m bench.spool [--samples 1000000] [--dir DIR] [--max-seconds 120]
      .venv/bin/python -m bench.spool --influx|--sqlite [--components 10000] [--interval 10] [--backlog-s 3600]
+                                       [--drain-batch 5000] [--in-flight 2]
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.daemon import DRAIN_BATCH, SPOOL_BATCH, consumer_name, open_spool
+from agent.daemon import SPOOL_BATCH, consumer_name, open_spool
+from agent.drain import DRAIN_BATCH, DRAIN_IN_FLIGHT, Drain
 from agent.spool import Spool
 from slawatch.config.settings import InfluxSettings, SpoolSettings, SqliteSettings
 from slawatch.model import ComponentRef, Outcome, Point, Sample
@@ -83,21 +85,13 @@ async def replay_into_store(args: argparse.Namespace, root: Path) -> int:
         t0 = time.perf_counter()
         sp = open_spool(spool_settings, [sink])
         open_s = time.perf_counter() - t0
+        drain = Drain(sp, consumer, sink, batch=args.drain_batch, in_flight=args.in_flight)
         replayed, cpu0, t0 = 0, time.process_time(), time.perf_counter()
-        while True:
-            batch = await asyncio.to_thread(sp.read, consumer, DRAIN_BATCH)
-            encoded = getattr(batch, "encoded", ())
-            if encoded:
-                await sink.write_encoded(encoded)  # type: ignore[attr-defined]
-                replayed += len(encoded)
-            elif batch.points:
-                await sink.write(batch.points)
-                replayed += len(batch.points)
-            else:
-                break
-            await asyncio.to_thread(sp.ack, consumer, batch)
+        while moved := await drain.pump():
+            replayed += moved
             if time.perf_counter() - t0 > args.max_seconds:
                 break
+        await drain.abandon()
         replay_s, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         sp.close()
         await sink.close()
@@ -113,8 +107,8 @@ async def replay_into_store(args: argparse.Namespace, root: Path) -> int:
         if influx is not None:
             influx.stop()
     print(f"open scan: {open_s:.2f} s")
-    print(f"replay into {'SQLite' if influx is None else 'influxd'} (read {DRAIN_BATCH} + write + ack, as the "
-          f"agent's drain): {replayed:,} points in "
+    print(f"replay into {'SQLite' if influx is None else 'influxd'} (the agent's drain: batches of "
+          f"{args.drain_batch}, {args.in_flight} in flight): {replayed:,} points in "
           f"{replay_s:.1f} s = {replayed / replay_s:,.0f} points/s; our CPU {cpu:.1f} s "
           f"({1e6 * cpu / max(replayed, 1):.1f} µs/point)")
     print(f"check: {stored:,} stored of {n_points:,} ({q})")
@@ -133,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--components", type=int, default=10_000, help="--influx: components in the backlog")
     parser.add_argument("--interval", type=int, default=10, help="--influx: seconds between a component's runs")
     parser.add_argument("--backlog-s", type=float, default=3600.0, help="--influx: seconds of backlog")
+    parser.add_argument("--drain-batch", type=int, default=DRAIN_BATCH, help="--influx: points per write")
+    parser.add_argument("--in-flight", type=int, default=DRAIN_IN_FLIGHT, help="--influx: batches sent, not acked")
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="slawatch-bench-", dir=args.dir))

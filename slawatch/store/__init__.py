@@ -91,6 +91,27 @@ class EncodingSink(Sink, Protocol):
         ...
 
 
+@runtime_checkable
+class GzipSink(EncodingSink, Protocol):
+    """An encoding sink whose store takes the items joined and gzip-compressed (InfluxDB's line protocol): the
+    spool then keeps them as a gzip member's data, and a replay posts those bytes without recompressing."""
+
+    async def write_gzip(self, members: Sequence[bytes], count: int) -> None:
+        """Store the `count` points whose items, joined, are the data of these gzip members; as `write_encoded`."""
+        ...
+
+
+@runtime_checkable
+class ReturningSink(Sink, Protocol):
+    """A sink that can tell cheaply whether its store, found gone at the last write, is back: a drain backing off
+    after an outage then writes as soon as the store returns, not at the end of its back-off. Optional."""
+
+    async def back(self) -> bool:
+        """True when the last write reached no store and the store answers now (one light request, no data);
+        False otherwise, also when the store answered the last write with an error (that keeps its back-off)."""
+        ...
+
+
 class Source(Protocol):
     """A store read for reports (and where maintenance windows and sent reports are kept). Errors: SourceError."""
 

@@ -84,6 +84,7 @@ class InfluxClient:
         # v2 buckets are made by their owner, not by us: nothing to set up.
         self._set_up = settings.api == "v2"
         self._set_up_lock = asyncio.Lock()
+        self.reachable = True  # False after a request found no server to connect to, until one is answered
         if settings.api == "v1":
             assert settings.database is not None  # InfluxSettings validates this
             self.database = settings.database
@@ -149,6 +150,24 @@ class InfluxClient:
         retryable = status >= 500 or status in (408, 429)
         raise SinkError(f"{self.name}: write answered {status}: {_short(text)}", retryable=retryable)
 
+    async def write_gzip(self, members: Sequence[bytes], count: int) -> int:
+        """Write lines kept compressed (gzip members whose data is whole lines), posted as they are when the
+        settings ask for gzip; as `write` otherwise, and for any answer but success or a server error."""
+        if not members:
+            return 0
+        if not self._set_up:
+            await self.set_up()
+        if self.settings.gzip:
+            status, text = await self._post_write(b"".join(members), gzipped=True)
+            if 200 <= status < 300:
+                return 0
+            if status >= 500 or status in (408, 429):
+                raise SinkError(f"{self.name}: write answered {status}: {_short(text)}", retryable=True)
+        # Refused in part, too large, set-up gone, or plain text wanted: the lines, as `write` handles them.
+        data = await asyncio.to_thread(gzip.decompress, b"".join(members))
+        lines = [line + b"\n" for line in data.split(b"\n")[:-1]]
+        return await self._send(lines, setup_retried=False) if lines else 0
+
     def _body(self, batch: Sequence[Point] | Sequence[Record] | Sequence[bytes]) -> bytes:
         # A batch is all records (the reporter's windows, sent reports), all points or all encoded lines (the
         # agent's: the lines are a replay's, made when the points were spooled).
@@ -161,10 +180,10 @@ class InfluxClient:
             body = encode(batch)  # type: ignore[arg-type]
         return gzip.compress(body, compresslevel=GZIP_LEVEL) if self.settings.gzip else body
 
-    async def _post_write(self, body: bytes) -> tuple[int, str]:
+    async def _post_write(self, body: bytes, gzipped: bool | None = None) -> tuple[int, str]:
         s = self.settings
         headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if s.gzip:
+        if s.gzip if gzipped is None else gzipped:
             headers["Content-Encoding"] = "gzip"
         url, params = write_endpoint(s, self.retention_policy)
         return await self._request("POST", url, params=params, data=body, headers=headers)
@@ -172,15 +191,30 @@ class InfluxClient:
     async def _request(self, method: str, url: str, **kwargs: Any) -> tuple[int, str]:
         headers: dict[str, str] = kwargs.pop("headers", {})
         headers.update(auth_headers(self.settings))
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
+        timeout = kwargs.pop("timeout", None) or aiohttp.ClientTimeout(total=self.settings.timeout_s)
         try:
             async with self._session_().request(method, url, headers=headers, timeout=timeout, **kwargs) as resp:
+                self.reachable = True
                 return resp.status, await resp.text(errors="replace")
+        except aiohttp.ClientConnectorError as exc:  # nothing listens, or no route: not an overloaded store
+            self.reachable = False
+            raise SinkError(f"{self.name}: cannot reach the server: {type(exc).__name__}: {exc}",
+                            retryable=True) from exc
         except TimeoutError:
             raise SinkError(f"{self.name}: no answer within {self.settings.timeout_s:g}s", retryable=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise SinkError(f"{self.name}: cannot reach the server: {type(exc).__name__}: {exc}",
                             retryable=True) from exc
+
+    async def ping(self, timeout_s: float = 1.0) -> bool:
+        """Whether the server answers GET /ping now (no data, no auth needed)."""
+        try:
+            status, _ = await self._request("GET", f"{self.base_url}/ping",
+                                            timeout=aiohttp.ClientTimeout(total=min(timeout_s,
+                                                                                    self.settings.timeout_s)))
+        except SinkError:
+            return False
+        return status < 500
 
     def _session_(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -302,6 +336,7 @@ class InfluxSink:
         self.bad_points = 0
 
     spool_encoding = ENCODING
+    concurrent_writes = True  # the drain may send the next batch while influxd stores one (it takes both at once)
 
     async def write(self, batch: Sequence[Point]) -> None:
         if not self.takes_samples:  # storage.samples sends them elsewhere: only the events are kept here
@@ -309,10 +344,11 @@ class InfluxSink:
             if not batch:
                 return
         try:
-            self.bad_points += await self.client.write(batch)
+            bad = await self.client.write(batch)
         except SinkError:
             self.write_errors += 1
             raise
+        self.bad_points += bad  # not `+= await`: with two writes in flight that would lose one's count
 
     def encode(self, batch: Sequence[Point]) -> list[bytes]:
         """Each point's line (the spool keeps them: a replay is then a copy); an empty item for a sample that
@@ -327,10 +363,24 @@ class InfluxSink:
         if not items:
             return
         try:
-            self.bad_points += await self.client.write(items)
+            bad = await self.client.write(items)
         except SinkError:
             self.write_errors += 1
             raise
+        self.bad_points += bad  # not `+= await`: with two writes in flight that would lose one's count
+
+    async def write_gzip(self, members: Sequence[bytes], count: int) -> None:
+        """Lines from `encode` as the spool keeps them (gzip members of whole lines), posted as they are."""
+        try:
+            bad = await self.client.write_gzip(members, count)
+        except SinkError:
+            self.write_errors += 1
+            raise
+        self.bad_points += bad
+
+    async def back(self) -> bool:
+        """After a write that found no server: whether influxd answers /ping now."""
+        return not self.client.reachable and await self.client.ping()
 
     async def set_up(self) -> None:
         await self.client.set_up()

@@ -209,6 +209,39 @@ async def test_too_large_encoded_batches_are_split(scripted: Scripted) -> None:
 
 
 @pytest.mark.peer("influxd")
+@pytest.mark.parametrize("use_gzip", [True, False])
+async def test_gzip_members_from_the_spool_are_stored_as_lines_and_a_partial_refusal_counts_the_same(
+        influxd: Influxd, tmp_path: Path, use_gzip: bool) -> None:
+    from agent.daemon import open_spool
+    from slawatch.config.settings import SpoolSettings
+
+    db, conflicting = fresh_db(), fresh_db()
+    sink = InfluxSink(v1(influxd, db, gzip=use_gzip))
+    refusing = InfluxSink(v1(influxd, conflicting, gzip=use_gzip))
+    await refusing.set_up()
+    body = f'{PROBE},component=other up="yes" {NOW_MS - 7_200_000}\n'.encode()  # later integer `up`s conflict
+    async with aiohttp.ClientSession() as http, http.post(f"{influxd.url}/write", data=body, params={
+            "db": conflicting, "rp": RETENTION_POLICY, "precision": "ms"}) as resp:
+        assert resp.status == 204
+    ok = samples(30)
+    sp = open_spool(SpoolSettings(path=tmp_path / "spool"), [sink])
+    try:
+        sp.append(ok[:20])
+        sp.append(ok[20:])
+        whole = sp.read("influxdb")
+        assert len(whole.gzip) == 2 and len(whole) == 20 + 10
+        await sink.write_gzip(whole.gzip, len(whole))
+        await sink.write_gzip(whole.gzip, len(whole))  # a replay after a crash: idempotent
+        assert sink.bad_points == 0 and count(influxd, db, PROBE) == 30
+        await refusing.write_gzip(whole.gzip, len(whole))  # 400: the lines again, as `write` sends them
+        assert refusing.bad_points == 30 and refusing.write_errors == 0
+    finally:
+        sp.close()
+        await sink.close()
+        await refusing.close()
+
+
+@pytest.mark.peer("influxd")
 async def test_wrong_password_is_a_clear_non_retryable_error(influxd_auth: Influxd) -> None:
     db = fresh_db()
     influxd_auth.query(f'CREATE DATABASE "{db}"', method="POST")
