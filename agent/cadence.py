@@ -149,6 +149,8 @@ class Scheduler(Generic[T]):
             if n % DIFF_SLICE == 0:
                 yield
         for n, (key, job) in enumerate(list(fresh.items()), 1):
+            if n % DIFF_SLICE == 0:
+                yield
             previous = running.get(key)
             if previous is not None:
                 if previous.interval_s == job.interval_s and previous.payload == job.payload:
@@ -158,13 +160,11 @@ class Scheduler(Generic[T]):
                     continue
                 plan.stopped.append(previous)
             plan.started.append(job)
+        for n, (key, gone) in enumerate(running.items(), 1):
             if n % DIFF_SLICE == 0:
                 yield
-        for n, (key, gone) in enumerate(running.items(), 1):
             if key not in fresh:
                 plan.stopped.append(gone)
-            if n % DIFF_SLICE == 0:
-                yield
 
     def commit(self, plan: JobPlan[T]) -> None:
         """Make the planned job set the running one, at once: its cost is the jobs that start or stop."""

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -34,7 +36,7 @@ from agent.probes import load_kind, loaded_kinds, run_probe
 from agent.spool import Encoding, Spool, SpoolError
 from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
 from agent.supervisor import Supervisor
-from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.config.loader import ConfigError, Loaded, collector_paused, load
 from slawatch.config.probes import ProbeBase
 from slawatch.config.settings import Component, Config, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
@@ -63,6 +65,7 @@ MAX_BRIDGE_S = 86400.0  # a forward step of the wall clock up to this long is co
 LINGER_MAX_S = 900.0
 HANDOVER_READ_BATCH = 500  # components per read of the new owners' changes
 APPLY_SLICE = 1000  # components built between two yields to the event loop while a config is applied
+LARGE_CONFIG = 20_000  # components from which a config's objects are kept out of the cyclic collector's passes
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +215,10 @@ class Agent:
     def _apply(self, loaded: Loaded) -> None:
         """Apply a config at once: at start, before anything is probed (a reload goes through `_apply_gradually`)."""
         plan = _ApplyPlan(loaded, JobPlan(self.scheduler.jobs))
-        for _ in self._plan(plan):
-            pass
-        self._apply_planned(plan)
+        with collector_paused() if len(loaded.config.components) >= LARGE_CONFIG else contextlib.nullcontext():
+            for _ in self._plan(plan):
+                pass
+            self._apply_planned(plan)
 
     async def _apply_gradually(self, loaded: Loaded | None = None) -> None:
         """Apply a config (None: the running one again, as it is once earlier applies are done) a slice of
@@ -223,9 +227,12 @@ class Agent:
         (a component is under the old config or the new one, never between)."""
         async with self._apply_lock:
             plan = _ApplyPlan(loaded or self.loaded, JobPlan(self.scheduler.jobs))
-            for _ in self._plan(plan):
-                await asyncio.sleep(0)
-            self._apply_planned(plan)
+            large = len(plan.loaded.config.components) >= LARGE_CONFIG
+            # A large config's new states and jobs would otherwise set off full collections mid-plan.
+            with collector_paused() if large else contextlib.nullcontext():
+                for _ in self._plan(plan):
+                    await asyncio.sleep(0)
+                self._apply_planned(plan)
 
     def _plan(self, plan: _ApplyPlan) -> Iterator[None]:
         """Build the new states and jobs into `plan`, yielding after each APPLY_SLICE components. Reads the running
@@ -330,6 +337,8 @@ class Agent:
         if plan.acquired:
             self._handovers["acquired"] += len({j.payload.component for j in plan.acquired})
             self.scheduler.run_now(j.key for j in plan.acquired)  # watched at once, not after a phase delay
+        if len(plan.loaded.config.components) >= LARGE_CONFIG:
+            _keep_out_of_collections()
 
     def _watched(self, cfg: Config) -> set[str]:
         """The components this agent probes: static, those of its zone (and those without one); auto, its share and
@@ -357,7 +366,7 @@ class Agent:
         """Re-read the config file; a bad one keeps the running config."""
         path = self.loaded.path
         try:
-            loaded = await asyncio.to_thread(load, path)
+            loaded = await asyncio.to_thread(_load_long_lived, path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload rejected, keeping the running config: %s", problem)
@@ -939,6 +948,24 @@ class Agent:
             except Exception:
                 log.exception("closing %s", sink.name)
         await asyncio.to_thread(self.spool.close)
+
+
+def _keep_out_of_collections() -> None:
+    """Move every object alive now out of the cyclic collector's passes (gc.freeze): a config of 100 000
+    components and its states and jobs are a few million objects that live until the next reload, and each full
+    pass over them held the event loop for 1-3 s. They hold no reference cycles, so the ones a reload replaces are
+    still freed by their reference counts; only cyclic garbage that exists at this moment stays (once per apply)."""
+    gc.freeze()
+
+
+def _load_long_lived(path: Path) -> Loaded:
+    """load() for the agent's reload thread: a large config's objects are frozen out of the collector before it
+    runs again, or its first pass (over the million objects just made) would hold the GIL, and the loop, ~1 s."""
+    with collector_paused():
+        loaded = load(path)
+        if len(loaded.config.components) >= LARGE_CONFIG:
+            _keep_out_of_collections()
+    return loaded
 
 
 def _release_reason(auto: bool, configured: bool) -> str:

@@ -72,12 +72,12 @@ def format_loc(loc: Loc) -> str:
 
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
     """Load and validate a config file and the contract it names; raise ConfigError with every problem."""
-    with _collector_paused():
+    with collector_paused():
         return _load(Path(path), environ)
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while a config is read: the millions of dicts, strings and models of a
     large file made it run dozens of full passes over a growing heap (a fifth of a 100 000-component load). The
     load makes no cycles worth collecting; refcounting still frees everything as usual."""
