@@ -17,6 +17,7 @@ import gc
 import logging
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ MAX_BRIDGE_S = 86400.0  # a forward step of the wall clock up to this long is co
 LINGER_MAX_S = 900.0
 HANDOVER_READ_BATCH = 500  # components per read of the new owners' changes
 APPLY_SLICE = 1000  # components built between two yields to the event loop while a config is applied
+RELOAD_SWITCH_S = 0.0005  # the GIL switch interval while a reload parses in its thread
 LARGE_CONFIG = 20_000  # components from which a config's objects are kept out of the cyclic collector's passes
 
 
@@ -961,10 +963,18 @@ def _keep_out_of_collections() -> None:
 def _load_long_lived(path: Path) -> Loaded:
     """load() for the agent's reload thread: a large config's objects are frozen out of the collector before it
     runs again, or its first pass (over the million objects just made) would hold the GIL, and the loop, ~1 s."""
-    with collector_paused():
-        loaded = load(path)
-        if len(loaded.config.components) >= LARGE_CONFIG:
-            _keep_out_of_collections()
+    # While this thread parses, the loop thread gets the GIL back only when this one is made to let go of it: at
+    # the default 5 ms switch interval each of the loop's system calls (a connect, a send, epoll) waited up to
+    # 5 ms, so probes started seconds late during a large reload without the loop itself ever being busy.
+    switch_s = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_s, RELOAD_SWITCH_S))
+    try:
+        with collector_paused():
+            loaded = load(path)
+            if len(loaded.config.components) >= LARGE_CONFIG:
+                _keep_out_of_collections()
+    finally:
+        sys.setswitchinterval(switch_s)
     return loaded
 
 
