@@ -14,8 +14,9 @@ OPTIONS responder, an aiohttp /health in their own process) at a long interval (
 so the figures are the start and the reload, not probing load. Printed: the start (spawn → /metrics answers),
 schedule lateness over the first `--agent-seconds` (from the agent's `slawatch_schedule_lateness_seconds`
 histogram: its count, runs later than 1 s, the highest bucket reached), then a SIGHUP: the reload (signal → its
-"config reloaded" log line) and the lateness from the signal to `--agent-seconds` after it. Peak RSS of the agent
-is its VmHWM.
+"config reloaded" log line) and the lateness from the signal to `--agent-seconds` after it; for each phase the
+agent's CPU (utime + stime) and the longest round trip of a GET /healthz every 0.1 s (the loop's longest stall).
+Peak RSS of the agent is its VmHWM. `--tree` runs check-config and the agent from another checkout.
 """
 
 from __future__ import annotations
