@@ -17,7 +17,7 @@ import logging
 import random
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -84,6 +84,27 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _slot(job: Job[T], after: float, wall_offset: float) -> float:
+    """The first instant of the job's grid (phase + k*interval on the wall clock) after `after` (monotonic)."""
+    wall = after + wall_offset
+    k = (wall - job.phase_s) // job.interval_s + 1
+    return k * job.interval_s + job.phase_s - wall_offset
+
+
+DIFF_SLICE = 2000  # jobs compared between two yields of Scheduler.diff (a few ms)
+
+
+@dataclass(eq=False, slots=True)
+class JobPlan(Generic[T]):
+    """A new job set compared with the running one (`base`), for Scheduler.commit."""
+
+    base: dict[Hashable, Job[T]]
+    jobs: dict[Hashable, Job[T]] = field(default_factory=dict)  # the new set; a kept job is the running one
+    started: list[Job[T]] = field(default_factory=list)  # new, or replacing a changed one
+    stopped: list[Job[T]] = field(default_factory=list)  # removed, or replaced
+    retry: list[tuple[Job[T], float | None]] = field(default_factory=list)  # kept, with a new retry interval
+
+
 # `run` returns True when the job should come back after its retry interval instead of its interval.
 Runner = Callable[[Job[T]], Awaitable[bool]]
 LatenessObserver = Callable[[float], None]
@@ -115,21 +136,64 @@ class Scheduler(Generic[T]):
 
     def set_jobs(self, jobs: Iterable[Job[T]]) -> None:
         """Replace the job set: new jobs start at their phase, removed ones stop, unchanged ones go on."""
-        now = self._clock.monotonic()
-        fresh = {job.key: job for job in jobs}
-        for key, gone in self._jobs.items():
-            if key not in fresh:
-                gone.generation += 1  # heap entries of a removed job are skipped
-        for key, job in list(fresh.items()):
-            previous = self._jobs.get(key)
+        plan = JobPlan(self._jobs)
+        for _ in self.diff(jobs, plan):
+            pass
+        self.commit(plan)
+
+    def diff(self, jobs: Iterable[Job[T]], plan: JobPlan[T]) -> Iterator[None]:
+        """Fill `plan` with what replacing the running job set by `jobs` changes, yielding after each DIFF_SLICE jobs
+        so that a caller on the event loop can let probes start in between; nothing running is touched until
+        `commit(plan)`. An unchanged job (same key, interval and payload) is kept as it runs, on its grid."""
+        running = plan.base
+        fresh = plan.jobs
+        for n, job in enumerate(jobs, 1):
+            fresh[job.key] = job  # the last of a key, as a dict of them keeps
+            if n % DIFF_SLICE == 0:
+                yield
+        for n, (key, job) in enumerate(list(fresh.items()), 1):
+            if n % DIFF_SLICE == 0:
+                yield
+            previous = running.get(key)
             if previous is not None:
                 if previous.interval_s == job.interval_s and previous.payload == job.payload:
-                    previous.retry_interval_s = job.retry_interval_s
+                    if previous.retry_interval_s != job.retry_interval_s:
+                        plan.retry.append((previous, job.retry_interval_s))
                     fresh[key] = previous
                     continue
-                previous.generation += 1
-            self._push(job, self._next_slot(job, now))
-        self._jobs = fresh
+                plan.stopped.append(previous)
+            plan.started.append(job)
+        for n, (key, gone) in enumerate(running.items(), 1):
+            if n % DIFF_SLICE == 0:
+                yield
+            if key not in fresh:
+                plan.stopped.append(gone)
+
+    def commit(self, plan: JobPlan[T]) -> None:
+        """Make the planned job set the running one, at once: its cost is the jobs that start or stop."""
+        if plan.base is not self._jobs:  # the job set changed since the plan was made: diff again, at once
+            again = JobPlan(self._jobs)
+            for _ in self.diff(plan.jobs.values(), again):
+                pass
+            plan = again
+        for gone in plan.stopped:
+            gone.generation += 1  # heap entries of a removed or replaced job are skipped
+        for job, retry_s in plan.retry:
+            job.retry_interval_s = retry_s
+        if plan.started:
+            now = self._clock.monotonic()
+            wall_offset = self._clock.wall() - now
+            entries = []
+            for job in plan.started:
+                self._seq += 1
+                entries.append((_slot(job, now, wall_offset), self._seq, job, job.generation))
+            if len(entries) > len(self._heap) // 8:  # many at once (a start): one heapify, not a push each
+                self._heap.extend(entries)
+                heapq.heapify(self._heap)
+            else:
+                for entry in entries:
+                    heapq.heappush(self._heap, entry)
+        self._jobs = plan.jobs
         self._wake_up()
 
     def run_now(self, keys: Iterable[Hashable]) -> None:
@@ -145,10 +209,7 @@ class Scheduler(Generic[T]):
 
     def _next_slot(self, job: Job[T], after: float) -> float:
         """The first instant of the job's grid (phase + k*interval on the wall clock) after `after`."""
-        wall_offset = self._clock.wall() - self._clock.monotonic()
-        wall = after + wall_offset
-        k = (wall - job.phase_s) // job.interval_s + 1
-        return k * job.interval_s + job.phase_s - wall_offset
+        return _slot(job, after, self._clock.wall() - self._clock.monotonic())
 
     def _push(self, job: Job[T], due: float) -> None:
         self._seq += 1

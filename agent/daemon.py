@@ -14,17 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import re
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.assign import renew_every_s, watches_zone
-from agent.cadence import Job, Scheduler, stable_phase
+from agent.cadence import Job, JobPlan, Scheduler, stable_phase
 from agent.checkpoint import Checkpoint, encode_row
 from agent.clock import Clock, Step
 from agent.drain import BACKOFF_MIN_S, Drain, back_off, next_backoff
@@ -35,7 +38,7 @@ from agent.probes import load_kind, loaded_kinds, run_probe
 from agent.spool import Encoding, Spool, SpoolError
 from agent.state import ComponentState, Saved, format_duration, log_change, log_degraded
 from agent.supervisor import Supervisor
-from slawatch.config.loader import ConfigError, Loaded, load
+from slawatch.config.loader import ConfigError, Loaded, collector_paused, load
 from slawatch.config.probes import ProbeBase
 from slawatch.config.settings import Component, Config, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
@@ -60,6 +63,9 @@ MAX_BRIDGE_S = 86400.0  # a forward step of the wall clock up to this long is co
 # A component handed over is probed here until its new owner has stored a change of it, but at most this long.
 LINGER_MAX_S = 900.0
 HANDOVER_READ_BATCH = 500  # components per read of the new owners' changes
+APPLY_SLICE = 1000  # components built between two yields to the event loop while a config is applied
+RELOAD_SWITCH_S = 0.0005  # the GIL switch interval while a reload parses in its thread
+LARGE_CONFIG = 20_000  # components from which a config's objects are kept out of the cyclic collector's passes
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,25 @@ class _Linger:
     since_ms: int
     deadline: float  # monotonic
     owners_before: frozenset[str]
+
+
+@dataclass(eq=False, slots=True)
+class _ApplyPlan:
+    """A config's states and jobs built beside the running ones, and what making them the running ones changes."""
+
+    loaded: Loaded
+    jobs: JobPlan[ProbeJob]
+    states: dict[str, ComponentState] = field(default_factory=dict)
+    restore: list[tuple[Component, ComponentState, ComponentState]] = field(default_factory=list)
+    from_saved: list[str] = field(default_factory=list)  # components restored from the checkpoint read at start
+    restored_up: dict[str, tuple[bool, bool]] = field(default_factory=dict)
+    component_up: list[tuple[ComponentRef, bool]] = field(default_factory=list)
+    acquired: list[Job[ProbeJob]] = field(default_factory=list)
+    removed: list[ComponentState] = field(default_factory=list)
+    configured: set[str] = field(default_factory=set)
+    dirty: list[str] = field(default_factory=list)  # checkpoint entries to write again or drop
+    stale_refs: list[ComponentRef] = field(default_factory=list)
+    stale_probes: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class _Confirmed(NamedTuple):
@@ -159,6 +184,7 @@ class Agent:
         self.supervisor = Supervisor(on_error=lambda task: self.metrics.task_restarts.labels(task).inc())
         self.probe_runs = 0
         self._reloads: set[asyncio.Task[bool]] = set()
+        self._apply_lock = asyncio.Lock()  # one config applied at a time (a reload, a new share)
         self.on_reload: list[Callable[[Loaded], None]] = []
         self.started = time.time()
         self.metrics.watch(self._live_metrics)
@@ -187,77 +213,132 @@ class Agent:
     # ------------------------------------------------------------ config
 
     def _apply(self, loaded: Loaded) -> None:
-        cfg = loaded.config
+        """Apply a config at once: at start, before anything is probed (a reload goes through `_apply_gradually`)."""
+        plan = _ApplyPlan(loaded, JobPlan(self.scheduler.jobs))
+        with collector_paused() if len(loaded.config.components) >= LARGE_CONFIG else contextlib.nullcontext():
+            for _ in self._plan(plan):
+                pass
+            self._apply_planned(plan)
+
+    async def _apply_gradually(self, loaded: Loaded | None = None) -> None:
+        """Apply a config (None: the running one again, as it is once earlier applies are done) a slice of
+        components at a time, letting probes start in between: 100 000 components take seconds of CPU to build
+        and compare. What runs stays as it is until the last slice; then the new states and jobs replace it at once
+        (a component is under the old config or the new one, never between)."""
+        async with self._apply_lock:
+            plan = _ApplyPlan(loaded or self.loaded, JobPlan(self.scheduler.jobs))
+            large = len(plan.loaded.config.components) >= LARGE_CONFIG
+            # A large config's new states and jobs would otherwise set off full collections mid-plan.
+            with collector_paused() if large else contextlib.nullcontext():
+                for _ in self._plan(plan):
+                    await asyncio.sleep(0)
+                self._apply_planned(plan)
+
+    def _plan(self, plan: _ApplyPlan) -> Iterator[None]:
+        """Build the new states and jobs into `plan`, yielding after each APPLY_SLICE components. Reads the running
+        states; changes nothing but new objects (the membership's component list aside), so `_apply_planned` can
+        make them the running ones at once."""
+        cfg = plan.loaded.config
         auto = self.settings.assign == "auto"
         if self.membership is not None and self.membership.set_components({c.name: c.zone for c in cfg.components}):
             self._share_wake.set()  # share the new component list at once
         watched = self._watched(cfg)
-        states: dict[str, ComponentState] = {}
+        running = self.states
+        states = plan.states
         jobs: list[Job[ProbeJob]] = []
-        acquired: list[Job[ProbeJob]] = []
-        for comp in cfg.components:
+        now_ms = self.clock.now_ms()
+        for n, comp in enumerate(cfg.components, 1):
+            if n % APPLY_SLICE == 0:
+                yield
             if comp.name not in watched:
                 continue
             ref = ComponentRef(comp.name, comp.klass, cfg.tier_of(comp) or "", comp.customer or "")
             confirm = cfg.confirm_of(comp)
             labels = tuple(p.label for p in comp.probes)
-            old = self.states.get(comp.name)
+            old = running.get(comp.name)
             if (old is not None and old.ref == ref and old.probes == labels and old.require == comp.require
                     and (old.confirm_down, old.confirm_up) == (confirm.down, confirm.up)):
                 states[comp.name] = old
             else:
                 state = ComponentState(ref, self.agent_id, labels, comp.require, confirm.down, confirm.up)
-                saved = old.save() if old is not None else self._saved.pop(comp.name, None)
-                if saved is not None:
-                    # A restart (or a reload that changed the probes) goes on from the confirmed state: seeing
-                    # it again writes no change, and an outage in confirmation keeps its first failed run.
-                    beat_s = cfg.agent.heartbeat_s
-                    gaps = {p.label: round(RESUME_GAP_INTERVALS * max(p.interval_s, beat_s) * 1000)
-                            for p in comp.probes}
-                    state.restore(saved, self.clock.now_ms(), gaps)
-                    if auto and old is None and state.up is not None:
-                        # Taken (back) into the share: its first confirmed state is written again, as its stored
-                        # view may have been released or be stale; the stored state is what a release repeats.
-                        self._restored_up[comp.name] = (state.up, state.in_degraded)
-                        state.up = None
-                    if state.up is not None:
-                        self.metrics.set_component(ref, state.up)
+                if old is not None:
+                    plan.restore.append((comp, state, old))  # from its state as it is when the plan is applied
+                else:
+                    saved = self._saved.get(comp.name)
+                    if saved is not None:
+                        plan.from_saved.append(comp.name)
+                        self._restore(plan, comp, state, saved, now_ms, auto, taken=True)
                 states[comp.name] = state
             comp_jobs = self._jobs_of(comp)
             jobs.extend(comp_jobs)
-            if auto and comp.name not in self.states:
-                acquired.extend(comp_jobs)
-        configured = {c.name for c in cfg.components}
+            if auto and comp.name not in running:
+                plan.acquired.extend(comp_jobs)
+        yield
+        plan.configured = {c.name for c in cfg.components}
+        # Metric series of replaced or removed components go; they come back on their next run.
+        old_components = {c.name: c for c in self.loaded.config.components}
+        for n, (name, st) in enumerate(running.items(), 1):
+            if n % APPLY_SLICE == 0:
+                yield
+            new = states.get(name)
+            if new is st:
+                continue
+            plan.dirty.append(name)  # removed components leave the checkpoint, replaced ones are written again
+            if new is None:
+                plan.removed.append(st)
+            if new is None or new.ref != st.ref:
+                plan.stale_refs.append(st.ref)
+            if name in old_components:
+                plan.stale_probes.extend((name, p.label, p.kind) for p in old_components[name].probes)
+        plan.dirty.extend(name for name, st in states.items() if running.get(name) is not st)
+        yield
+        yield from self.scheduler.diff(jobs, plan.jobs)
+
+    def _restore(self, plan: _ApplyPlan, comp: Component, state: ComponentState, saved: Saved, now_ms: int,
+                 auto: bool, *, taken: bool) -> None:
+        """A restart (or a reload that changed the probes) goes on from the confirmed state: seeing it again writes
+        no change, and an outage in confirmation keeps its first failed run."""
+        beat_s = plan.loaded.config.agent.heartbeat_s
+        gaps = {p.label: round(RESUME_GAP_INTERVALS * max(p.interval_s, beat_s) * 1000) for p in comp.probes}
+        state.restore(saved, now_ms, gaps)
+        if auto and taken and state.up is not None:
+            # Taken (back) into the share: its first confirmed state is written again, as its stored view may have
+            # been released or be stale; the stored state is what a release repeats.
+            plan.restored_up[comp.name] = (state.up, state.in_degraded)
+            state.up = None
+        if state.up is not None:
+            plan.component_up.append((state.ref, state.up))
+
+    def _apply_planned(self, plan: _ApplyPlan) -> None:
+        """Make a plan's states and jobs the running ones; costs what changed, not the number of components."""
+        auto = self.settings.assign == "auto"
+        now_ms = self.clock.now_ms()
+        for comp, state, old in plan.restore:  # the replaced state as it is now: runs may have changed it
+            self._restore(plan, comp, state, old.save(), now_ms, auto, taken=False)
+        for name in plan.from_saved:
+            self._saved.pop(name, None)
+        self._restored_up.update(plan.restored_up)
+        for ref, up in plan.component_up:
+            self.metrics.set_component(ref, up)
         if self._share_known:
             # Components of the checkpoint this agent does not watch any more: their stored view ends now.
             for name, saved in self._saved.items():
                 if saved.up is not None:
                     self._release_change(saved.ref, saved.up, saved.degraded, saved.since_ms,
-                                         _release_reason(auto, name in configured))
+                                         _release_reason(auto, name in plan.configured))
             self._saved = {}
-        for name, st in self.states.items():
-            if name not in states:
-                self._release(st, _release_reason(auto, name in configured))
-        # Metric series of replaced or removed components go; they come back on their next run.
-        old_components = {c.name: c for c in self.loaded.config.components}
-        stale_refs: list[ComponentRef] = []
-        stale_probes: list[tuple[str, str, str]] = []
-        for name, st in self.states.items():
-            if states.get(name) is st:
-                continue
-            if name not in states or states[name].ref != st.ref:
-                stale_refs.append(st.ref)
-            if name in old_components:
-                stale_probes.extend((name, p.label, p.kind) for p in old_components[name].probes)
-        self.metrics.forget(stale_refs, stale_probes)
-        self._ckpt_dirty.update(self.states)  # removed components leave the checkpoint, new ones join it
-        self._ckpt_dirty.update(states)
-        self.states = states
-        self.loaded = loaded
-        self.scheduler.set_jobs(jobs)
-        if acquired:
-            self._handovers["acquired"] += len({j.payload.component for j in acquired})
-            self.scheduler.run_now(j.key for j in acquired)  # watched at once, not after a phase delay
+        for st in plan.removed:
+            self._release(st, _release_reason(auto, st.ref.component in plan.configured))
+        self.metrics.forget(plan.stale_refs, plan.stale_probes)
+        self._ckpt_dirty.update(plan.dirty)
+        self.states = plan.states
+        self.loaded = plan.loaded
+        self.scheduler.commit(plan.jobs)
+        if plan.acquired:
+            self._handovers["acquired"] += len({j.payload.component for j in plan.acquired})
+            self.scheduler.run_now(j.key for j in plan.acquired)  # watched at once, not after a phase delay
+        if len(plan.loaded.config.components) >= LARGE_CONFIG:
+            _keep_out_of_collections()
 
     def _watched(self, cfg: Config) -> set[str]:
         """The components this agent probes: static, those of its zone (and those without one); auto, its share and
@@ -285,7 +366,7 @@ class Agent:
         """Re-read the config file; a bad one keeps the running config."""
         path = self.loaded.path
         try:
-            loaded = await asyncio.to_thread(load, path)
+            loaded = await asyncio.to_thread(_load_long_lived, path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload rejected, keeping the running config: %s", problem)
@@ -301,7 +382,7 @@ class Agent:
         old = self.loaded.config
         if loaded.config.storage != old.storage or loaded.config.agent != old.agent:
             log.warning("storage and agent settings change at the next restart; components are reloaded now")
-        self._apply(loaded)
+        await self._apply_gradually(loaded)
         self.metrics.reload_ok.set(1)
         for hook in self.on_reload:
             hook(loaded)
@@ -361,7 +442,7 @@ class Agent:
                 self._lingering.pop(name, None)  # back before it was handed over: watched on, nothing released
             gained, lost = len(share - previous), len(previous - share)
             self._share, self._share_known = share, True
-            self._apply(self.loaded)
+            await self._apply_gradually()
             log.info("share: %d components (+%d, -%d) among %d live agents, %d handed over and still probed",
                      len(share), gained, lost, len(shares.members), len(self._lingering))
         self._last_shares = shares
@@ -404,7 +485,7 @@ class Agent:
         if done:
             for name in done:
                 self._lingering.pop(name, None)
-            self._apply(self.loaded)  # releases them
+            await self._apply_gradually()  # releases them
 
     def _taken_over(self, name: str, latest: dict[tuple[str, str], StateChange], shares: Shares) -> bool:
         """Whether the component's owners watch it now: each new owner has stored a change of it since the
@@ -869,6 +950,32 @@ class Agent:
             except Exception:
                 log.exception("closing %s", sink.name)
         await asyncio.to_thread(self.spool.close)
+
+
+def _keep_out_of_collections() -> None:
+    """Move every object alive now out of the cyclic collector's passes (gc.freeze): a config of 100 000
+    components and its states and jobs are a few million objects that live until the next reload, and each full
+    pass over them held the event loop for 1-3 s. They hold no reference cycles, so the ones a reload replaces are
+    still freed by their reference counts; only cyclic garbage that exists at this moment stays (once per apply)."""
+    gc.freeze()
+
+
+def _load_long_lived(path: Path) -> Loaded:
+    """load() for the agent's reload thread: a large config's objects are frozen out of the collector before it
+    runs again, or its first pass (over the million objects just made) would hold the GIL, and the loop, ~1 s."""
+    # While this thread parses, the loop thread gets the GIL back only when this one is made to let go of it: at
+    # the default 5 ms switch interval each of the loop's system calls (a connect, a send, epoll) waited up to
+    # 5 ms, so probes started seconds late during a large reload without the loop itself ever being busy.
+    switch_s = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_s, RELOAD_SWITCH_S))
+    try:
+        with collector_paused():
+            loaded = load(path)
+            if len(loaded.config.components) >= LARGE_CONFIG:
+                _keep_out_of_collections()
+    finally:
+        sys.setswitchinterval(switch_s)
+    return loaded
 
 
 def _release_reason(auto: bool, configured: bool) -> str:

@@ -14,8 +14,9 @@ OPTIONS responder, an aiohttp /health in their own process) at a long interval (
 so the figures are the start and the reload, not probing load. Printed: the start (spawn → /metrics answers),
 schedule lateness over the first `--agent-seconds` (from the agent's `slawatch_schedule_lateness_seconds`
 histogram: its count, runs later than 1 s, the highest bucket reached), then a SIGHUP: the reload (signal → its
-"config reloaded" log line) and the lateness from the signal to `--agent-seconds` after it. Peak RSS of the agent
-is its VmHWM.
+"config reloaded" log line) and the lateness from the signal to `--agent-seconds` after it; for each phase the
+agent's CPU (utime + stime) and the longest round trip of a GET /healthz every 0.1 s (the loop's longest stall).
+Peak RSS of the agent is its VmHWM. `--tree` runs check-config and the agent from another checkout.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.agent import FARM, free_port, probe_plan, proc_hwm_mb  # noqa: E402
+from bench.agent import FARM, free_port, probe_plan, proc_cpu_s, proc_hwm_mb  # noqa: E402
 from slawatch.config.loader import bundled_contract  # noqa: E402
 
 CLASSES = ("network", "power", "sip", "load_balancer", "vlan", "san")
 TIERS = ("base", "silver", "gold", "platinum")
 GOAL_S, GOAL_MB, GOAL_LATE_S = 5.0, 300.0, 1.0
+POLL_S = 0.1  # /healthz poll period while the agent is measured
 _BUCKET = re.compile(r'^slawatch_schedule_lateness_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
 
 
@@ -115,13 +117,39 @@ def wait_for(predicate: object, timeout_s: float, what: str) -> float:
     raise SystemExit(f"{what}: not within {timeout_s:g} s")
 
 
-def run_agent(cfg: Path, work: Path, listen: str, seconds: float) -> dict[str, object]:
+class StallWatch(threading.Thread):
+    """GETs /healthz every POLL_S and keeps the longest round trip per phase: a stalled event loop answers late, so
+    this is the loop's longest stall as a client sees it (the lateness histogram only gives its bucket)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.phase = "start"
+        self.longest: dict[str, float] = {}
+        self.polls: dict[str, int] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            phase = self.phase
+            t0 = time.perf_counter()
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url, timeout=30) as resp:
+                resp.read()
+            took = time.perf_counter() - t0
+            self.longest[phase] = max(self.longest.get(phase, 0.0), took)
+            self.polls[phase] = self.polls.get(phase, 0) + 1
+            self.done.wait(max(0.0, POLL_S - took))
+
+
+def run_agent(cfg: Path, work: Path, listen: str, seconds: float, tree: Path = ROOT) -> dict[str, object]:
     log_path = work / "agent.log"
     metrics = f"http://{listen}/metrics"
+    watch = StallWatch(f"http://{listen}/healthz")
     with log_path.open("wb") as log:
         t0 = time.perf_counter()
+        env = {**os.environ, "PYTHONPATH": str(tree)}  # the agent of that tree (run from the work directory)
         proc = subprocess.Popen([sys.executable, "-m", "slawatch.cli", "agent", "--config", str(cfg)], cwd=work,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:
             def ready() -> bool:
                 if proc.poll() is not None:
@@ -131,19 +159,26 @@ def run_agent(cfg: Path, work: Path, listen: str, seconds: float) -> dict[str, o
                 return False
             wait_for(ready, 300, "agent start")
             start_s = time.perf_counter() - t0
+            start_cpu = proc_cpu_s(proc.pid)
+            watch.start()
             first = lateness(metrics)
             time.sleep(seconds)
             settled = lateness(metrics)
+            window_cpu = proc_cpu_s(proc.pid) - start_cpu
             rss_started = proc_hwm_mb(proc.pid)
             reloads = log_path.read_text().count("config reloaded")
+            watch.phase = "reload"
+            cpu0 = proc_cpu_s(proc.pid)
             t1 = time.perf_counter()
             proc.send_signal(signal.SIGHUP)
             wait_for(lambda: log_path.read_text().count("config reloaded") > reloads, 300, "reload")
             reload_s = time.perf_counter() - t1
+            reload_cpu = proc_cpu_s(proc.pid) - cpu0
             time.sleep(max(0.0, seconds - reload_s))
             after = lateness(metrics)
             rss = proc_hwm_mb(proc.pid)
         finally:
+            watch.done.set()
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(60)
@@ -151,7 +186,9 @@ def run_agent(cfg: Path, work: Path, listen: str, seconds: float) -> dict[str, o
                 proc.kill()
                 proc.wait()
     return {"start_s": start_s, "start": late_summary({}, settled), "first_scrape": late_summary({}, first),
-            "reload_s": reload_s, "reload": late_summary(settled, after), "rss_started": rss_started, "rss": rss}
+            "reload_s": reload_s, "reload": late_summary(settled, after), "rss_started": rss_started, "rss": rss,
+            "start_cpu": start_cpu, "window_cpu": window_cpu, "reload_cpu": reload_cpu,
+            "stall": dict(watch.longest), "polls": dict(watch.polls)}
 
 
 def main() -> None:
@@ -163,8 +200,8 @@ def main() -> None:
     parser.add_argument("--skip-agent", action="store_true", help="time check-config only")
     parser.add_argument("--runs", type=int, default=1, choices=range(1, 6), help="check-config runs")
     parser.add_argument("--workdir", type=Path, help="keep the config and the agent's files here (must not exist)")
-    parser.add_argument("--tree", type=Path, default=ROOT, help="run check-config from this source tree (a checkout "
-                        "of another commit, for a before/after pair; default: this one)")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="run check-config and the agent from this source tree "
+                        "(a checkout of another commit, for a before/after pair; default: this one)")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         if args.workdir is not None:
@@ -195,14 +232,22 @@ def main() -> None:
                 print(first)
         if args.skip_agent:
             return
-        r = run_agent(cfg, work, listen, args.agent_seconds)
+        r = run_agent(cfg, work, listen, args.agent_seconds, args.tree)
         print(f"\nagent, {args.components:,} components every {args.interval:g} s "
               f"({args.components / args.interval:.0f} probes/s), load average {os.getloadavg()[0]:.2f}")
-        print("\n| phase | time | probe runs in the window | later than 1 s | worst lateness bucket |")
-        print("|---|---:|---:|---:|---|")
-        for phase, key, secs in (("start", "start", r["start_s"]), ("SIGHUP reload", "reload", r["reload_s"])):
+        print("\n| phase | time | CPU | probe runs in the window | later than 1 s | worst lateness bucket "
+              "| longest /healthz round trip (polls) |")
+        print("|---|---:|---:|---:|---:|---|---:|")
+        stall: dict[str, float] = r["stall"]  # type: ignore[assignment]
+        polls: dict[str, int] = r["polls"]  # type: ignore[assignment]
+        for phase, key, secs, cpu in (("start", "start", r["start_s"], r["start_cpu"]),
+                                      ("SIGHUP reload", "reload", r["reload_s"], r["reload_cpu"])):
             runs, over, top = r[key]  # type: ignore[misc]
-            print(f"| {phase} | {secs:.2f} s | {runs:,} | {over:,} | {top} |")
+            print(f"| {phase} | {secs:.2f} s | {cpu:.2f} s | {runs:,} | {over:,} | {top} | "
+                  f"{stall.get(key, float('nan')) * 1000:.0f} ms ({polls.get(key, 0)}) |")
+        print(f"\nCPU: start = spawn to /metrics answering; reload = SIGHUP to its log line; the "
+              f"{args.agent_seconds:g} s after the start {r['window_cpu']:.2f} s. load average "
+              f"{os.getloadavg()[0]:.2f}")
         print(f"\nagent peak RSS {r['rss_started']:.0f} MiB after start, {r['rss']:.0f} MiB after the reload")
 
 

@@ -55,12 +55,12 @@ def storage_problems(loaded: Loaded) -> list[tuple[str, str]]:
 
 def notify_problems(loaded: Loaded) -> list[tuple[str, str]]:
     """The notification recipients that cannot be reached at all (checked by the channels that would send)."""
-    # lazy: the channels load Apprise, which only a config with recipients needs
-    from slawatch.cli.desk import IncidentDesk, recipient_problems
-
     notify = loaded.config.notify
     if not (notify.noc or notify.escalation.to or any(c.notify for c in loaded.config.customers)):
         return []
+    # lazy: the channels load Apprise and the report's renderer (~0.5 s), which only a config with recipients needs
+    from slawatch.cli.desk import IncidentDesk, recipient_problems
+
     channels = IncidentDesk.channels_of(loaded)
     try:
         return recipient_problems(loaded, channels)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import os
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -70,7 +72,26 @@ def format_loc(loc: Loc) -> str:
 
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
     """Load and validate a config file and the contract it names; raise ConfigError with every problem."""
-    path = Path(path)
+    with collector_paused():
+        return _load(Path(path), environ)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a config is read: the millions of dicts, strings and models of a
+    large file made it run dozens of full passes over a growing heap (a fifth of a 100 000-component load). The
+    load makes no cycles worth collecting; refcounting still frees everything as usual."""
+    if not gc.isenabled():  # already paused (a load in another thread): leave it to that one
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _load(path: Path, environ: Mapping[str, str] | None) -> Loaded:
     env = os.environ if environ is None else environ
     data, lines = _read_yaml(path, env)
     if data is None:
@@ -185,115 +206,173 @@ class Lines:
 _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp"))
 
 
+class _LeftToPyYAML(Exception):
+    """Raised inside _build for what it leaves to PyYAML's composer and constructor."""
+
+
 def _build(text: str, path: Path) -> tuple[Any, bool] | None:
     """The document's data from the parser's events in one pass, with _check_shape's limits applied on the way;
     (data, whether any string holds `${`). None for what it leaves to the composer: explicit tags, merge keys,
     non-scalar keys, undefined aliases, several documents.
 
     PyYAML's composer would build a node (with two marks) per value first: for a file of 100 000 components
-    that tree is most of the load's time and memory."""
+    that tree is most of the load's time and memory. Each collection is read by its own loop, scalars inline:
+    the parser's 17 events per component are the cost left (~1 us each, two thirds of it making the event)."""
     loader = _LOADER(text)
+    # (typed Any: the stubs leave these untyped)
+    get_event: Any = loader.get_event
+    resolve: Any = loader.resolve
+    constructors = loader.yaml_constructors
+    plain: dict[str, Any] = {}  # plain scalar -> its value: most are repeated (kind: tcp, class: san, ...)
+    anchored: dict[str, tuple[Any, int]] = {}  # anchor -> (value, expanded node count, as in _check_shape)
+    open_anchors: list[str] = []  # anchors of the collections being read: an alias to one would contain itself
+    nodes = extra = 0  # nodes written in the file; nodes aliases add
+    dollar = False
+    scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
+    mapping_start, sequence_start = yaml.MappingStartEvent, yaml.SequenceStartEvent
+    mapping_end, sequence_end = yaml.MappingEndEvent, yaml.SequenceEndEvent
+
+    def resolved(event: Any) -> Any:
+        """A plain scalar's value, through SafeLoader's resolver and constructors (then kept in `plain`)."""
+        nonlocal dollar
+        tag = resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag not in _PLAIN_TAGS:
+            raise _LeftToPyYAML
+        value = plain[event.value] = constructors[tag](loader, yaml.ScalarNode(
+            tag, event.value, event.start_mark, event.end_mark, event.style))
+        if isinstance(value, str) and "${" in value:
+            dollar = True
+        return value
+
+    def scalar(event: Any) -> Any:
+        nonlocal nodes, dollar
+        nodes += 1
+        tag = event.tag
+        if tag is not None and tag != "!":
+            raise _LeftToPyYAML
+        if event.implicit[0]:
+            value = plain.get(event.value, _NO_KEY)
+            if value is _NO_KEY:
+                value = resolved(event)
+        else:  # quoted, block or tagged `!`: always a string
+            value = event.value
+            if "${" in value:
+                dollar = True
+        if event.anchor is not None:
+            anchored[event.anchor] = (value, 1)
+        return value
+
+    def alias(event: Any, key: bool) -> Any:
+        nonlocal extra
+        if event.anchor in open_anchors:
+            line = event.start_mark.line + 1
+            raise ConfigError([Problem(path, line, (), f"alias *{event.anchor} refers to a node "
+                                                       "that contains it")])
+        if event.anchor not in anchored:
+            raise _LeftToPyYAML  # the composer reports the undefined alias with its line
+        value, count = anchored[event.anchor]
+        if key and isinstance(value, dict | list):  # PyYAML refuses it as an unhashable key
+            raise _LeftToPyYAML
+        extra += count
+        if extra > ALIAS_NODES_MIN and extra > nodes:
+            allowed = max(ALIAS_NODES_MIN, nodes)
+            line = event.start_mark.line + 1
+            raise ConfigError([Problem(path, line, (), f"YAML aliases expand to more than {allowed} nodes "
+                                                       "beyond those written in the file: write the values out")])
+        return value
+
+    def node(event: Any, depth: int) -> Any:
+        kind = event.__class__
+        if kind is scalar_event:
+            return scalar(event)
+        if kind is alias_event:
+            return alias(event, False)
+        return collection(event, depth)
+
+    def collection(event: Any, depth: int) -> Any:
+        nonlocal nodes, dollar
+        if event.tag is not None and event.tag != "!":
+            raise _LeftToPyYAML
+        nodes += 1
+        depth += 1
+        if depth > MAX_DEPTH:
+            line = event.start_mark.line + 1
+            raise ConfigError([Problem(path, line, (), f"nested more than {MAX_DEPTH} levels deep")])
+        anchor = event.anchor
+        if anchor is not None:
+            open_anchors.append(anchor)
+            start = nodes + extra - 1
+        # The scalar branch is `scalar()` written out: most events are scalars, and a call each costs a tenth.
+        out: Any
+        if event.__class__ is mapping_start:
+            out = {}
+            while (event := get_event()).__class__ is not mapping_end:
+                if event.__class__ is scalar_event and event.tag is None and event.anchor is None:
+                    nodes += 1
+                    if event.implicit[0]:
+                        key = plain.get(event.value, _NO_KEY)
+                        if key is _NO_KEY:
+                            key = resolved(event)
+                    else:
+                        key = event.value
+                        if "${" in key:
+                            dollar = True
+                elif event.__class__ is alias_event:
+                    key = alias(event, True)
+                else:
+                    key = node(event, depth)
+                    if isinstance(key, dict | list):  # PyYAML refuses it as an unhashable key
+                        raise _LeftToPyYAML
+                event = get_event()
+                if event.__class__ is scalar_event and event.tag is None and event.anchor is None:
+                    nodes += 1
+                    if event.implicit[0]:
+                        value = plain.get(event.value, _NO_KEY)
+                        if value is _NO_KEY:
+                            value = resolved(event)
+                    else:
+                        value = event.value
+                        if "${" in value:
+                            dollar = True
+                else:
+                    value = node(event, depth)
+                out[key] = value
+        else:
+            out = []
+            append = out.append
+            while (event := get_event()).__class__ is not sequence_end:
+                if event.__class__ is scalar_event and event.tag is None and event.anchor is None:
+                    nodes += 1
+                    if event.implicit[0]:
+                        value = plain.get(event.value, _NO_KEY)
+                        if value is _NO_KEY:
+                            value = resolved(event)
+                    else:
+                        value = event.value
+                        if "${" in value:
+                            dollar = True
+                    append(value)
+                else:
+                    append(node(event, depth))
+        if anchor is not None:
+            open_anchors.pop()
+            anchored[anchor] = (out, nodes + extra - start)
+        return out
+
     try:
-        sizes: dict[str, int] = {}  # anchor -> expanded node count, as in _check_shape
-        anchored: dict[str, Any] = {}
-        # Open collections: [container, anchor, expanded node count, pending key or _NO_KEY, is a mapping].
-        stack: list[list[Any]] = []
-        nodes = expanded = documents = 0
-        dollar = False
         root: Any = None
-        plain: dict[str, Any] = {}  # plain scalar -> its value: most are repeated (kind: tcp, class: san, ...)
-        # (typed Any: the stubs leave these untyped)
-        resolve: Any = loader.resolve
-        get_event: Any = loader.get_event
-        constructors = loader.yaml_constructors
-        scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
-        starts = {yaml.MappingStartEvent: True, yaml.SequenceStartEvent: False}
-        ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+        documents = 0
         while (event := get_event()) is not None:
             kind = event.__class__
-            if kind is scalar_event:
-                tag = event.tag
-                if tag is not None and tag != "!":
-                    return None
-                if event.implicit[0]:
-                    value = plain.get(event.value, _NO_KEY)
-                    if value is _NO_KEY:
-                        tag = resolve(yaml.ScalarNode, event.value, event.implicit)
-                        if tag not in _PLAIN_TAGS:
-                            return None
-                        value = plain[event.value] = constructors[tag](loader, yaml.ScalarNode(
-                            tag, event.value, event.start_mark, event.end_mark, event.style))
-                        if not dollar and isinstance(value, str) and "${" in value:
-                            dollar = True
-                else:  # quoted, block or tagged `!`: always a string
-                    value = event.value
-                    if not dollar and "${" in value:
-                        dollar = True
-                count = 1
-                nodes += 1
-                if event.anchor is not None:
-                    sizes[event.anchor] = 1
-                    anchored[event.anchor] = value
-            elif kind in starts:
-                if event.tag is not None and event.tag != "!":
-                    return None
-                nodes += 1
-                expanded += 1
-                is_map = starts[kind]
-                stack.append([{} if is_map else [], event.anchor, 1, _NO_KEY, is_map])
-                if len(stack) > MAX_DEPTH:
-                    line = event.start_mark.line + 1
-                    raise ConfigError([Problem(path, line, (), f"nested more than {MAX_DEPTH} levels deep")])
-                continue
-            elif kind in ends:
-                value, anchor, count, _, _ = stack.pop()
-                if anchor is not None:
-                    sizes[anchor] = count
-                    anchored[anchor] = value
-                if not stack:
-                    root = value
-                    continue
-                expanded -= count  # counted as its nodes went in; added to its parent below
-            elif kind is alias_event:
-                if event.anchor in (frame[1] for frame in stack):
-                    line = event.start_mark.line + 1
-                    raise ConfigError([Problem(path, line, (), f"alias *{event.anchor} refers to a node "
-                                                               "that contains it")])
-                if event.anchor not in sizes:
-                    return None  # the composer reports the undefined alias with its line
-                count = sizes[event.anchor]
-                value = anchored[event.anchor]
-            elif kind is yaml.DocumentStartEvent:
+            if kind is yaml.DocumentStartEvent:
                 documents += 1
                 if documents > 1:
                     return None  # the composer says "expected a single document"
-                continue
-            else:
-                continue
-            expanded += count
-            if not stack:
-                root = value
-                continue
-            frame = stack[-1]
-            frame[2] += count
-            if not frame[4]:
-                frame[0].append(value)
-            elif frame[3] is _NO_KEY:
-                if isinstance(value, dict | list):  # PyYAML refuses it as an unhashable key
-                    return None
-                frame[3] = value
-            else:
-                try:
-                    frame[0][frame[3]] = value
-                except TypeError:  # an unhashable key
-                    return None
-                frame[3] = _NO_KEY
-            if expanded - nodes > ALIAS_NODES_MIN and expanded - nodes > nodes:
-                allowed = max(ALIAS_NODES_MIN, nodes)
-                line = event.start_mark.line + 1
-                raise ConfigError([Problem(path, line, (), f"YAML aliases expand to more than {allowed} nodes "
-                                                           "beyond those written in the file: write the values out")])
+            elif kind is scalar_event or kind is alias_event or kind is mapping_start or kind is sequence_start:
+                root = node(event, 0)
         return root, dollar
+    except _LeftToPyYAML:
+        return None
     finally:
         loader.dispose()
 

@@ -559,15 +559,21 @@ class Config(Strict):
     @model_validator(mode="after")
     def _resolve_probe_timing(self) -> Config:
         """Fill each probe's interval/timeout from its component, then `defaults`."""
+        defaults = self.defaults
         for comp in self.components:
             for probe in comp.probes:
-                fields = probe.model_fields_set
+                # What pydantic's __setattr__ does for a plain field (the value in __dict__, the name in the set
+                # fields), without its per-call dispatch: 300 000 assignments for 100 000 probes.
+                values, fields = probe.__dict__, probe.__pydantic_fields_set__
                 if "interval_s" not in fields:
-                    probe.interval_s = comp.interval_s or self.defaults.interval_s
+                    values["interval_s"] = comp.interval_s or defaults.interval_s
+                    fields.add("interval_s")
                 if "timeout_s" not in fields:
-                    probe.timeout_s = comp.timeout_s or self.defaults.timeout_s
+                    values["timeout_s"] = comp.timeout_s or defaults.timeout_s
+                    fields.add("timeout_s")
                 if "retry_interval_s" not in fields:
-                    probe.retry_interval_s = comp.retry_interval_s or self.defaults.retry_interval_s
+                    values["retry_interval_s"] = comp.retry_interval_s or defaults.retry_interval_s
+                    fields.add("retry_interval_s")
         return self
 
     def customer(self, name: str) -> Customer | None:
@@ -610,31 +616,35 @@ def cross_check(config: Config, contract: Contract) -> list[tuple[tuple[str | in
             known = ", ".join(c.name for c in config.customers) or "none defined"
             errors.append((("console", "public", i), f"unknown customer {shown(name)} (customers: {known})"))
     seen: dict[str, int] = {}
+    classes, tier_names = contract.classes, set(contract.tiers)
+    # Locations are built only for an error: this loop runs once per component of a config of 100 000.
     for i, comp in enumerate(config.components):
-        loc: tuple[str | int, ...] = ("components", i)
-        if comp.name in seen:
-            errors.append(((*loc, "name"), f"duplicate component name {shown(comp.name)} "
-                                             f"(first at components[{seen[comp.name]}])"))
-        seen.setdefault(comp.name, i)
-        if comp.klass not in contract.classes:
-            errors.append(((*loc, "class"), f"unknown class {shown(comp.klass)} "
-                                              f"(the contract has {', '.join(contract.classes)})"))
+        if seen.setdefault(comp.name, i) != i:
+            errors.append((("components", i, "name"), f"duplicate component name {shown(comp.name)} "
+                                                     f"(first at components[{seen[comp.name]}])"))
+        if comp.klass not in classes:
+            errors.append((("components", i, "class"), f"unknown class {shown(comp.klass)} "
+                                                      f"(the contract has {', '.join(classes)})"))
         if comp.customer is not None and comp.customer not in customers:
             known = ", ".join(c.name for c in config.customers) or "none defined"
-            errors.append(((*loc, "customer"), f"unknown customer {shown(comp.customer)} (customers: {known})"))
-        if comp.tier is not None and comp.tier not in contract.tiers:
-            errors.append(((*loc, "tier"), f"unknown tier {shown(comp.tier)} (the contract has {tiers})"))
+            errors.append((("components", i, "customer"), f"unknown customer {shown(comp.customer)} "
+                                                         f"(customers: {known})"))
+        if comp.tier is not None and comp.tier not in tier_names:
+            errors.append((("components", i, "tier"), f"unknown tier {shown(comp.tier)} (the contract has {tiers})"))
         elif comp.tier is None and comp.customer is None:
-            errors.append((loc, "no tier: set `tier`, or a `customer` whose tier applies"))
+            errors.append((("components", i), "no tier: set `tier`, or a `customer` whose tier applies"))
         labels: dict[str, int] = {}
         for j, probe in enumerate(comp.probes):
-            ploc = (*loc, "probes", j)
             if probe.timeout_s >= probe.interval_s:
-                errors.append(((*ploc, "timeout_s"), f"timeout_s ({probe.timeout_s:g}) must be less than "
-                                                      f"interval_s ({probe.interval_s:g})"))
-            errors.extend(((*ploc, field), message) for field, message in probe.timing_problems())
-            if probe.label in labels:
-                errors.append((ploc, f"two probes are both named {shown(probe.label)}: give each a distinct `name`"))
-            labels.setdefault(probe.label, j)
+                errors.append((("components", i, "probes", j, "timeout_s"),
+                               f"timeout_s ({probe.timeout_s:g}) must be less than interval_s "
+                               f"({probe.interval_s:g})"))
+            timing = probe.timing_problems()
+            if timing:
+                errors.extend((("components", i, "probes", j, field), message) for field, message in timing)
+            label = probe.name or probe.kind
+            if labels.setdefault(label, j) != j:
+                errors.append((("components", i, "probes", j),
+                               f"two probes are both named {shown(label)}: give each a distinct `name`"))
     return errors
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from agent.cadence import Job, Scheduler, stable_phase
+from agent.cadence import DIFF_SLICE, Job, JobPlan, Scheduler, stable_phase
 
 WALL_OFFSET = 1_699_999_980.0  # the fake wall clock is the fake monotonic clock plus this (a multiple of 60 s)
 
@@ -271,4 +271,51 @@ async def test_a_failing_runner_does_not_stop_the_cadence(failing: bool, caplog:
     await clock.advance(35.0)
     assert starts == [10.0, 20.0, 30.0]
     assert ("job j failed" in caplog.text) is failing
+    await finish(sched, task, clock)
+
+
+async def test_a_gradual_diff_changes_nothing_until_its_commit_and_then_matches_set_jobs() -> None:
+    clock = FakeClock()
+
+    async def run(job: Job[str]) -> bool:
+        return False
+
+    n = DIFF_SLICE * 3 + 5
+    old = [Job(f"j{i}", 10.0, f"p{i}", phase_s=i % 10) for i in range(n)]
+    sched = Scheduler(run, concurrency=10, jitter_s=0, clock=clock)
+    sched.set_jobs(old)
+    running = sched.jobs
+    # Half the jobs kept (new objects, equal payloads), a quarter changed, a quarter gone, some new.
+    new = [Job(f"j{i}", 10.0, f"p{i}" if i % 4 < 2 else f"q{i}", phase_s=i % 10) for i in range(n) if i % 4 != 3]
+    new += [Job(f"n{i}", 10.0, f"n{i}") for i in range(7)]
+    plan = JobPlan(sched.jobs)
+    yields = sum(1 for _ in sched.diff(new, plan))
+    assert yields >= (len(new) * 2 + n) // DIFF_SLICE  # the loop gets a turn every DIFF_SLICE jobs
+    assert sched.jobs is running and all(j.generation == 0 for j in old)  # nothing touched before the commit
+    sched.commit(plan)
+    assert [k for k in sched.jobs] == [j.key for j in new]
+    assert all(sched.jobs[f"j{i}"] is old[i] for i in range(n) if i % 4 < 2)  # kept as they run
+    assert all(old[i].generation == 1 for i in range(n) if i % 4 >= 2)  # changed and gone: their entries skipped
+    assert len(plan.started) == sum(1 for i in range(n) if i % 4 == 2) + 7  # only the changed and new ones
+
+
+async def test_a_commit_of_a_plan_made_before_another_change_diffs_again() -> None:
+    clock = FakeClock()
+    starts: list[str] = []
+
+    async def run(job: Job[str]) -> bool:
+        starts.append(str(job.key))
+        return False
+
+    sched = Scheduler(run, concurrency=10, jitter_s=0, clock=clock)
+    sched.set_jobs([Job("a", 10.0, "a", phase_s=1.0)])
+    plan = JobPlan(sched.jobs)
+    for _ in sched.diff([Job("a", 10.0, "a", phase_s=1.0), Job("b", 10.0, "b", phase_s=2.0)], plan):
+        pass
+    sched.set_jobs([Job("c", 10.0, "c", phase_s=3.0)])  # the running set changed meanwhile
+    sched.commit(plan)
+    assert sorted(sched.jobs) == ["a", "b"]
+    task = await start(sched)
+    await clock.advance(5.0)
+    assert starts == ["a", "b"]  # c was stopped by the commit, a and b started once each
     await finish(sched, task, clock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,33 @@ def test_customer_lookup_follows_the_list(tmp_path: Path) -> None:
     config.customers = config.customers[:1]
     assert config.customer("cust-1") is None
     assert config.customer("cust-0") is config.customers[0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(documents, documents, st.booleans())
+def test_builder_matches_pyyaml_with_anchors_and_aliases(shared: Any, other: Any, flow: bool) -> None:
+    # The same object twice in what is dumped: PyYAML writes it once with an anchor and then an alias.
+    doc = {"a": shared, "b": [shared, other, shared], "c": {"d": shared}}
+    text = yaml.safe_dump(doc, default_flow_style=flow, allow_unicode=True)
+    built = loader._build(text, Path("t.yaml"))
+    if built is None:
+        assert "!!" in text
+    else:
+        assert built[0] == yaml.safe_load(text)
+
+
+def test_the_collector_is_paused_while_loading_and_running_again_after(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real = loader._validate_config
+
+    def spy(*args: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real(*args)
+
+    monkeypatch.setattr(loader, "_validate_config", spy)
+    load(_config(tmp_path, 3))
+    with pytest.raises(ConfigError):
+        load(_config(tmp_path, 3, {1: "  - {name: bad name}"}))
+    assert seen == [False, False]
+    assert gc.isenabled()
