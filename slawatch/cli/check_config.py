@@ -68,6 +68,9 @@ def notify_problems(loaded: Loaded) -> list[tuple[str, str]]:
         asyncio.run(channels.close())
 
 
+SHOWN_CUSTOMERS = 20
+
+
 def summary(loaded: Loaded) -> str:
     config, contract = loaded.config, loaded.contract
     by_class_tier = Counter((c.klass, config.tier_of(c) or "?") for c in config.components)
@@ -92,7 +95,12 @@ def summary(loaded: Loaded) -> str:
         where.append(f"samples to {', '.join(storage.samples) or 'none'}")
     spool = storage.spool
     lines.append(f"storage: {', '.join(where)}; spool {spool.path} (max {spool.max_bytes.human_readable()})")
-    lines.append(f"customers: {', '.join(f'{c.name} ({c.tier})' for c in config.customers) or 'none'}")
+    shown = [f"{c.name} ({c.tier})" for c in config.customers[:SHOWN_CUSTOMERS]]
+    if len(config.customers) > SHOWN_CUSTOMERS:  # a provider's 1 000 customers would be one line of 30 000 characters
+        tiers = Counter(c.tier for c in config.customers)
+        shown.append(f"… {len(config.customers) - SHOWN_CUSTOMERS} more; {len(config.customers)} in all: "
+                     + ", ".join(f"{tier} {n}" for tier, n in sorted(tiers.items())))
+    lines.append(f"customers: {', '.join(shown) or 'none'}")
     notify = config.notify
     records = f"postgres {shown_dsn(storage.postgres)}" if storage.postgres is not None else storage.records_path
     contacts = sum(len(c.notify) for c in config.customers)

@@ -277,3 +277,16 @@ def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
         os.close(write_end)
     assert proc.stderr == ""
     assert proc.returncode == 1
+
+
+def test_the_summary_names_twenty_customers_and_counts_the_rest_by_tier(tmp_path: Path) -> None:
+    from slawatch.cli.check_config import summary
+
+    tiers = ("base", "silver", "gold", "platinum")
+    customers = "".join(f"  - {{name: c{i:02}, tier: {tiers[i % 4]}}}\n" for i in range(25))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"contract: {bundled_contract()}\ncustomers:\n{customers}components:\n"
+                   "  - {name: n1, class: network, customer: c00, probes: [{kind: tcp, target: '127.0.0.1:1'}]}\n")
+    line = next(x for x in summary(load(cfg)).splitlines() if x.startswith("customers: "))
+    assert line.startswith("customers: c00 (base), c01 (silver), ") and "c19 (platinum), … 5 more" in line
+    assert "c20" not in line and line.endswith("25 in all: base 7, gold 6, platinum 6, silver 6")
