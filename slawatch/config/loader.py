@@ -375,6 +375,10 @@ def _build(text: str, path: Path) -> tuple[Any, bool] | None:
         return None
     finally:
         loader.dispose()
+        # node() and collection() call each other through their closures: a reference cycle holding the loader
+        # (its copy of the text) and every scalar. The collector is paused during a load and the agent freezes
+        # what is alive after one, so left to it that cycle would stay for good, once per reload.
+        node = collection = None  # type: ignore[assignment]
 
 
 _NO_KEY: Any = object()

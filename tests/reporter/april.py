@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 from reporter.periods import month_period
 from reporter.report import Report, build_month_report
+from slawatch.cli import report as report_cli
 from slawatch.config.loader import Loaded, load
 from slawatch.model import (
     AgentHeartbeats,
@@ -204,3 +206,11 @@ async def fixed_report(tmp_path: Path) -> Report:
 
 
 NOW_MS = 1_777_615_200_000  # 2026-05-01T06:00:00Z, when the April reports go out
+
+
+def run_cli(argv: list[str]) -> int:
+    """`slawatch report ARGV` in this process: its exit status."""
+    parser = argparse.ArgumentParser(prog="slawatch")
+    report_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return int(args.func(args))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 
 from reporter.periods import iso_ms
 from reporter.report import ReportError, build_month_report, build_report, policy_for
-from slawatch.cli import report as cli
 from slawatch.config.loader import load
 from slawatch.model import AgentHeartbeats, ComponentRef, Interval, MaintenanceWindow, StateChange
 from tests.reporter.april import (
@@ -23,6 +21,7 @@ from tests.reporter.april import (
     beats,
     fill_sqlite_store,
     loaded_config,
+    run_cli,
     write_config,
 )
 
@@ -176,14 +175,6 @@ async def test_progress_is_reported_per_component(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the command line
-
-
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="slawatch")
-    sub = parser.add_subparsers(dest="command")
-    cli.register(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
 
 
 @pytest.mark.parametrize("start, end", [

@@ -17,8 +17,7 @@ from slawatch.config.loader import Loaded, load
 from slawatch.model import ComponentRef, Heartbeat, MaintenanceWindow, StateChange
 from slawatch.store import Source, open_sinks, open_source
 from slawatch.testing.postgres import PostgresServer
-from tests.reporter.april import APRIL, CONTRACT, D, H, M
-from tests.reporter.test_report import run_cli
+from tests.reporter.april import APRIL, CONTRACT, D, H, M, run_cli
 
 COMPONENTS = [f"c-{i}" for i in range(7)]
 CLASSES = ("network", "sip", "vlan")
