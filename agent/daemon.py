@@ -215,7 +215,7 @@ class Agent:
     def _apply(self, loaded: Loaded) -> None:
         """Apply a config at once: at start, before anything is probed (a reload goes through `_apply_gradually`)."""
         plan = _ApplyPlan(loaded, JobPlan(self.scheduler.jobs))
-        with collector_paused() if len(loaded.config.components) >= LARGE_CONFIG else contextlib.nullcontext():
+        with _paused_if_large(loaded):
             for _ in self._plan(plan):
                 pass
             self._apply_planned(plan)
@@ -227,9 +227,7 @@ class Agent:
         (a component is under the old config or the new one, never between)."""
         async with self._apply_lock:
             plan = _ApplyPlan(loaded or self.loaded, JobPlan(self.scheduler.jobs))
-            large = len(plan.loaded.config.components) >= LARGE_CONFIG
-            # A large config's new states and jobs would otherwise set off full collections mid-plan.
-            with collector_paused() if large else contextlib.nullcontext():
+            with _paused_if_large(plan.loaded):
                 for _ in self._plan(plan):
                     await asyncio.sleep(0)
                 self._apply_planned(plan)
@@ -950,6 +948,12 @@ class Agent:
             except Exception:
                 log.exception("closing %s", sink.name)
         await asyncio.to_thread(self.spool.close)
+
+
+def _paused_if_large(loaded: Loaded) -> contextlib.AbstractContextManager[None]:
+    """The cyclic collector paused while a large config's states and jobs are built: its millions of new objects
+    would otherwise set off full collections mid-plan."""
+    return collector_paused() if len(loaded.config.components) >= LARGE_CONFIG else contextlib.nullcontext()
 
 
 def _keep_out_of_collections() -> None:
