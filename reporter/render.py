@@ -339,6 +339,12 @@ def json_components(components: Sequence[ComponentReport], *, first: bool) -> st
     return ("" if first else ",") + ",".join(map(component_json, components))
 
 
+def json_slice(head: Report, components: tuple[ComponentReport, ...]) -> str:
+    """Some components' documents in the JSON's list, without a comma before them: a slice rendered where it was
+    computed (ReportRun.rendered)."""
+    return ",".join(map(component_json, components))
+
+
 # The components' documents are written as text here, not built as dicts for json.dumps: a month of 100 000
 # components has a million outages, and the dicts cost twice the text. The text is what _json writes of
 # _component_doc, byte for byte (its keys sorted, compact, not ASCII-escaped; tests hold the two together).
@@ -406,6 +412,14 @@ def csv_text(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
+def csv_slice(head: Report, components: tuple[ComponentReport, ...]) -> list[tuple[str, str, str]]:
+    """Some components' CSV rows, as far as they are known before the summary: a slice rendered where it was
+    computed (ReportRun.rendered), then CsvRows.extend."""
+    rows = CsvRows(head)
+    rows.add(components)
+    return rows.rows()
+
+
 def render_csv(report: Report) -> str:
     """One row per component and period, columns in CSV_COLUMNS order (RFC 4180, CRLF line ends)."""
     rows = CsvRows(report)
@@ -440,6 +454,13 @@ class CsvRows:
             self._rows.append((out.getvalue(), c.name, seconds_text(r.degraded_ms)))
             out.seek(0)
             out.truncate()
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """The rows made so far, to be `extend`ed into another CsvRows of the same report (made in a worker)."""
+        return self._rows
+
+    def extend(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        self._rows += rows
 
     def text(self, summary: Report) -> Iterator[str]:
         """The CSV's text in pieces, once every component is added; `summary` gives the hash and the maintenance."""

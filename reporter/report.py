@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from reporter import responses
 from reporter.availability import AgentViews, Availability, Outage, Policy, availability, downtime_in, timely
@@ -22,6 +22,9 @@ from slawatch.config.loader import Loaded
 from slawatch.config.settings import Component, Config, Contract, Customer
 from slawatch.model import ComponentRef, Heartbeats, Incident, Interval, MaintenanceWindow, StateChange
 from slawatch.store import Source, open_desk_store
+
+if TYPE_CHECKING:
+    from reporter.workers import SliceWorkers
 
 Progress = Callable[[int, int], None]
 
@@ -214,6 +217,11 @@ SLICE = 2000
 once (a month of 100 000 components is millions of changes and a million outages)."""
 
 
+def slice_count(components: int) -> int:
+    """How many slices a report of that many components is read and computed in."""
+    return -(-components // SLICE)
+
+
 class ReportRun:
     """A report computed a slice of components at a time, in the configured order: each slice's changes are read
     (one `Source.changes` of its components), its components' availability computed and handed out by `slices()`,
@@ -264,52 +272,61 @@ class ReportRun:
             inputs_sha256=digest, maintenance=maintenance, incidents=incidents)
 
     async def slices(self) -> AsyncIterator[tuple[ComponentReport, ...]]:
-        """Each slice's ComponentReports, in the configured order of the components."""
+        """Each slice's ComponentReports, in the configured order of the components, computed in this process."""
+        async for part in self._rendered(_as_they_are, None):
+            yield part
+
+    async def rendered(self, render: Render[T], workers: SliceWorkers | None = None) -> AsyncIterator[T]:
+        """`render(head, part)` of each slice, in the configured order of the components. With `workers`, the slices
+        are read, computed and rendered in their processes, side by side (`render` goes there: a module-level
+        function), and only the rendered text and what the summary needs come back."""
+        async for out in self._rendered(render, workers):
+            yield out
+
+    async def _rendered(self, render: Render[T], workers: SliceWorkers | None) -> AsyncIterator[T]:
         period, source = self.period, self._source
         if not self._selected:
             self._done = True
             return
         self._heartbeats = await source.heartbeats(period.start_ms, period.end_ms)
-        windows = await source.windows(period.start_ms, period.end_ms)
-        coverage = AgentViews((), self._heartbeats)
+        frame = SliceFrame(period, tuple(await source.windows(period.start_ms, period.end_ms)), self._heartbeats,
+                           {**{name: c.policy for name, c in self.customers.items()}, None: self.policy},
+                           self._hash.ordered)
+        names = [c.name for c in self._selected]
+        bounds = [(begin, min(begin + self._slice, len(names))) for begin in range(0, len(names), self._slice)]
+        head = self.head()
         try:
-            async for part in self._computed(windows, coverage):
-                yield part
+            if workers is None or len(bounds) == 1:
+                coverage = AgentViews((), frame.heartbeats)
+                for begin, end in bounds:
+                    part = self._selected[begin:end]
+                    changes = await source.changes(period.start_ms, period.end_ms, names[begin:end])
+                    results, done = compute_slice(self._loaded, frame, coverage, part, changes)
+                    del changes
+                    self._take(done, end)
+                    yield render(head, results)
+            else:
+                async for text, done, end in workers.run(frame, head, render, names, bounds):
+                    self._take(done, end)
+                    yield text
         except BaseException:
             self._hash.close()
             raise
         self._done = True
 
-    async def _computed(self, windows: Sequence[MaintenanceWindow],
-                        coverage: AgentViews) -> AsyncIterator[tuple[ComponentReport, ...]]:
-        config, contract, period, source = self._loaded.config, self._loaded.contract, self.period, self._source
-        for begin in range(0, len(self._selected), self._slice):
-            part = self._selected[begin:begin + self._slice]
-            changes = await source.changes(period.start_ms, period.end_ms, [c.name for c in part])
-            self._hash.add_changes(changes)
-            index = coverage.with_changes(changes)
-            del changes
-            results: list[ComponentReport] = []
-            for comp in part:
-                ref = component_ref(contract, configured_ref(config, comp), index.latest_ref(comp.name))
-                policy = self._policies[comp.customer] if comp.customer in self.customers else self.policy
-                target = contract.target_pct(ref.klass, ref.tier)
-                applying = [w for w in windows
-                            if w.applies_to(ref) and w.start_ms < period.end_ms and w.end_ms > period.start_ms]
-                result = availability(period, index.views(comp.name), applying, policy, target)
-                done = ComponentReport(comp.name, ref.klass, ref.tier, comp.customer, target, policy, result)
-                results.append(done)
-                self._figures.append((done.name, done.klass, done.tier, done.customer, done.target_pct))
-                for w in applying:
-                    self._windows[w.id] = w
-                    touched = self._touched.get((w.id, comp.customer))
-                    if touched is None:
-                        touched = self._touched[(w.id, comp.customer)] = _Touched(policy.maintenance_notice_ms)
-                    touched.add(w, done)
-                if self._progress is not None:
-                    self._progress(begin + len(results), len(self._selected))
-            del index
-            yield tuple(results)
+    def _take(self, done: SliceDone, end: int) -> None:
+        """What a computed slice adds to the summary, in slice order."""
+        self._hash.add_texts(done.hashed)
+        self._figures += done.figures
+        self._windows.update(done.windows)
+        for key, touched in done.touched.items():
+            mine = self._touched.get(key)
+            if mine is None:
+                self._touched[key] = touched
+            else:
+                mine.merge(touched)
+        if self._progress is not None:
+            self._progress(end, len(self._selected))
 
     async def summary(self) -> Report:
         """The Report without its components (`components` empty): once every slice is out."""
@@ -350,9 +367,74 @@ class _Touched:
         self.excused_ms += inside["excused"]
         self.counted_ms += inside["counted"] + inside["late_notice"]
 
+    def merge(self, other: _Touched) -> None:
+        """The same window's entry over the components of a later slice."""
+        self.components += other.components
+        self.excused_ms += other.excused_ms
+        self.counted_ms += other.counted_ms
+
     def entry(self, window: MaintenanceWindow, customer: str | None) -> MaintenanceEntry:
         return MaintenanceEntry(window, customer, tuple(self.components), self.notice_ms,
                                 timely(window, self.notice_ms), excused_ms=self.excused_ms, counted_ms=self.counted_ms)
+
+
+T = TypeVar("T")
+Render = Callable[[Report, tuple[ComponentReport, ...]], T]
+"""Renders a computed slice (given the report's head): the text of the JSON's or CSV's part, say."""
+
+
+def _as_they_are(head: Report, part: tuple[ComponentReport, ...]) -> tuple[ComponentReport, ...]:
+    return part
+
+
+@dataclass(frozen=True, slots=True)
+class SliceFrame:
+    """What every slice of one report is computed with, read once: in the report's process and in its workers."""
+
+    period: Interval
+    windows: tuple[MaintenanceWindow, ...]
+    heartbeats: Heartbeats
+    policies: Mapping[str | None, Policy]
+    """Each customer's of the report, and the contract's own under None."""
+    ordered: bool
+    """The components' configured order is their sorted order (InputsHash)."""
+
+
+@dataclass(slots=True)
+class SliceDone:
+    """What a computed slice adds to its report's summary, besides its ComponentReports: small next to them."""
+
+    figures: list[tuple[str, str, str, str | None, float]]
+    windows: dict[str, MaintenanceWindow]
+    touched: dict[tuple[str, str | None], _Touched]
+    hashed: list[tuple[str, bytes]]
+    """Its changes' canonical text for inputs_sha256 (change_texts)."""
+
+
+def compute_slice(loaded: Loaded, frame: SliceFrame, coverage: AgentViews, part: Sequence[Component],
+                  changes: Sequence[StateChange]) -> tuple[tuple[ComponentReport, ...], SliceDone]:
+    """The availability of some components from every change of each (`coverage`: AgentViews of the heartbeats)."""
+    config, contract, period = loaded.config, loaded.contract, frame.period
+    done = SliceDone([], {}, {}, change_texts(changes, ordered=frame.ordered))
+    index = coverage.with_changes(changes)
+    results: list[ComponentReport] = []
+    for comp in part:
+        ref = component_ref(contract, configured_ref(config, comp), index.latest_ref(comp.name))
+        policy = frame.policies.get(comp.customer, frame.policies[None])
+        target = contract.target_pct(ref.klass, ref.tier)
+        applying = [w for w in frame.windows
+                    if w.applies_to(ref) and w.start_ms < period.end_ms and w.end_ms > period.start_ms]
+        result = availability(period, index.views(comp.name), applying, policy, target)
+        report = ComponentReport(comp.name, ref.klass, ref.tier, comp.customer, target, policy, result)
+        results.append(report)
+        done.figures.append((report.name, report.klass, report.tier, report.customer, report.target_pct))
+        for w in applying:
+            done.windows[w.id] = w
+            touched = done.touched.get((w.id, comp.customer))
+            if touched is None:
+                touched = done.touched[(w.id, comp.customer)] = _Touched(policy.maintenance_notice_ms)
+            touched.add(w, report)
+    return tuple(results), done
 
 
 async def build_report(
@@ -478,6 +560,33 @@ def _change_rows(changes: Sequence[StateChange]) -> list[tuple[Any, ...]]:
     return rows
 
 
+def change_texts(changes: Sequence[StateChange], *, ordered: bool) -> list[tuple[str, bytes]]:
+    """The canonical text of the changes of some components (every change of each) as InputsHash takes it: with
+    `ordered`, a run of components at a time; else a component at a time (its name first), to be put in order at
+    the end."""
+    names = [c.ref.component for c in changes]
+    if not all(map(operator.le, names, itertools.islice(names, 1, None))):  # every store reads by component
+        changes = sorted(changes, key=lambda c: c.ref.component)
+        names.sort()
+    out: list[tuple[str, bytes]] = []
+    start, n = 0, len(changes)
+    while start < n:
+        end = min(start + HASH_SLICE, n)
+        while end < n and names[end] == names[end - 1]:
+            end += 1
+        rows = _change_rows(changes[start:end])
+        if ordered:
+            out.append((names[start], _canonical(rows)[1:-1].encode("utf-8")))
+        else:
+            begin = 0
+            for i in range(1, len(rows) + 1):
+                if i == len(rows) or rows[i][0] != rows[begin][0]:
+                    out.append((rows[begin][0], _canonical(rows[begin:i])[1:-1].encode("utf-8")))
+                    begin = i
+        start = end
+    return out
+
+
 class InputsHash:
     """inputs_sha256 taken as the report reads: the changes a slice of components at a time (`add_changes`), the rest
     at the end (`hexdigest`). The canonical document's keys go in sorted order and "changes" is the first, so the
@@ -492,39 +601,33 @@ class InputsHash:
         self._spill: Any = None  # the temporary file, made on first use; closed by hexdigest or close
         self._parts: dict[str, list[tuple[int, int]]] = {}
 
+    @property
+    def ordered(self) -> bool:
+        return self._ordered
+
     def add_changes(self, changes: Sequence[StateChange]) -> None:
         """The changes of some components, every change of each (in component order when `ordered`)."""
-        names = [c.ref.component for c in changes]
-        if not all(map(operator.le, names, itertools.islice(names, 1, None))):  # every store reads by component
-            changes = sorted(changes, key=lambda c: c.ref.component)
-            names.sort()
-        start, n = 0, len(changes)
-        while start < n:
-            end = min(start + HASH_SLICE, n)
-            while end < n and names[end] == names[end - 1]:
-                end += 1
+        self.add_texts(change_texts(changes, ordered=self._ordered))
+
+    def add_texts(self, texts: Iterable[tuple[str, bytes]]) -> None:
+        """change_texts of some components' changes (made where they were read: a report's worker process)."""
+        for name, text in texts:
             if self._ordered:
-                self._feed(_canonical(_change_rows(changes[start:end]))[1:-1].encode("utf-8"))
+                self._feed(text)
             else:
-                self._keep(_change_rows(changes[start:end]))
-            start = end
+                self._keep(name, text)
 
     def _feed(self, text: bytes) -> None:
         if text:
             self._digest.update((b"," if self._written else b"") + text)
             self._written = True
 
-    def _keep(self, rows: list[tuple[Any, ...]]) -> None:
-        """Each component's rows as their canonical text, at the end of the spill file."""
+    def _keep(self, name: str, text: bytes) -> None:
+        """A component's rows as their canonical text, at the end of the spill file."""
         if self._spill is None:
             self._spill = tempfile.TemporaryFile()  # noqa: SIM115 (closed by hexdigest or close)
-        begin = 0
-        for i in range(1, len(rows) + 1):
-            if i == len(rows) or rows[i][0] != rows[begin][0]:
-                text = _canonical(rows[begin:i])[1:-1].encode("utf-8")
-                self._parts.setdefault(rows[begin][0], []).append((self._spill.tell(), len(text)))
-                self._spill.write(text)
-                begin = i
+        self._parts.setdefault(name, []).append((self._spill.tell(), len(text)))
+        self._spill.write(text)
 
     def hexdigest(self, *, period: Interval, label: str, timezone: str, contract: Mapping[str, Any],
                   policies: Mapping[str, Policy], components: Iterable[tuple[str, str, str, str | None, float]],

@@ -15,8 +15,17 @@ from typing import TextIO
 from reporter.delivery import deliver
 from reporter.pdf import PdfError, render_pdf
 from reporter.periods import month_period, parse_iso, parse_month
-from reporter.render import FORMATS, CsvRows, json_components, json_head, json_tail, render
-from reporter.report import Progress, ReportError, ReportRun, build_report, select_components
+from reporter.render import FORMATS, CsvRows, csv_slice, json_head, json_slice, json_tail, render
+from reporter.report import (
+    SLICE,
+    Progress,
+    ReportError,
+    ReportRun,
+    build_report,
+    select_components,
+    slice_count,
+)
+from reporter.workers import MAX_WORKERS, SliceWorkers, WorkerError, default_workers
 from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.model import Interval
@@ -99,7 +108,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="write the report here instead of standard output")
     report.add_argument("--email", action="store_true",
                         help="send each customer its report (HTML, text, CSV and PDF) to its report_to addresses")
+    report.add_argument("--workers", type=_workers, default=default_workers(), metavar="N",
+                        help=f"processes computing a JSON or CSV report of more than {SLICE} components side by "
+                             f"side, 1-{MAX_WORKERS} (default: one per core, here {default_workers()}; 1: none)")
     report.set_defaults(func=report_cmd)
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be within 1-{MAX_WORKERS}, got {value}")
+    return value
 
 
 def report_cmd(args: argparse.Namespace) -> int:
@@ -116,7 +138,7 @@ def report_cmd(args: argparse.Namespace) -> int:
     gc.freeze()
     try:
         period, month = resolve_period(args, loaded.config.report.timezone)
-        select_components(loaded, args.customer, args.component)
+        selected = select_components(loaded, args.customer, args.component)
         if args.email and loaded.config.report.smtp is None:
             raise UsageError("--email needs report.smtp in the config")
         if args.format == "pdf" and args.out is None and not args.email and sys.stdout.isatty():
@@ -124,10 +146,21 @@ def report_cmd(args: argparse.Namespace) -> int:
     except (UsageError, ReportError) as exc:
         print(f"slawatch report: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(_run(args, loaded, period, month))
+    workers = None
+    slices = slice_count(len(selected))
+    if args.format in ("json", "csv") and (args.out is not None or not args.email) and args.workers > 1 \
+            and slices > 1:
+        # Forked here, before the event loop and its threads start (see SliceWorkers).
+        workers = SliceWorkers(loaded, min(args.workers, slices))
+    try:
+        return asyncio.run(_run(args, loaded, period, month, workers))
+    finally:
+        if workers is not None:
+            workers.close()
 
 
-async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month: tuple[int, int] | None) -> int:
+async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month: tuple[int, int] | None,
+               workers: SliceWorkers | None = None) -> int:
     source = open_source(loaded.config.storage)
     try:
         if args.out is not None or not args.email:
@@ -137,7 +170,7 @@ async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month
                 # is hundreds of megabytes, its outages a million.
                 run = ReportRun(loaded, source, period, month=month, customer=args.customer,
                                 components=args.component, progress=show)
-                await _write_streamed(run, args.format, args.out)
+                await _write_streamed(run, args.format, args.out, workers)
                 return EXIT_OK if not args.email else await _email(args, loaded, source, period, month)
             report = await build_report(loaded, source, period, month=month, customer=args.customer,
                                         components=args.component, progress=show)
@@ -161,15 +194,16 @@ async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month
     except ReportError as exc:
         print(f"slawatch report: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (SourceError, OSError, PdfError) as exc:
+    except (SourceError, OSError, PdfError, WorkerError) as exc:
         print(f"slawatch report: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         await source.close()
 
 
-async def _write_streamed(run: ReportRun, fmt: str, out_path: str | None) -> None:
-    """The JSON or CSV of `run` to the file (made anew) or standard output, each slice as it is computed."""
+async def _write_streamed(run: ReportRun, fmt: str, out_path: str | None, workers: SliceWorkers | None) -> None:
+    """The JSON or CSV of `run` to the file (made anew) or standard output, each slice as it is computed (by
+    `workers` when given)."""
     out: TextIO
     if out_path is None:
         out = sys.stdout
@@ -179,14 +213,15 @@ async def _write_streamed(run: ReportRun, fmt: str, out_path: str | None) -> Non
         if fmt == "json":
             await _write(out, [json_head()])
             first = True
-            async for part in run.slices():
-                await _write(out, [json_components(part, first=first)])
-                first = first and not part
+            async for text in run.rendered(json_slice, workers):
+                if text:
+                    await _write(out, [text if first else "," + text])
+                    first = False
             await _write(out, [json_tail(await run.summary())])
         else:
             rows = CsvRows(run.head())
-            async for part in run.slices():
-                rows.add(part)
+            async for part in run.rendered(csv_slice, workers):
+                rows.extend(part)
             await _write(out, rows.text(await run.summary()))
     finally:
         if out is not sys.stdout:

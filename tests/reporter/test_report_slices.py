@@ -4,7 +4,10 @@ bytes of JSON and CSV as computed in one slice."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import multiprocessing
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,10 +15,11 @@ import pytest
 
 from reporter import report as report_module
 from reporter.render import render
-from reporter.report import Report, build_month_report
+from reporter.report import ComponentReport, Render, Report, ReportRun, build_month_report
+from reporter.workers import SliceWorkers, WorkerError
 from slawatch.config.loader import Loaded, load
 from slawatch.model import ComponentRef, Heartbeat, MaintenanceWindow, StateChange
-from slawatch.store import Source, open_sinks, open_source
+from slawatch.store import Source, SourceError, open_sinks, open_source
 from slawatch.testing.postgres import PostgresServer
 from tests.reporter.april import APRIL, CONTRACT, D, H, M, run_cli
 
@@ -124,10 +128,12 @@ def check_slices(loaded: Loaded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert asked == [min(size, len(COMPONENTS) - i) for i in range(0, len(COMPONENTS), size)]
         assert len(asked) == math.ceil(len(COMPONENTS) / size)
         assert sliced == whole
-        # The command writes JSON and CSV as the slices pass: the bytes of the report rendered whole.
-        for fmt in ("json", "csv"):
-            out = tmp_path / f"report-{size}.{fmt}"
-            argv = ["report", "--config", str(loaded.path), "--month", "2026-04", "--format", fmt, "--out", str(out)]
+        # The command writes JSON and CSV as the slices pass, computed in its own process or in two workers: the
+        # bytes of the report rendered whole.
+        for fmt, workers in itertools.product(("json", "csv"), ("1", "2")):
+            out = tmp_path / f"report-{size}-{workers}.{fmt}"
+            argv = ["report", "--config", str(loaded.path), "--month", "2026-04", "--format", fmt, "--out", str(out),
+                    "--workers", workers]
             assert run_cli(argv) == 0
             assert out.read_bytes() == render(whole, fmt).encode("utf-8")
 
@@ -145,3 +151,54 @@ def test_a_sliced_report_from_postgresql_equals_the_one_slice_report(tmp_path: P
                                                                       postgres: PostgresServer) -> None:
     loaded = setup(tmp_path, f'postgres: {{dsn: "{postgres.create_database()}"}}', COMPONENTS[3:] + COMPONENTS[:3])
     check_slices(loaded, tmp_path, monkeypatch)
+
+
+def _exits(head: Report, part: tuple[ComponentReport, ...]) -> str:
+    if any(c.name == "c-4" for c in part):
+        os._exit(7)  # a worker killed half-way (the OOM killer, say)
+    return "ok"
+
+
+def _fails(head: Report, part: tuple[ComponentReport, ...]) -> str:
+    if any(c.name == "c-4" for c in part):
+        raise SourceError("store read failed")
+    return "ok"
+
+
+def _breaks(head: Report, part: tuple[ComponentReport, ...]) -> str:
+    if any(c.name == "c-5" for c in part):
+        raise ValueError("a bug")
+    return "ok"
+
+
+async def rendered_by_workers(loaded: Loaded, render: Render[str], workers: SliceWorkers) -> list[str]:
+    source = open_source(loaded.config.storage)
+    try:
+        run = ReportRun(loaded, source, APRIL, month=(2026, 4), incidents=[], slice_size=1)
+        return [text async for text in run.rendered(render, workers)]
+    finally:
+        await source.close()
+
+
+def test_a_worker_that_dies_or_fails_stops_the_report_with_the_reason(tmp_path: Path) -> None:
+    loaded = setup(tmp_path, "sqlite: {path: store.db}", COMPONENTS)
+    with SliceWorkers(loaded, 2) as workers, \
+            pytest.raises(WorkerError, match=r"report worker 0 ended without its slice \(exit code 7\)"):
+        asyncio.run(rendered_by_workers(loaded, _exits, workers))
+    with SliceWorkers(loaded, 2) as workers, pytest.raises(SourceError, match=r"^store read failed$"):
+        asyncio.run(rendered_by_workers(loaded, _fails, workers))
+    with SliceWorkers(loaded, 3) as workers:  # slice n (c-n) goes to worker n % 3
+        with pytest.raises(WorkerError, match="report worker 2 failed: ValueError: a bug"):
+            asyncio.run(rendered_by_workers(loaded, _breaks, workers))
+        assert len(workers) == 3
+    assert not multiprocessing.active_children()  # every worker was waited for
+
+
+def test_workers_outside_the_bounds_are_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = setup(tmp_path, "sqlite: {path: store.db}", COMPONENTS)
+    for bad in ("0", "33", "two"):
+        argv = ["report", "--config", str(loaded.path), "--month", "2026-04", "--format", "json", "--workers", bad]
+        with pytest.raises(SystemExit) as exit_:
+            run_cli(argv)
+        assert exit_.value.code == 2
+        assert "--workers" in capsys.readouterr().err

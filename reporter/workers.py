@@ -1,0 +1,175 @@
+"""Worker processes that read, compute and render a report's slices of components side by side, one core each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import traceback
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from itertools import islice
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+from reporter.availability import AgentViews
+from reporter.report import Render, Report, ReportError, SliceDone, SliceFrame, compute_slice
+from slawatch.config.loader import Loaded
+from slawatch.store import Source, SourceError, open_source
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_WORKERS = 32
+IN_FLIGHT = 2
+"""Slices handed to a worker ahead of the one being read back, so that it never waits for the next."""
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on (at most MAX_WORKERS)."""
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
+class WorkerError(Exception):
+    """A worker process failed (died, or raised something other than a store's or the report's error)."""
+
+
+class SliceWorkers:
+    """`count` processes forked from this one, each computing the slices handed to it with the loaded config it was
+    forked with (a config of 100 000 components is not sent, nor loaded again) and a Source of its own.
+
+    Make it before any thread or event loop starts (a fork copies only the thread that forks, and a lock another
+    thread held stays held in the child): `slawatch report` makes it right after loading the config.
+    """
+
+    def __init__(self, loaded: Loaded, count: int) -> None:
+        if not 1 <= count <= MAX_WORKERS:
+            raise ValueError(f"workers must be within 1-{MAX_WORKERS}, got {count}")
+        context = multiprocessing.get_context("fork")
+        self._conns: list[Connection] = []
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        for n in range(count):
+            mine, theirs = context.Pipe()
+            proc = context.Process(target=_serve, args=(theirs, loaded), name=f"slawatch-report-{n}", daemon=True)
+            proc.start()
+            theirs.close()
+            self._conns.append(mine)
+            self._procs.append(proc)
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    async def run(self, frame: SliceFrame, head: Report, render: Render[T], names: Sequence[str],
+                  bounds: Sequence[tuple[int, int]]) -> AsyncIterator[tuple[T, SliceDone, int]]:
+        """(render(head, slice), what it adds to the summary, its end) for each slice names[begin:end], in order."""
+        listed = list(names)
+        for conn in self._conns:
+            with contextlib.suppress(OSError):  # a worker that is gone is told when its first slice is awaited
+                await asyncio.to_thread(conn.send, ("frame", frame, head, render, listed))
+        waiting: deque[tuple[int, int]] = deque()  # (worker, end) of the slices handed out, in order
+        todo = iter(enumerate(bounds))
+
+        def hand_out(count: int) -> None:
+            for n, (begin, end) in islice(todo, count):
+                worker = n % len(self._conns)
+                with contextlib.suppress(OSError):  # as above
+                    self._conns[worker].send(("slice", begin, end))
+                waiting.append((worker, end))
+
+        hand_out(IN_FLIGHT * len(self._conns))
+        while waiting:
+            worker, end = waiting.popleft()
+            reply = await self._receive(worker)
+            hand_out(1)
+            if reply[0] == "done":
+                yield reply[1], reply[2], end
+                continue
+            kind, message = reply[1], reply[2]
+            if kind == "source":
+                raise SourceError(message)
+            if kind == "report":
+                raise ReportError(message)
+            raise WorkerError(f"report worker {worker} failed: {message}")
+
+    async def _receive(self, worker: int) -> Any:
+        try:
+            return await asyncio.to_thread(self._conns[worker].recv)
+        except (EOFError, OSError):
+            proc = self._procs[worker]
+            await asyncio.to_thread(proc.join, 5)
+            raise WorkerError(f"report worker {worker} ended without its slice (exit code {proc.exitcode})") from None
+
+    def close(self) -> None:
+        """Tell every worker to stop (each closes its Source) and wait for them. The pipes are closed first: a worker
+        still sending a slice nobody will read (the report stopped on another's error) stops at once. A worker
+        that does not stop within 10 s is killed."""
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+            conn.close()
+        for proc in self._procs:
+            proc.join(10)
+            if proc.is_alive():
+                log.warning("report worker %s did not stop: killed", proc.name)
+                proc.kill()
+                proc.join(5)
+        self._conns.clear()
+        self._procs.clear()
+
+    def __enter__(self) -> SliceWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _serve(conn: Connection, loaded: Loaded) -> None:
+    """A worker: slices read and computed on request until told to stop (None) or the report's process is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the report's process to handle: it closes the pipes
+    components = {c.name: c for c in loaded.config.components}
+    loop = asyncio.new_event_loop()
+    source: Source | None = None
+    frame: Any = None
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            if message is None:
+                return
+            if message[0] == "frame":
+                frame, head, render, names = message[1:]
+                coverage = AgentViews((), frame.heartbeats)
+                continue
+            begin, end = message[1], message[2]
+            try:
+                if source is None:
+                    source = open_source(loaded.config.storage)
+                part = [components[name] for name in names[begin:end]]
+                changes = loop.run_until_complete(
+                    source.changes(frame.period.start_ms, frame.period.end_ms, names[begin:end]))
+                results, done = compute_slice(loaded, frame, coverage, part, changes)
+                del changes
+                reply: tuple[Any, ...] = ("done", render(head, results), done)
+            except SourceError as exc:
+                reply = ("failed", "source", str(exc))
+            except ReportError as exc:
+                reply = ("failed", "report", str(exc))
+            except Exception as exc:  # told to the report's process, which stops with it
+                reply = ("failed", "other", "".join(traceback.format_exception_only(exc)).strip())
+                log.error("report worker: %s", traceback.format_exc())
+            try:
+                conn.send(reply)
+            except (BrokenPipeError, OSError):
+                return
+    finally:
+        if source is not None:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(source.close())
+        loop.close()
+        conn.close()
