@@ -301,9 +301,10 @@ class ReportRun:
                 for begin, end in bounds:
                     part = self._selected[begin:end]
                     changes = await source.changes(period.start_ms, period.end_ms, names[begin:end])
-                    results, done = compute_slice(self._loaded, frame, coverage, part, changes)
+                    results, done = compute_slice(self._loaded, frame, coverage, part, changes,
+                                                  self._told_from(begin))
                     del changes
-                    self._take(done, end)
+                    self._take(done, None)
                     yield render(head, results)
             else:
                 async for text, done, end in workers.run(frame, head, render, names, bounds):
@@ -314,8 +315,15 @@ class ReportRun:
             raise
         self._done = True
 
-    def _take(self, done: SliceDone, end: int) -> None:
-        """What a computed slice adds to the summary, in slice order."""
+    def _told_from(self, begin: int) -> Callable[[int], None] | None:
+        """Progress a component at a time, from a slice starting at `begin`."""
+        progress, total = self._progress, len(self._selected)
+        if progress is None:
+            return None
+        return lambda n: progress(begin + n, total)
+
+    def _take(self, done: SliceDone, end: int | None) -> None:
+        """What a computed slice adds to the summary, in slice order (`end`: progress to tell, up to there)."""
         self._hash.add_texts(done.hashed)
         self._figures += done.figures
         self._windows.update(done.windows)
@@ -325,7 +333,7 @@ class ReportRun:
                 self._touched[key] = touched
             else:
                 mine.merge(touched)
-        if self._progress is not None:
+        if self._progress is not None and end is not None:
             self._progress(end, len(self._selected))
 
     async def summary(self) -> Report:
@@ -412,8 +420,10 @@ class SliceDone:
 
 
 def compute_slice(loaded: Loaded, frame: SliceFrame, coverage: AgentViews, part: Sequence[Component],
-                  changes: Sequence[StateChange]) -> tuple[tuple[ComponentReport, ...], SliceDone]:
-    """The availability of some components from every change of each (`coverage`: AgentViews of the heartbeats)."""
+                  changes: Sequence[StateChange], progress: Callable[[int], None] | None = None,
+                  ) -> tuple[tuple[ComponentReport, ...], SliceDone]:
+    """The availability of some components from every change of each (`coverage`: AgentViews of the heartbeats);
+    `progress` is told how many are done after each."""
     config, contract, period = loaded.config, loaded.contract, frame.period
     done = SliceDone([], {}, {}, change_texts(changes, ordered=frame.ordered))
     index = coverage.with_changes(changes)
@@ -434,6 +444,8 @@ def compute_slice(loaded: Loaded, frame: SliceFrame, coverage: AgentViews, part:
             if touched is None:
                 touched = done.touched[(w.id, comp.customer)] = _Touched(policy.maintenance_notice_ms)
             touched.add(w, report)
+        if progress is not None:
+            progress(len(results))
     return tuple(results), done
 
 
