@@ -1,7 +1,7 @@
 """Report time: a month of stored history for many components, then `slawatch report --month` end to end.
 
     python bench/report.py [--components 10000] [--store sqlite|influxdb|postgres|both] [--month YYYY-MM] [--seed 1]
-                           [--timeout 600] [--profile] [--workdir DIR] [--tree DIR] [--runs 1]
+                           [--timeout 600] [--profile] [--workdir DIR] [--tree DIR] [--runs 1] [--workers N]
 
 Generates one calendar month (default: the last full month, inside InfluxDB's 6-month retention) of state
 changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a few seconds apart) and the two
@@ -12,8 +12,10 @@ slawatch.store's Source (timely and late notice), then times
 
     python -m slawatch.cli report --config CFG --month YYYY-MM --format json --out FILE
 
-as a subprocess, start to exit (config load of N components included). Prints per store: points written, write
-time, report wall time, CPU and peak RSS of the report process, the load average, the goal, whether the report's
+as a subprocess, start to exit (config load of N components included; `--workers` is passed on). Prints per store:
+points written, write time, report wall time, CPU (with its worker processes'), the peak RSS of its largest process,
+the peak RSS and PSS summed over its process tree (sampled every 0.2 s; PSS shares out the pages the forked workers
+share with it), the load average, the goal, whether the report's
 outage count matches the generated one, and the sha256 of the JSON (equal across trees: the figures did not move).
 A missed goal (or --profile) reruns the report under cProfile and prints the top functions by cumulative time.
 
@@ -226,30 +228,69 @@ async def write_store(store: str, history: History, work: Path, influx_url: str 
     return elapsed, storage
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the report's worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+    return out
+
+
+def _tree_memory(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) summed over the process tree, MiB: PSS counts a page the forked workers share with the report's
+    process once, shared out between them."""
+    rss = pss = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    return rss / 1024, pss / 1024
+
+
 def run_report(cfg: Path, month: str, out: Path, timeout_s: float, profile: Path | None = None, *,
-               tree: Path = ROOT) -> tuple[float, float, float]:
-    """Run `slawatch report` as a child (from `tree`); (wall seconds, CPU seconds, peak RSS MiB of that child, from
-    its rusage)."""
+               tree: Path = ROOT, workers: int | None = None) -> tuple[float, float, float, float, float]:
+    """Run `slawatch report` as a child (from `tree`); (wall seconds, CPU seconds of it and its workers, peak RSS MiB
+    of the largest of them (rusage), peak RSS and PSS MiB of the whole process tree (sampled every 0.2 s))."""
     pre = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
     cmd = [sys.executable, *pre, "-m", "slawatch.cli", "report", "--config", str(cfg), "--month", month,
-           "--format", "json", "--out", str(out)]
+           "--format", "json", "--out", str(out), *(["--workers", str(workers)] if workers is not None else [])]
     err_path = out.with_suffix(".stderr")
+    peak = [0.0, 0.0]
     with err_path.open("wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=tree, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         timer = threading.Timer(timeout_s, proc.kill)
         timer.start()
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.2):
+                rss, pss = _tree_memory(proc.pid)
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         try:
-            # wait4: this child's own rusage (what getrusage(RUSAGE_CHILDREN) sums over every child waited for).
+            # wait4: this child's own rusage, with that of its children it waited for (the workers): their CPU is
+            # summed, their peak RSS is the largest one's.
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
+            stop.set()
+            sampler.join()
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"report exited {proc.returncode} (killed after {timeout_s:g} s?): "
                          f"{err_path.read_text(errors='replace')[-3000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, peak[0], peak[1]
 
 
 PHASES = r'''
@@ -328,6 +369,7 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=ROOT, help="run the report from this source tree (a checkout of "
                         "another commit, for before/after pairs on one store)")
     parser.add_argument("--runs", type=int, default=1, help="report runs per store (each one printed)")
+    parser.add_argument("--workers", type=int, help="the report's --workers (default: its own, one per core)")
     args = parser.parse_args()
     stores = ("sqlite", "influxdb") if args.store == "both" else (args.store,)
     tree = args.tree.resolve()
@@ -390,22 +432,25 @@ def main() -> None:
                     kept.write_text(json.dumps(meta))
                 for run in range(args.runs):
                     out = store_dir / "report.json"
-                    wall, cpu, rss = run_report(cfg, args.month, out, args.timeout, tree=tree)
+                    wall, cpu, rss, tree_rss, tree_pss = run_report(cfg, args.month, out, args.timeout, tree=tree,
+                                                                    workers=args.workers)
                     reported, n_components, digest = report_figures(out)
                     assert n_components == args.components, n_components
                     load = os.getloadavg()
-                    rows.append((store, meta["points"], meta["write_s"], wall, cpu, rss, GOAL_S[store], reported,
-                                 meta["outages"], digest, load))
-                    print(f"{store} run {run + 1}: report in {wall:.1f} s wall, {cpu:.1f} s CPU, {rss:.0f} MiB, "
-                          f"JSON sha256 {digest[:16]} (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})",
-                          flush=True)
+                    rows.append((store, meta["points"], meta["write_s"], wall, cpu, rss, tree_rss, tree_pss,
+                                 GOAL_S[store], reported, meta["outages"], digest, load))
+                    print(f"{store} run {run + 1}: report in {wall:.1f} s wall, {cpu:.1f} s CPU, {rss:.0f} MiB "
+                          f"(its process tree: RSS {tree_rss:.0f} MiB, PSS {tree_pss:.0f} MiB), JSON sha256 "
+                          f"{digest[:16]} (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})", flush=True)
                 if not args.skip_phases:
                     split[store] = phases(cfg, args.month, args.timeout, tree)
                     print(f"{store} phases: " + ", ".join(f"{n} {t:.2f} s" for n, t in split[store].items()),
                           flush=True)
                 if args.profile or (args.runs and rows[-1][3] >= GOAL_S[store]):
                     prof = store_dir / "report.prof"
-                    run_report(cfg, args.month, store_dir / "report-profiled.json", args.timeout, prof, tree=tree)
+                    # cProfile sees the report's own process: the slices are computed there (--workers 1).
+                    run_report(cfg, args.month, store_dir / "report-profiled.json", args.timeout, prof, tree=tree,
+                               workers=1)
                     profiles[store] = top_cumulative(prof)
         finally:
             if influxd is not None:
@@ -419,15 +464,15 @@ def main() -> None:
     print()
     print(f"{args.components:,} components, month {args.month}, tree {tree}")
     print()
-    print("| store | points written | write time | report wall time | CPU | report peak RSS | goal | outages reported "
-          "| JSON sha256 | load average |")
-    print("|---|---:|---:|---:|---:|---:|---|---|---|---|")
-    for store, points, write_s, wall, cpu, rss, goal, reported, generated, digest, load in rows:
+    print("| store | points written | write time | report wall time | CPU | peak RSS, largest process "
+          "| peak RSS / PSS, all processes | goal | outages reported | JSON sha256 | load average |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|---|---|")
+    for store, points, write_s, wall, cpu, rss, tree_rss, tree_pss, goal, reported, generated, digest, load in rows:
         verdict = "met" if wall < goal else "MISSED"
         check = "= generated" if reported == generated else f"MISMATCH: {reported - generated:+,}"
         print(f"| {store} | {points:,} | {write_s:.1f} s | {wall:.1f} s | {cpu:.1f} s | {rss:.0f} MiB "
-              f"| < {goal:g} s: {verdict} | {reported:,} ({check}) | {digest[:16]} "
-              f"| {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} |")
+              f"| {tree_rss:.0f} / {tree_pss:.0f} MiB | < {goal:g} s: {verdict} | {reported:,} ({check}) "
+              f"| {digest[:16]} | {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} |")
     for store, times in split.items():
         print(f"\n{store}, each phase apart (a second run, in-process): "
               + ", ".join(f"{name} {took:.2f} s" for name, took in times.items()))
