@@ -1,7 +1,8 @@
 """Report time: a month of stored history for many components, then `slawatch report --month` end to end.
 
     python bench/report.py [--components 10000] [--store sqlite|influxdb|postgres|both] [--month YYYY-MM] [--seed 1]
-                           [--timeout 600] [--profile] [--workdir DIR] [--tree DIR] [--runs 1] [--workers N]
+                           [--timeout 600] [--profile | --no-profile] [--workdir DIR] [--tree DIR] [--runs 1]
+                           [--workers N]
 
 Generates one calendar month (default: the last full month, inside InfluxDB's 6-month retention) of state
 changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a few seconds apart) and the two
@@ -361,6 +362,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600.0, help="kill a report running longer (s)")
     parser.add_argument("--profile", action="store_true", help="profile the report even when the goal is met")
+    parser.add_argument("--no-profile", action="store_true", help="do not profile the report even when the goal is "
+                        "missed")
     parser.add_argument("--skip-phases", action="store_true", help="do not time config load, change reading, "
                         "the engine and rendering apart")
     parser.add_argument("--workdir", type=Path, help="keep stores, configs, reports and profiles here, and reuse a "
@@ -446,7 +449,7 @@ def main() -> None:
                     split[store] = phases(cfg, args.month, args.timeout, tree)
                     print(f"{store} phases: " + ", ".join(f"{n} {t:.2f} s" for n, t in split[store].items()),
                           flush=True)
-                if args.profile or (args.runs and rows[-1][3] >= GOAL_S[store]):
+                if args.profile or (args.runs and rows[-1][3] >= GOAL_S[store] and not args.no_profile):
                     prof = store_dir / "report.prof"
                     # cProfile sees the report's own process: the slices are computed there (--workers 1).
                     run_report(cfg, args.month, store_dir / "report-profiled.json", args.timeout, prof, tree=tree,
