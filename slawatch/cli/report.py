@@ -25,7 +25,7 @@ from reporter.report import (
     select_components,
     slice_count,
 )
-from reporter.workers import MAX_WORKERS, SliceWorkers, WorkerError, default_workers
+from reporter.workers import DEFAULT_WORKERS, MAX_WORKERS, SliceWorkers, WorkerError, default_workers
 from slawatch.cli.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from slawatch.config.loader import ConfigError, Loaded, load
 from slawatch.model import Interval
@@ -110,7 +110,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="send each customer its report (HTML, text, CSV and PDF) to its report_to addresses")
     report.add_argument("--workers", type=_workers, default=default_workers(), metavar="N",
                         help=f"processes computing a JSON or CSV report of more than {SLICE} components side by "
-                             f"side, 1-{MAX_WORKERS} (default: one per core, here {default_workers()}; 1: none)")
+                             f"side, 1-{MAX_WORKERS} (default: one per core, at most {DEFAULT_WORKERS}: here "
+                             f"{default_workers()}; 1: none)")
     report.set_defaults(func=report_cmd)
 
 
