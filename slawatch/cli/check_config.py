@@ -15,7 +15,7 @@ from slawatch.store.pgconnect import PasswordError, password, shown_dsn
 
 def _check_config(args: argparse.Namespace) -> int:
     try:
-        loaded = load(args.file)
+        loaded = load(args.file, for_good=True)  # read once, then summed up: see load
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -73,7 +73,8 @@ SHOWN_CUSTOMERS = 20
 
 def summary(loaded: Loaded) -> str:
     config, contract = loaded.config, loaded.contract
-    by_class_tier = Counter((c.klass, config.tier_of(c) or "?") for c in config.components)
+    tier_of = {c.name: c.tier for c in reversed(config.customers)}  # config.tier_of, without a call per component
+    by_class_tier = Counter((c.klass, c.tier or tier_of.get(c.customer or "") or "?") for c in config.components)
     kinds = Counter(p.kind for c in config.components for p in c.probes)
     lines = [f"{loaded.path}: OK — agent {config.agent.id}, contract {contract.name} {contract.version}"]
     lines.append(f"components: {len(config.components)}")

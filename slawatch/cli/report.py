@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import sys
 import time
@@ -129,14 +128,13 @@ def report_cmd(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
-        loaded = load(args.config)
+        # The config (100 000 components: millions of objects) lives to the end: out of the collector's sight, so
+        # that the collections the report's millions of short-lived changes and results trigger do not walk it.
+        loaded = load(args.config, for_good=True)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
-    # The config (100 000 components: millions of objects) lives to the end: out of the collector's sight, so that
-    # the collections the report's millions of short-lived changes and results trigger do not walk it each time.
-    gc.freeze()
     try:
         period, month = resolve_period(args, loaded.config.report.timezone)
         selected = select_components(loaded, args.customer, args.component)
