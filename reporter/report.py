@@ -217,6 +217,10 @@ SLICE = 2000
 once (a month of 100 000 components is millions of changes and a million outages)."""
 
 
+SLICES_PER_WORKER = 4
+MIN_WORKER_SLICE = 250
+
+
 def slice_count(components: int) -> int:
     """How many slices a report of that many components is read and computed in."""
     return -(-components // SLICE)
@@ -293,7 +297,10 @@ class ReportRun:
                            {**{name: c.policy for name, c in self.customers.items()}, None: self.policy},
                            self._hash.ordered)
         names = [c.name for c in self._selected]
-        bounds = [(begin, min(begin + self._slice, len(names))) for begin in range(0, len(names), self._slice)]
+        size = self._slice
+        if workers is not None:  # a few slices each, so that none waits long for the last one to end
+            size = min(size, max(MIN_WORKER_SLICE, -(-len(names) // (SLICES_PER_WORKER * len(workers)))))
+        bounds = [(begin, min(begin + size, len(names))) for begin in range(0, len(names), size)]
         head = self.head()
         try:
             if workers is None or len(bounds) == 1:
