@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
-import math
+import operator
 from bisect import bisect_right
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -20,6 +19,9 @@ HEARTBEAT_GAP_FACTOR = 3
 
 # Status codes of one agent's view during a segment.
 _UNKNOWN, _UP, _DOWN, _DEGRADED = 0, 1, 2, 3
+
+
+_BY_TS = operator.attrgetter("ts_ms")
 
 
 def _change_order(c: StateChange) -> tuple[int, bool, bool, bool, str]:
@@ -49,7 +51,11 @@ class AgentView:
     coverage: Sequence[Interval]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "changes", tuple(sorted(self.changes, key=_change_order)))
+        # By instant alone first (a C key); the full order decides only between changes at one instant.
+        changes = sorted(self.changes, key=_BY_TS)
+        if len({c.ts_ms for c in changes}) < len(changes):
+            changes = sorted(self.changes, key=_change_order)
+        object.__setattr__(self, "changes", tuple(changes))
         object.__setattr__(self, "coverage", tuple(self.coverage))
 
 
@@ -199,9 +205,17 @@ def coverage_from_heartbeats(
 
 
 def _by_component(changes: Iterable[StateChange]) -> dict[str, dict[str, list[StateChange]]]:
-    by_component: dict[str, dict[str, list[StateChange]]] = defaultdict(lambda: defaultdict(list))
+    by_component: dict[str, dict[str, list[StateChange]]] = {}
+    component, per_agent = None, {}  # the stores read a component's changes together: one lookup per run
     for c in changes:
-        by_component[c.ref.component][c.agent].append(c)
+        if c.ref.component != component:
+            component = c.ref.component
+            per_agent = by_component.setdefault(component, {})
+        agent = per_agent.get(c.agent)
+        if agent is None:
+            per_agent[c.agent] = [c]
+        else:
+            agent.append(c)
     return by_component
 
 
@@ -238,7 +252,8 @@ class AgentViews:
         per_agent = self._changes.get(component)
         if not per_agent:
             return None
-        latest = max((c for changes in per_agent.values() for c in changes), key=lambda c: (c.ts_ms, c.agent))
+        # The first latest change of each agent, then the latest of those (ties: the agent that sorts last).
+        latest = max((max(changes, key=_BY_TS) for changes in per_agent.values()), key=lambda c: (c.ts_ms, c.agent))
         return latest.ref
 
 
@@ -258,36 +273,53 @@ def _merge(intervals: Iterable[Interval], start: int, end: int) -> tuple[list[in
     return starts, ends
 
 
-def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, int, int]]:
-    """One agent's view as transitions (ts, status, index of the change that began the current run).
+def _agent_timeline(view: AgentView, start: int, end: int, idx: int) -> list[tuple[int, int, int, int]]:
+    """One agent's view as transitions (ts, idx, status, index of the change that began the current run).
 
-    The first transition is at `start`; the others fall strictly inside (start, end).
+    The first transition is at `start`; the others fall strictly inside (start, end). One walk over the sorted
+    changes and the merged coverage together: the view can only move at a change or a coverage bound.
     """
     changes = view.changes  # sorted by AgentView
+    n = len(changes)
     change_ts = [c.ts_ms for c in changes]
-    status = [_status(c) for c in changes]
+    status: list[int] = []
     run_start: list[int] = []
-    for i in range(len(changes)):
-        run_start.append(i if i == 0 or status[i - 1] != status[i] else run_start[i - 1])
+    last, begun = -1, -1
+    for i, c in enumerate(changes):
+        st = _UNKNOWN if c.released else _DOWN if not c.up else _DEGRADED if c.degraded else _UP
+        if st != last:
+            last, begun = st, i
+        status.append(st)
+        run_start.append(begun)
     cov_starts, cov_ends = _merge(view.coverage, start, end)
+    n_cov = len(cov_starts)
 
-    instants = {start}
-    instants.update(ts for ts in change_ts if start < ts < end)
-    instants.update(cov_starts)
-    instants.update(e for e in cov_ends if e < end)
-    timeline: list[tuple[int, int, int]] = []
-    prev: tuple[int, int] | None = None
-    for t in sorted(instants):
-        j = bisect_right(cov_starts, t) - 1
-        i = bisect_right(change_ts, t) - 1
+    timeline: list[tuple[int, int, int, int]] = []
+    i = bisect_right(change_ts, start) - 1  # the change in force at t
+    j = 0  # the coverage interval t is in, or the next one
+    prev_st, prev_rn = -1, -2
+    t = start
+    while True:
+        while i + 1 < n and change_ts[i + 1] <= t:
+            i += 1
+        while j < n_cov and cov_ends[j] <= t:
+            j += 1
         # after a release the agent has no data, as outside its coverage
-        watched = j >= 0 and t < cov_ends[j] and i >= 0 and status[i] != _UNKNOWN
-        state = (status[i], run_start[i]) if watched else (_UNKNOWN, -1)
-        if state != prev:
-            timeline.append((t, state[0], state[1]))
-            prev = state
-    return timeline
-
+        if j < n_cov and cov_starts[j] <= t and i >= 0 and status[i] != _UNKNOWN:
+            st, rn = status[i], run_start[i]
+        else:
+            st, rn = _UNKNOWN, -1
+        if st != prev_st or rn != prev_rn:
+            timeline.append((t, idx, st, rn))
+            prev_st, prev_rn = st, rn
+        nxt = change_ts[i + 1] if i + 1 < n else end
+        if j < n_cov:
+            bound = cov_starts[j] if cov_starts[j] > t else cov_ends[j]
+            if bound < nxt:
+                nxt = bound
+        if nxt >= end:
+            return timeline
+        t = nxt
 
 
 def quorum_size(n_known: int, quorum: int | None) -> int:
@@ -346,26 +378,21 @@ class _OpenOutage:
     maintenance_ms: int = 0
     late: bool = False
     parts: list[OutagePart] = field(default_factory=list)
+    part_start: int = 0
+    part_kind: PartKind | None = None
 
-    def add(self, start: int, end: int, kind: PartKind) -> None:
-        last = self.parts[-1] if self.parts else None
-        if last is not None and last.kind == kind and last.end_ms == start:
-            self.parts[-1] = OutagePart(last.start_ms, end, kind)
-        else:
-            self.parts.append(OutagePart(start, end, kind))
+    def add(self, start: int, kind: PartKind) -> None:
+        """The outage goes on from `start` counted as `kind` (a new part when the kind changes)."""
+        if kind != self.part_kind:
+            if self.part_kind is not None:
+                self.parts.append(OutagePart(self.part_start, start, self.part_kind))
+            self.part_start, self.part_kind = start, kind
 
     def close(self, end: int) -> Outage:
-        return Outage(
-            start_ms=self.start,
-            end_ms=end,
-            counted_ms=end - self.start - self.maintenance_ms,
-            maintenance_ms=self.maintenance_ms,
-            reason=self.reason,
-            agents=tuple(sorted(self.agents)),
-            late_notice=self.late,
-            window_ids=tuple(sorted(self.window_ids)),
-            parts=tuple(self.parts),
-        )
+        if self.part_kind is not None:
+            self.parts.append(OutagePart(self.part_start, end, self.part_kind))
+        return Outage(self.start, end, end - self.start - self.maintenance_ms, self.maintenance_ms, self.reason,
+                      tuple(sorted(self.agents)), self.late, tuple(sorted(self.window_ids)), tuple(self.parts))
 
 
 def downtime_in(span: Interval, outages: Iterable[Outage]) -> dict[PartKind, int]:
@@ -384,8 +411,16 @@ def downtime_in(span: Interval, outages: Iterable[Outage]) -> dict[PartKind, int
 def _first_cause(views: Sequence[tuple[str, Sequence[StateChange]]], run: Sequence[int],
                  agents: Sequence[int]) -> StateChange:
     """The earliest change that put one of `agents` in its present state: an outage's or a spell's reason."""
-    starts = [(views[a][1][run[a]], views[a][0]) for a in agents]
-    return min(starts, key=lambda cn: (cn[0].ts_ms, cn[1], cn[0].reason))[0]
+    best: StateChange | None = None
+    best_key: tuple[int, str, str] | None = None
+    for a in agents:
+        name, changes = views[a]
+        c = changes[run[a]]
+        key = (c.ts_ms, name, c.reason)
+        if best_key is None or key < best_key:
+            best, best_key = c, key
+    assert best is not None
+    return best
 
 
 def period_basis_ms(policy: Policy, period: Interval) -> int:
@@ -394,16 +429,11 @@ def period_basis_ms(policy: Policy, period: Interval) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _exact_target(target_pct: float) -> Fraction:
-    """The decimal the user wrote, not its binary approximation (a report has a few distinct targets: parsed once
-    each)."""
-    return Fraction(repr(float(target_pct)))
-
-
-def _floor_pct(exact: Fraction, decimals: int) -> float:
-    scale: int = 10**decimals
-    scaled = exact * 100 * scale
-    return (scaled.numerator // scaled.denominator) / scale
+def _exact_target(target_pct: float) -> tuple[int, int]:
+    """The decimal the user wrote, not its binary approximation, as (numerator, denominator) (a report has a few
+    distinct targets: parsed once each)."""
+    exact = Fraction(repr(float(target_pct)))
+    return exact.numerator, exact.denominator
 
 
 def availability(
@@ -435,30 +465,31 @@ def availability(
         raise ValueError(f"target must be within 0-100 %, got {target_pct}")
     start, end = period.start_ms, period.end_ms
 
-    # ts -> [(agent index, status, run index)], or [(-1 - window index, +1 open / -1 close, 0)]
-    events: dict[int, list[tuple[int, int, int]]] = {}
+    # (ts, agent index, status, run index) or (ts, -1 - window index, +1 open / -1 close, 0), sorted by instant
+    events: list[tuple[int, int, int, int]] = []
     views: list[tuple[str, Sequence[StateChange]]] = []
     for idx, view in enumerate(agents):
         views.append((view.agent, view.changes))
-        for t, st, rn in _agent_timeline(view, start, end):
-            events.setdefault(t, []).append((idx, st, rn))
+        events += _agent_timeline(view, start, end, idx)
     timely_flags: list[bool] = []
     for w_idx, w in enumerate(windows):
         timely_flags.append(timely(w, policy.maintenance_notice_ms))
         s, e = max(w.start_ms, start), min(w.end_ms, end)
         if s < e:
-            events.setdefault(s, []).append((-1 - w_idx, 1, 0))
-            events.setdefault(e, []).append((-1 - w_idx, -1, 0))
+            events.append((s, -1 - w_idx, 1, 0))
+            events.append((e, -1 - w_idx, -1, 0))
+    events.sort()  # the agents' runs are sorted already: a merge
+    events.append((end, 0, 0, 0))  # ends the last segment
 
-    bounds = sorted({start, end, *events})
     n = len(views)
     status = [_UNKNOWN] * n
     run = [-1] * n
-    n_known = n_down = n_bad = 0
+    seeing = [n, 0, 0, 0]  # how many agents see each status
     active_windows: set[int] = set()
     n_timely = n_late = 0
     fixed_quorum = policy.quorum
-    is_down = is_degraded = False
+    known = is_down = is_degraded = False
+    agents_moved = windows_moved = False
 
     up_ms = down_ms = maint_ms = unmon_ms = unmon_counted_ms = degraded_ms = 0
     outages: list[Outage] = []
@@ -468,79 +499,83 @@ def availability(
     gap_start: int | None = None
     current: _OpenOutage | None = None
 
-    for k in range(len(bounds) - 1):
-        t = bounds[k]
-        length = bounds[k + 1] - t
-        agents_moved = False
-        for a, st, rn in events.get(t, ()):
-            if a >= 0:
-                n_known += (st != _UNKNOWN) - (status[a] != _UNKNOWN)
-                n_down += (st == _DOWN) - (status[a] == _DOWN)
-                n_bad += (st in (_DOWN, _DEGRADED)) - (status[a] in (_DOWN, _DEGRADED))
-                status[a], run[a] = st, rn
-                agents_moved = True
-                continue
+    # Each segment [t, nxt) is counted when the first event after it arrives, once every event at t is applied.
+    t = start
+    for nxt, a, st, rn in events if start < end else ():
+        if nxt != t:
+            length = nxt - t
+            if agents_moved:
+                n_known = n - seeing[_UNKNOWN]
+                need = min(n_known // 2 + 1 if fixed_quorum is None else fixed_quorum, n_known)  # quorum_size
+                known = n_known > 0
+                is_down = known and seeing[_DOWN] >= need
+                is_degraded = known and not is_down and seeing[_DOWN] + seeing[_DEGRADED] >= need
+            if spell is not None and not is_degraded:
+                spells.append(spell.close(t))
+                spell = None
+            if not known:
+                unmon_ms += length
+                if n_timely == 0:
+                    unmon_counted_ms += length
+                if gap_start is None:
+                    gap_start = t
+                if current is not None:
+                    outages.append(current.close(t))
+                    current = None
+            else:
+                if gap_start is not None:
+                    gaps.append(Interval(gap_start, t))
+                    gap_start = None
+                if not is_down:
+                    up_ms += length
+                    if current is not None:
+                        outages.append(current.close(t))
+                        current = None
+                    if is_degraded:
+                        degraded_ms += length
+                        if spell is None or agents_moved:
+                            bad_agents = [i for i in range(n) if status[i] == _DOWN or status[i] == _DEGRADED]
+                            if spell is None:
+                                spell = _OpenSpell(t, _first_cause(views, run, bad_agents).reason, set())
+                            spell.agents.update([views[i][0] for i in bad_agents])
+                else:
+                    if current is None or agents_moved:
+                        down_agents = [i for i in range(n) if status[i] == _DOWN]
+                        if current is None:
+                            current = _OpenOutage(t, _first_cause(views, run, down_agents).reason, set())
+                            windows_moved = True
+                        current.agents.update([views[i][0] for i in down_agents])
+                    if windows_moved and active_windows:
+                        current.window_ids.update([windows[w].id for w in active_windows])
+                    if n_timely > 0:
+                        maint_ms += length
+                        current.maintenance_ms += length
+                        current.add(t, "excused")
+                    else:
+                        down_ms += length
+                        if n_late > 0:
+                            current.late = True
+                        current.add(t, "late_notice" if n_late > 0 else "counted")
+            if nxt >= end:
+                break
+            t = nxt
+            agents_moved = windows_moved = False
+        if a >= 0:
+            seeing[status[a]] -= 1
+            seeing[st] += 1
+            status[a], run[a] = st, rn
+            agents_moved = True
+        else:
             w_idx = -1 - a
             if st > 0:
                 active_windows.add(w_idx)
             else:
                 active_windows.discard(w_idx)
+            windows_moved = True
             if timely_flags[w_idx]:
                 n_timely += st
             else:
                 n_late += st
-        if agents_moved:
-            need = min(n_known // 2 + 1 if fixed_quorum is None else fixed_quorum, n_known)  # quorum_size, inline
-            is_down = n_known > 0 and n_down >= need
-            is_degraded = n_known > 0 and not is_down and n_bad >= need
-        if spell is not None and not (n_known > 0 and is_degraded):
-            spells.append(spell.close(t))
-            spell = None
-
-        if n_known == 0:
-            unmon_ms += length
-            if n_timely == 0:
-                unmon_counted_ms += length
-            if gap_start is None:
-                gap_start = t
-            if current is not None:
-                outages.append(current.close(t))
-                current = None
-            continue
-        if gap_start is not None:
-            gaps.append(Interval(gap_start, t))
-            gap_start = None
-
-        if not is_down:
-            up_ms += length
-            if current is not None:
-                outages.append(current.close(t))
-                current = None
-            if is_degraded:
-                degraded_ms += length
-                if spell is None or agents_moved:
-                    bad_agents = [a for a in range(n) if status[a] in (_DOWN, _DEGRADED)]
-                    if spell is None:
-                        spell = _OpenSpell(t, _first_cause(views, run, bad_agents).reason, set())
-                    spell.agents.update([views[a][0] for a in bad_agents])
-            continue
-
-        if current is None or agents_moved:
-            down_agents = [a for a in range(n) if status[a] == _DOWN]
-            if current is None:
-                current = _OpenOutage(start=t, reason=_first_cause(views, run, down_agents).reason, agents=set())
-            current.agents.update([views[a][0] for a in down_agents])
-        if active_windows:
-            current.window_ids.update([windows[w].id for w in active_windows])
-        if n_timely > 0:
-            maint_ms += length
-            current.maintenance_ms += length
-            current.add(t, t + length, "excused")
-        else:
-            down_ms += length
-            if n_late > 0:
-                current.late = True
-            current.add(t, t + length, "late_notice" if n_late > 0 else "counted")
 
     if current is not None:
         outages.append(current.close(end))
@@ -553,17 +588,20 @@ def availability(
     if policy.unmonitored == "exclude":
         basis_ms = max(0, basis_ms - unmon_ms)
     downtime_ms = down_ms + (unmon_counted_ms if policy.unmonitored == "down" else 0)
-    target = _exact_target(target_pct)
-    budget = math.floor((1 - target / 100) * basis_ms) - downtime_ms
+    # Exact rational arithmetic in integers: the target is num/den percent, the budget
+    # floor((1 - target / 100) * basis) - downtime, the availability (basis - downtime) / basis.
+    target_num, target_den = _exact_target(target_pct)
+    budget = (100 * target_den - target_num) * basis_ms // (100 * target_den) - downtime_ms
 
     ratio: float | None = None
     pct: float | None = None
     met: bool | None = None
     if unmon_ms < end - start and basis_ms > 0:
-        exact = Fraction(max(0, basis_ms - downtime_ms), basis_ms)
-        ratio = float(exact)
-        pct = _floor_pct(exact, policy.decimals)
-        met = exact * 100 >= target
+        kept = max(0, basis_ms - downtime_ms)
+        ratio = kept / basis_ms  # int / int is correctly rounded, as float(Fraction(kept, basis_ms)) is
+        scale = 10**policy.decimals
+        pct = kept * 100 * scale // basis_ms / scale
+        met = kept * 100 * target_den >= target_num * basis_ms
 
     return Availability(
         period=period,
