@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -276,24 +276,48 @@ def _merge(intervals: Iterable[Interval], start: int, end: int) -> tuple[list[in
 def _agent_timeline(view: AgentView, start: int, end: int, idx: int) -> list[tuple[int, int, int, int]]:
     """One agent's view as transitions (ts, idx, status, index of the change that began the current run).
 
-    The first transition is at `start`; the others fall strictly inside (start, end). One walk over the sorted
-    changes and the merged coverage together: the view can only move at a change or a coverage bound.
+    The first transition is at `start`; the others fall strictly inside (start, end). The view can only move at a
+    change or a coverage bound; when every change has an instant of its own, only where a run of one status begins.
     """
     changes = view.changes  # sorted by AgentView
-    n = len(changes)
     change_ts = [c.ts_ms for c in changes]
-    status: list[int] = []
-    run_start: list[int] = []
-    last, begun = -1, -1
-    for i, c in enumerate(changes):
-        st = _UNKNOWN if c.released else _DOWN if not c.up else _DEGRADED if c.degraded else _UP
-        if st != last:
-            last, begun = st, i
-        status.append(st)
-        run_start.append(begun)
+    status = [_UNKNOWN if c.released else _DOWN if not c.up else _DEGRADED if c.degraded else _UP for c in changes]
     cov_starts, cov_ends = _merge(view.coverage, start, end)
-    n_cov = len(cov_starts)
+    if len(set(change_ts)) < len(change_ts):
+        return _walked_timeline(change_ts, status, cov_starts, cov_ends, start, end, idx)
 
+    timeline: list[tuple[int, int, int, int]] = []
+    if not cov_starts or cov_starts[0] > start:
+        timeline.append((start, idx, _UNKNOWN, -1))
+    for cs, ce in zip(cov_starts, cov_ends, strict=True):
+        i = bisect_right(change_ts, cs) - 1  # the change in force at cs
+        if i >= 0 and status[i] != _UNKNOWN:  # after a release the agent has no data, as outside its coverage
+            st, begun = status[i], i
+            while begun and status[begun - 1] == st:
+                begun -= 1
+            timeline.append((cs, idx, st, begun))
+        elif cs == start:
+            timeline.append((start, idx, _UNKNOWN, -1))
+        hi = bisect_left(change_ts, ce)  # the changes inside (cs, ce) are i + 1 .. hi - 1
+        lo = i + 1
+        if lo == 0 < hi:
+            if status[0] != _UNKNOWN:
+                timeline.append((change_ts[0], idx, status[0], 0))
+            lo = 1
+        timeline += [(change_ts[r], idx, status[r], r if status[r] != _UNKNOWN else -1)
+                     for r in range(lo, hi) if status[r] != status[r - 1]]
+        if ce < end and hi > 0 and status[hi - 1] != _UNKNOWN:
+            timeline.append((ce, idx, _UNKNOWN, -1))
+    return timeline
+
+
+def _walked_timeline(change_ts: Sequence[int], status: Sequence[int], cov_starts: Sequence[int],
+                     cov_ends: Sequence[int], start: int, end: int, idx: int) -> list[tuple[int, int, int, int]]:
+    """_agent_timeline for any changes (several at one instant: the last one there counts), instant by instant."""
+    n, n_cov = len(change_ts), len(cov_starts)
+    run_start: list[int] = []
+    for i in range(n):
+        run_start.append(i if i == 0 or status[i - 1] != status[i] else run_start[i - 1])
     timeline: list[tuple[int, int, int, int]] = []
     i = bisect_right(change_ts, start) - 1  # the change in force at t
     j = 0  # the coverage interval t is in, or the next one
@@ -304,7 +328,6 @@ def _agent_timeline(view: AgentView, start: int, end: int, idx: int) -> list[tup
             i += 1
         while j < n_cov and cov_ends[j] <= t:
             j += 1
-        # after a release the agent has no data, as outside its coverage
         if j < n_cov and cov_starts[j] <= t and i >= 0 and status[i] != _UNKNOWN:
             st, rn = status[i], run_start[i]
         else:
@@ -320,6 +343,7 @@ def _agent_timeline(view: AgentView, start: int, end: int, idx: int) -> list[tup
         if nxt >= end:
             return timeline
         t = nxt
+
 
 
 def quorum_size(n_known: int, quorum: int | None) -> int:
