@@ -352,6 +352,23 @@ def quorum_size(n_known: int, quorum: int | None) -> int:
     incident desk."""
     return min(n_known // 2 + 1 if quorum is None else quorum, n_known)
 
+@functools.lru_cache(maxsize=64)
+def _state_table(n: int, quorum: int | None) -> tuple[tuple[int, ...], tuple[int, int, int, int]]:
+    """The component's state by how many of its `n` agents see it unknown, down and degraded (the rest see it up),
+    and the weight of each agent status in the table's index: the sweep moves the index by one addition per event."""
+    base = n + 1
+    weight = (base * base, 0, base, 1)  # by status: _UNKNOWN, _UP, _DOWN, _DEGRADED
+    table: list[int] = []
+    for unknown in range(base):
+        for down in range(base):
+            for degraded in range(base):
+                n_known = n - unknown
+                need = quorum_size(n_known, quorum)
+                table.append(_UNKNOWN if n_known <= 0 else _DOWN if down >= need
+                             else _DEGRADED if down + degraded >= need else _UP)
+    return tuple(table), weight
+
+
 @dataclass(slots=True)
 class _OpenSpell:
     start: int
@@ -508,14 +525,13 @@ def availability(
     n = len(views)
     status = [_UNKNOWN] * n
     run = [-1] * n
-    seeing = [n, 0, 0, 0]  # how many agents see each status
+    # How many agents see the component unknown, down and degraded, as one index into the table of its state.
+    state_of, weight = _state_table(n, policy.quorum)
+    seen = weight[_UNKNOWN] * n
     active_windows: set[int] = set()
     n_timely = n_late = 0
-    fixed_quorum = policy.quorum
-    known = is_down = is_degraded = False
-    agents_moved = windows_moved = False
 
-    up_ms = down_ms = maint_ms = unmon_ms = unmon_counted_ms = degraded_ms = 0
+    down_ms = maint_ms = unmon_ms = unmon_counted_ms = degraded_ms = 0
     outages: list[Outage] = []
     spells: list[DegradedSpell] = []
     spell: _OpenSpell | None = None
@@ -524,78 +540,64 @@ def availability(
     current: _OpenOutage | None = None
 
     # Each segment [t, nxt) is counted when the first event after it arrives, once every event at t is applied.
-    t = start
+    # Up time is what is left at the end: a segment up after one up needs nothing.
+    t, before = start, -1
     for nxt, a, st, rn in events if start < end else ():
         if nxt != t:
-            length = nxt - t
-            if agents_moved:
-                n_known = n - seeing[_UNKNOWN]
-                need = min(n_known // 2 + 1 if fixed_quorum is None else fixed_quorum, n_known)  # quorum_size
-                known = n_known > 0
-                is_down = known and seeing[_DOWN] >= need
-                is_degraded = known and not is_down and seeing[_DOWN] + seeing[_DEGRADED] >= need
-            if spell is not None and not is_degraded:
-                spells.append(spell.close(t))
-                spell = None
-            if not known:
-                unmon_ms += length
-                if n_timely == 0:
-                    unmon_counted_ms += length
-                if gap_start is None:
-                    gap_start = t
-                if current is not None:
+            state = state_of[seen]
+            if state != _UP or before != _UP:
+                before = state
+                length = nxt - t
+                if spell is not None and state != _DEGRADED:
+                    spells.append(spell.close(t))
+                    spell = None
+                if current is not None and state != _DOWN:
                     outages.append(current.close(t))
                     current = None
-            else:
-                if gap_start is not None:
-                    gaps.append(Interval(gap_start, t))
-                    gap_start = None
-                if not is_down:
-                    up_ms += length
-                    if current is not None:
-                        outages.append(current.close(t))
-                        current = None
-                    if is_degraded:
-                        degraded_ms += length
-                        if spell is None or agents_moved:
-                            bad_agents = [i for i in range(n) if status[i] == _DOWN or status[i] == _DEGRADED]
-                            if spell is None:
-                                spell = _OpenSpell(t, _first_cause(views, run, bad_agents).reason, set())
-                            spell.agents.update([views[i][0] for i in bad_agents])
+                if state == _UNKNOWN:
+                    unmon_ms += length
+                    if n_timely == 0:
+                        unmon_counted_ms += length
+                    if gap_start is None:
+                        gap_start = t
                 else:
-                    if current is None or agents_moved:
+                    if gap_start is not None:
+                        gaps.append(Interval(gap_start, t))
+                        gap_start = None
+                    if state == _DEGRADED:
+                        degraded_ms += length
+                        bad_agents = [i for i in range(n) if status[i] == _DOWN or status[i] == _DEGRADED]
+                        if spell is None:
+                            spell = _OpenSpell(t, _first_cause(views, run, bad_agents).reason, set())
+                        spell.agents.update([views[i][0] for i in bad_agents])
+                    elif state == _DOWN:
                         down_agents = [i for i in range(n) if status[i] == _DOWN]
                         if current is None:
                             current = _OpenOutage(t, _first_cause(views, run, down_agents).reason, set())
-                            windows_moved = True
                         current.agents.update([views[i][0] for i in down_agents])
-                    if windows_moved and active_windows:
-                        current.window_ids.update([windows[w].id for w in active_windows])
-                    if n_timely > 0:
-                        maint_ms += length
-                        current.maintenance_ms += length
-                        current.add(t, "excused")
-                    else:
-                        down_ms += length
-                        if n_late > 0:
-                            current.late = True
-                        current.add(t, "late_notice" if n_late > 0 else "counted")
+                        if active_windows:
+                            current.window_ids.update([windows[w].id for w in active_windows])
+                        if n_timely > 0:
+                            maint_ms += length
+                            current.maintenance_ms += length
+                            current.add(t, "excused")
+                        else:
+                            down_ms += length
+                            if n_late > 0:
+                                current.late = True
+                            current.add(t, "late_notice" if n_late > 0 else "counted")
             if nxt >= end:
                 break
             t = nxt
-            agents_moved = windows_moved = False
         if a >= 0:
-            seeing[status[a]] -= 1
-            seeing[st] += 1
+            seen += weight[st] - weight[status[a]]
             status[a], run[a] = st, rn
-            agents_moved = True
         else:
             w_idx = -1 - a
             if st > 0:
                 active_windows.add(w_idx)
             else:
                 active_windows.discard(w_idx)
-            windows_moved = True
             if timely_flags[w_idx]:
                 n_timely += st
             else:
@@ -607,6 +609,7 @@ def availability(
         spells.append(spell.close(end))
     if gap_start is not None:
         gaps.append(Interval(gap_start, end))
+    up_ms = end - start - down_ms - maint_ms - unmon_ms  # degraded time is up time
 
     basis_ms = period_basis_ms(policy, period)
     if policy.unmonitored == "exclude":
