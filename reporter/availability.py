@@ -8,6 +8,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from itertools import groupby
 from typing import Literal
 
 from slawatch.model import ComponentRef, Heartbeats, Interval, MaintenanceWindow, StateChange
@@ -22,20 +23,18 @@ _UNKNOWN, _UP, _DOWN, _DEGRADED = 0, 1, 2, 3
 
 
 _BY_TS = operator.attrgetter("ts_ms")
+_BY_COMPONENT = operator.attrgetter("ref.component")
+_BY_AGENT = operator.attrgetter("agent")
+_FLAGS = operator.attrgetter("up", "degraded", "released")
+_STATUS_OF_FLAGS = {  # a change's status by (up, degraded, released); released: the agent stopped watching it
+    (up, degraded, released): _UNKNOWN if released else _DOWN if not up else _DEGRADED if degraded else _UP
+    for up in (False, True) for degraded in (False, True) for released in (False, True)}
 
 
 def _change_order(c: StateChange) -> tuple[int, bool, bool, bool, str]:
     # At equal instants a release sorts first (a change at the same instant is a later view), then a "down" sorts
     # last and so wins, then a "degraded": the conservative reading of a tie.
     return (c.ts_ms, not c.released, not c.up, c.degraded, c.reason)
-
-
-def _status(c: StateChange) -> int:
-    if c.released:
-        return _UNKNOWN  # the agent stopped watching it here (handed over, or removed from its config)
-    if not c.up:
-        return _DOWN
-    return _DEGRADED if c.degraded else _UP
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +52,7 @@ class AgentView:
     def __post_init__(self) -> None:
         # By instant alone first (a C key); the full order decides only between changes at one instant.
         changes = sorted(self.changes, key=_BY_TS)
-        if len({c.ts_ms for c in changes}) < len(changes):
+        if len(set(map(_BY_TS, changes))) < len(changes):
             changes = sorted(self.changes, key=_change_order)
         object.__setattr__(self, "changes", tuple(changes))
         object.__setattr__(self, "coverage", tuple(self.coverage))
@@ -206,16 +205,11 @@ def coverage_from_heartbeats(
 
 def _by_component(changes: Iterable[StateChange]) -> dict[str, dict[str, list[StateChange]]]:
     by_component: dict[str, dict[str, list[StateChange]]] = {}
-    component, per_agent = None, {}  # the stores read a component's changes together: one lookup per run
-    for c in changes:
-        if c.ref.component != component:
-            component = c.ref.component
-            per_agent = by_component.setdefault(component, {})
-        agent = per_agent.get(c.agent)
-        if agent is None:
-            per_agent[c.agent] = [c]
-        else:
-            agent.append(c)
+    # The stores read a component's changes together: one lookup per run of them, an agent's in their order.
+    for component, run in groupby(changes, key=_BY_COMPONENT):
+        per_agent = by_component.setdefault(component, {})
+        for agent, own in groupby(sorted(run, key=_BY_AGENT), key=_BY_AGENT):
+            per_agent.setdefault(agent, []).extend(own)
     return by_component
 
 
@@ -280,8 +274,8 @@ def _agent_timeline(view: AgentView, start: int, end: int, idx: int) -> list[tup
     change or a coverage bound; when every change has an instant of its own, only where a run of one status begins.
     """
     changes = view.changes  # sorted by AgentView
-    change_ts = [c.ts_ms for c in changes]
-    status = [_UNKNOWN if c.released else _DOWN if not c.up else _DEGRADED if c.degraded else _UP for c in changes]
+    change_ts = list(map(_BY_TS, changes))
+    status = list(map(_STATUS_OF_FLAGS.__getitem__, map(_FLAGS, changes)))
     cov_starts, cov_ends = _merge(view.coverage, start, end)
     if len(set(change_ts)) < len(change_ts):
         return _walked_timeline(change_ts, status, cov_starts, cov_ends, start, end, idx)
@@ -433,7 +427,8 @@ class _OpenOutage:
         if self.part_kind is not None:
             self.parts.append(OutagePart(self.part_start, end, self.part_kind))
         return Outage(self.start, end, end - self.start - self.maintenance_ms, self.maintenance_ms, self.reason,
-                      tuple(sorted(self.agents)), self.late, tuple(sorted(self.window_ids)), tuple(self.parts))
+                      tuple(sorted(self.agents)), self.late, tuple(sorted(self.window_ids)) if self.window_ids else (),
+                      tuple(self.parts))
 
 
 def downtime_in(span: Interval, outages: Iterable[Outage]) -> dict[PartKind, int]:
@@ -449,13 +444,19 @@ def downtime_in(span: Interval, outages: Iterable[Outage]) -> dict[PartKind, int
     return out
 
 
-def _first_cause(views: Sequence[tuple[str, Sequence[StateChange]]], run: Sequence[int],
-                 agents: Sequence[int]) -> StateChange:
-    """The earliest change that put one of `agents` in its present state: an outage's or a spell's reason."""
+_DOWN_ONLY = (_DOWN,)
+_FAULTS = (_DOWN, _DEGRADED)
+
+
+def _first_cause(views: Sequence[tuple[str, Sequence[StateChange]]], status: Sequence[int], run: Sequence[int],
+                 wanted: tuple[int, ...]) -> StateChange:
+    """The earliest change that put one of the agents seeing a `wanted` status in its present state: an outage's or a
+    spell's reason."""
     best: StateChange | None = None
     best_key: tuple[int, str, str] | None = None
-    for a in agents:
-        name, changes = views[a]
+    for a, (name, changes) in enumerate(views):
+        if status[a] not in wanted:
+            continue
         c = changes[run[a]]
         key = (c.ts_ms, name, c.reason)
         if best_key is None or key < best_key:
@@ -566,15 +567,13 @@ def availability(
                         gap_start = None
                     if state == _DEGRADED:
                         degraded_ms += length
-                        bad_agents = [i for i in range(n) if status[i] == _DOWN or status[i] == _DEGRADED]
                         if spell is None:
-                            spell = _OpenSpell(t, _first_cause(views, run, bad_agents).reason, set())
-                        spell.agents.update([views[i][0] for i in bad_agents])
+                            spell = _OpenSpell(t, _first_cause(views, status, run, _FAULTS).reason, set())
+                        spell.agents.update([views[i][0] for i in range(n) if status[i] in _FAULTS])
                     elif state == _DOWN:
-                        down_agents = [i for i in range(n) if status[i] == _DOWN]
                         if current is None:
-                            current = _OpenOutage(t, _first_cause(views, run, down_agents).reason, set())
-                        current.agents.update([views[i][0] for i in down_agents])
+                            current = _OpenOutage(t, _first_cause(views, status, run, _DOWN_ONLY).reason, set())
+                        current.agents.update([views[i][0] for i in range(n) if status[i] == _DOWN])
                         if active_windows:
                             current.window_ids.update([windows[w].id for w in active_windows])
                         if n_timely > 0:
