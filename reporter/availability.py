@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-import math
-from bisect import bisect_right
-from collections import defaultdict
+import operator
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from itertools import groupby
 from typing import Literal
 
 from slawatch.model import ComponentRef, Heartbeats, Interval, MaintenanceWindow, StateChange
@@ -22,18 +22,19 @@ HEARTBEAT_GAP_FACTOR = 3
 _UNKNOWN, _UP, _DOWN, _DEGRADED = 0, 1, 2, 3
 
 
+_BY_TS = operator.attrgetter("ts_ms")
+_BY_COMPONENT = operator.attrgetter("ref.component")
+_BY_AGENT = operator.attrgetter("agent")
+_FLAGS = operator.attrgetter("up", "degraded", "released")
+_STATUS_OF_FLAGS = {  # a change's status by (up, degraded, released); released: the agent stopped watching it
+    (up, degraded, released): _UNKNOWN if released else _DOWN if not up else _DEGRADED if degraded else _UP
+    for up in (False, True) for degraded in (False, True) for released in (False, True)}
+
+
 def _change_order(c: StateChange) -> tuple[int, bool, bool, bool, str]:
     # At equal instants a release sorts first (a change at the same instant is a later view), then a "down" sorts
     # last and so wins, then a "degraded": the conservative reading of a tie.
     return (c.ts_ms, not c.released, not c.up, c.degraded, c.reason)
-
-
-def _status(c: StateChange) -> int:
-    if c.released:
-        return _UNKNOWN  # the agent stopped watching it here (handed over, or removed from its config)
-    if not c.up:
-        return _DOWN
-    return _DEGRADED if c.degraded else _UP
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,11 @@ class AgentView:
     coverage: Sequence[Interval]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "changes", tuple(sorted(self.changes, key=_change_order)))
+        # By instant alone first (a C key); the full order decides only between changes at one instant.
+        changes = sorted(self.changes, key=_BY_TS)
+        if len(set(map(_BY_TS, changes))) < len(changes):
+            changes = sorted(self.changes, key=_change_order)
+        object.__setattr__(self, "changes", tuple(changes))
         object.__setattr__(self, "coverage", tuple(self.coverage))
 
 
@@ -199,9 +204,12 @@ def coverage_from_heartbeats(
 
 
 def _by_component(changes: Iterable[StateChange]) -> dict[str, dict[str, list[StateChange]]]:
-    by_component: dict[str, dict[str, list[StateChange]]] = defaultdict(lambda: defaultdict(list))
-    for c in changes:
-        by_component[c.ref.component][c.agent].append(c)
+    by_component: dict[str, dict[str, list[StateChange]]] = {}
+    # The stores read a component's changes together: one lookup per run of them, an agent's in their order.
+    for component, run in groupby(changes, key=_BY_COMPONENT):
+        per_agent = by_component.setdefault(component, {})
+        for agent, own in groupby(sorted(run, key=_BY_AGENT), key=_BY_AGENT):
+            per_agent.setdefault(agent, []).extend(own)
     return by_component
 
 
@@ -238,7 +246,8 @@ class AgentViews:
         per_agent = self._changes.get(component)
         if not per_agent:
             return None
-        latest = max((c for changes in per_agent.values() for c in changes), key=lambda c: (c.ts_ms, c.agent))
+        # The first latest change of each agent, then the latest of those (ties: the agent that sorts last).
+        latest = max((max(changes, key=_BY_TS) for changes in per_agent.values()), key=lambda c: (c.ts_ms, c.agent))
         return latest.ref
 
 
@@ -258,35 +267,76 @@ def _merge(intervals: Iterable[Interval], start: int, end: int) -> tuple[list[in
     return starts, ends
 
 
-def _agent_timeline(view: AgentView, start: int, end: int) -> list[tuple[int, int, int]]:
-    """One agent's view as transitions (ts, status, index of the change that began the current run).
+def _agent_timeline(view: AgentView, start: int, end: int, idx: int) -> list[tuple[int, int, int, int]]:
+    """One agent's view as transitions (ts, idx, status, index of the change that began the current run).
 
-    The first transition is at `start`; the others fall strictly inside (start, end).
+    The first transition is at `start`; the others fall strictly inside (start, end). The view can only move at a
+    change or a coverage bound; when every change has an instant of its own, only where a run of one status begins.
     """
     changes = view.changes  # sorted by AgentView
-    change_ts = [c.ts_ms for c in changes]
-    status = [_status(c) for c in changes]
-    run_start: list[int] = []
-    for i in range(len(changes)):
-        run_start.append(i if i == 0 or status[i - 1] != status[i] else run_start[i - 1])
+    change_ts = list(map(_BY_TS, changes))
+    status = list(map(_STATUS_OF_FLAGS.__getitem__, map(_FLAGS, changes)))
     cov_starts, cov_ends = _merge(view.coverage, start, end)
+    if len(set(change_ts)) < len(change_ts):
+        return _walked_timeline(change_ts, status, cov_starts, cov_ends, start, end, idx)
 
-    instants = {start}
-    instants.update(ts for ts in change_ts if start < ts < end)
-    instants.update(cov_starts)
-    instants.update(e for e in cov_ends if e < end)
-    timeline: list[tuple[int, int, int]] = []
-    prev: tuple[int, int] | None = None
-    for t in sorted(instants):
-        j = bisect_right(cov_starts, t) - 1
-        i = bisect_right(change_ts, t) - 1
-        # after a release the agent has no data, as outside its coverage
-        watched = j >= 0 and t < cov_ends[j] and i >= 0 and status[i] != _UNKNOWN
-        state = (status[i], run_start[i]) if watched else (_UNKNOWN, -1)
-        if state != prev:
-            timeline.append((t, state[0], state[1]))
-            prev = state
+    timeline: list[tuple[int, int, int, int]] = []
+    if not cov_starts or cov_starts[0] > start:
+        timeline.append((start, idx, _UNKNOWN, -1))
+    for cs, ce in zip(cov_starts, cov_ends, strict=True):
+        i = bisect_right(change_ts, cs) - 1  # the change in force at cs
+        if i >= 0 and status[i] != _UNKNOWN:  # after a release the agent has no data, as outside its coverage
+            st, begun = status[i], i
+            while begun and status[begun - 1] == st:
+                begun -= 1
+            timeline.append((cs, idx, st, begun))
+        elif cs == start:
+            timeline.append((start, idx, _UNKNOWN, -1))
+        hi = bisect_left(change_ts, ce)  # the changes inside (cs, ce) are i + 1 .. hi - 1
+        lo = i + 1
+        if lo == 0 < hi:
+            if status[0] != _UNKNOWN:
+                timeline.append((change_ts[0], idx, status[0], 0))
+            lo = 1
+        timeline += [(change_ts[r], idx, status[r], r if status[r] != _UNKNOWN else -1)
+                     for r in range(lo, hi) if status[r] != status[r - 1]]
+        if ce < end and hi > 0 and status[hi - 1] != _UNKNOWN:
+            timeline.append((ce, idx, _UNKNOWN, -1))
     return timeline
+
+
+def _walked_timeline(change_ts: Sequence[int], status: Sequence[int], cov_starts: Sequence[int],
+                     cov_ends: Sequence[int], start: int, end: int, idx: int) -> list[tuple[int, int, int, int]]:
+    """_agent_timeline for any changes (several at one instant: the last one there counts), instant by instant."""
+    n, n_cov = len(change_ts), len(cov_starts)
+    run_start: list[int] = []
+    for i in range(n):
+        run_start.append(i if i == 0 or status[i - 1] != status[i] else run_start[i - 1])
+    timeline: list[tuple[int, int, int, int]] = []
+    i = bisect_right(change_ts, start) - 1  # the change in force at t
+    j = 0  # the coverage interval t is in, or the next one
+    prev_st, prev_rn = -1, -2
+    t = start
+    while True:
+        while i + 1 < n and change_ts[i + 1] <= t:
+            i += 1
+        while j < n_cov and cov_ends[j] <= t:
+            j += 1
+        if j < n_cov and cov_starts[j] <= t and i >= 0 and status[i] != _UNKNOWN:
+            st, rn = status[i], run_start[i]
+        else:
+            st, rn = _UNKNOWN, -1
+        if st != prev_st or rn != prev_rn:
+            timeline.append((t, idx, st, rn))
+            prev_st, prev_rn = st, rn
+        nxt = change_ts[i + 1] if i + 1 < n else end
+        if j < n_cov:
+            bound = cov_starts[j] if cov_starts[j] > t else cov_ends[j]
+            if bound < nxt:
+                nxt = bound
+        if nxt >= end:
+            return timeline
+        t = nxt
 
 
 
@@ -295,6 +345,23 @@ def quorum_size(n_known: int, quorum: int | None) -> int:
     majority when None; all of them when fewer have data than the quorum. The one rule for the report and the
     incident desk."""
     return min(n_known // 2 + 1 if quorum is None else quorum, n_known)
+
+@functools.lru_cache(maxsize=64)
+def _state_table(n: int, quorum: int | None) -> tuple[tuple[int, ...], tuple[int, int, int, int]]:
+    """The component's state by how many of its `n` agents see it unknown, down and degraded (the rest see it up),
+    and the weight of each agent status in the table's index: the sweep moves the index by one addition per event."""
+    base = n + 1
+    weight = (base * base, 0, base, 1)  # by status: _UNKNOWN, _UP, _DOWN, _DEGRADED
+    table: list[int] = []
+    for unknown in range(base):
+        for down in range(base):
+            for degraded in range(base):
+                n_known = n - unknown
+                need = quorum_size(n_known, quorum)
+                table.append(_UNKNOWN if n_known <= 0 else _DOWN if down >= need
+                             else _DEGRADED if down + degraded >= need else _UP)
+    return tuple(table), weight
+
 
 @dataclass(slots=True)
 class _OpenSpell:
@@ -346,26 +413,22 @@ class _OpenOutage:
     maintenance_ms: int = 0
     late: bool = False
     parts: list[OutagePart] = field(default_factory=list)
+    part_start: int = 0
+    part_kind: PartKind | None = None
 
-    def add(self, start: int, end: int, kind: PartKind) -> None:
-        last = self.parts[-1] if self.parts else None
-        if last is not None and last.kind == kind and last.end_ms == start:
-            self.parts[-1] = OutagePart(last.start_ms, end, kind)
-        else:
-            self.parts.append(OutagePart(start, end, kind))
+    def add(self, start: int, kind: PartKind) -> None:
+        """The outage goes on from `start` counted as `kind` (a new part when the kind changes)."""
+        if kind != self.part_kind:
+            if self.part_kind is not None:
+                self.parts.append(OutagePart(self.part_start, start, self.part_kind))
+            self.part_start, self.part_kind = start, kind
 
     def close(self, end: int) -> Outage:
-        return Outage(
-            start_ms=self.start,
-            end_ms=end,
-            counted_ms=end - self.start - self.maintenance_ms,
-            maintenance_ms=self.maintenance_ms,
-            reason=self.reason,
-            agents=tuple(sorted(self.agents)),
-            late_notice=self.late,
-            window_ids=tuple(sorted(self.window_ids)),
-            parts=tuple(self.parts),
-        )
+        if self.part_kind is not None:
+            self.parts.append(OutagePart(self.part_start, end, self.part_kind))
+        return Outage(self.start, end, end - self.start - self.maintenance_ms, self.maintenance_ms, self.reason,
+                      tuple(sorted(self.agents)), self.late, tuple(sorted(self.window_ids)) if self.window_ids else (),
+                      tuple(self.parts))
 
 
 def downtime_in(span: Interval, outages: Iterable[Outage]) -> dict[PartKind, int]:
@@ -381,11 +444,25 @@ def downtime_in(span: Interval, outages: Iterable[Outage]) -> dict[PartKind, int
     return out
 
 
-def _first_cause(views: Sequence[tuple[str, Sequence[StateChange]]], run: Sequence[int],
-                 agents: Sequence[int]) -> StateChange:
-    """The earliest change that put one of `agents` in its present state: an outage's or a spell's reason."""
-    starts = [(views[a][1][run[a]], views[a][0]) for a in agents]
-    return min(starts, key=lambda cn: (cn[0].ts_ms, cn[1], cn[0].reason))[0]
+_DOWN_ONLY = (_DOWN,)
+_FAULTS = (_DOWN, _DEGRADED)
+
+
+def _first_cause(views: Sequence[tuple[str, Sequence[StateChange]]], status: Sequence[int], run: Sequence[int],
+                 wanted: tuple[int, ...]) -> StateChange:
+    """The earliest change that put one of the agents seeing a `wanted` status in its present state: an outage's or a
+    spell's reason."""
+    best: StateChange | None = None
+    best_key: tuple[int, str, str] | None = None
+    for a, (name, changes) in enumerate(views):
+        if status[a] not in wanted:
+            continue
+        c = changes[run[a]]
+        key = (c.ts_ms, name, c.reason)
+        if best_key is None or key < best_key:
+            best, best_key = c, key
+    assert best is not None
+    return best
 
 
 def period_basis_ms(policy: Policy, period: Interval) -> int:
@@ -394,16 +471,11 @@ def period_basis_ms(policy: Policy, period: Interval) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _exact_target(target_pct: float) -> Fraction:
-    """The decimal the user wrote, not its binary approximation (a report has a few distinct targets: parsed once
-    each)."""
-    return Fraction(repr(float(target_pct)))
-
-
-def _floor_pct(exact: Fraction, decimals: int) -> float:
-    scale: int = 10**decimals
-    scaled = exact * 100 * scale
-    return (scaled.numerator // scaled.denominator) / scale
+def _exact_target(target_pct: float) -> tuple[int, int]:
+    """The decimal the user wrote, not its binary approximation, as (numerator, denominator) (a report has a few
+    distinct targets: parsed once each)."""
+    exact = Fraction(repr(float(target_pct)))
+    return exact.numerator, exact.denominator
 
 
 def availability(
@@ -435,32 +507,32 @@ def availability(
         raise ValueError(f"target must be within 0-100 %, got {target_pct}")
     start, end = period.start_ms, period.end_ms
 
-    # ts -> [(agent index, status, run index)], or [(-1 - window index, +1 open / -1 close, 0)]
-    events: dict[int, list[tuple[int, int, int]]] = {}
+    # (ts, agent index, status, run index) or (ts, -1 - window index, +1 open / -1 close, 0), sorted by instant
+    events: list[tuple[int, int, int, int]] = []
     views: list[tuple[str, Sequence[StateChange]]] = []
     for idx, view in enumerate(agents):
         views.append((view.agent, view.changes))
-        for t, st, rn in _agent_timeline(view, start, end):
-            events.setdefault(t, []).append((idx, st, rn))
+        events += _agent_timeline(view, start, end, idx)
     timely_flags: list[bool] = []
     for w_idx, w in enumerate(windows):
         timely_flags.append(timely(w, policy.maintenance_notice_ms))
         s, e = max(w.start_ms, start), min(w.end_ms, end)
         if s < e:
-            events.setdefault(s, []).append((-1 - w_idx, 1, 0))
-            events.setdefault(e, []).append((-1 - w_idx, -1, 0))
+            events.append((s, -1 - w_idx, 1, 0))
+            events.append((e, -1 - w_idx, -1, 0))
+    events.sort()  # the agents' runs are sorted already: a merge
+    events.append((end, 0, 0, 0))  # ends the last segment
 
-    bounds = sorted({start, end, *events})
     n = len(views)
     status = [_UNKNOWN] * n
     run = [-1] * n
-    n_known = n_down = n_bad = 0
+    # How many agents see the component unknown, down and degraded, as one index into the table of its state.
+    state_of, weight = _state_table(n, policy.quorum)
+    seen = weight[_UNKNOWN] * n
     active_windows: set[int] = set()
     n_timely = n_late = 0
-    fixed_quorum = policy.quorum
-    is_down = is_degraded = False
 
-    up_ms = down_ms = maint_ms = unmon_ms = unmon_counted_ms = degraded_ms = 0
+    down_ms = maint_ms = unmon_ms = unmon_counted_ms = degraded_ms = 0
     outages: list[Outage] = []
     spells: list[DegradedSpell] = []
     spell: _OpenSpell | None = None
@@ -468,18 +540,58 @@ def availability(
     gap_start: int | None = None
     current: _OpenOutage | None = None
 
-    for k in range(len(bounds) - 1):
-        t = bounds[k]
-        length = bounds[k + 1] - t
-        agents_moved = False
-        for a, st, rn in events.get(t, ()):
-            if a >= 0:
-                n_known += (st != _UNKNOWN) - (status[a] != _UNKNOWN)
-                n_down += (st == _DOWN) - (status[a] == _DOWN)
-                n_bad += (st in (_DOWN, _DEGRADED)) - (status[a] in (_DOWN, _DEGRADED))
-                status[a], run[a] = st, rn
-                agents_moved = True
-                continue
+    # Each segment [t, nxt) is counted when the first event after it arrives, once every event at t is applied.
+    # Up time is what is left at the end: a segment up after one up needs nothing.
+    t, before = start, -1
+    for nxt, a, st, rn in events if start < end else ():
+        if nxt != t:
+            state = state_of[seen]
+            if state != _UP or before != _UP:
+                before = state
+                length = nxt - t
+                if spell is not None and state != _DEGRADED:
+                    spells.append(spell.close(t))
+                    spell = None
+                if current is not None and state != _DOWN:
+                    outages.append(current.close(t))
+                    current = None
+                if state == _UNKNOWN:
+                    unmon_ms += length
+                    if n_timely == 0:
+                        unmon_counted_ms += length
+                    if gap_start is None:
+                        gap_start = t
+                else:
+                    if gap_start is not None:
+                        gaps.append(Interval(gap_start, t))
+                        gap_start = None
+                    if state == _DEGRADED:
+                        degraded_ms += length
+                        if spell is None:
+                            spell = _OpenSpell(t, _first_cause(views, status, run, _FAULTS).reason, set())
+                        spell.agents.update([views[i][0] for i in range(n) if status[i] in _FAULTS])
+                    elif state == _DOWN:
+                        if current is None:
+                            current = _OpenOutage(t, _first_cause(views, status, run, _DOWN_ONLY).reason, set())
+                        current.agents.update([views[i][0] for i in range(n) if status[i] == _DOWN])
+                        if active_windows:
+                            current.window_ids.update([windows[w].id for w in active_windows])
+                        if n_timely > 0:
+                            maint_ms += length
+                            current.maintenance_ms += length
+                            current.add(t, "excused")
+                        else:
+                            down_ms += length
+                            if n_late > 0:
+                                current.late = True
+                            current.add(t, "late_notice" if n_late > 0 else "counted")
+            if nxt >= end:
+                break
+            t = nxt
+        if a >= 0:
+            seen += weight[st] - weight[status[a]]
+            status[a], run[a] = st, rn
+        else:
             w_idx = -1 - a
             if st > 0:
                 active_windows.add(w_idx)
@@ -489,58 +601,6 @@ def availability(
                 n_timely += st
             else:
                 n_late += st
-        if agents_moved:
-            need = min(n_known // 2 + 1 if fixed_quorum is None else fixed_quorum, n_known)  # quorum_size, inline
-            is_down = n_known > 0 and n_down >= need
-            is_degraded = n_known > 0 and not is_down and n_bad >= need
-        if spell is not None and not (n_known > 0 and is_degraded):
-            spells.append(spell.close(t))
-            spell = None
-
-        if n_known == 0:
-            unmon_ms += length
-            if n_timely == 0:
-                unmon_counted_ms += length
-            if gap_start is None:
-                gap_start = t
-            if current is not None:
-                outages.append(current.close(t))
-                current = None
-            continue
-        if gap_start is not None:
-            gaps.append(Interval(gap_start, t))
-            gap_start = None
-
-        if not is_down:
-            up_ms += length
-            if current is not None:
-                outages.append(current.close(t))
-                current = None
-            if is_degraded:
-                degraded_ms += length
-                if spell is None or agents_moved:
-                    bad_agents = [a for a in range(n) if status[a] in (_DOWN, _DEGRADED)]
-                    if spell is None:
-                        spell = _OpenSpell(t, _first_cause(views, run, bad_agents).reason, set())
-                    spell.agents.update([views[a][0] for a in bad_agents])
-            continue
-
-        if current is None or agents_moved:
-            down_agents = [a for a in range(n) if status[a] == _DOWN]
-            if current is None:
-                current = _OpenOutage(start=t, reason=_first_cause(views, run, down_agents).reason, agents=set())
-            current.agents.update([views[a][0] for a in down_agents])
-        if active_windows:
-            current.window_ids.update([windows[w].id for w in active_windows])
-        if n_timely > 0:
-            maint_ms += length
-            current.maintenance_ms += length
-            current.add(t, t + length, "excused")
-        else:
-            down_ms += length
-            if n_late > 0:
-                current.late = True
-            current.add(t, t + length, "late_notice" if n_late > 0 else "counted")
 
     if current is not None:
         outages.append(current.close(end))
@@ -548,22 +608,26 @@ def availability(
         spells.append(spell.close(end))
     if gap_start is not None:
         gaps.append(Interval(gap_start, end))
+    up_ms = end - start - down_ms - maint_ms - unmon_ms  # degraded time is up time
 
     basis_ms = period_basis_ms(policy, period)
     if policy.unmonitored == "exclude":
         basis_ms = max(0, basis_ms - unmon_ms)
     downtime_ms = down_ms + (unmon_counted_ms if policy.unmonitored == "down" else 0)
-    target = _exact_target(target_pct)
-    budget = math.floor((1 - target / 100) * basis_ms) - downtime_ms
+    # Exact rational arithmetic in integers: the target is num/den percent, the budget
+    # floor((1 - target / 100) * basis) - downtime, the availability (basis - downtime) / basis.
+    target_num, target_den = _exact_target(target_pct)
+    budget = (100 * target_den - target_num) * basis_ms // (100 * target_den) - downtime_ms
 
     ratio: float | None = None
     pct: float | None = None
     met: bool | None = None
     if unmon_ms < end - start and basis_ms > 0:
-        exact = Fraction(max(0, basis_ms - downtime_ms), basis_ms)
-        ratio = float(exact)
-        pct = _floor_pct(exact, policy.decimals)
-        met = exact * 100 >= target
+        kept = max(0, basis_ms - downtime_ms)
+        ratio = kept / basis_ms  # int / int is correctly rounded, as float(Fraction(kept, basis_ms)) is
+        scale = 10**policy.decimals
+        pct = kept * 100 * scale // basis_ms / scale
+        met = kept * 100 * target_den >= target_num * basis_ms
 
     return Availability(
         period=period,
