@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -132,6 +133,9 @@ class SliceWorkers:
 def _serve(conn: Connection, loaded: Loaded) -> None:
     """A worker: slices read and computed on request until told to stop (None) or the report's process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the report's process to handle: it closes the pipes
+    # A slice makes a few hundred thousand short-lived objects (changes, results) and no cycles worth collecting:
+    # the collector's passes over them cost a fifth of the slice. Off, with one pass after each slice instead.
+    gc.disable()
     components = {c.name: c for c in loaded.config.components}
     loop = asyncio.new_event_loop()
     source: Source | None = None
@@ -169,6 +173,8 @@ def _serve(conn: Connection, loaded: Loaded) -> None:
                 conn.send(reply)
             except (BrokenPipeError, OSError):
                 return
+            del reply
+            gc.collect()
     finally:
         if source is not None:
             with contextlib.suppress(Exception):
