@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, cast
 import asyncpg
 
 from slawatch import schema
+from slawatch.config.loader import collector_paused
 from slawatch.config.settings import PostgresSettings
 from slawatch.model import (
     AgentLease,
@@ -595,18 +596,18 @@ class PostgresSource:
                 before = await conn.fetch(_SQL_LAST_CHANGES_OF, start_ms, wanted)
                 inside = await conn.fetch(f"{_SQL_CHANGES} AND component = ANY($3::text[]) ORDER BY {_STATE_ORDER}",
                                           start_ms, end_ms, wanted)
-            rows = [tuple(r) for r in before]
-            schema.sort_state_rows(rows)
-            rows += map(tuple, inside)
-            schema.sort_state_rows(rows)  # two sorted runs: a merge
-            return rows
+            last = [tuple(r) for r in before]
+            schema.sort_state_rows(last)
+            return schema.merge_state_rows(inside, last)
 
         async def snapshot(conn: asyncpg.Connection) -> list[Any]:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await work(conn)
 
-        rows = await self._pool.run("read state changes from", snapshot, transaction=False)
-        return schema.state_changes(rows)
+        # Hundreds of thousands of records and changes, no cycle among them: out of the cyclic collector's sight.
+        with collector_paused():
+            rows = await self._pool.run("read state changes from", snapshot, transaction=False)
+            return schema.state_changes(rows)
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
         agents = await self._fetch("read heartbeats from", _SQL_AGENTS, start_ms)

@@ -125,3 +125,12 @@ def test_an_outage_in_several_parts_written_as_text_is_the_dump_of_its_document(
     result = Availability(PERIOD, 1, 2, 3, 4, 5, 6, -7, 0.5, 99.5, 99.0, True, made, ())
     c = ComponentReport("a", "san", "gold", None, 99.0, Policy(), result)
     assert render.component_json(c) == render._json(render._component_doc(c))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(text, text, st.integers(-(2**62), 2**62), st.booleans(), text, st.booleans()), max_size=8))
+def test_the_hashed_rows_written_as_text_are_their_dump(rows: list[tuple[str, str, int, bool, str, bool]]) -> None:
+    """Any component, agent and reason (quotes, backslashes, control characters, any code point), degraded or not."""
+    made = [(c, a, ts, up, why, "degraded") if degraded else (c, a, ts, up, why)
+            for c, a, ts, up, why, degraded in rows]
+    assert report._rows_text(made) == report._canonical(made)[1:-1]
