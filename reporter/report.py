@@ -18,7 +18,7 @@ from reporter.availability import AgentViews, Availability, Outage, Policy, avai
 from reporter.calendars import calendars_of
 from reporter.periods import iso_ms, month_period
 from reporter.responses import IncidentEntry
-from slawatch.config.loader import Loaded, collector_paused
+from slawatch.config.loader import Loaded
 from slawatch.config.settings import Component, Config, Contract, Customer
 from slawatch.model import ComponentRef, Heartbeats, Incident, Interval, MaintenanceWindow, StateChange
 from slawatch.store import Source, open_desk_store
@@ -526,12 +526,10 @@ class InputsHash:
             end = min(start + HASH_SLICE, n)
             while end < n and names[end] == names[end - 1]:
                 end += 1
-            # Each slice's rows (tuples, no cycle among them) out of the cyclic collector's sight.
-            with collector_paused():
-                if self._ordered:
-                    self._feed(_rows_text(_change_rows(changes[start:end])).encode("utf-8"))
-                else:
-                    self._keep(_change_rows(changes[start:end]))
+            if self._ordered:
+                self._feed(_rows_text(_change_rows(changes[start:end])).encode("utf-8"))
+            else:
+                self._keep(_change_rows(changes[start:end]))
             start = end
 
     def _feed(self, text: bytes) -> None:

@@ -17,7 +17,6 @@ from typing import Any, Literal, TypeVar, cast
 import asyncpg
 
 from slawatch import schema
-from slawatch.config.loader import collector_paused
 from slawatch.config.settings import PostgresSettings
 from slawatch.model import (
     AgentLease,
@@ -604,10 +603,8 @@ class PostgresSource:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await work(conn)
 
-        # Hundreds of thousands of records and changes, no cycle among them: out of the cyclic collector's sight.
-        with collector_paused():
-            rows = await self._pool.run("read state changes from", snapshot, transaction=False)
-            return schema.state_changes(rows)
+        rows = await self._pool.run("read state changes from", snapshot, transaction=False)
+        return schema.state_changes(rows)
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
         agents = await self._fetch("read heartbeats from", _SQL_AGENTS, start_ms)

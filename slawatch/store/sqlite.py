@@ -16,7 +16,6 @@ from urllib.request import pathname2url
 import aiosqlite
 
 from slawatch import schema
-from slawatch.config.loader import collector_paused
 from slawatch.config.settings import SqliteSettings
 from slawatch.model import ComponentRef, Heartbeats, MaintenanceWindow, Point, Sample, StateChange
 from slawatch.schema import HEARTBEAT, MAINTENANCE, MEASUREMENTS, REPORT_SENT, SCHEMA_VERSION, STATE, Row
@@ -429,10 +428,7 @@ class SqliteSource:
                       components: Sequence[str] | None = None) -> list[StateChange]:
         wanted = [] if components is None else [json.dumps(list(components))]
         if wanted:
-            # Hundreds of thousands of tuples and no cycle among them: the cyclic collector's passes over them as they
-            # pile up were a fifth of the read.
-            with collector_paused():
-                return await self._changes_of(start_ms, end_ms, wanted)
+            return await self._changes_of(start_ms, end_ms, wanted)
         in_period = await self._read(_SQL_CHANGES, [start_ms, end_ms])
         if self._has_last_index is None:
             self._has_last_index = bool(await self._read("SELECT 1 FROM sqlite_master WHERE type = 'index' AND "
