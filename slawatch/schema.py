@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -479,8 +478,6 @@ _STATE_GET = (itemgetter(*(STATE.index(n) for n in ("component", "class", "tier"
 STATE_ORDER = itemgetter(*(STATE.index(n) for n in STATE.key))
 """Sort key of a `slawatch_state` row: its identity (component, ts_ms, agent), the order `changes` returns."""
 _KEY_LEADS = STATE.names[:len(STATE.key)] == STATE.key
-_COMPONENT_AT = STATE.index("component")
-_COMPONENT_OF = itemgetter(_COMPONENT_AT)
 
 
 def sort_state_rows(rows: list[Any]) -> None:
@@ -489,26 +486,6 @@ def sort_state_rows(rows: list[Any]) -> None:
         rows.sort()  # the key is the leading columns: plain tuple order, three times faster than a key function
     else:
         rows.sort(key=STATE_ORDER)
-
-def merge_state_rows(rows: Sequence[Any], before: Sequence[Any]) -> list[Any]:
-    """`rows` and `before` in one list in STATE.key order, when each is in that order and each row of `before` is
-    earlier than every row of its component in `rows` (its last change before a period, and the period's): each
-    component's rows of `before` go in front of its first in `rows`, a tenth of the time of sorting the two."""
-    names = list(map(_COMPONENT_OF, rows))
-    out: list[Any] = []
-    at = i = 0
-    while i < len(before):
-        name = before[i][_COMPONENT_AT]
-        j = i + 1
-        while j < len(before) and before[j][_COMPONENT_AT] == name:
-            j += 1
-        end = bisect_left(names, name, at)
-        out += rows[at:end]
-        out += before[i:j]
-        at, i = end, j
-    out += rows[at:]
-    return out
-
 
 WINDOW_COLUMNS = tuple(n for n in MAINTENANCE.names if n != "removed")
 """The columns a MaintenanceWindow is read from, in its constructor's order."""

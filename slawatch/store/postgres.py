@@ -595,9 +595,11 @@ class PostgresSource:
                 before = await conn.fetch(_SQL_LAST_CHANGES_OF, start_ms, wanted)
                 inside = await conn.fetch(f"{_SQL_CHANGES} AND component = ANY($3::text[]) ORDER BY {_STATE_ORDER}",
                                           start_ms, end_ms, wanted)
-            last = [tuple(r) for r in before]
-            schema.sort_state_rows(last)
-            return schema.merge_state_rows(inside, last)
+            rows = [tuple(r) for r in before]
+            schema.sort_state_rows(rows)
+            rows += map(tuple, inside)
+            schema.sort_state_rows(rows)  # two sorted runs: a merge
+            return rows
 
         async def snapshot(conn: asyncpg.Connection) -> list[Any]:
             async with conn.transaction(isolation="repeatable_read", readonly=True):

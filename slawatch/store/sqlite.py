@@ -470,7 +470,8 @@ class SqliteSource:
                 while batch := list(await cursor.fetchmany(READ_BATCH)):
                     upto = bisect_right(last_names, batch[-1][component], taken)
                     if upto > taken:
-                        batch = schema.merge_state_rows(batch, last[taken:upto])
+                        batch = last[taken:upto] + batch
+                        schema.sort_state_rows(batch)  # two sorted runs: a merge
                         taken = upto
                     out += schema.state_changes(batch, refs, strings)
         except sqlite3.OperationalError as exc:

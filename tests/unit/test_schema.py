@@ -102,29 +102,6 @@ def test_state_rows_share_one_ref_per_tag_set() -> None:
     assert [c.released for c in changes] == [False, False, False, True]
 
 
-def _state_row(component: str, ts_ms: int, agent: str) -> tuple[object, ...]:
-    row: list[object] = [None] * len(schema.STATE.names)
-    for name, value in (("component", component), ("ts_ms", ts_ms), ("agent", agent), ("class", "sip"), ("tier", ""),
-                        ("customer", ""), ("up", 1), ("reason", "")):
-        row[schema.STATE.index(name)] = value
-    return tuple(row)
-
-
-_names = st.sampled_from(["a", "b", "bé", "c", "d", "e"])
-_agents = st.sampled_from(["m1", "m2"])
-
-
-@given(st.lists(st.tuples(_names, st.integers(0, 20), _agents), unique_by=lambda r: r),
-       st.lists(st.tuples(_names, st.integers(-20, -1), _agents), unique_by=lambda r: r))
-def test_last_changes_merged_in_front_of_each_components_period_are_the_sorted_whole(
-        inside: list[tuple[str, int, str]], before: list[tuple[str, int, str]]) -> None:
-    rows = [_state_row(*r) for r in inside]
-    last = [_state_row(*r) for r in before]
-    schema.sort_state_rows(rows)
-    schema.sort_state_rows(last)
-    assert schema.merge_state_rows(rows, last) == sorted(rows + last)
-
-
 names = st.text(min_size=0, max_size=12)
 refs = st.builds(ComponentRef, component=names, klass=names, tier=names, customer=names)
 points = st.one_of(
