@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -361,17 +362,36 @@ def _flag(value: bool | None) -> str:
     return "null" if value is None else ("true" if value else "false")
 
 
-def _texts(values: Sequence[str]) -> str:
-    return "[" + ",".join(map(_text, values)) + "]"
+@functools.lru_cache(maxsize=256)
+def _texts(values: tuple[str, ...]) -> str:
+    # Cached: the outages of a report name the same few agents over and over.
+    return "[" + ",".join(map(_text, values)) + "]" if values else "[]"
+
+
+_KINDS: dict[str, str] = {kind: _text(kind) for kind in get_args(PartKind)}
 
 
 def _outage_json(o: Outage) -> str:
-    parts = ",".join(f'{{"end":"{iso_ms(p.end_ms)}","kind":{_text(p.kind)},"start":"{iso_ms(p.start_ms)}"}}'
-                     for p in o.parts)
+    start, end = iso_ms(o.start_ms), iso_ms(o.end_ms)
+    parts = o.parts
+    if len(parts) == 1 and parts[0].start_ms == o.start_ms and parts[0].end_ms == o.end_ms:  # nearly every outage
+        text = f'{{"end":"{end}","kind":{_KINDS.get(parts[0].kind) or _text(parts[0].kind)},"start":"{start}"}}'
+    else:
+        # Parts follow on without gaps: each begins where the one before ended (the first where the outage begins),
+        # so most instants are written once, not twice.
+        texts = []
+        at_ms, at = o.start_ms, start
+        for p in parts:
+            begin = at if p.start_ms == at_ms else iso_ms(p.start_ms)
+            at_ms = p.end_ms
+            at = end if at_ms == o.end_ms else iso_ms(at_ms)
+            texts.append(f'{{"end":"{at}","kind":{_KINDS.get(p.kind) or _text(p.kind)},"start":"{begin}"}}')
+        text = ",".join(texts)
     return (f'{{"agents":{_texts(o.agents)},"counted_s":{o.counted_ms / 1000!r},'
-            f'"duration_s":{(o.end_ms - o.start_ms) / 1000!r},"end":"{iso_ms(o.end_ms)}",'
-            f'"late_notice":{_flag(o.late_notice)},"maintenance_s":{o.maintenance_ms / 1000!r},"parts":[{parts}],'
-            f'"reason":{_text(o.reason)},"start":"{iso_ms(o.start_ms)}","window_ids":{_texts(o.window_ids)}}}')
+            f'"duration_s":{(o.end_ms - o.start_ms) / 1000!r},"end":"{end}",'
+            f'"late_notice":{"true" if o.late_notice else "false"},"maintenance_s":{o.maintenance_ms / 1000!r},'
+            f'"parts":[{text}],"reason":{_text(o.reason)},"start":"{start}",'
+            f'"window_ids":{_texts(o.window_ids)}}}')
 
 
 def component_json(c: ComponentReport) -> str:
@@ -440,12 +460,12 @@ class CsvRows:
         report = self._head
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="")
+        label, start, end = csv_text(report.label), iso_ms(report.period.start_ms), iso_ms(report.period.end_ms)
         for c in components:
             r = c.result
             # Each cell is quoted on its own: the cells before the hash written now are those of the whole row.
             writer.writerow((
-                csv_text(report.label), iso_ms(report.period.start_ms), iso_ms(report.period.end_ms),
-                csv_text(c.customer or ""), csv_text(c.tier), csv_text(c.name), csv_text(c.klass),
+                label, start, end, csv_text(c.customer or ""), csv_text(c.tier), csv_text(c.name), csv_text(c.klass),
                 f"{c.target_pct:g}",
                 "" if r.availability_pct is None else f"{r.availability_pct:.{c.policy.decimals}f}",
                 "" if r.met is None else ("true" if r.met else "false"),

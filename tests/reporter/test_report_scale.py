@@ -104,3 +104,33 @@ def test_any_outage_written_as_text_is_the_dump_of_its_document(
                           degraded=(DegradedSpell(5, 10, name, (name,)),))
     c = ComponentReport(name, "san", name, customer, target, Policy(), result)
     assert render.component_json(c) == render._json(render._component_doc(c))
+
+
+kind = st.sampled_from(["counted", "late_notice", "excused"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 10**13), st.lists(st.tuples(st.integers(0, 10**8), kind), min_size=1, max_size=4),
+       st.integers(-2, 2), st.integers(-2, 2), st.booleans())
+def test_an_outage_in_several_parts_written_as_text_is_the_dump_of_its_document(
+        start: int, pieces: list[tuple[int, str]], lead: int, trail: int, gap: bool) -> None:
+    """Parts that share their instants with the outage and each other, and (`lead`, `trail`, `gap`) ones that do
+    not: the text writes each instant the dump writes."""
+    parts, at = [], start + lead
+    for length, how in pieces:
+        parts.append(OutagePart(at, at + length, how))  # type: ignore[arg-type]
+        at += length + (1 if gap else 0)
+    end = parts[-1].end_ms + trail
+    made = (Outage(start, end, 1, 2, "r", ("mon-1", "mon-2"), False, (), tuple(parts)),)
+    result = Availability(PERIOD, 1, 2, 3, 4, 5, 6, -7, 0.5, 99.5, 99.0, True, made, ())
+    c = ComponentReport("a", "san", "gold", None, 99.0, Policy(), result)
+    assert render.component_json(c) == render._json(render._component_doc(c))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(text, text, st.integers(-(2**62), 2**62), st.booleans(), text, st.booleans()), max_size=8))
+def test_the_hashed_rows_written_as_text_are_their_dump(rows: list[tuple[str, str, int, bool, str, bool]]) -> None:
+    """Any component, agent and reason (quotes, backslashes, control characters, any code point), degraded or not."""
+    made = [(c, a, ts, up, why, "degraded") if degraded else (c, a, ts, up, why)
+            for c, a, ts, up, why, degraded in rows]
+    assert report._rows_text(made) == report._canonical(made)[1:-1]

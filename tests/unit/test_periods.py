@@ -185,3 +185,11 @@ def test_iso_round_trips(ms: int) -> None:
     assert parse_iso(iso_ms(ms)) == ms
     assert parse_iso(iso_ms(ms, always_ms=False)) == ms
     assert iso_ms(ms, always_ms=False) == (iso_ms(ms) if ms % 1000 else iso_ms(ms).replace(".000Z", "Z"))
+
+
+@given(st.integers(min_value=-(10**13), max_value=253402300799999)
+       | st.integers(min_value=1_775_001_600_000, max_value=1_777_593_600_000))
+def test_iso_is_what_datetime_writes(ms: int) -> None:
+    expected = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    assert iso_ms(ms) == f"{expected}.{ms % 1000:03d}Z"
+    assert iso_ms(ms, always_ms=False) == (f"{expected}.{ms % 1000:03d}Z" if ms % 1000 else f"{expected}Z")
