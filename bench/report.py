@@ -241,10 +241,12 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _tree_memory(pid: int) -> tuple[float, float]:
-    """(RSS, PSS) summed over the process tree, MiB: PSS counts a page the forked workers share with the report's
-    process once, shared out between them."""
-    rss = pss = 0
+def _tree_memory(pid: int) -> tuple[float, float, float]:
+    """(RSS, PSS) summed over the process tree, and the largest process's peak RSS (VmHWM), MiB. PSS counts a page the
+    forked workers share with the report's process once, shared out between them. (The report's rusage would not
+    do for the peak: the kernel records the RSS of the forked bench process it was exec'd from, after the bench has
+    read a report of 100 000 components.)"""
+    rss = pss = hwm = 0
     for p in _tree(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
@@ -252,18 +254,21 @@ def _tree_memory(pid: int) -> tuple[float, float]:
                     rss += int(line.split()[1])
                 elif line.startswith("Pss:"):
                     pss += int(line.split()[1])
-    return rss / 1024, pss / 1024
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    hwm = max(hwm, int(line.split()[1]))
+    return rss / 1024, pss / 1024, hwm / 1024
 
 
 def run_report(cfg: Path, month: str, out: Path, timeout_s: float, profile: Path | None = None, *,
                tree: Path = ROOT, workers: int | None = None) -> tuple[float, float, float, float, float]:
     """Run `slawatch report` as a child (from `tree`); (wall seconds, CPU seconds of it and its workers, peak RSS MiB
-    of the largest of them (rusage), peak RSS and PSS MiB of the whole process tree (sampled every 0.2 s))."""
+    of the largest of them (VmHWM), peak RSS and PSS MiB of the whole process tree; sampled every 0.2 s)."""
     pre = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
     cmd = [sys.executable, *pre, "-m", "slawatch.cli", "report", "--config", str(cfg), "--month", month,
            "--format", "json", "--out", str(out), *(["--workers", str(workers)] if workers is not None else [])]
     err_path = out.with_suffix(".stderr")
-    peak = [0.0, 0.0]
+    peak = [0.0, 0.0, 0.0]
     with err_path.open("wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=tree, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
@@ -273,14 +278,13 @@ def run_report(cfg: Path, month: str, out: Path, timeout_s: float, profile: Path
 
         def sample() -> None:
             while not stop.wait(0.2):
-                rss, pss = _tree_memory(proc.pid)
-                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+                for i, mib in enumerate(_tree_memory(proc.pid)):
+                    peak[i] = max(peak[i], mib)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         try:
-            # wait4: this child's own rusage, with that of its children it waited for (the workers): their CPU is
-            # summed, their peak RSS is the largest one's.
+            # wait4: this child's own rusage, with that of its children it waited for (the workers'): CPU summed.
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
@@ -291,7 +295,7 @@ def run_report(cfg: Path, month: str, out: Path, timeout_s: float, profile: Path
     if proc.returncode != 0:
         raise SystemExit(f"report exited {proc.returncode} (killed after {timeout_s:g} s?): "
                          f"{err_path.read_text(errors='replace')[-3000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, peak[0], peak[1]
+    return wall, usage.ru_utime + usage.ru_stime, peak[2], peak[0], peak[1]
 
 
 PHASES = r'''
