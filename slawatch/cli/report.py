@@ -150,7 +150,10 @@ def report_cmd(args: argparse.Namespace) -> int:
     if args.format in ("json", "csv") and (args.out is not None or not args.email) and args.workers > 1 \
             and slices > 1:
         # Forked here, before the event loop and its threads start (see SliceWorkers).
-        workers = SliceWorkers(loaded, min(args.workers, slices))
+        try:
+            workers = SliceWorkers(loaded, min(args.workers, slices))
+        except OSError as exc:  # no more processes or memory for them: the report's own process still can
+            log.warning("cannot start the report's worker processes (%s): computing the report in this one", exc)
     try:
         return asyncio.run(_run(args, loaded, period, month, workers))
     finally:

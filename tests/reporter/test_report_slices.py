@@ -4,6 +4,7 @@ bytes of JSON and CSV as computed in one slice."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import math
 import multiprocessing
@@ -202,3 +203,21 @@ def test_workers_outside_the_bounds_are_a_usage_error(tmp_path: Path, capsys: py
             run_cli(argv)
         assert exit_.value.code == 2
         assert "--workers" in capsys.readouterr().err
+
+
+def test_workers_that_cannot_start_leave_the_report_to_its_own_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    loaded = setup(tmp_path, "sqlite: {path: store.db}", COMPONENTS)
+    whole, _ = asyncio.run(month_report(loaded, 1000, monkeypatch))
+    monkeypatch.setattr(report_module, "SLICE", 2)
+
+    def refuse(*args: object) -> None:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.get_context("fork").Process, "start", refuse)
+    out = tmp_path / "report.json"
+    argv = ["report", "--config", str(loaded.path), "--month", "2026-04", "--format", "json", "--out", str(out),
+            "--workers", "2"]
+    assert run_cli(argv) == 0
+    assert out.read_bytes() == render(whole, "json").encode("utf-8")
+    assert "cannot start the report's worker processes ([Errno 11] Resource temporarily unavailable)" in caplog.text
