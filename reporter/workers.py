@@ -57,7 +57,10 @@ class SliceWorkers:
         self._procs: list[multiprocessing.process.BaseProcess] = []
         for n in range(count):
             mine, theirs = context.Pipe()
-            proc = context.Process(target=_serve, args=(theirs, loaded), name=f"slawatch-report-{n}", daemon=True)
+            # The child gets copies of this end and of the earlier workers' ends: it closes them first, or a worker
+            # would never see this process go (no end of file while a copy of the other end is open somewhere).
+            proc = context.Process(target=_serve, args=(theirs, loaded, [mine, *self._conns]),
+                                   name=f"slawatch-report-{n}", daemon=True)
             proc.start()
             theirs.close()
             self._conns.append(mine)
@@ -130,8 +133,11 @@ class SliceWorkers:
         self.close()
 
 
-def _serve(conn: Connection, loaded: Loaded) -> None:
-    """A worker: slices read and computed on request until told to stop (None) or the report's process is gone."""
+def _serve(conn: Connection, loaded: Loaded, theirs: list[Connection]) -> None:
+    """A worker: slices read and computed on request until told to stop (None) or the report's process is gone.
+    `theirs`: the report's ends of the pipes, copied by the fork, closed here."""
+    for other in theirs:
+        other.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the report's process to handle: it closes the pipes
     # A slice makes a few hundred thousand short-lived objects (changes, results) and no cycles worth collecting:
     # the collector's passes over them cost a fifth of the slice. Off, with one pass after each slice instead.

@@ -221,3 +221,14 @@ def test_workers_that_cannot_start_leave_the_report_to_its_own_process(
     assert run_cli(argv) == 0
     assert out.read_bytes() == render(whole, "json").encode("utf-8")
     assert "cannot start the report's worker processes ([Errno 11] Resource temporarily unavailable)" in caplog.text
+
+
+def test_workers_stop_when_the_report_s_process_is_gone(tmp_path: Path) -> None:
+    loaded = setup(tmp_path, "sqlite: {path: store.db}", COMPONENTS)
+    workers = SliceWorkers(loaded, 3)
+    procs = list(workers._procs)
+    for conn in workers._conns:  # what the kernel does to a report's process that is killed: its ends closed
+        conn.close()
+    for proc in procs:
+        proc.join(10)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0]
