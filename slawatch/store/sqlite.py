@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -143,9 +144,11 @@ class SqliteSink:
             await _migrate(db)
             await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             await db.commit()
-        except sqlite3.Error as exc:
-            await db.close()
-            raise self._error("cannot set up", exc) from exc
+        except BaseException as exc:  # cancelled too (an agent stopping): the connection is not left open
+            await _close_quietly(db)
+            if isinstance(exc, sqlite3.Error):
+                raise self._error("cannot set up", exc) from exc
+            raise
         self._db = db
         return db
 
@@ -363,9 +366,11 @@ class SqliteSource:
                 db = await self._open_read_only()
                 try:
                     old = 0 < await schema_version(db) < SCHEMA_VERSION
-                except sqlite3.Error as exc:
-                    await db.close()
-                    raise StoreUnavailable(f"cannot read SQLite store {self.path}: {exc}") from exc
+                except BaseException as exc:  # as in SqliteSink._connect
+                    await _close_quietly(db)
+                    if isinstance(exc, sqlite3.Error):
+                        raise StoreUnavailable(f"cannot read SQLite store {self.path}: {exc}") from exc
+                    raise
                 if old:  # made by an earlier version and not opened by an agent since: bring it up to date first
                     await db.close()
                     await self._writer_locked()
@@ -548,6 +553,12 @@ async def open_sqlite(database: str | Path, **kwargs: Any) -> aiosqlite.Connecti
     except BaseException:
         await asyncio.to_thread(pending._thread.join, 5.0)  # its stop is already queued: it ends at once
         raise
+
+
+async def _close_quietly(db: aiosqlite.Connection) -> None:
+    """Close a connection given up on: what made it given up is what the caller reports."""
+    with contextlib.suppress(Exception):
+        await db.close()
 
 
 class SqliteStatements:

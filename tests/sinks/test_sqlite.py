@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from slawatch import schema
 from slawatch.config.settings import SqliteSettings
 from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
 from slawatch.store import SinkError
+from slawatch.store import sqlite as sqlite_module
 from slawatch.store.lineprotocol import record
 from slawatch.store.sqlite import (
     COLUMNS,
@@ -273,3 +275,31 @@ def test_a_failed_open_ends_its_thread_before_returning(tmp_path: Path) -> None:
     finally:
         threading.excepthook = previous
     assert [str(r.exc_value) for r in raised] == []
+
+
+async def test_a_set_up_cancelled_half_way_closes_its_connection(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # An agent stopping while its store is being set up: the connection is closed, not left to the collector (whose
+    # aiosqlite warning then lands in whatever runs next).
+    opened: list[aiosqlite.Connection] = []
+    real_open = sqlite_module.open_sqlite
+
+    async def recording(*args: object, **kwargs: object) -> aiosqlite.Connection:
+        db = await real_open(*args, **kwargs)
+        opened.append(db)
+        return db
+
+    async def cancelled(db: aiosqlite.Connection) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(sqlite_module, "open_sqlite", recording)
+    monkeypatch.setattr(sqlite_module, "_wal", cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await SqliteSink(SqliteSettings(path=tmp_path / "s.db")).connect()
+    monkeypatch.setattr(sqlite_module, "schema_version", cancelled)
+    path = tmp_path / "made.db"
+    sqlite3.connect(path).close()
+    with pytest.raises(asyncio.CancelledError):
+        await SqliteSource(SqliteSettings(path=path)).changes(0, 1)
+    assert len(opened) == 2
+    assert [db._connection for db in opened] == [None, None]  # closed
