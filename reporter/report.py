@@ -277,17 +277,13 @@ class ReportRun:
 
     async def slices(self) -> AsyncIterator[tuple[ComponentReport, ...]]:
         """Each slice's ComponentReports, in the configured order of the components, computed in this process."""
-        async for part in self._rendered(_as_they_are, None):
+        async for part in self.rendered(_as_they_are):
             yield part
 
     async def rendered(self, render: Render[T], workers: SliceWorkers | None = None) -> AsyncIterator[T]:
         """`render(head, part)` of each slice, in the configured order of the components. With `workers`, the slices
         are read, computed and rendered in their processes, side by side (`render` goes there: a module-level
         function), and only the rendered text and what the summary needs come back."""
-        async for out in self._rendered(render, workers):
-            yield out
-
-    async def _rendered(self, render: Render[T], workers: SliceWorkers | None) -> AsyncIterator[T]:
         period, source = self.period, self._source
         if not self._selected:
             self._done = True
