@@ -346,6 +346,11 @@ def json_slice(head: Report, components: tuple[ComponentReport, ...]) -> str:
     return ",".join(map(component_json, components))
 
 
+def json_slice_utf8(head: Report, components: tuple[ComponentReport, ...]) -> bytes:
+    """json_slice as the file holds it: bytes come back from a report's worker through a file, not its pipe."""
+    return json_slice(head, components).encode("utf-8")
+
+
 # The components' documents are written as text here, not built as dicts for json.dumps: a month of 100 000
 # components has a million outages, and the dicts cost twice the text. The text is what _json writes of
 # _component_doc, byte for byte (its keys sorted, compact, not ASCII-escaped; tests hold the two together).

@@ -658,7 +658,9 @@ class InputsHash:
 
     def _feed(self, text: bytes) -> None:
         if text:
-            self._digest.update((b"," if self._written else b"") + text)
+            if self._written:
+                self._digest.update(b",")
+            self._digest.update(text)
             self._written = True
 
     def _keep(self, name: str, text: bytes) -> None:

@@ -7,14 +7,14 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from reporter.delivery import deliver
 from reporter.pdf import PdfError, render_pdf
 from reporter.periods import month_period, parse_iso, parse_month
-from reporter.render import FORMATS, CsvRows, csv_slice, json_head, json_slice, json_tail, render
+from reporter.render import FORMATS, CsvRows, csv_slice, json_head, json_slice_utf8, json_tail, render
 from reporter.report import (
     SLICE,
     Progress,
@@ -205,33 +205,41 @@ async def _run(args: argparse.Namespace, loaded: Loaded, period: Interval, month
 
 async def _write_streamed(run: ReportRun, fmt: str, out_path: str | None, workers: SliceWorkers | None) -> None:
     """The JSON or CSV of `run` to the file (made anew) or standard output, each slice as it is computed (by
-    `workers` when given)."""
-    out: TextIO
-    if out_path is None:
-        out = sys.stdout
-    else:
-        out = await asyncio.to_thread(Path(out_path).open, "w", encoding="utf-8", newline="")
-    try:
-        if fmt == "json":
-            await _write(out, [json_head()])
-            first = True
-            async for text in run.rendered(json_slice, workers):
-                if text:
-                    await _write(out, [text if first else "," + text])
-                    first = False
-            await _write(out, [json_tail(await run.summary())])
+    `workers` when given). The JSON is written as its UTF-8 bytes, as the workers make it."""
+    if fmt == "json":
+        out: BinaryIO
+        if out_path is None:
+            sys.stdout.flush()
+            out = sys.stdout.buffer  # the bytes under the text, as the file gets them
         else:
-            rows = CsvRows(run.head())
-            async for part in run.rendered(csv_slice, workers):
-                rows.extend(part)
-            await _write(out, rows.text(await run.summary()))
-    finally:
-        if out is not sys.stdout:
-            await asyncio.to_thread(out.close)
+            out = await asyncio.to_thread(Path(out_path).open, "wb")
+        try:
+            await _write(out, [json_head().encode("utf-8")], out_path is None)
+            first = True
+            async for text in run.rendered(json_slice_utf8, workers):
+                if text:
+                    await _write(out, [text] if first else [b",", text], out_path is None)
+                    first = False
+            await _write(out, [json_tail(await run.summary()).encode("utf-8")], out_path is None)
+        finally:
+            if out_path is None:
+                out.flush()
+            else:
+                await asyncio.to_thread(out.close)
+        return
+    rows = CsvRows(run.head())
+    async for part in run.rendered(csv_slice, workers):
+        rows.extend(part)
+    pieces = rows.text(await run.summary())
+    if out_path is None:
+        sys.stdout.writelines(pieces)
+        return
+    with await asyncio.to_thread(Path(out_path).open, "w", encoding="utf-8", newline="") as file:
+        await asyncio.to_thread(file.writelines, pieces)
 
 
-async def _write(out: TextIO, pieces: Iterable[str]) -> None:
-    if out is sys.stdout:
+async def _write(out: BinaryIO, pieces: list[bytes], stdout: bool) -> None:
+    if stdout:
         out.writelines(pieces)
     else:
         await asyncio.to_thread(out.writelines, pieces)

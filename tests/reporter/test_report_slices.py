@@ -11,10 +11,12 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from reporter import report as report_module
+from reporter import workers as workers_module
 from reporter.render import render
 from reporter.report import ComponentReport, Render, Report, ReportRun, build_month_report
 from reporter.workers import SliceWorkers, WorkerError
@@ -24,6 +26,7 @@ from slawatch.store import Source, SourceError, open_sinks, open_source
 from slawatch.testing.postgres import PostgresServer
 from tests.reporter.april import APRIL, CONTRACT, D, H, M, run_cli
 
+T = TypeVar("T")
 COMPONENTS = [f"c-{i}" for i in range(7)]
 CLASSES = ("network", "sip", "vlan")
 CUSTOMERS = ("acme", "globex", None)
@@ -172,7 +175,7 @@ def _breaks(head: Report, part: tuple[ComponentReport, ...]) -> str:
     return "ok"
 
 
-async def rendered_by_workers(loaded: Loaded, render: Render[str], workers: SliceWorkers) -> list[str]:
+async def rendered_by_workers(loaded: Loaded, render: Render[T], workers: SliceWorkers) -> list[T]:
     source = open_source(loaded.config.storage)
     try:
         run = ReportRun(loaded, source, APRIL, month=(2026, 4), incidents=[], slice_size=1)
@@ -193,6 +196,27 @@ def test_a_worker_that_dies_or_fails_stops_the_report_with_the_reason(tmp_path: 
             asyncio.run(rendered_by_workers(loaded, _breaks, workers))
         assert len(workers) == 3
     assert not multiprocessing.active_children()  # every worker was waited for
+
+
+def _names(head: Report, part: tuple[ComponentReport, ...]) -> bytes:
+    return ",".join(c.name for c in part).encode()
+
+
+def test_a_worker_s_text_comes_back_through_its_file_and_a_full_disk_stops_the_report(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = setup(tmp_path, "sqlite: {path: store.db}", COMPONENTS)
+    with SliceWorkers(loaded, 2) as workers:
+        assert asyncio.run(rendered_by_workers(loaded, _names, workers)) == [c.encode() for c in COMPONENTS]
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(workers_module, "_write_all", full)  # in the workers forked after this
+    with SliceWorkers(loaded, 2) as workers, pytest.raises(
+            WorkerError, match=r"report worker 0 failed: cannot keep the slice in a temporary file: \[Errno 28\] No "
+                               r"space left on device"):
+        asyncio.run(rendered_by_workers(loaded, _names, workers))
+    assert not multiprocessing.active_children()
 
 
 def test_workers_outside_the_bounds_are_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -232,3 +256,4 @@ def test_workers_stop_when_the_report_s_process_is_gone(tmp_path: Path) -> None:
     for proc in procs:
         proc.join(10)
     assert [proc.exitcode for proc in procs] == [0, 0, 0]
+    workers.close()  # this process's temporary files
