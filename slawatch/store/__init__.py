@@ -289,22 +289,28 @@ def open_sinks(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTI
 def open_source(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTION_S) -> Source:
     """PostgreSQL when configured (its samples read from where `storage.samples` sends them), else InfluxDB when
     configured, else SQLite."""
-    # Lazy: a backend's client library (aiohttp, aiosqlite) loads only when that backend is configured (start-up).
-    from slawatch.store.influxdb import InfluxSource
-    from slawatch.store.sqlite import SqliteSource  # lazy, as above
-
+    # Lazy: a backend's client library (aiohttp, aiosqlite, psycopg) loads only when that backend is configured
+    # (start-up; and each of a report's worker processes opens its own Source).
     if storage.postgres is not None:
         from slawatch.store.postgres import PostgresSource  # lazy, as above
 
         samples: Source | None = None
         if not storage.takes_samples("postgres"):
             if storage.influxdb is not None and storage.takes_samples("influxdb"):
+                from slawatch.store.influxdb import InfluxSource  # lazy, as above
+
                 samples = InfluxSource(storage.influxdb, retention_s=retention_s)
             elif storage.sqlite is not None:
+                from slawatch.store.sqlite import SqliteSource  # lazy, as above
+
                 samples = SqliteSource(storage.sqlite)
         return PostgresSource(storage.postgres, samples=samples)
     if storage.influxdb is not None:
+        from slawatch.store.influxdb import InfluxSource  # lazy, as above
+
         return InfluxSource(storage.influxdb, retention_s=retention_s)
+    from slawatch.store.sqlite import SqliteSource  # lazy, as above
+
     return SqliteSource(storage.sqlite or SqliteSettings())
 
 
