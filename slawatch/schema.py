@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -475,9 +476,42 @@ def state_changes(rows: Iterable[Sequence[Any]],
 _STATE_GET = (itemgetter(*(STATE.index(n) for n in ("component", "class", "tier", "customer"))),
               STATE.index("agent"), STATE.index("ts_ms"), STATE.index("up"), STATE.index("reason"),
               STATE.index("degraded"), STATE.index("released"))
+_COMPONENT_AT = STATE.index("component")
 STATE_ORDER = itemgetter(*(STATE.index(n) for n in STATE.key))
 """Sort key of a `slawatch_state` row: its identity (component, ts_ms, agent), the order `changes` returns."""
 _KEY_LEADS = STATE.names[:len(STATE.key)] == STATE.key
+
+
+class LastRows:
+    """Each (component, agent)'s last change before a period (`slawatch_state` rows, sorted by their identity), put
+    in front of its component's first change in the period as the period's rows pass, in their identity order too.
+
+    A last change is earlier than any change of its component in the period, so this is a merge by component
+    alone: a compare per component, not a sort of the rows."""
+
+    def __init__(self, last: list[Any]) -> None:
+        self._last = last
+        self._taken = 0
+
+    def merged(self, rows: Iterable[Any]) -> list[Any]:
+        """`rows` (the next ones of the period) with the last changes of their components and of any before them."""
+        last, at, n = self._last, self._taken, len(self._last)
+        component = _COMPONENT_AT
+        out: list[Any] = []
+        for name, run in groupby(rows, key=itemgetter(component)):
+            begin = at
+            while at < n and last[at][component] <= name:
+                at += 1
+            if at > begin:
+                out += last[begin:at]
+            out += run
+        self._taken = at
+        return out
+
+    def rest(self) -> list[Any]:
+        """The last changes of the components after the period's last row (or without any in the period)."""
+        rest, self._taken = self._last[self._taken:], len(self._last)
+        return rest
 
 
 def sort_state_rows(rows: list[Any]) -> None:

@@ -20,6 +20,7 @@ from slawatch import schema
 from slawatch.config.settings import PostgresSettings
 from slawatch.model import (
     AgentLease,
+    ComponentRef,
     Heartbeats,
     Incident,
     IncidentEvent,
@@ -585,7 +586,7 @@ class PostgresSource:
                       components: Sequence[str] | None = None) -> list[StateChange]:
         if components is not None and not components:
             return []
-        async def work(conn: asyncpg.Connection) -> list[Any]:
+        async def work(conn: asyncpg.Connection) -> tuple[list[Any], list[Any]]:
             # One snapshot for both reads: a change written between them is in neither or in its right place.
             if components is None:
                 before = await conn.fetch(_SQL_LAST_CHANGES, start_ms)
@@ -595,18 +596,22 @@ class PostgresSource:
                 before = await conn.fetch(_SQL_LAST_CHANGES_OF, start_ms, wanted)
                 inside = await conn.fetch(f"{_SQL_CHANGES} AND component = ANY($3::text[]) ORDER BY {_STATE_ORDER}",
                                           start_ms, end_ms, wanted)
-            rows = [tuple(r) for r in before]
-            schema.sort_state_rows(rows)
-            rows += map(tuple, inside)
-            schema.sort_state_rows(rows)  # two sorted runs: a merge
-            return rows
+            return before, inside
 
-        async def snapshot(conn: asyncpg.Connection) -> list[Any]:
+        async def snapshot(conn: asyncpg.Connection) -> tuple[list[Any], list[Any]]:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await work(conn)
 
-        rows = await self._pool.run("read state changes from", snapshot, transaction=False)
-        return schema.state_changes(rows)
+        before, inside = await self._pool.run("read state changes from", snapshot, transaction=False)
+        rows = [tuple(r) for r in before]
+        schema.sort_state_rows(rows)
+        last = schema.LastRows(rows)
+        # The records as they are (no tuple each), an agent's and a reason's str shared by their changes.
+        refs: dict[tuple[str, str, str, str], ComponentRef] = {}
+        strings: dict[str, str] = {}
+        changes = schema.state_changes(last.merged(inside), refs, strings)
+        changes += schema.state_changes(last.rest(), refs, strings)
+        return changes
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:
         agents = await self._fetch("read heartbeats from", _SQL_AGENTS, start_ms)

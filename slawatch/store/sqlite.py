@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import sqlite3
-from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -460,31 +459,22 @@ class SqliteSource:
         """The changes of the components named, read in batches off the primary key (already in its order) and
         made into StateChanges batch by batch, sharing refs and strings: a month of 100 000 components (millions
         of rows) never holds all its rows at once. Each component's last change before the period goes in front
-        of its first in the period (earlier, by the time), by merging each batch with the last changes up to its
-        last component."""
-        last = await self._last_rows(start_ms, wanted)
-        component = STATE.index("component")
-        last_names = [row[component] for row in last]
+        of its first in the period (schema.LastRows)."""
+        last = schema.LastRows(await self._last_rows(start_ms, wanted))
         refs: dict[tuple[str, str, str, str], ComponentRef] = {}
         strings: dict[str, str] = {}
         out: list[StateChange] = []
-        taken = 0
         db = await self._reader()
         try:
             async with db.execute(f"{_SQL_CHANGES} {_SQL_FILTER_ORDERED}", [start_ms, end_ms, *wanted]) as cursor:
-                while batch := list(await cursor.fetchmany(READ_BATCH)):
-                    upto = bisect_right(last_names, batch[-1][component], taken)
-                    if upto > taken:
-                        batch = last[taken:upto] + batch
-                        schema.sort_state_rows(batch)  # two sorted runs: a merge
-                        taken = upto
-                    out += schema.state_changes(batch, refs, strings)
+                while batch := await cursor.fetchmany(READ_BATCH):
+                    out += schema.state_changes(last.merged(batch), refs, strings)
         except sqlite3.OperationalError as exc:
             if "no such table" not in str(exc):
                 raise SourceError(f"cannot read SQLite store {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise SourceError(f"cannot read SQLite store {self.path}: {exc}") from exc
-        out += schema.state_changes(last[taken:], refs, strings)
+        out += schema.state_changes(last.rest(), refs, strings)
         return out
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:

@@ -117,3 +117,24 @@ points = st.one_of(
 def test_the_agents_line_protocol_is_that_of_the_records(batch: list[Sample | StateChange | Heartbeat]) -> None:
     """`encode` builds lines from the stored rows directly, for speed; they must be the records' lines."""
     assert encode(batch) == lines(record(p) for p in batch).encode("utf-8")
+
+
+_STATE_ROW = st.tuples(st.sampled_from(["a", "b", "b2", "c", "é", "z"]), st.integers(0, 20),
+                       st.sampled_from(["mon-1", "mon-2"]))
+
+
+@given(st.lists(_STATE_ROW, max_size=30, unique_by=lambda r: (r[0], r[1], r[2])), st.integers(1, 8))
+def test_last_rows_merged_as_the_period_s_rows_pass_are_the_sorted_rows(keys: list[tuple[str, int, str]],
+                                                                        batch: int) -> None:
+    """Rows before instant 10 are the last changes, the others the period's, read in batches of `batch`: what
+    LastRows gives is every row in identity order, as a sort of them all gives."""
+    rows = [(component, ts, agent, "network", "base", "acme", 1, "", None, None) for component, ts, agent in keys]
+    last = sorted(r for r in rows if r[1] < 10)
+    period = sorted(r for r in rows if r[1] >= 10)
+    merging = schema.LastRows(last)
+    out = []
+    for begin in range(0, len(period), batch):
+        out += merging.merged(period[begin:begin + batch])
+    out += merging.rest()
+    assert out == sorted(rows)
+    assert schema.STATE.names[:3] == ("component", "ts_ms", "agent")
