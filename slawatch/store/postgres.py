@@ -594,8 +594,11 @@ class PostgresSource:
             else:
                 wanted = list(components)
                 before = await conn.fetch(_SQL_LAST_CHANGES_OF, start_ms, wanted)
-                inside = await conn.fetch(f"{_SQL_CHANGES} AND component = ANY($3::text[]) ORDER BY {_STATE_ORDER}",
-                                          start_ms, end_ms, wanted)
+                # Sorted here, not by the server: PostgreSQL (before 17) cannot take `= ANY` off the primary key in
+                # its order, and sorted 2 000 components' month (80 000 rows) in 120 ms, with two parallel workers
+                # and on disk, where Python sorts the records in 50 ms.
+                inside = await conn.fetch(f"{_SQL_CHANGES} AND component = ANY($3::text[])", start_ms, end_ms, wanted)
+                schema.sort_state_rows(inside)
             return before, inside
 
         async def snapshot(conn: asyncpg.Connection) -> tuple[list[Any], list[Any]]:
