@@ -1,0 +1,188 @@
+"""One-line flow mappings read apart from the YAML parser: the same data, Config and errors as the parser's way."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slawatch.config import flowlines, loader
+from slawatch.config.loader import ConfigError, bundled_contract, load
+
+PATH = Path("t.yaml")
+
+
+def _events_only(text: str) -> Any:
+    """What the parser's events alone make of the text (the way before flow lines were read apart)."""
+    try:
+        return loader._build_events(text, PATH, {}, None)
+    except ConfigError as exc:
+        return [str(p) for p in exc.problems]
+    except yaml.YAMLError as exc:
+        return type(exc), str(exc)
+
+
+def _built(text: str) -> Any:
+    try:
+        return loader._build(text, PATH)
+    except ConfigError as exc:
+        return [str(p) for p in exc.problems]
+    except yaml.YAMLError as exc:
+        return type(exc), str(exc)
+
+
+def _flow_lines(text: str) -> list[int]:
+    flow = flowlines.read_flow_lines(text, lambda token: token)
+    return [] if flow is None else flow.lines
+
+
+# (text, the 0-based lines read apart)
+SAME_AS_EVENTS = [
+    ("a:\n  - {x: 1, y: two, z: 3.5}\n  - {x: yes, y: off, z: ~}\n", [1]),
+    ("- {a: null, b: Null, c: 0x1F, d: 0o17, e: 1_000, f: .inf, g: -.NaN, h: 2026-11-26, i: +1, j: -5}\n", [0]),
+    ('- {q: "yes", r: \'1\', s: "${X}", t: \'a # b\', u: "c: d", v: "", w: \'\'}\n', [0]),
+    ("- {n: {m: [1, [2, 3], {p: [4]}]}, e: {}, l: []}\n- {n: {m: {o: [1]}}}\n- {n: [[[1]]]}\n", [1, 2]),
+    ("- {1: int, true: bool, null: none, 2026-01-01: date, -1.5: float}\n", [0]),
+    ("- {dup: 1, other: 2, dup: 3}\n", [0]),
+    ("-   {a: 1}   \n-  {b:   [ 1 ,2 , 3 ]  ,  c: d}\n", [0, 1]),
+    ("components:\n- {name: a, probes: [{kind: tcp, target: \"h:1\"}]}\n- {name: b, class: san}\n", [1, 2]),
+    ("- - {a: 1}\n  - {b: 2}\n", [1]),  # a nested sequence: the first line is `- - {`, not read apart
+    # left to the parser, line by line: a comment, a tab, a colon, spaces in a plain scalar, a flow key
+    ("- {a: 1}  # c\n- {a:\t1}\n- {a: b:c}\n- {a: b c}\n- {[a]: 1}\n- {a: 1}\n", [5]),
+    ("a: &x [1, 2]\nb: *x\nc:\n  - {d: 1}\n", [3]),  # an alias: built again from the events
+    ("a: &x\n  - {d: 1}\n  - {e: 2}\nb: [*x, *x]\n", [1, 2]),
+    ("a: |\n  - {not: line}\n  - {of: own}\nb:\n  - {c: 1}\n", [1, 2, 4]),  # block text holds two
+    ("a: >\n  - {folded: 1}\n", [1]),
+    ("a: 'one\n  - {quoted: 1}\n  two'\n", [1]),
+    ("a: plain\n  - {continued: 1}\n", [1]),
+    ('a: "' + flowlines.PLACEHOLDER + '"\nb:\n  - {c: 1}\n', []),  # the placeholder written: not read apart
+    ("- {a: 2026-13-45}\n", [0]),  # a date the constructor refuses: as before (ValueError from PyYAML)
+    ("- {a: 1}\n- {b: 2\n", [0]),  # an unclosed mapping: a syntax error, with its line
+    ("- {a: 1}\n  - {b: 2}\n", [0, 1]),  # bad indentation: the error of the file as written
+    ("x:\n" + "".join("  " * i + "-\n" for i in range(1, 60)) + "  " * 60 + "- {a: {b: {c: [1]}}}\n", [60]),
+    ("- {a: 1}\n---\n- {b: 2}\n", [0, 2]),  # several documents: left to PyYAML, which refuses them
+]
+
+
+@pytest.mark.parametrize(("text", "lines"), SAME_AS_EVENTS)
+def test_flow_lines_give_what_the_events_give(text: str, lines: list[int]) -> None:
+    assert _flow_lines(text) == lines
+    try:
+        expected = _events_only(text)
+    except ValueError as exc:  # the same exception from both ways
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            loader._build(text, PATH)
+        return
+    assert _built(text) == expected
+    assert _built(text) is not None or expected is None
+
+
+def test_a_generated_config_is_read_apart_and_put_in_place() -> None:
+    rows = "".join(f'  - {{name: c{i}, class: san, customer: cust-{i % 3}, probes: [{{kind: tcp, target: "h:{i}"}}]}}\n'
+                   for i in range(50))
+    text = f"customers:\n  - {{name: cust-0, tier: gold}}\ncomponents:\n{rows}"
+    flow = flowlines.read_flow_lines(text, lambda token: token)
+    assert flow is not None and flow.lines == [1, *range(3, 53)]
+    built = loader._build_events(flow.text, PATH, {}, flow)  # not given up: every line was put in its place
+    assert built is not None
+    assert built == loader._build_events(text, PATH, {}, None) == (yaml.safe_load(text), False)
+
+
+# Scalars as a person or a generator might write them: plain, quoted, and raw text with YAML's indicators.
+_words = st.sampled_from(["a", "san", "tcp", "yes", "No", "on", "null", "~", "1", "-1", "+2", "0x1F", "1_0", ".5",
+                          "1e3", "2026-11-26", "12:30", "-", ".", "a b", "a#b", "a #b", "a:b", "a: b", "${X}",
+                          "", " ", "'", '"', "\\", "{", "}", "[", "]", ",", "&a", "*a", "!x", "|", ">", "%", "@",
+                          "?", "=", "<<", "é", "\t"])
+_plain = st.sampled_from(["a", "san", "tcp", "comp-01", "h.example", "a/b", "a+b", "_x", "yes", "No", "on", "OFF",
+                          "null", "Null", "true", "1", "-1", "+2", "0x1F", "0o17", "0b11", "1_0", ".5", "-.5", "1e3",
+                          "1.5e+3", ".inf", "-.Inf", ".NaN", "2026-11-26", "2026-1-2", "20261126", "y", "n", "-a"])
+_text = st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters="\"'\\"), max_size=6)
+_scalars = st.one_of(_plain, _plain, _plain, _plain, st.builds(lambda w: f'"{w}"', _text),
+                     st.builds(lambda w: f"'{w}'", _text), _words)  # the last often not YAML at all
+
+
+def _flow(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    entries = st.lists(st.tuples(_scalars, inner), max_size=4)
+    return st.one_of(
+        st.builds(lambda kv, gap: "{" + ("," + gap).join(f"{k}:{gap or ' '}{v}" for k, v in kv) + "}",
+                  entries, st.sampled_from(["", " ", "  "])),
+        st.builds(lambda items: "[" + ", ".join(items) + "]", st.lists(inner, max_size=4)))
+
+
+_values = st.recursive(_scalars, _flow, max_leaves=12)
+_lines = st.builds(lambda value, tail: f"- {{k: {value}}}{tail}",
+                   _values, st.sampled_from(["", "", "", "", "", "", " ", "  # c", ":", " x"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_lines, min_size=1, max_size=8),
+       st.sampled_from(["", "", "a:\n", "a:\n", "a: |\n", "a: &x\n", "- &x 1\n", "- [\n"]),
+       st.sampled_from(["", "", "b: *x\n", "- *x\n", "c: 'q\n", "]\n"]))
+def test_any_flow_lines_give_what_the_events_give(lines: list[str], head: str, tail: str) -> None:
+    indent = "  " if head.endswith(":\n") else ""
+    text = head + "".join(f"{indent}{line}\n" for line in lines) + tail
+    try:
+        expected = _events_only(text)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            loader._build(text, PATH)
+        return
+    assert _built(text) == expected
+
+
+def _config(tmp_path: Path, rows: list[str]) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"contract: {bundled_contract()}\ncustomers:\n  - {{name: cust-0, tier: gold}}\n"
+                    "components:\n" + "".join(f"  {row}\n" for row in rows))
+    return path
+
+
+def _without_flow_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "read_flow_lines", lambda text, plain: None)
+
+
+ROWS = [
+    '- {name: a, class: san, customer: cust-0, probes: [{kind: tcp, target: "127.0.0.1:9"}]}',
+    "- {name: b, class: network, tier: gold, interval_s: 60, probes: [{kind: icmp, target: 127.0.0.1, count: 1}]}",
+    "- {name: c, class: sip, tier: base, probes: [{kind: sip, target: 'sip:127.0.0.1:5060'}, "
+    "{kind: http, name: web, target: 'http://127.0.0.1:8080/', expect_status: [200, 204], timeout_s: 2}]}",
+    "- name: d\n    class: power\n    customer: cust-0\n    probes: [{kind: tcp, target: 'h:1'}]",
+]
+
+
+def test_a_config_of_flow_lines_loads_to_the_same_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _config(tmp_path, ROWS)
+    fast = load(path).config
+    _without_flow_lines(monkeypatch)
+    slow = load(path).config
+    assert fast == slow
+    assert [c.name for c in fast.components] == ["a", "b", "c", "d"]
+    assert fast.components[2].probes[1].timeout_s == 2
+
+
+BAD_ROWS = [
+    ['- {name: a, class: san, customer: nobody, probes: [{kind: tcp, target: "x"}]}'],
+    ["- {name: a, class: san, tier: gold, probes: [{kind: nope}]}", "- {name: bad name, class: san, tier: gold}"],
+    ["- {name: a, class: san, tier: gold, probes: [{kind: tcp, target: 'h:1', interval_s: 1, timeout_s: 5}]}"],
+    ["- {name: a, class: san, tier: gold, probes: [{kind: tcp, target: 'h:1'}], extra: 1}"],
+    ["- {name: a, class: san, tier: gold, probes: [{kind: tcp, target: 'h:${NOT_SET}'}]}"],
+    ["- {name: a, class: san, tier: gold, probes: [{kind: tcp, target: 'h:1'}]}", "- {name: a, class: san"],
+]
+
+
+@pytest.mark.parametrize("rows", BAD_ROWS)
+def test_errors_in_flow_lines_are_the_same_messages_at_the_same_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[str]) -> None:
+    path = _config(tmp_path, ROWS[:2] + rows)
+    with pytest.raises(ConfigError) as fast:
+        load(path, {})
+    _without_flow_lines(monkeypatch)
+    with pytest.raises(ConfigError) as slow:
+        load(path, {})
+    assert [str(p) for p in fast.value.problems] == [str(p) for p in slow.value.problems]
+    assert all(p.line is not None and p.line >= 5 for p in fast.value.problems)
