@@ -13,7 +13,8 @@ from typing import Any
 # - scalars: plain ones of letters, digits and _ . + - / (no spaces, no `:`, not starting with - + . alone),
 #   resolved by the caller exactly as a plain scalar (the same resolver and constructors); double-quoted ones
 #   of printable ASCII without `\` or `"`; single-quoted ones of printable ASCII without `'`;
-# - `key: value` entries (a scalar key), flow sequences, flow mappings, at most FLOW_DEPTH levels deep;
+# - `key: value` entries (a scalar key), flow sequences, flow mappings, at most FLOW_DEPTH levels deep, commas
+#   between entries (and one after the last, which YAML allows);
 # - spaces only (no tabs, no comments), nothing after the closing brace but spaces.
 _PLAIN = r"(?:[A-Za-z0-9_]|[-+.][A-Za-z0-9_./+-])[A-Za-z0-9_./+-]*"
 _DOUBLE = r'"[ !#-\[\]-~]*"'
@@ -22,12 +23,14 @@ _SCALAR = f"(?:{_PLAIN}|{_DOUBLE}|{_SINGLE})"
 FLOW_DEPTH = 4  # the line's mapping, and three levels in it: {probes: [{expect_status: [200]}]}
 
 
+# Each entry is followed by a comma or the closing bracket (a comma before it too, as YAML allows): the value
+# pattern is written once per level, so the pattern stays small (it is compiled at import).
 def _sequence(value: str) -> str:
-    return rf"\[ *(?:(?:{value})(?: *, *(?:{value}))*)? *\]"
+    return rf"\[ *(?:(?:{value}) *(?:, *|(?=\])))*\]"
 
 
 def _mapping(value: str) -> str:
-    return rf"\{{ *(?:{_SCALAR}: +(?:{value})(?: *, *{_SCALAR}: +(?:{value}))*)? *\}}"
+    return rf"\{{ *(?:{_SCALAR}: +(?:{value}) *(?:, *|(?=\}})))*\}}"
 
 
 def _flow_line() -> re.Pattern[str]:
@@ -38,11 +41,10 @@ def _flow_line() -> re.Pattern[str]:
 
 
 _LINE = _flow_line()
-# The tokens of a line that matched: a key (scalar and ": "), a scalar, or a bracket or comma; spaces skipped.
-_TOKEN = re.compile(rf"{_SCALAR}(?:: )?|[{{}}\[\],]")
-_OPEN_MAP, _OPEN_SEQ, _CLOSE, _COMMA, _KEY, _VALUE = range(6)
-_PUNCT = {"{": (_OPEN_MAP, None), "[": (_OPEN_SEQ, None), "}": (_CLOSE, None), "]": (_CLOSE, None),
-          ",": (_COMMA, None)}
+# The tokens of lines that matched: a bracket, a key (scalar and ": ") or a scalar; spaces and commas skipped.
+_TOKEN = re.compile(rf" *([{{}}\[\]]|{_SCALAR}(?:: )?)")
+_OPEN_MAP, _OPEN_SEQ, _CLOSE, _KEY, _VALUE = range(5)
+_PUNCT = {"{": (_OPEN_MAP, None), "[": (_OPEN_SEQ, None), "}": (_CLOSE, None), "]": (_CLOSE, None)}
 PLACEHOLDER = "slawatch-flow-line-read-apart"
 CHUNK = 2000  # lines tokenised at once: the token list of a whole file would be hundreds of MB
 
@@ -118,7 +120,7 @@ def _values(tokens: list[str], table: dict[str, tuple[int, Any]], plain: Callabl
             key = value
         elif kind == _CLOSE:
             current = stack.pop()
-        elif kind != _COMMA:
+        else:
             new: Any = {} if kind == _OPEN_MAP else []
             if key is _NO_KEY:
                 current.append(new)
