@@ -49,7 +49,8 @@ SAME_AS_EVENTS = [
     ("- {n: {m: [1, [2, 3], {p: [4]}]}, e: {}, l: []}\n- {n: {m: {o: [1]}}}\n- {n: [[[1]]]}\n", [1, 2]),
     ("- {1: int, true: bool, null: none, 2026-01-01: date, -1.5: float}\n", [0]),
     ("- {dup: 1, other: 2, dup: 3}\n", [0]),
-    ("-   {a: 1}   \n-  {b:   [ 1 ,2 , 3 ]  ,  c: d}\n- {a: [1, 2,], b: {c: 3,},}\n- {a: 1,, b: 2}\n- {, a: 1}\n", [0, 1, 2]),
+    ("-   {a: 1}   \n-  {b:   [ 1 ,2 , 3 ]  ,  c: d}\n- {a: [1, 2,], b: {c: 3,},}\n- {a: 1,, b: 2}\n- {, a: 1}\n",
+     [0, 1, 2]),
     ("components:\n- {name: a, probes: [{kind: tcp, target: \"h:1\"}]}\n- {name: b, class: san}\n", [1, 2]),
     ("- - {a: 1}\n  - {b: 2}\n", [1]),  # a nested sequence: the first line is `- - {`, not read apart
     # left to the parser, line by line: a comment, a tab, a colon, spaces in a plain scalar, a flow key
