@@ -103,7 +103,8 @@ _plain = st.sampled_from(["a", "san", "tcp", "comp-01", "h.example", "a/b", "a+b
                           "null", "Null", "true", "1", "-1", "+2", "0x1F", "0o17", "0b11", "1_0", ".5", "-.5", "1e3",
                           "1.5e+3", ".inf", "-.Inf", ".NaN", "2026-11-26", "2026-1-2", "20261126", "y", "n", "-a"])
 _text = st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters="\"'\\"), max_size=6)
-_scalars = st.one_of(_plain, _plain, _plain, _plain, st.builds(lambda w: f'"{w}"', _text),
+_scalars = st.one_of(_plain, _plain, _plain, st.text("aeE1_.+-/:", min_size=1, max_size=4),
+                     st.builds(lambda w: f'"{w}"', _text),
                      st.builds(lambda w: f"'{w}'", _text), _words)  # the last often not YAML at all
 
 
