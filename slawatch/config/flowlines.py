@@ -55,12 +55,13 @@ class NotFlow(Exception):
 
 @dataclass(frozen=True, slots=True)
 class FlowLines:
-    """The file with each line read here replaced by `- "PLACEHOLDER"` (same lines, same columns before it), the
-    0-based number of each such line and its value, in order, and whether any of their strings holds `${`."""
+    """The file with the lines read here replaced: the first of each run of them (consecutive lines, the `-` in
+    the same column: items of one sequence) by `- "PLACEHOLDER"` (the same columns before it), the others by
+    empty lines, so every other line keeps its number; the runs as (0-based line of the first, the values of
+    its lines), in order; whether any of their strings holds `${`."""
 
     text: str
-    lines: list[int]
-    values: list[Any]
+    runs: list[tuple[int, list[Any]]]
     dollar: bool
 
 
@@ -83,19 +84,25 @@ def read_flow_lines(text: str, plain: Callable[[str], Any]) -> FlowLines | None:
     dollar = False
     for start in range(0, len(found), CHUNK):
         chunk = found[start:start + CHUNK]
-        flows = []
-        for number in chunk:
-            row = rows[number]
-            at = row.index("{")
-            flows.append(row[at:])
-            rows[number] = row[:at] + '"' + PLACEHOLDER + '"'
-        joined = " ".join(flows)
+        joined = " ".join(rows[number][rows[number].index("{"):] for number in chunk)
         dollar = dollar or "${" in joined
         got = _values(_TOKEN.findall(joined), table, plain)
         if len(got) != len(chunk):  # cannot be, for lines the pattern matched: then leave them all to the parser
             return None
         values.extend(got)
-    return FlowLines("\n".join(rows), found, values, dollar)
+    runs: list[tuple[int, list[Any]]] = []
+    last = dash = -2
+    for number, value in zip(found, values, strict=True):
+        row = rows[number]
+        column = row.index("-")
+        if number == last + 1 and column == dash:
+            runs[-1][1].append(value)
+            rows[number] = ""
+        else:
+            runs.append((number, [value]))
+            rows[number] = row[:row.index("{")] + '"' + PLACEHOLDER + '"'
+        last, dash = number, column
+    return FlowLines("\n".join(rows), runs, dollar)
 
 
 def _values(tokens: list[str], table: dict[str, tuple[int, Any]], plain: Callable[[str], Any]) -> list[Any]:

@@ -344,15 +344,15 @@ def _build_events(text: str, path: Path, plain: dict[str, Any], flow: FlowLines 
                                                        "beyond those written in the file: write the values out")])
         return value
 
-    def flowed(event: Any, depth: int) -> Any:
-        """The value of the flow line at this placeholder, which must be the next one, on its own line."""
+    def flowed(event: Any, depth: int) -> list[Any]:
+        """The values of the run of flow lines at this placeholder, which must be the next one, on its own line."""
         nonlocal placed
         assert flow is not None
-        if (placed == len(flow.lines) or event.start_mark.line != flow.lines[placed] or event.style != '"'
+        if (placed == len(flow.runs) or event.start_mark.line != flow.runs[placed][0] or event.style != '"'
                 or depth + FLOW_DEPTH > MAX_DEPTH):
             raise _FlowMismatch
         placed += 1
-        return flow.values[placed - 1]
+        return flow.runs[placed - 1][1]
 
     def node(event: Any, depth: int) -> Any:
         kind = event.__class__
@@ -425,7 +425,8 @@ def _build_events(text: str, path: Path, plain: dict[str, Any], flow: FlowLines 
                         if "${" in value:
                             dollar = True
                         elif value == PLACEHOLDER and flow is not None:
-                            value = flowed(event, depth)
+                            out.extend(flowed(event, depth))
+                            continue
                     append(value)
                 else:
                     append(node(event, depth))
@@ -445,7 +446,7 @@ def _build_events(text: str, path: Path, plain: dict[str, Any], flow: FlowLines 
                     return None  # the composer says "expected a single document"
             elif kind is scalar_event or kind is alias_event or kind is mapping_start or kind is sequence_start:
                 root = node(event, 0)
-        if flow is not None and placed != len(flow.lines):
+        if flow is not None and placed != len(flow.runs):
             raise _FlowMismatch  # a placeholder inside a string or block text: not a line of its own
         return root, dollar
     except _LeftToPyYAML:

@@ -38,7 +38,7 @@ def _built(text: str) -> Any:
 
 def _flow_lines(text: str) -> list[int]:
     flow = flowlines.read_flow_lines(text, lambda token: token)
-    return [] if flow is None else flow.lines
+    return [] if flow is None else [line + i for line, values in flow.runs for i in range(len(values))]
 
 
 # (text, the 0-based lines read apart)
@@ -67,6 +67,11 @@ SAME_AS_EVENTS = [
     ("- {a: 1}\n  - {b: 2}\n", [0, 1]),  # bad indentation: the error of the file as written
     ("x:\n" + "".join("  " * i + "-\n" for i in range(1, 60)) + "  " * 60 + "- {a: {b: {c: [1]}}}\n", [60]),
     ("- {a: 1}\n---\n- {b: 2}\n", [0, 2]),  # several documents: left to PyYAML, which refuses them
+    # runs of lines: one sequence each, broken by another column, another item, a comment or an empty line
+    ("a:\n  - {x: 1}\n  - {x: 2}\nb:\n- {y: 1}\n- {y: 2}\n", [1, 2, 4, 5]),
+    ("- {a: 1}\n- b\n- {c: 2}\n- {d: 3}\n# note\n- {e: 4}\n\n- {f: 5}\n", [0, 2, 3, 5, 7]),
+    ("- - {a: 1}\n  - {b: 2}\n  - {c: 3}\n- {d: 4}\n- x:\n  - {e: 5}\n  - {f: 6}\n- {g: 7}\n", [1, 2, 3, 5, 6, 7]),
+    ("a: |\n  text\n  - {in: text}\n  - {also: text}\nb: [1]\n", [2, 3]),
 ]
 
 
@@ -88,7 +93,8 @@ def test_a_generated_config_is_read_apart_and_put_in_place() -> None:
                    for i in range(50))
     text = f"customers:\n  - {{name: cust-0, tier: gold}}\ncomponents:\n{rows}"
     flow = flowlines.read_flow_lines(text, lambda token: token)
-    assert flow is not None and flow.lines == [1, *range(3, 53)]
+    assert flow is not None and [(line, len(values)) for line, values in flow.runs] == [(1, 1), (3, 50)]
+    assert flow.text.split("\n")[3:6] == ['  - "' + flowlines.PLACEHOLDER + '"', "", ""]
     built = loader._build_events(flow.text, PATH, {}, flow)  # not given up: every line was put in its place
     assert built is not None
     assert built == loader._build_events(text, PATH, {}, None) == (yaml.safe_load(text), False)
