@@ -195,3 +195,15 @@ def test_errors_in_flow_lines_are_the_same_messages_at_the_same_lines(
         load(path, {})
     assert [str(p) for p in fast.value.problems] == [str(p) for p in slow.value.problems]
     assert all(p.line is not None and p.line >= 5 for p in fast.value.problems)
+
+
+def test_strings_known_by_their_first_character_are_what_the_resolver_says() -> None:
+    """The shortcut: a plain scalar whose first character no implicit resolver looks at is a string."""
+    assert None not in loader._LOADER.yaml_implicit_resolvers  # no resolver for any first character
+    resolver = loader._LOADER("")
+    try:
+        for first in map(chr, range(32, 127)):
+            if first not in loader._RESOLVED_FIRST:
+                assert resolver.resolve(yaml.ScalarNode, first + "x1", (True, False)) == "tag:yaml.org,2002:str"
+    finally:
+        resolver.dispose()
