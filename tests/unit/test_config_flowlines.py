@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,54 @@ def test_strings_known_by_their_first_character_are_what_the_resolver_says() -> 
                 assert resolver.resolve(yaml.ScalarNode, first + "x1", (True, False)) == "tag:yaml.org,2002:str"
     finally:
         resolver.dispose()
+
+
+_field_values = {
+    "name": st.sampled_from(["a", "b", "sw-01", "'a'", '"x y"', "bad name", "1", "null"]),
+    "class": st.sampled_from(["san", "network", "nope", '"sip"']),
+    "tier": st.sampled_from(["gold", "base", "platinum2", "~", "null"]),
+    "customer": st.sampled_from(["cust-0", "nobody", '"cust-0"']),
+    "interval_s": st.sampled_from(["60", "1.5", "0", "-1", "1e3", "yes", '"60"', ".inf"]),
+    "timeout_s": st.sampled_from(["2", "90", "0.5", "null"]),
+}
+_probe_values = {
+    "kind": st.sampled_from(["tcp", "icmp", "http", "nope", '"tcp"']),
+    "target": st.sampled_from(['"127.0.0.1:9"', "127.0.0.1", "h.example", "'http://127.0.0.1:8/'", '"x"', "10"]),
+    "name": st.sampled_from(["p1", "p2", "'p 1'"]),
+    "count": st.sampled_from(["1", "3", "0", "true"]),
+    "interval_s": st.sampled_from(["30", "0.01"]),
+    "extra": st.sampled_from(["1"]),
+}
+
+
+def _mapping_text(base: dict[str, str], values: dict[str, st.SearchStrategy[str]]) -> st.SearchStrategy[str]:
+    """A flow mapping of `base` with a few of its keys changed, dropped or added from `values`."""
+    changed = st.dictionaries(st.sampled_from(sorted(values)), st.none(), max_size=1).flatmap(
+        lambda names: st.tuples(*(st.one_of(st.none(), values[n]) for n in names)).map(
+            lambda written: dict(zip(names, written, strict=True))))
+    return st.one_of(st.just({}), st.just({}), changed).map(lambda change: "{" + ", ".join(
+        f"{k}: {v}" for k, v in {**base, **change}.items() if v is not None) + "}")
+
+
+_components = st.builds(
+    lambda fields, probes: fields[:-1] + f", probes: [{probes}]}}",
+    _mapping_text({"name": "NAME", "class": "san", "tier": "gold"}, _field_values),
+    st.lists(_mapping_text({"kind": "tcp", "target": '"127.0.0.1:9"'}, _probe_values), min_size=1, max_size=2)
+    .map(", ".join))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_components, min_size=1, max_size=5))
+def test_any_config_of_flow_lines_loads_to_the_same_config_or_the_same_errors(rows: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _config(Path(tmp), [f"- {row}".replace("NAME", f"c{i}") for i, row in enumerate(rows)])
+        outcomes = []
+        for flow in (True, False):
+            with pytest.MonkeyPatch.context() as patch:
+                if not flow:
+                    _without_flow_lines(patch)
+                try:
+                    outcomes.append(load(path, {}).config)
+                except ConfigError as exc:
+                    outcomes.append([str(p) for p in exc.problems])
+        assert outcomes[0] == outcomes[1]
