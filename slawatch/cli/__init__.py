@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -44,6 +45,7 @@ def build_parser(commands: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv_given = argv
     argv = list(sys.argv[1:] if argv is None else argv)
     # Only the command named is imported; anything else (no command, --help, a typo) gets every command.
     parser = build_parser(argv[:1] if argv[:1] and argv[0] in COMMANDS else COMMANDS)
@@ -68,6 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILURE
+    if argv_given is None and getattr(args, "exit_at_once", False):
+        # A one-shot command run as the process (not called in-process): its output is out, so the process ends
+        # here instead of the interpreter freeing what the command loaded one object at a time (~0.25 s for a
+        # config of 100 000 components) — nothing is left to write or close.
+        with contextlib.suppress(OSError):  # a closed stderr: nothing more could be said anyway
+            sys.stderr.flush()
+        os._exit(code)
     return code
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
+from slawatch.config.flowlines import FLOW_DEPTH, PLACEHOLDER, FlowLines, NotFlow, read_flow_lines
 from slawatch.config.probes import PROBE_KINDS
 from slawatch.config.settings import Component, Config, Contract, cross_check, shown
 from slawatch.config.units import VALUE_SHOWN, Located
@@ -222,6 +223,56 @@ def _build(text: str, path: Path) -> tuple[Any, bool] | None:
     (data, whether any string holds `${`). None for what it leaves to the composer: explicit tags, merge keys,
     non-scalar keys, undefined aliases, several documents.
 
+    One-line flow mappings of a block sequence (a generated config's components) are read apart, without the
+    parser's events (flowlines.py), and put in their places as the rest is built. Anything unusual on that way
+    (an alias, an error, a line not where the parser puts it) and the file is built again whole from the
+    parser's events, so the data, and every error with its line, are those of the file as written."""
+    plain: dict[str, Any] = {}  # plain scalar -> its value: most are repeated (kind: tcp, class: san, ...)
+    loader = _LOADER("")
+    resolve: Any = loader.resolve
+    constructors = loader.yaml_constructors
+
+    def plain_value(token: str) -> Any:
+        value = plain.get(token, _NO_KEY)
+        if value is _NO_KEY:
+            if token[:1] in _RESOLVED_FIRST:
+                tag = resolve(yaml.ScalarNode, token, (True, False))
+                if tag not in _PLAIN_TAGS:
+                    raise NotFlow
+                value = constructors[tag](loader, yaml.ScalarNode(tag, token))
+            else:  # no implicit resolver for its first character: a string, as the resolver would say
+                value = token
+            plain[token] = value
+        return value
+
+    try:
+        flow = read_flow_lines(text, plain_value)
+    except NotFlow:
+        flow = None
+    finally:
+        loader.dispose()
+    if flow is not None:
+        try:
+            built = _build_events(flow.text, path, plain, flow)
+        except Exception:  # built again from the file as written, which says it as before
+            built = None
+        if built is not None:
+            return built
+    return _build_events(text, path, plain, None)
+
+
+# The first characters of a plain scalar that SafeLoader's implicit resolvers look at (else it is a string). SafeLoader
+# has no resolver for any first character (key None); were one added, this would not be the shortcut it is.
+_RESOLVED_FIRST = frozenset(key for key in _LOADER.yaml_implicit_resolvers if key is not None)
+
+
+class _FlowMismatch(Exception):
+    """A placeholder of flowlines.py met where its line's value cannot simply be put."""
+
+
+def _build_events(text: str, path: Path, plain: dict[str, Any], flow: FlowLines | None) -> tuple[Any, bool] | None:
+    """_build from the parser's events, with the values of `flow`'s lines put at their placeholders.
+
     PyYAML's composer would build a node (with two marks) per value first: for a file of 100 000 components
     that tree is most of the load's time and memory. Each collection is read by its own loop, scalars inline:
     the parser's 17 events per component are the cost left (~1 us each, two thirds of it making the event)."""
@@ -230,11 +281,11 @@ def _build(text: str, path: Path) -> tuple[Any, bool] | None:
     get_event: Any = loader.get_event
     resolve: Any = loader.resolve
     constructors = loader.yaml_constructors
-    plain: dict[str, Any] = {}  # plain scalar -> its value: most are repeated (kind: tcp, class: san, ...)
     anchored: dict[str, tuple[Any, int]] = {}  # anchor -> (value, expanded node count, as in _check_shape)
     open_anchors: list[str] = []  # anchors of the collections being read: an alias to one would contain itself
     nodes = extra = 0  # nodes written in the file; nodes aliases add
-    dollar = False
+    dollar = flow is not None and flow.dollar
+    placed = 0  # flow lines put in their places
     scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
     mapping_start, sequence_start = yaml.MappingStartEvent, yaml.SequenceStartEvent
     mapping_end, sequence_end = yaml.MappingEndEvent, yaml.SequenceEndEvent
@@ -242,11 +293,14 @@ def _build(text: str, path: Path) -> tuple[Any, bool] | None:
     def resolved(event: Any) -> Any:
         """A plain scalar's value, through SafeLoader's resolver and constructors (then kept in `plain`)."""
         nonlocal dollar
-        tag = resolve(yaml.ScalarNode, event.value, event.implicit)
-        if tag not in _PLAIN_TAGS:
-            raise _LeftToPyYAML
-        value = plain[event.value] = constructors[tag](loader, yaml.ScalarNode(
-            tag, event.value, event.start_mark, event.end_mark, event.style))
+        if event.value[:1] not in _RESOLVED_FIRST:  # a string: see _RESOLVED_FIRST
+            value = plain[event.value] = event.value
+        else:
+            tag = resolve(yaml.ScalarNode, event.value, event.implicit)
+            if tag not in _PLAIN_TAGS:
+                raise _LeftToPyYAML
+            value = plain[event.value] = constructors[tag](loader, yaml.ScalarNode(
+                tag, event.value, event.start_mark, event.end_mark, event.style))
         if isinstance(value, str) and "${" in value:
             dollar = True
         return value
@@ -271,6 +325,8 @@ def _build(text: str, path: Path) -> tuple[Any, bool] | None:
 
     def alias(event: Any, key: bool) -> Any:
         nonlocal extra
+        if flow is not None:  # the node counts of the alias limits leave out the flow lines' nodes
+            raise _FlowMismatch
         if event.anchor in open_anchors:
             line = event.start_mark.line + 1
             raise ConfigError([Problem(path, line, (), f"alias *{event.anchor} refers to a node "
@@ -287,6 +343,16 @@ def _build(text: str, path: Path) -> tuple[Any, bool] | None:
             raise ConfigError([Problem(path, line, (), f"YAML aliases expand to more than {allowed} nodes "
                                                        "beyond those written in the file: write the values out")])
         return value
+
+    def flowed(event: Any, depth: int) -> list[Any]:
+        """The values of the run of flow lines at this placeholder, which must be the next one, on its own line."""
+        nonlocal placed
+        assert flow is not None
+        if (placed == len(flow.runs) or event.start_mark.line != flow.runs[placed][0] or event.style != '"'
+                or depth + FLOW_DEPTH > MAX_DEPTH):
+            raise _FlowMismatch
+        placed += 1
+        return flow.runs[placed - 1][1]
 
     def node(event: Any, depth: int) -> Any:
         kind = event.__class__
@@ -358,6 +424,9 @@ def _build(text: str, path: Path) -> tuple[Any, bool] | None:
                         value = event.value
                         if "${" in value:
                             dollar = True
+                        elif value == PLACEHOLDER and flow is not None:
+                            out.extend(flowed(event, depth))
+                            continue
                     append(value)
                 else:
                     append(node(event, depth))
@@ -377,6 +446,8 @@ def _build(text: str, path: Path) -> tuple[Any, bool] | None:
                     return None  # the composer says "expected a single document"
             elif kind is scalar_event or kind is alias_event or kind is mapping_start or kind is sequence_start:
                 root = node(event, 0)
+        if flow is not None and placed != len(flow.runs):
+            raise _FlowMismatch  # a placeholder inside a string or block text: not a line of its own
         return root, dollar
     except _LeftToPyYAML:
         return None

@@ -540,6 +540,9 @@ class ServerSettings(Strict):
         return v
 
 
+_TIMING_FIELDS = frozenset(("interval_s", "timeout_s", "retry_interval_s"))
+
+
 class Config(Strict):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     server: ServerSettings | None = None
@@ -565,15 +568,17 @@ class Config(Strict):
                 # What pydantic's __setattr__ does for a plain field (the value in __dict__, the name in the set
                 # fields), without its per-call dispatch: 300 000 assignments for 100 000 probes.
                 values, fields = probe.__dict__, probe.__pydantic_fields_set__
+                if fields >= _TIMING_FIELDS:
+                    continue
                 if "interval_s" not in fields:
                     values["interval_s"] = comp.interval_s or defaults.interval_s
-                    fields.add("interval_s")
                 if "timeout_s" not in fields:
                     values["timeout_s"] = comp.timeout_s or defaults.timeout_s
-                    fields.add("timeout_s")
                 if "retry_interval_s" not in fields:
                     values["retry_interval_s"] = comp.retry_interval_s or defaults.retry_interval_s
-                    fields.add("retry_interval_s")
+                # One new set with the three names rather than three adds: a set grown past four names is
+                # resized to 728 bytes, one made at once takes 472 (25 MB for 100 000 probes).
+                object.__setattr__(probe, "__pydantic_fields_set__", fields | _TIMING_FIELDS)
         return self
 
     def customer(self, name: str) -> Customer | None:

@@ -189,3 +189,17 @@ def test_a_load_leaves_no_cyclic_garbage(tmp_path: Path) -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_filled_probe_timing_counts_as_set_and_what_was_written_stays(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"contract: {bundled_contract()}\ndefaults: {{interval_s: 90}}\ncomponents:\n"
+                    "  - {name: a, class: san, tier: gold, timeout_s: 3, probes: [{kind: tcp, target: 'h:1'},\n"
+                    "     {kind: tcp, name: b, target: 'h:2', interval_s: 20, retry_interval_s: 5}]}\n")
+    first, second = load(path).config.components[0].probes
+    assert first.model_fields_set == {"kind", "target", "interval_s", "timeout_s", "retry_interval_s"}
+    assert (first.interval_s, first.timeout_s, first.retry_interval_s) == (90, 3, None)
+    assert second.model_fields_set == {"kind", "name", "target", "interval_s", "timeout_s", "retry_interval_s"}
+    assert (second.interval_s, second.timeout_s, second.retry_interval_s) == (20, 3, 5)
+    second.max_read_bytes = 10  # an assignment later still marks its field
+    assert "max_read_bytes" in second.model_fields_set
