@@ -110,6 +110,24 @@ async def test_connect_timeout_when_syns_are_dropped() -> None:
     assert time.perf_counter() - t0 < 1.0
 
 
+async def test_connects_in_flight_together_each_get_their_own_outcome() -> None:
+    """Connects in flight at once share the loop's watch (one epoll set): each ends with its own socket's outcome,
+    and the descriptors that refused and timed-out connects freed serve later connects on the same loop."""
+    with syn_blackhole() as dropped:
+        async with line_peer() as up:
+            refused = closed_port()
+            for _ in range(3):
+                ports = [up, refused, dropped] * 20
+                results = await asyncio.gather(*(tcp.probe(settings(p, timeout_s=0.3)) for p in ports))
+                pairs = zip(ports, results, strict=True)
+                seen = {(port, r.outcome, r.reason if port != up else "") for port, r in pairs}
+                assert seen == {(up, Outcome.UP, ""), (refused, Outcome.REFUSED, "connection refused"),
+                                (dropped, Outcome.TIMEOUT, f"connect to 127.0.0.1:{dropped} timed out after 0.27s")}
+    if hasattr(base.select, "epoll"):
+        watch = base.connects(asyncio.get_running_loop())
+        assert watch is not None and not watch._waiters  # every connect took its waiter out
+
+
 async def test_banner_expect_matches() -> None:
     async with line_peer(b"220 smtp.example ESMTP\r\n") as port:
         r = await tcp.probe(settings(port, expect=r"^220 "))
