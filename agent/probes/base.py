@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import select
 import socket
 import ssl
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from slawatch.config.probes import ProbeBase
@@ -82,71 +84,84 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
-class Connects:
-    """The connects in progress on one event loop, watched by an epoll set of their own that the loop reads as one
-    descriptor.
+class Watch:
+    """Sockets of probe runs watched by an epoll set of their own, which the event loop reads as one descriptor.
 
-    `loop.add_writer` + `remove_writer` per connect cost a tenth of a connect-only probe's CPU on asyncio's selector
-    loop (a KeyError raised and formatted twice for every new descriptor, a transport lookup, two epoll_ctl calls).
-    Here a connect is one `epoll.register` (EPOLLONESHOT: it fires once and is never unregistered; closing the socket
-    takes it out of the set) and a dict entry."""
+    `loop.add_writer` + `remove_writer` around every connect (and `add_reader` + `remove_reader` around every UDP
+    exchange) cost a tenth of a connect-only probe's CPU on asyncio's selector loop: a KeyError raised and formatted
+    twice for every new descriptor, a transport lookup, two epoll_ctl calls. Here a connect is one `epoll.register`
+    with EPOLLONESHOT (it fires once and is never unregistered: closing the socket takes it out of the set), a reader
+    one level-triggered registration, each a dict entry. The caller `forget`s a socket and closes it at once."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._epoll = select.epoll()
-        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._callbacks: dict[int, Callable[[], object]] = {}
         # The loop is not kept here: this object lives in a weak mapping keyed by the loop.
         loop.add_reader(self._epoll.fileno(), self._ready)
 
-    def wait(self, loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.Future[None]:
-        """A future resolved once `fd` (a non-blocking socket connecting) is writable or failed; the caller
-        `forget`s it, then closes the socket."""
+    def connect(self, loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.Future[None]:
+        """A future resolved once `fd` (a non-blocking socket connecting) is writable or failed."""
         waiter = loop.create_future()
-        try:
-            self._epoll.register(fd, _CONNECT_EVENTS)
-        except FileExistsError:  # a socket still open after an earlier connect here (its registration fired)
-            self._epoll.modify(fd, _CONNECT_EVENTS)
-        self._waiters[fd] = waiter
+        self._add(fd, _CONNECTED, functools.partial(_wake, waiter))
         return waiter
 
+    def add_reader(self, fd: int, callback: Callable[[], object]) -> None:
+        """Call `callback` whenever `fd` is readable (or has an error pending), as `loop.add_reader` does."""
+        self._add(fd, _READABLE, callback)
+
+    def _add(self, fd: int, events: int, callback: Callable[[], object]) -> None:
+        try:
+            self._epoll.register(fd, events)
+        except FileExistsError:  # a socket still open after an earlier connect here (its registration fired)
+            self._epoll.modify(fd, events)
+        self._callbacks[fd] = callback
+
     def forget(self, fd: int) -> None:
-        self._waiters.pop(fd, None)
+        """No more callbacks for `fd`; the caller closes it now (a readable one left open would keep the set ready)."""
+        self._callbacks.pop(fd, None)
 
     def _ready(self) -> None:
-        for fd, _events in self._epoll.poll(0, _CONNECTS_PER_READ):
-            waiter = self._waiters.get(fd)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        for fd, _events in self._epoll.poll(0, _EVENTS_PER_READ):
+            callback = self._callbacks.get(fd)
+            if callback is not None:
+                try:
+                    callback()
+                except Exception as exc:  # as the loop does for its own callbacks: the others still run
+                    asyncio.get_running_loop().call_exception_handler(
+                        {"message": f"exception in the callback of descriptor {fd}", "exception": exc})
 
     def close(self) -> None:
         self._epoll.close()
 
 
-_CONNECT_EVENTS = getattr(select, "EPOLLOUT", 4) | getattr(select, "EPOLLONESHOT", 1 << 30)
-_CONNECTS_PER_READ = 1024  # then other callbacks run; the loop calls again while more are ready
-_CONNECTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connects] = weakref.WeakKeyDictionary()
+_CONNECTED = getattr(select, "EPOLLOUT", 4) | getattr(select, "EPOLLONESHOT", 1 << 30)
+_READABLE = getattr(select, "EPOLLIN", 1)
+_EVENTS_PER_READ = 1024  # then other callbacks run; the loop calls again while more are ready
+_WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watch] = weakref.WeakKeyDictionary()
 
 
-def connects(loop: asyncio.AbstractEventLoop) -> Connects | None:
-    """The loop's `Connects`, made on first use; None where there is no epoll (then the loop's add_writer is used)."""
-    found = _CONNECTS.get(loop)
+def watch(loop: asyncio.AbstractEventLoop) -> Watch | None:
+    """The loop's `Watch`, made on first use; None where there is no epoll (then the loop's own add_writer and
+    add_reader are used)."""
+    found = _WATCHES.get(loop)
     if found is None and hasattr(select, "epoll") and not loop.is_closed():
-        found = _CONNECTS[loop] = Connects(loop)
+        found = _WATCHES[loop] = Watch(loop)
     return found
 
 
 async def sock_connect(sock: socket.socket, address: Any, deadline: float | None = None) -> None:
     """`loop.sock_connect` for a non-blocking socket and a resolved address, without what it does besides: it
     resolves the address again and reads the socket's family and type (enum conversions), about a tenth of a
-    connect-only probe's CPU; and the wait on the loop's `Connects` rather than its selector. Raises the OSError
+    connect-only probe's CPU; and the wait on the loop's `Watch` rather than its selector. Raises the OSError
     subclass of the errno (ConnectionRefusedError ...), or TimeoutError at `deadline` (event-loop time; a bare timer,
     cheaper than a Timeout around the call)."""
     err = sock.connect_ex(address)
     if err in (errno.EINPROGRESS, errno.EINTR):
         loop = asyncio.get_running_loop()
         fd = sock.fileno()
-        watch = connects(loop)
-        if watch is not None:
-            waiter = watch.wait(loop, fd)
+        watched = watch(loop)
+        if watched is not None:
+            waiter = watched.connect(loop, fd)
         else:
             waiter = loop.create_future()
             loop.add_writer(fd, _wake, waiter)
@@ -154,8 +169,8 @@ async def sock_connect(sock: socket.socket, address: Any, deadline: float | None
         try:
             await waiter
         finally:
-            if watch is not None:
-                watch.forget(fd)
+            if watched is not None:
+                watched.forget(fd)
             else:
                 loop.remove_writer(fd)
             if timer is not None:

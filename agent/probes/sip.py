@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from agent.probes.address import literal_once, resolve
-from agent.probes.base import inner_timeout, sock_connect
+from agent.probes.base import inner_timeout, sock_connect, watch
 from agent.probes.options import Env, credential_settings, credentials, tls_options, tls_verify
 from agent.probes.sipmessage import (
     MAX_MESSAGE_BYTES,
@@ -186,7 +186,11 @@ class _UdpChannel:
         self.local = (str(sockname[0]), int(sockname[1]))
         self.received = 0
         self._fd = sock.fileno()
-        loop.add_reader(self._fd, self._readable)
+        self._watch = watch(loop)
+        if self._watch is not None:
+            self._watch.add_reader(self._fd, self._readable)
+        else:
+            loop.add_reader(self._fd, self._readable)
 
     def _readable(self) -> None:
         try:
@@ -235,7 +239,10 @@ class _UdpChannel:
                 p.waiter = None
 
     async def close(self, deadline: float) -> None:
-        self.loop.remove_reader(self._fd)
+        if self._watch is not None:
+            self._watch.forget(self._fd)
+        else:
+            self.loop.remove_reader(self._fd)
         self.sock.close()
 
 

@@ -111,7 +111,7 @@ async def test_connect_timeout_when_syns_are_dropped() -> None:
 
 
 async def test_connects_in_flight_together_each_get_their_own_outcome() -> None:
-    """Connects in flight at once share the loop's watch (one epoll set): each ends with its own socket's outcome,
+    """Connects in flight at once share the loop's Watch (one epoll set): each ends with its own socket's outcome,
     and the descriptors that refused and timed-out connects freed serve later connects on the same loop."""
     with syn_blackhole() as dropped:
         async with line_peer() as up:
@@ -124,8 +124,8 @@ async def test_connects_in_flight_together_each_get_their_own_outcome() -> None:
                 assert seen == {(up, Outcome.UP, ""), (refused, Outcome.REFUSED, "connection refused"),
                                 (dropped, Outcome.TIMEOUT, f"connect to 127.0.0.1:{dropped} timed out after 0.27s")}
     if hasattr(base.select, "epoll"):
-        watch = base.connects(asyncio.get_running_loop())
-        assert watch is not None and not watch._waiters  # every connect took its waiter out
+        watched = base.watch(asyncio.get_running_loop())
+        assert watched is not None and not watched._callbacks  # every connect took its callback out
 
 
 async def test_banner_expect_matches() -> None:
