@@ -149,12 +149,14 @@ def watch(loop: asyncio.AbstractEventLoop) -> Watch | None:
     return found
 
 
-async def sock_connect(sock: socket.socket, address: Any, deadline: float | None = None) -> None:
+async def sock_connect(sock: socket.socket, address: Any, deadline: float | None = None, *,
+                       as_loop: bool = False) -> None:
     """`loop.sock_connect` for a non-blocking socket and a resolved address, without what it does besides: it
     resolves the address again and reads the socket's family and type (enum conversions), about a tenth of a
     connect-only probe's CPU; and the wait on the loop's `Watch` rather than its selector. Raises the OSError
     subclass of the errno (ConnectionRefusedError ...), or TimeoutError at `deadline` (event-loop time; a bare timer,
-    cheaper than a Timeout around the call)."""
+    cheaper than a Timeout around the call). With `as_loop`, a failure seen after waiting says what
+    `loop.sock_connect`'s says ("Connect call failed ADDRESS")."""
     err = sock.connect_ex(address)
     if err in (errno.EINPROGRESS, errno.EINTR):
         loop = asyncio.get_running_loop()
@@ -176,5 +178,7 @@ async def sock_connect(sock: socket.socket, address: Any, deadline: float | None
             if timer is not None:
                 timer.cancel()
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err and as_loop:
+            raise OSError(err, f"Connect call failed {address}")
     if err:
         raise OSError(err, os.strerror(err))
