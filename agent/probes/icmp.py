@@ -15,8 +15,6 @@ import socket
 import struct
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -322,9 +320,9 @@ def _open(version: int) -> EchoSocket:
     raise NoPermission(permission_reason(os.getegid(), _ping_group_range()))
 
 
-@contextmanager
-def echo_socket(version: int) -> Iterator[EchoSocket]:
-    """The loop's shared raw socket for `version`, or a datagram socket of this run's own."""
+def acquire(version: int) -> EchoSocket:
+    """The loop's shared raw socket for `version`, or a datagram socket of this run's own; `release` it after.
+    (Two plain calls: a generator context manager per run cost more than what it wraps.)"""
     shared = _SHARED.setdefault(asyncio.get_running_loop(), {})
     sock = shared.get(version)
     if sock is None:
@@ -332,14 +330,16 @@ def echo_socket(version: int) -> Iterator[EchoSocket]:
         if sock.privileged:
             shared[version] = sock
     sock.users += 1
-    try:
-        yield sock
-    finally:
-        sock.users -= 1
-        if sock.users == 0:
-            if shared.get(version) is sock:
-                del shared[version]
-            sock.close()
+    return sock
+
+
+def release(sock: EchoSocket) -> None:
+    sock.users -= 1
+    if sock.users == 0:
+        shared = _SHARED.get(asyncio.get_running_loop(), {})
+        if shared.get(sock.version) is sock:
+            del shared[sock.version]
+        sock.close()
 
 
 @functools.lru_cache(maxsize=65536)
@@ -435,8 +435,11 @@ async def probe(settings: IcmpProbe) -> Result:
         except TimeoutError:
             return Result(Outcome.TIMEOUT, f"resolving {host} took over {budget:g}s")
     try:
-        with echo_socket(version) as sock:
+        sock = acquire(version)
+        try:
             echoes = await exchange(sock, address, settings.count, settings.packet_interval_s, deadline)
+        finally:
+            release(sock)
     except NoPermission as exc:
         return Result(Outcome.AGENT_ERROR, str(exc))
     except ICMPSocketError as exc:

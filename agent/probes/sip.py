@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import functools
 import logging
 import math
 import secrets
@@ -69,6 +70,10 @@ def parse_target(uri: str, transport: str) -> Target:
     transport = "tls" if scheme == "sips" else transport.lower()
     port = int(m.group(4)) if m.group(4) else (5061 if transport == "tls" else 5060)
     return Target(scheme, m.group(2), m.group(3).strip("[]"), port, transport)
+
+
+# A target is parsed once per distinct string, not on every run (Target is immutable).
+_target = functools.lru_cache(maxsize=65536)(parse_target)
 
 
 def classify(status: int, reason: str, method: str, policy: Mapping[str, str], *,
@@ -491,7 +496,7 @@ async def probe(settings: SipProbe) -> Result:
     """One SIP transaction against `settings.target`; never raises."""
     state: _State | None = None
     try:
-        state = _State(parse_target(settings.target, settings.transport))
+        state = _State(_target(settings.target, settings.transport))
         deadline = asyncio.get_running_loop().time() + inner_timeout(settings)
         return await _exchange(settings, state, deadline)
     except TimeoutError:
