@@ -214,7 +214,7 @@ class NullSpool:
     def append(self, points: Any) -> None:
         pass
 
-    def read(self, consumer: str, max_points: int = 5000) -> Any:
+    def read(self, consumer: str, max_points: int = 5000, *, after: Any = None) -> Any:
         return None  # nothing to drain
 
     def pending(self, consumer: str) -> int:
