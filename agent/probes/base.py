@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import heapq
 import os
 import select
 import socket
@@ -91,19 +92,45 @@ class Watch:
     exchange) cost a tenth of a connect-only probe's CPU on asyncio's selector loop: a KeyError raised and formatted
     twice for every new descriptor, a transport lookup, two epoll_ctl calls. Here a connect is one `epoll.register`
     with EPOLLONESHOT (it fires once and is never unregistered: closing the socket takes it out of the set), a reader
-    one level-triggered registration, each a dict entry. The caller `forget`s a socket and closes it at once."""
+    one level-triggered registration, each a dict entry. The caller `forget`s a socket and closes it at once.
+
+    The connects' deadlines share one timer, set for the earliest one still waiting: a connect's deadline is a
+    heap entry, not a timer handle made and cancelled on the loop's heap (most connects end long before it)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._epoll = select.epoll()
         self._callbacks: dict[int, Callable[[], object]] = {}
+        self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []  # heap
+        self._seq = 0
+        self._armed: float | None = None  # the instant the timer is set for
         # The loop is not kept here: this object lives in a weak mapping keyed by the loop.
         loop.add_reader(self._epoll.fileno(), self._ready)
 
-    def connect(self, loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.Future[None]:
-        """A future resolved once `fd` (a non-blocking socket connecting) is writable or failed."""
+    def connect(self, loop: asyncio.AbstractEventLoop, fd: int, deadline: float | None = None) -> asyncio.Future[None]:
+        """A future resolved once `fd` (a non-blocking socket connecting) is writable or failed; with TimeoutError
+        at `deadline` (event-loop time) if it is still waiting then."""
         waiter = loop.create_future()
         self._add(fd, _CONNECTED, functools.partial(_wake, waiter))
+        if deadline is not None:
+            self._seq += 1
+            heapq.heappush(self._deadlines, (deadline, self._seq, waiter))
+            if self._armed is None or deadline < self._armed:
+                self._arm(loop, deadline)
         return waiter
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._armed = when
+        loop.call_at(when, self._expire, loop, when)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if when != self._armed:
+            return  # superseded by an earlier deadline, whose timer set the next one
+        self._armed = None
+        heap = self._deadlines
+        while heap and (heap[0][0] <= when or heap[0][2].done()):
+            _expire(heapq.heappop(heap)[2])
+        if heap:
+            self._arm(loop, heap[0][0])
 
     def add_reader(self, fd: int, callback: Callable[[], object]) -> None:
         """Call `callback` whenever `fd` is readable (or has an error pending), as `loop.add_reader` does."""
@@ -154,20 +181,21 @@ async def sock_connect(sock: socket.socket, address: Any, deadline: float | None
     """`loop.sock_connect` for a non-blocking socket and a resolved address, without what it does besides: it
     resolves the address again and reads the socket's family and type (enum conversions), about a tenth of a
     connect-only probe's CPU; and the wait on the loop's `Watch` rather than its selector. Raises the OSError
-    subclass of the errno (ConnectionRefusedError ...), or TimeoutError at `deadline` (event-loop time; a bare timer,
-    cheaper than a Timeout around the call). With `as_loop`, a failure seen after waiting says what
+    subclass of the errno (ConnectionRefusedError ...), or TimeoutError at `deadline` (event-loop time; on the
+    Watch's one timer, cheaper than a Timeout around the call). With `as_loop`, a failure seen after waiting says what
     `loop.sock_connect`'s says ("Connect call failed ADDRESS")."""
     err = sock.connect_ex(address)
     if err in (errno.EINPROGRESS, errno.EINTR):
         loop = asyncio.get_running_loop()
         fd = sock.fileno()
         watched = watch(loop)
+        timer = None
         if watched is not None:
-            waiter = watched.connect(loop, fd)
+            waiter = watched.connect(loop, fd, deadline)
         else:
             waiter = loop.create_future()
             loop.add_writer(fd, _wake, waiter)
-        timer = None if deadline is None else loop.call_at(deadline, _expire, waiter)
+            timer = None if deadline is None else loop.call_at(deadline, _expire, waiter)
         try:
             await waiter
         finally:

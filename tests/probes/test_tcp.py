@@ -128,6 +128,24 @@ async def test_connects_in_flight_together_each_get_their_own_outcome() -> None:
         assert watched is not None and not watched._callbacks  # every connect took its callback out
 
 
+async def test_connect_deadlines_each_fire_on_time_whatever_their_order() -> None:
+    """Connects in flight share one timer for their deadlines: a later connect with an earlier deadline, and one
+    with a later deadline, each time out at their own."""
+    async def timed(timeout_s: float, port: int) -> tuple[Result, float]:
+        t0 = time.perf_counter()
+        r = await tcp.probe(settings(port, timeout_s=timeout_s))
+        return r, time.perf_counter() - t0
+
+    with syn_blackhole() as dropped:
+        slow = asyncio.create_task(timed(1.0, dropped))
+        await asyncio.sleep(0.05)
+        fast = await asyncio.gather(timed(0.3, dropped), timed(0.5, dropped))
+        (r_slow, t_slow), = await asyncio.gather(slow)
+    for (r, elapsed), budget_s in [*zip(fast, (0.27, 0.45), strict=True), ((r_slow, t_slow), 0.9)]:
+        assert r == Result(Outcome.TIMEOUT, f"connect to 127.0.0.1:{dropped} timed out after {budget_s:g}s")
+        assert budget_s <= elapsed < budget_s + 0.1
+
+
 async def test_banner_expect_matches() -> None:
     async with line_peer(b"220 smtp.example ESMTP\r\n") as port:
         r = await tcp.probe(settings(port, expect=r"^220 "))
