@@ -214,7 +214,7 @@ class NullSpool:
     def append(self, points: Any) -> None:
         pass
 
-    def read(self, consumer: str, max_points: int = 5000) -> Any:
+    def read(self, consumer: str, max_points: int = 5000, *, after: Any = None) -> Any:
         return None  # nothing to drain
 
     def pending(self, consumer: str) -> int:
@@ -470,6 +470,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--outage", type=float, nargs="?", const=60.0, default=None, metavar="S",
                         help="with --store influxdb: stop influxd for S seconds (default 60) after the measured "
                              "time, restart it, time the catch-up and check the stored sample count")
+    parser.add_argument("--mix", choices=("all", "tcp_icmp"), default="all",
+                        help="all: 60/20/10/10 tcp/sip/http/icmp; tcp_icmp: 90/10, the --vs-blackbox mix without them")
     parser.add_argument("--vs-blackbox", action="store_true",
                         help="compare CPU per probe with prometheus-blackbox-exporter + prometheus (TCP + ICMP)")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
@@ -515,7 +517,7 @@ async def main(args: argparse.Namespace) -> None:
                       f"{'RSS MB':>7}  outcomes", flush=True)
                 outages = []
                 for n in args.components:
-                    r = await run_one(n, args, (tcp_ports, sip, http), Path(tmp), influx_proc)
+                    r = await run_one(n, args, (tcp_ports, sip, http), Path(tmp), influx_proc, args.mix)
                     print(f"{n:>10} {r['probes_s']:>9.0f} {r['p50_ms']:>7.1f}ms {r['p99_ms']:>7.1f}ms "
                           f"{r['cpu_s_per_1000']:>11.3f} {r['rss_mb']:>7.0f}  {r['outcomes']}", flush=True)
                     if r["outage"]:

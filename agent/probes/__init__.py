@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import importlib
 import logging
+import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +94,72 @@ class Run:
     epoch: int = 0
 
 
+DEADLINE_TICK_S = 0.02
+"""The outer deadlines are checked this often: each fires at most this much after its time."""
+
+
+class _Expiry:
+    """One run's outer deadline: its task is cancelled once it passes, as `asyncio.timeout` would."""
+
+    __slots__ = ("cancelling", "expired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task: asyncio.Task[Any] | None = task
+        self.cancelling = task.cancelling()
+        self.expired = False
+
+    def end(self) -> bool:
+        """Detach the run; True when the deadline cancelled it (as `asyncio.timeout`'s exit: the cancellation it
+        requested is taken back, and it was the only one)."""
+        task, self.task = self.task, None
+        return task is not None and self.expired and task.uncancel() <= self.cancelling
+
+
+class _Deadlines:
+    """The outer deadlines of one event loop's runs, in buckets of DEADLINE_TICK_S under one timer.
+
+    This deadline is a backstop: each kind stops at its own, earlier one (`inner_timeout`) with a precise reason.
+    An `asyncio.timeout` per run (an object, a timer handle pushed on the loop's heap and cancelled) was a few
+    per cent of a probe's CPU at 1 000 runs a second; a bucket entry is a list append."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[_Expiry]] = {}
+        self._ticks: list[int] = []  # heap of the buckets' ticks
+        self._armed: int | None = None  # the tick the timer is set for
+
+    def add(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], timeout_s: float) -> _Expiry:
+        expiry = _Expiry(task)
+        tick = math.ceil((loop.time() + timeout_s) / DEADLINE_TICK_S)  # never before the deadline
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            bucket = self._buckets[tick] = []
+            heapq.heappush(self._ticks, tick)
+            if self._armed is None or tick < self._armed:
+                self._arm(loop, tick)
+        bucket.append(expiry)
+        return expiry
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, tick: int) -> None:
+        self._armed = tick
+        loop.call_at(tick * DEADLINE_TICK_S, self._fire, loop, tick)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop, tick: int) -> None:
+        if tick != self._armed:
+            return  # superseded by an earlier tick, whose firing armed the next
+        ticks = self._ticks
+        while ticks and ticks[0] <= tick:
+            for expiry in self._buckets.pop(heapq.heappop(ticks)):
+                if expiry.task is not None and not expiry.expired:
+                    expiry.expired = True
+                    expiry.task.cancel()
+        self._armed = None
+        if ticks:
+            self._arm(loop, ticks[0])
+
+
+_DEADLINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
+
+
 async def run_probe(settings: ProbeBase, clock: Clock | None = None) -> Run:
     """Run one probe under its deadline. Never raises (except cancellation of the caller).
 
@@ -111,10 +180,21 @@ async def run_probe(settings: ProbeBase, clock: Clock | None = None) -> Run:
     if probe is None:
         return Run(started_ms, failure, mono_ms, epoch)
     t0 = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    deadlines = _DEADLINES.get(loop)
+    if deadlines is None:
+        deadlines = _DEADLINES[loop] = _Deadlines()
+    expiry = deadlines.add(loop, task, settings.timeout_s)
     try:
-        async with asyncio.timeout(settings.timeout_s):
+        try:
             result = await probe(settings)
-    except TimeoutError:
+        finally:
+            timed_out = expiry.end()
+    except asyncio.CancelledError:
+        if not timed_out:
+            raise
         result = Result(Outcome.TIMEOUT, f"no answer within {settings.timeout_s:g}s")
     except Exception as exc:  # a probe bug must not take the daemon down
         log.exception("probe %s %s failed unexpectedly", settings.kind, getattr(settings, "target", "?"))

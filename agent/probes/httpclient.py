@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import httptools
 
 from agent.probes.address import AddrInfo, literal, resolve
-from agent.probes.base import QUOTE_LIMIT, connect_failure, quote, tls_failure
+from agent.probes.base import QUOTE_LIMIT, connect_failure, quote, sock_connect, tls_failure
 from slawatch import __version__
 from slawatch.config.units import redact_url
 from slawatch.model import Outcome, Result
@@ -371,14 +371,13 @@ async def connect(target: Target) -> socket.socket:
     """A connected non-blocking socket: each address of the target's host in turn; raise the first failure (Python
     3.11's create_connection merges several into one OSError without an errno, which would hide "connection
     refused")."""
-    loop = asyncio.get_running_loop()
     first: OSError | None = None
     addresses = target.literal or await resolve(target.host, target.port, socket.SOCK_STREAM)
     for family, _type, _proto, _name, sockaddr in addresses:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            await loop.sock_connect(sock, sockaddr)
+            await sock_connect(sock, sockaddr, as_loop=True)  # without the loop's selector calls per connect
         except OSError as exc:
             sock.close()
             first = first or exc

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import ctypes
 import errno
+import functools
 import ipaddress
 import itertools
 import os
@@ -14,8 +15,6 @@ import socket
 import struct
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from icmplib import (
     DestinationUnreachable,
     ICMPError,
     ICMPReply,
-    ICMPRequest,
     ICMPSocketError,
     ICMPv4Socket,
     ICMPv6Socket,
@@ -51,6 +49,28 @@ _RAW_RCVBUF = 8 << 20
 _MAX_READS = 256
 _IDENTS = itertools.count(os.getpid() + 1)  # echo identifiers (masked to 16 bits), as icmplib's, without its lock
 PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
+_ECHO_REQUEST = {4: 8, 6: 128}
+_TTL = 64  # what icmplib set before every send (with a traffic class of 0): set once per socket here
+# Every request carries the same payload, of icmplib's default size (56 bytes, as ping's). Replies are matched by
+# identifier and sequence, never by payload; icmplib drew 56 random bytes per request (and resolved the address
+# and set TTL and traffic class again): a fifth of an ICMP run's CPU.
+PAYLOAD = bytes(range(0x10, 0x10 + 56))
+_PAYLOAD_SUM = sum(struct.unpack(f"!{len(PAYLOAD) // 2}H", PAYLOAD))
+
+
+def echo_request(version: int, ident: int, seq: int) -> bytes:
+    """An echo request packet (ICMP header + PAYLOAD), its checksum summed from the payload's, computed once."""
+    kind = _ECHO_REQUEST[version]
+    total = (kind << 8) + ident + seq + _PAYLOAD_SUM
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    return struct.pack("!BBHHH", kind, 0, ~total & 0xFFFF, ident, seq) + PAYLOAD
+
+
+@functools.lru_cache(maxsize=65536)
+def _sockaddr(address: str, family: int, kind: int) -> Any:
+    """sendto's address for a numeric one, once per address (as icmplib did per send: a scope id is resolved)."""
+    return socket.getaddrinfo(address, None, family, kind)[0][4]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,26 +164,26 @@ def _attach_filter(sock: socket.socket, program: bytes) -> None:
 class Collector:
     """One probe run's packets: the requests sent, and the replies or errors that answered them."""
 
-    def __init__(self, count: int, version: int, address: str) -> None:
+    def __init__(self, count: int, version: int, address: str, settled: asyncio.Future[None]) -> None:
         self.count, self.version, self.address = count, version, address
-        self.requests: dict[int, ICMPRequest] = {}
+        self.requests: dict[int, float] = {}  # sequence -> when it was sent (epoch s, as a reply's time)
         self.rtts: dict[int, float] = {}
         self.errors: dict[int, str] = {}
-        self.settled = asyncio.Event()
+        self.settled = settled  # resolved once every request is answered (a future: no Event and its waiters)
 
-    def sent(self, request: ICMPRequest, error: ICMPSocketError | None = None) -> None:
-        self.requests[request.sequence] = request
+    def sent(self, seq: int, at: float, error: ICMPSocketError | None = None) -> None:
+        self.requests[seq] = at
         if error is not None:
-            self.errors[request.sequence] = _socket_error(error, self.address)
+            self.errors[seq] = _socket_error(error, self.address)
         self._check()
 
     def reply(self, reply: ICMPReply) -> None:
         seq = reply.sequence
-        mine = self.requests.get(seq)
-        if mine is None or seq in self.rtts or seq in self.errors:
+        sent_at = self.requests.get(seq)
+        if sent_at is None or seq in self.rtts or seq in self.errors:
             return
         if reply.type == _ECHO_REPLY[self.version]:
-            self.rtts[seq] = (reply.time - mine.time) * 1000.0
+            self.rtts[seq] = (reply.time - sent_at) * 1000.0
         else:
             try:
                 reply.raise_for_status()
@@ -182,7 +202,7 @@ class Collector:
 
     def _check(self) -> None:
         if len(self.requests) == self.count and len(self.rtts) + len(self.errors) >= self.count:
-            self.settled.set()
+            _settle(self.settled)
 
     def echoes(self) -> Echoes:
         return Echoes(len(self.requests), tuple(self.rtts.values()), tuple(self.errors.values()))
@@ -203,11 +223,24 @@ class EchoSocket:
         self.users = 0
         self._sock: socket.socket = icmp_sock.sock
         self._sock.setblocking(False)
+        self._family_type = (int(self._sock.family), int(self._sock.type))  # read once: enum conversions
+        if version == 6:
+            self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, _TTL)
+            self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0)
+        else:
+            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, _TTL)
+            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.fileno(), self._readable)
 
-    def send(self, request: ICMPRequest) -> None:
-        self.icmp.send(request)
+    def send(self, address: str, ident: int, seq: int) -> None:
+        """Send one echo request, as icmplib's send does (its exceptions), with our fixed payload."""
+        try:
+            self._sock.sendto(echo_request(self.version, ident, seq), _sockaddr(address, *self._family_type))
+        except PermissionError:  # icmplib's name for it, a firewall included
+            raise SocketBroadcastError() from None
+        except OSError as err:
+            raise ICMPSocketError(str(err)) from None
 
     def _route(self, ident: int) -> Collector | None:
         if self.privileged:
@@ -287,9 +320,9 @@ def _open(version: int) -> EchoSocket:
     raise NoPermission(permission_reason(os.getegid(), _ping_group_range()))
 
 
-@contextmanager
-def echo_socket(version: int) -> Iterator[EchoSocket]:
-    """The loop's shared raw socket for `version`, or a datagram socket of this run's own."""
+def acquire(version: int) -> EchoSocket:
+    """The loop's shared raw socket for `version`, or a datagram socket of this run's own; `release` it after.
+    (Two plain calls: a generator context manager per run cost more than what it wraps.)"""
     shared = _SHARED.setdefault(asyncio.get_running_loop(), {})
     sock = shared.get(version)
     if sock is None:
@@ -297,23 +330,35 @@ def echo_socket(version: int) -> Iterator[EchoSocket]:
         if sock.privileged:
             shared[version] = sock
     sock.users += 1
-    try:
-        yield sock
-    finally:
-        sock.users -= 1
-        if sock.users == 0:
-            if shared.get(version) is sock:
-                del shared[version]
-            sock.close()
+    return sock
 
 
-async def _resolve(host: str) -> tuple[str, int]:
+def release(sock: EchoSocket) -> None:
+    sock.users -= 1
+    if sock.users == 0:
+        shared = _SHARED.get(asyncio.get_running_loop(), {})
+        if shared.get(sock.version) is sock:
+            del shared[sock.version]
+        sock.close()
+
+
+@functools.lru_cache(maxsize=65536)
+def _literal(host: str) -> tuple[str, int] | None:
+    """(host, IP version) for an address literal, parsed once per target; None for a name."""
     try:
         return host, ipaddress.ip_address(host).version
     except ValueError:
-        pass
+        return None
+
+
+async def _resolve(host: str) -> tuple[str, int]:
     address = (await async_resolve(host))[0]  # IPv4 first, then IPv6
     return address, ipaddress.ip_address(address).version
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _socket_error(exc: ICMPSocketError, address: str) -> str:
@@ -332,34 +377,36 @@ async def exchange(sock: EchoSocket, address: str, count: int, interval_s: float
     ident = next(_IDENTS) & 0xFFFF
     while ident in sock.runs:  # 65536 runs in flight on one loop would be needed to wrap around
         ident = next(_IDENTS) & 0xFFFF
-    run = Collector(count, sock.version, address)
+    loop = asyncio.get_running_loop()
+    settled: asyncio.Future[None] = loop.create_future()
+    run = Collector(count, sock.version, address, settled)
     sock.runs[ident] = run
 
     def send(seq: int) -> None:
-        request = ICMPRequest(destination=address, id=ident, sequence=seq)
+        at = time.time()
         try:
-            sock.send(request)
+            sock.send(address, ident, seq)
         except ICMPSocketError as exc:
-            run.sent(request, exc)
+            run.sent(seq, at, exc)
         else:
-            run.sent(request)
+            run.sent(seq, at)
 
     async def send_rest() -> None:
         for seq in range(1, count):
             await asyncio.sleep(interval_s)
             send(seq)
 
-    # The first request goes now; a task sends the others (most probes send one: no task for them).
+    # The first request goes now; a task sends the others (most probes send one: no task for them). At the
+    # deadline a bare timer settles the run with what came.
     sender = None
+    timer = loop.call_at(deadline, _settle, settled)
     try:
         send(0)
         if count > 1:
             sender = asyncio.create_task(send_rest())
-        async with asyncio.timeout_at(deadline):
-            await run.settled.wait()
-    except TimeoutError:
-        pass
+        await settled
     finally:
+        timer.cancel()
         del sock.runs[ident]
         if sender is not None:
             sender.cancel()
@@ -376,16 +423,23 @@ async def probe(settings: IcmpProbe) -> Result:
     if (settings.count - 1) * settings.packet_interval_s >= budget:
         return Result(Outcome.AGENT_ERROR, f"{settings.count} packets {settings.packet_interval_s:g}s apart do not "
                                            f"fit in timeout_s {settings.timeout_s:g}")
+    found = _literal(host)
+    if found is not None:
+        address, version = found
+    else:
+        try:
+            async with asyncio.timeout_at(deadline):
+                address, version = await _resolve(host)
+        except NameLookupError:
+            return Result(Outcome.UNREACHABLE, f"cannot resolve {host}")
+        except TimeoutError:
+            return Result(Outcome.TIMEOUT, f"resolving {host} took over {budget:g}s")
     try:
-        async with asyncio.timeout_at(deadline):
-            address, version = await _resolve(host)
-    except NameLookupError:
-        return Result(Outcome.UNREACHABLE, f"cannot resolve {host}")
-    except TimeoutError:
-        return Result(Outcome.TIMEOUT, f"resolving {host} took over {budget:g}s")
-    try:
-        with echo_socket(version) as sock:
+        sock = acquire(version)
+        try:
             echoes = await exchange(sock, address, settings.count, settings.packet_interval_s, deadline)
+        finally:
+            release(sock)
     except NoPermission as exc:
         return Result(Outcome.AGENT_ERROR, str(exc))
     except ICMPSocketError as exc:

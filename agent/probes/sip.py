@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import functools
 import logging
 import math
 import secrets
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from agent.probes.address import literal_once, resolve
-from agent.probes.base import inner_timeout, sock_connect
+from agent.probes.base import inner_timeout, sock_connect, watch
 from agent.probes.options import Env, credential_settings, credentials, tls_options, tls_verify
 from agent.probes.sipmessage import (
     MAX_MESSAGE_BYTES,
@@ -69,6 +70,10 @@ def parse_target(uri: str, transport: str) -> Target:
     transport = "tls" if scheme == "sips" else transport.lower()
     port = int(m.group(4)) if m.group(4) else (5061 if transport == "tls" else 5060)
     return Target(scheme, m.group(2), m.group(3).strip("[]"), port, transport)
+
+
+# A target is parsed once per distinct string, not on every run (Target is immutable).
+_target = functools.lru_cache(maxsize=65536)(parse_target)
 
 
 def classify(status: int, reason: str, method: str, policy: Mapping[str, str], *,
@@ -186,7 +191,11 @@ class _UdpChannel:
         self.local = (str(sockname[0]), int(sockname[1]))
         self.received = 0
         self._fd = sock.fileno()
-        loop.add_reader(self._fd, self._readable)
+        self._watch = watch(loop)
+        if self._watch is not None:
+            self._watch.add_reader(self._fd, self._readable)
+        else:
+            loop.add_reader(self._fd, self._readable)
 
     def _readable(self) -> None:
         try:
@@ -235,7 +244,10 @@ class _UdpChannel:
                 p.waiter = None
 
     async def close(self, deadline: float) -> None:
-        self.loop.remove_reader(self._fd)
+        if self._watch is not None:
+            self._watch.forget(self._fd)
+        else:
+            self.loop.remove_reader(self._fd)
         self.sock.close()
 
 
@@ -484,7 +496,7 @@ async def probe(settings: SipProbe) -> Result:
     """One SIP transaction against `settings.target`; never raises."""
     state: _State | None = None
     try:
-        state = _State(parse_target(settings.target, settings.transport))
+        state = _State(_target(settings.target, settings.transport))
         deadline = asyncio.get_running_loop().time() + inner_timeout(settings)
         return await _exchange(settings, state, deadline)
     except TimeoutError:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
+from agent import probes
 from agent.probes import Run, run_probe
 from slawatch.config.probes import HttpProbe, ProbeBase, TcpProbe
-from slawatch.model import Outcome
+from slawatch.model import Outcome, Result
 from slawatch.testing.servers import MB, flood_peer, silent_peer, syn_blackhole, trickle_peer
 
 pytestmark = pytest.mark.timeout(15)
@@ -97,3 +100,64 @@ async def test_reasons_name_what_happened() -> None:
         run, _ = await timed(HttpProbe(kind="http", target=f"http://127.0.0.1:{port}/", timeout_s=TIMEOUT_S,
                                        expect_body="never"))
     assert run.result.reason == "body larger than 1048576 bytes (Content-Length 10485760)"
+
+
+
+def replaced_tcp(monkeypatch: pytest.MonkeyPatch, probe: Callable[[ProbeBase], Awaitable[Result]]) -> None:
+    monkeypatch.setitem(probes._LOADED, "tcp", dataclasses.replace(probes.kind("tcp"), probe=probe))
+
+
+@pytest.fixture
+def hanging_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tcp kind replaced by a probe that ignores its own deadline (a bug, or a library that hangs)."""
+    async def hang(settings: ProbeBase) -> Result:
+        await asyncio.sleep(3600)
+        raise AssertionError("not reached")
+
+    replaced_tcp(monkeypatch, hang)
+
+
+@pytest.fixture
+def instant_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def up(settings: ProbeBase) -> Result:
+        await asyncio.sleep(0)
+        return Result(Outcome.UP, "", 0.001)
+
+    replaced_tcp(monkeypatch, up)
+
+
+async def in_own_task(settings: ProbeBase, then_s: float = 0.0) -> tuple[Run, float, int]:
+    """run_probe in a task of its own (as the scheduler runs it), then `then_s` more in that task: the run, its
+    time, and the task's pending cancellations at the end."""
+    async def run() -> tuple[Run, float, int]:
+        found, elapsed = await timed(settings)
+        await asyncio.sleep(then_s)
+        task = asyncio.current_task()
+        assert task is not None
+        return found, elapsed, task.cancelling()
+    return await asyncio.create_task(run())
+
+
+async def test_the_outer_deadline_stops_a_probe_that_ignores_its_own(hanging_tcp: None) -> None:
+    timeouts = ("0.2", "0.3", "0.2")
+    runs = await asyncio.gather(*(in_own_task(TcpProbe(kind="tcp", target="127.0.0.1:9", timeout_s=float(t)))
+                                  for t in timeouts))
+    for (run, elapsed, cancelling), t in zip(runs, timeouts, strict=True):
+        assert run.result == Result(Outcome.TIMEOUT, f"no answer within {t}s")
+        assert float(t) <= elapsed <= float(t) + probes.DEADLINE_TICK_S + SLACK_S
+        assert cancelling == 0  # the cancellation the deadline made was taken back
+
+
+async def test_a_cancelled_run_is_cancelled_not_timed_out(hanging_tcp: None) -> None:
+    task = asyncio.create_task(run_probe(TcpProbe(kind="tcp", target="127.0.0.1:9", timeout_s=0.3)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_run_that_ended_is_not_cancelled_at_its_deadline(instant_tcp: None) -> None:
+    # the task that ran it goes on past the run's deadline
+    run, _, cancelling = await in_own_task(TcpProbe(kind="tcp", target="127.0.0.1:9", timeout_s=0.1),
+                                           then_s=0.1 + 3 * probes.DEADLINE_TICK_S)
+    assert run.result.outcome is Outcome.UP and cancelling == 0

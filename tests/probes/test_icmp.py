@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from icmplib import ICMPReply, ICMPv4Socket, ICMPv6Socket
 
 from agent.probes import icmp as icmp_module
 from agent.probes import run_probe
-from agent.probes.icmp import Echoes, judge, may_ping, permission_reason
+from agent.probes.icmp import PAYLOAD, Collector, Echoes, echo_request, judge, may_ping, permission_reason
 from slawatch.config.probes import IcmpProbe
 from slawatch.model import Outcome, Result
 from slawatch.testing import need
@@ -91,6 +94,36 @@ def test_judge(settings: IcmpProbe, echoes: Echoes, outcome: Outcome, reason: st
 def test_permission_reason_names_what_is_missing() -> None:
     assert permission_reason(65534, "1 0") == (
         "ICMP needs root, CAP_NET_RAW, or net.ipv4.ping_group_range covering gid 65534 (it is 1 0)")
+
+
+@given(st.sampled_from([4, 6]), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF))
+def test_echo_request_is_icmplibs_packet_with_the_fixed_payload(version: int, ident: int, seq: int) -> None:
+    builder = object.__new__(ICMPv6Socket if version == 6 else ICMPv4Socket)  # no socket: only its packet code
+    builder._sock = None
+    assert echo_request(version, ident, seq) == builder._create_packet(id=ident, sequence=seq, payload=PAYLOAD)
+
+
+async def test_a_reply_to_another_request_is_not_taken() -> None:
+    settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    run = Collector(2, 4, "127.0.0.1", settled)
+
+    def reply(seq: int, at: float, kind: int = 0) -> ICMPReply:
+        return ICMPReply(source="127.0.0.1", family=4, id=7, sequence=seq, type=kind, code=0, bytes_received=64,
+                         time=at)
+
+    run.sent(0, 100.0)
+    run.reply(reply(1, 100.5))  # not sent (yet): another run's, or a stray
+    run.reply(reply(0, 100.001, kind=8))  # an echo request (ours, looped back) is no reply
+    assert not run.rtts and not run.errors
+    run.reply(reply(0, 100.002))
+    run.reply(reply(0, 100.003))  # a duplicate counts once
+    run.sent(1, 100.2)
+    assert not settled.done()
+    run.reply(reply(1, 100.204))
+    assert settled.done()
+    echoes = run.echoes()
+    assert echoes.sent == 2 and echoes.errors == ()
+    assert echoes.rtts_ms == pytest.approx((2.0, 4.0))
 
 
 # ---------------------------------------------------------------- loopback, in this process

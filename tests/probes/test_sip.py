@@ -15,7 +15,7 @@ from typing import Any, cast
 import pytest
 from pydantic import SecretStr
 
-from agent.probes import run_probe
+from agent.probes import base, run_probe
 from agent.probes.sip import Target, classify, parse_target, probe
 from agent.probes.sipmessage import parse_message
 from slawatch.config.probes import SipProbe
@@ -548,3 +548,17 @@ async def test_udp_garbage_only_is_malformed_by_the_deadline() -> None:
     assert result == Result(Outcome.BAD_RESPONSE, "malformed SIP response: no end of headers (blank line)")
     assert 0.85 < elapsed < 1.0
     assert peer.requests == 2  # retransmitted meanwhile (timer A), in case a valid answer comes
+
+
+async def test_udp_runs_in_flight_together_each_get_their_own_answer() -> None:
+    """UDP runs at once share the loop's Watch (one epoll set): each gets its own socket's answer or its own ICMP
+    port unreachable, and each takes its reader out when it ends."""
+    closed = free_port(socket.SOCK_DGRAM)
+    async with udp_peer(lambda request: [_response(request)]) as peer:
+        up = _port(peer)
+        targets = [up, closed] * 20
+        results = await asyncio.gather(*(probe(sip(f"sip:127.0.0.1:{port}")) for port in targets))
+    seen = {(port, r.outcome, r.reason.split(" (")[0]) for port, r in zip(targets, results, strict=True)}
+    assert seen == {(up, Outcome.UP, ""), (closed, Outcome.REFUSED, "connection refused")}
+    watched = base.watch(asyncio.get_running_loop())
+    assert watched is None or not watched._callbacks

@@ -110,6 +110,42 @@ async def test_connect_timeout_when_syns_are_dropped() -> None:
     assert time.perf_counter() - t0 < 1.0
 
 
+async def test_connects_in_flight_together_each_get_their_own_outcome() -> None:
+    """Connects in flight at once share the loop's Watch (one epoll set): each ends with its own socket's outcome,
+    and the descriptors that refused and timed-out connects freed serve later connects on the same loop."""
+    with syn_blackhole() as dropped:
+        async with line_peer() as up:
+            refused = closed_port()
+            for _ in range(3):
+                ports = [up, refused, dropped] * 20
+                results = await asyncio.gather(*(tcp.probe(settings(p, timeout_s=0.3)) for p in ports))
+                pairs = zip(ports, results, strict=True)
+                seen = {(port, r.outcome, r.reason if port != up else "") for port, r in pairs}
+                assert seen == {(up, Outcome.UP, ""), (refused, Outcome.REFUSED, "connection refused"),
+                                (dropped, Outcome.TIMEOUT, f"connect to 127.0.0.1:{dropped} timed out after 0.27s")}
+    if hasattr(base.select, "epoll"):
+        watched = base.watch(asyncio.get_running_loop())
+        assert watched is not None and not watched._callbacks  # every connect took its callback out
+
+
+async def test_connect_deadlines_each_fire_on_time_whatever_their_order() -> None:
+    """Connects in flight share one timer for their deadlines: a later connect with an earlier deadline, and one
+    with a later deadline, each time out at their own."""
+    async def timed(timeout_s: float, port: int) -> tuple[Result, float]:
+        t0 = time.perf_counter()
+        r = await tcp.probe(settings(port, timeout_s=timeout_s))
+        return r, time.perf_counter() - t0
+
+    with syn_blackhole() as dropped:
+        slow = asyncio.create_task(timed(1.0, dropped))
+        await asyncio.sleep(0.05)
+        fast = await asyncio.gather(timed(0.3, dropped), timed(0.5, dropped))
+        (r_slow, t_slow), = await asyncio.gather(slow)
+    for (r, elapsed), budget_s in [*zip(fast, (0.27, 0.45), strict=True), ((r_slow, t_slow), 0.9)]:
+        assert r == Result(Outcome.TIMEOUT, f"connect to 127.0.0.1:{dropped} timed out after {budget_s:g}s")
+        assert budget_s <= elapsed < budget_s + 0.1
+
+
 async def test_banner_expect_matches() -> None:
     async with line_peer(b"220 smtp.example ESMTP\r\n") as port:
         r = await tcp.probe(settings(port, expect=r"^220 "))
