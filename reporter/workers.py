@@ -245,22 +245,29 @@ def _slice(loop: asyncio.AbstractEventLoop, source_of: Callable[[], Source], loa
 
 
 def _spill(text: bytes, done: SliceDone) -> tuple[tuple[Any, ...], int]:
-    """The reply for a slice whose text and hash rows are in a new file in memory, and its descriptor (-1 with a
-    "failed" reply when the file cannot be made or written)."""
+    """The reply for a slice whose text and hash rows are in a new file in memory, and its descriptor. Where no such
+    file can be made or written (memfd refused by a sandbox, no memory for it), the reply carries them itself,
+    through the pipe as any other slice, and -1."""
     hashed = [(name, len(rows)) for name, rows in done.hashed]
+    fd = -1
     try:
         fd = os.memfd_create("slawatch-report-slice", os.MFD_CLOEXEC)
-    except OSError as exc:
-        return ("failed", "other", f"cannot keep the slice in memory: {exc}"), -1
-    try:
         _write_all(fd, text)
         for _, rows in done.hashed:
             _write_all(fd, rows)
-    except OSError as exc:  # no memory left for it, say: the report stops with it
-        os.close(fd)
-        return ("failed", "other", f"cannot keep the slice in memory: {exc}"), -1
+    except OSError as exc:
+        if fd >= 0:
+            os.close(fd)
+        global _WARNED
+        if not _WARNED:
+            _WARNED = True
+            log.warning("report worker: cannot keep a slice in a file in memory (%s): it comes through the pipe", exc)
+        return ("done", text, done), -1
     done.hashed = []
     return (SPILLED, len(text), done, hashed), fd
+
+
+_WARNED = False  # the worker has said once that its slices come through the pipe
 
 
 def _write_all(fd: int, data: bytes) -> None:
