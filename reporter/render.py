@@ -340,15 +340,10 @@ def json_components(components: Sequence[ComponentReport], *, first: bool) -> st
     return ("" if first else ",") + ",".join(map(component_json, components))
 
 
-def json_slice(head: Report, components: tuple[ComponentReport, ...]) -> str:
-    """Some components' documents in the JSON's list, without a comma before them: a slice rendered where it was
-    computed (ReportRun.rendered)."""
-    return ",".join(map(component_json, components))
-
-
-def json_slice_utf8(head: Report, components: tuple[ComponentReport, ...]) -> bytes:
-    """json_slice as the file holds it: bytes come back from a report's worker through a file, not its pipe."""
-    return json_slice(head, components).encode("utf-8")
+def json_slice(head: Report, components: tuple[ComponentReport, ...]) -> bytes:
+    """Some components' documents in the JSON's list, without a comma before them, as the file holds them: a slice
+    rendered where it was computed (ReportRun.rendered); bytes come back from a report's worker in a file."""
+    return json_components(components, first=True).encode("utf-8")
 
 
 # The components' documents are written as text here, not built as dicts for json.dumps: a month of 100 000

@@ -130,17 +130,14 @@ class SliceWorkers:
         _, length, done, hashed = reply
         fd = recv_handle(self._conns[worker])
         try:
-            rows = _pread(fd, length, sum(size for _, size in hashed))
             text = _pread(fd, 0, length)
+            at = length
+            done.hashed = []
+            for name, size in hashed:
+                done.hashed.append((name, _pread(fd, at, size)))
+                at += size
         finally:
             os.close(fd)
-        if len(hashed) == 1:
-            done.hashed = [(hashed[0][0], rows)]
-        else:
-            at, done.hashed = 0, []
-            for name, size in hashed:
-                done.hashed.append((name, rows[at:at + size]))
-                at += size
         return text, done
 
     def close(self) -> None:
@@ -180,6 +177,7 @@ def _serve(conn: Connection, loaded: Loaded, theirs: list[Connection]) -> None:
     loop = asyncio.new_event_loop()
     source: Source | None = None
     frame: Any = None
+    warned = False  # that slices come through the pipe (said once)
 
     def source_of() -> Source:
         nonlocal source
@@ -203,7 +201,13 @@ def _serve(conn: Connection, loaded: Loaded, theirs: list[Connection]) -> None:
                            names[message[1]:message[2]])
             spilled = -1
             if reply[0] == "done" and isinstance(reply[1], bytes):
-                reply, spilled = _spill(reply[1], reply[2])
+                try:
+                    reply, spilled = _spill(reply[1], reply[2])
+                except OSError as exc:  # then through the pipe, as any other slice
+                    if not warned:
+                        warned = True
+                        log.warning("report worker: cannot keep a slice in a file in memory (%s): it comes through "
+                                    "the pipe", exc)
             try:
                 conn.send(reply)
                 if spilled >= 0:
@@ -245,29 +249,19 @@ def _slice(loop: asyncio.AbstractEventLoop, source_of: Callable[[], Source], loa
 
 
 def _spill(text: bytes, done: SliceDone) -> tuple[tuple[Any, ...], int]:
-    """The reply for a slice whose text and hash rows are in a new file in memory, and its descriptor. Where no such
-    file can be made or written (memfd refused by a sandbox, no memory for it), the reply carries them itself,
-    through the pipe as any other slice, and -1."""
-    hashed = [(name, len(rows)) for name, rows in done.hashed]
-    fd = -1
+    """The reply for a slice whose text and hash rows are now in a new file in memory, and its descriptor. OSError
+    when no such file can be made or written (memfd refused by a sandbox, no memory for it): `done` is as it was."""
+    fd = os.memfd_create("slawatch-report-slice", os.MFD_CLOEXEC)
     try:
-        fd = os.memfd_create("slawatch-report-slice", os.MFD_CLOEXEC)
         _write_all(fd, text)
         for _, rows in done.hashed:
             _write_all(fd, rows)
-    except OSError as exc:
-        if fd >= 0:
-            os.close(fd)
-        global _WARNED
-        if not _WARNED:
-            _WARNED = True
-            log.warning("report worker: cannot keep a slice in a file in memory (%s): it comes through the pipe", exc)
-        return ("done", text, done), -1
+    except OSError:
+        os.close(fd)
+        raise
+    hashed = [(name, len(rows)) for name, rows in done.hashed]
     done.hashed = []
     return (SPILLED, len(text), done, hashed), fd
-
-
-_WARNED = False  # the worker has said once that its slices come through the pipe
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -278,12 +272,6 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _pread(fd: int, offset: int, length: int) -> bytes:
     data = os.pread(fd, length, offset)
-    if len(data) < length:  # a short read of a regular file (at most 2 GB at a time): the rest
-        parts = [data]
-        while (got := sum(map(len, parts))) < length:
-            part = os.pread(fd, length - got, offset + got)
-            if not part:
-                raise OSError(f"a report worker's temporary file ended {length - got} bytes early")
-            parts.append(part)
-        data = b"".join(parts)
+    if len(data) != length:  # a slice is megabytes: a regular file gives them in one read
+        raise OSError(f"a report worker's slice ended {length - len(data)} bytes early")
     return data

@@ -14,7 +14,7 @@ from typing import BinaryIO, TextIO
 from reporter.delivery import deliver
 from reporter.pdf import PdfError, render_pdf
 from reporter.periods import month_period, parse_iso, parse_month
-from reporter.render import FORMATS, CsvRows, csv_slice, json_head, json_slice_utf8, json_tail, render
+from reporter.render import FORMATS, CsvRows, csv_slice, json_head, json_slice, json_tail, render
 from reporter.report import (
     SLICE,
     Progress,
@@ -216,7 +216,7 @@ async def _write_streamed(run: ReportRun, fmt: str, out_path: str | None, worker
         try:
             await _write(out, [json_head().encode("utf-8")], out_path is None)
             first = True
-            async for text in run.rendered(json_slice_utf8, workers):
+            async for text in run.rendered(json_slice, workers):
                 if text:
                     await _write(out, [text] if first else [b",", text], out_path is None)
                     first = False
