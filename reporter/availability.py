@@ -203,7 +203,8 @@ def coverage_from_heartbeats(
     return intervals
 
 
-def _by_component(changes: Iterable[StateChange]) -> dict[str, dict[str, list[StateChange]]]:
+def by_component(changes: Iterable[StateChange]) -> dict[str, dict[str, list[StateChange]]]:
+    """The changes by component, then by agent; each agent's in the order given."""
     by_component: dict[str, dict[str, list[StateChange]]] = {}
     # The stores read a component's changes together: one lookup per run of them, an agent's in their order.
     for component, run in groupby(changes, key=_BY_COMPONENT):
@@ -219,7 +220,7 @@ class AgentViews:
 
     def __init__(self, changes: Iterable[StateChange], heartbeats: Heartbeats,
                  max_gap_factor: float = HEARTBEAT_GAP_FACTOR) -> None:
-        self._changes = _by_component(changes)
+        self._changes = by_component(changes)
         self._coverage = {agent: tuple(coverage_from_heartbeats(hb.instants_ms, hb.period_s, max_gap_factor))
                           for agent, hb in heartbeats.items()}
 
@@ -227,12 +228,16 @@ class AgentViews:
         """The views of other changes (another slice of a report's components) over the same heartbeats, whose
         coverage is not computed again."""
         other = object.__new__(AgentViews)
-        other._changes = _by_component(changes)
+        other._changes = by_component(changes)
         other._coverage = self._coverage
         return other
 
     def components(self) -> list[str]:
         return sorted(self._changes)
+
+    def changes(self) -> Mapping[str, Mapping[str, Sequence[StateChange]]]:
+        """Every change read, by component and then agent (by_component): not to be changed."""
+        return self._changes
 
     def views(self, component: str) -> list[AgentView]:
         """One view per agent that has a change of `component`; an agent without heartbeats has no coverage."""

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from reporter import responses
-from reporter.availability import AgentViews, Availability, Outage, Policy, availability, downtime_in, timely
+from reporter.availability import (AgentViews, Availability, Outage, Policy, availability, by_component, downtime_in,
+                                   timely)
 from reporter.calendars import calendars_of
 from reporter.periods import iso_ms, month_period
 from reporter.responses import IncidentEntry
@@ -429,8 +430,8 @@ def compute_slice(loaded: Loaded, frame: SliceFrame, coverage: AgentViews, part:
     """The availability of some components from every change of each (`coverage`: AgentViews of the heartbeats);
     `progress` is told how many are done after each."""
     config, contract, period = loaded.config, loaded.contract, frame.period
-    done = SliceDone([], {}, {}, change_texts(changes, ordered=frame.ordered))
     index = coverage.with_changes(changes)
+    done = SliceDone([], {}, {}, grouped_change_texts(index.changes(), ordered=frame.ordered))
     results: list[ComponentReport] = []
     for comp in part:
         ref = component_ref(contract, configured_ref(config, comp), index.latest_ref(comp.name))
@@ -579,50 +580,53 @@ class _Texts(dict[str, str]):
 _json_text: Callable[[str], str] = json.encoder.encode_basestring
 
 
-def _rows_text(rows: Sequence[tuple[Any, ...]]) -> str:
-    """_canonical(rows) without its brackets, for _change_rows' rows: written directly, each string's text made once
-    (a quarter faster than json.dumps; the strings as it writes them without ASCII escapes, the rest an int and a
-    bool; tests hold the two together)."""
-    texts = _Texts()
-    return ",".join([f'[{texts[r[0]]},{texts[r[1]]},{r[2]},{"true" if r[3] else "false"},{texts[r[4]]}]'
-                     if len(r) == 5 else
-                     f'[{texts[r[0]]},{texts[r[1]]},{r[2]},{"true" if r[3] else "false"},{texts[r[4]]},"degraded"]'
-                     for r in rows])
+_BOOL_TEXT = ("false", "true")
+_DEGRADED_END = ("]", ',"degraded"]')  # a degraded change adds a mark: a store without any hashes as before
+_TS = operator.attrgetter("ts_ms")
 
 
-def _change_rows(changes: Sequence[StateChange]) -> list[tuple[Any, ...]]:
-    """The changes as the hash lists them, sorted (tuples: JSON writes them as lists). A degraded change adds a mark,
-    so that a store without any hashes as it did before degraded existed."""
-    rows = [(c.ref.component, c.agent, c.ts_ms, c.up, c.reason, "degraded") if c.degraded
-            else (c.ref.component, c.agent, c.ts_ms, c.up, c.reason) for c in changes]
-    rows.sort()
-    return rows
+def _hash_order(c: StateChange) -> tuple[int, bool, str, bool]:
+    return (c.ts_ms, c.up, c.reason, c.degraded)
 
 
 def change_texts(changes: Sequence[StateChange], *, ordered: bool) -> list[tuple[str, bytes]]:
     """The canonical text of the changes of some components (every change of each) as InputsHash takes it: with
     `ordered`, a run of components at a time; else a component at a time (its name first), to be put in order at
     the end."""
-    names = [c.ref.component for c in changes]
-    if not all(map(operator.le, names, itertools.islice(names, 1, None))):  # every store reads by component
-        changes = sorted(changes, key=lambda c: c.ref.component)
-        names.sort()
+    return grouped_change_texts(by_component(changes), ordered=ordered)
+
+
+def grouped_change_texts(grouped: Mapping[str, Mapping[str, Sequence[StateChange]]], *,
+                         ordered: bool) -> list[tuple[str, bytes]]:
+    """change_texts of changes already grouped by component and agent (by_component, AgentViews.changes).
+
+    The hash lists the changes as sorted [component, agent, ts_ms, up, reason] rows. A store keeps one change per
+    (component, ts_ms, agent) and reads them in that order, so an agent's changes come in the rows' order already:
+    each row is written as it comes, its component's and agent's text made once, not sorted as tuples (half the
+    time). Changes of one agent out of order, or at one instant, are sorted as the rows sort. Each string's JSON
+    text is made once; the text is what _canonical writes without ASCII escapes (tests hold the two together)."""
+    texts = _Texts()
     out: list[tuple[str, bytes]] = []
-    start, n = 0, len(changes)
-    while start < n:
-        end = min(start + HASH_SLICE, n)
-        while end < n and names[end] == names[end - 1]:
-            end += 1
-        rows = _change_rows(changes[start:end])
-        if ordered:
-            out.append((names[start], _rows_text(rows).encode("utf-8")))
-        else:
-            begin = 0
-            for i in range(1, len(rows) + 1):
-                if i == len(rows) or rows[i][0] != rows[begin][0]:
-                    out.append((rows[begin][0], _rows_text(rows[begin:i]).encode("utf-8")))
-                    begin = i
-        start = end
+    rows: list[str] = []
+    first: str | None = None
+    for name in sorted(grouped):
+        if first is None:
+            first = name
+        quoted = texts[name]
+        per_agent = grouped[name]
+        for agent in sorted(per_agent):
+            changes = per_agent[agent]
+            instants = list(map(_TS, changes))
+            if not all(map(operator.lt, instants, itertools.islice(instants, 1, None))):
+                changes = sorted(changes, key=_hash_order)
+            head = f"[{quoted},{texts[agent]},"
+            rows += [f"{head}{c.ts_ms},{_BOOL_TEXT[c.up]},{texts[c.reason]}{_DEGRADED_END[c.degraded]}"
+                     for c in changes]
+        if not ordered or len(rows) >= HASH_SLICE:
+            out.append((first, ",".join(rows).encode("utf-8")))
+            rows, first = [], None
+    if rows:
+        out.append((first or "", ",".join(rows).encode("utf-8")))
     return out
 
 

@@ -127,10 +127,21 @@ def test_an_outage_in_several_parts_written_as_text_is_the_dump_of_its_document(
     assert render.component_json(c) == render._json(render._component_doc(c))
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(text, text, st.integers(-(2**62), 2**62), st.booleans(), text, st.booleans()), max_size=8))
-def test_the_hashed_rows_written_as_text_are_their_dump(rows: list[tuple[str, str, int, bool, str, bool]]) -> None:
-    """Any component, agent and reason (quotes, backslashes, control characters, any code point), degraded or not."""
-    made = [(c, a, ts, up, why, "degraded") if degraded else (c, a, ts, up, why)
-            for c, a, ts, up, why, degraded in rows]
-    assert report._rows_text(made) == report._canonical(made)[1:-1]
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(text, st.one_of(st.sampled_from(["mon-1", "mon-2"]), text), text, st.integers(-3, 3),
+                          st.booleans(), st.booleans()), max_size=12),
+       st.booleans(), st.booleans())
+def test_the_hashed_rows_written_as_text_are_the_dump_of_the_sorted_rows(
+        rows: list[tuple[str, str, str, int, bool, bool]], by_identity: bool, ordered: bool) -> None:
+    """Any component, agent and reason (quotes, backslashes, control characters, any code point), degraded or not;
+    in the stores' order or not; several changes of an agent at one instant (a few instants only), equal ones too."""
+    changes = [StateChange(ComponentRef(comp, "san", "gold", None), agent, ts, up, why, degraded)
+               for comp, agent, why, ts, up, degraded in rows]
+    if by_identity:
+        changes.sort(key=lambda c: (c.ref.component, c.ts_ms, c.agent))
+    made = sorted([c.ref.component, c.agent, c.ts_ms, c.up, c.reason, *(["degraded"] if c.degraded else [])]
+                  for c in changes)
+    texts = report.change_texts(changes, ordered=ordered)
+    if not ordered:  # a component at a time, put in order at the end
+        assert [name for name, _ in texts] == sorted({c.ref.component for c in changes})
+    assert b",".join(text for _, text in texts).decode("utf-8") == report._canonical(made)[1:-1]
