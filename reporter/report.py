@@ -14,8 +14,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from reporter import responses
-from reporter.availability import (AgentViews, Availability, Outage, Policy, availability, by_component, downtime_in,
-                                   timely)
+from reporter.availability import (
+    AgentViews,
+    Availability,
+    Outage,
+    Policy,
+    availability,
+    by_component,
+    downtime_in,
+    timely,
+)
 from reporter.calendars import calendars_of
 from reporter.periods import iso_ms, month_period
 from reporter.responses import IncidentEntry
@@ -289,15 +297,17 @@ class ReportRun:
         if not self._selected:
             self._done = True
             return
-        self._heartbeats = await source.heartbeats(period.start_ms, period.end_ms)
-        frame = SliceFrame(period, tuple(await source.windows(period.start_ms, period.end_ms)), self._heartbeats,
-                           {**{name: c.policy for name, c in self.customers.items()}, None: self.policy},
-                           self._hash.ordered)
         names = [c.name for c in self._selected]
         size = self._slice
         if workers is not None:  # a few slices each, so that none waits long for the last one to end
             size = min(size, max(MIN_WORKER_SLICE, -(-len(names) // (SLICES_PER_WORKER * len(workers)))))
         bounds = [(begin, min(begin + size, len(names))) for begin in range(0, len(names), size)]
+        if workers is not None and len(bounds) > 1:
+            workers.start(period, names, bounds)  # they read their first slices' changes while the frame is read
+        self._heartbeats = await source.heartbeats(period.start_ms, period.end_ms)
+        frame = SliceFrame(period, tuple(await source.windows(period.start_ms, period.end_ms)), self._heartbeats,
+                           {**{name: c.policy for name, c in self.customers.items()}, None: self.policy},
+                           self._hash.ordered)
         head = self.head()
         try:
             if workers is None or len(bounds) == 1:
@@ -312,7 +322,7 @@ class ReportRun:
                     self._take(done, None)
                     yield render(head, results)
             else:
-                async for text, done, end in workers.run(frame, head, render, names, bounds):
+                async for text, done, end in workers.run(frame, head, render):
                     self._take(done, end)
                     yield text
         except BaseException:

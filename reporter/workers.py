@@ -21,6 +21,7 @@ from reporter.availability import AgentViews
 from reporter.report import Render, Report, ReportError, SliceDone, SliceFrame, compute_slice
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import Component
+from slawatch.model import Interval, StateChange
 from slawatch.store import Source, SourceError, open_source
 
 log = logging.getLogger(__name__)
@@ -81,28 +82,35 @@ class SliceWorkers:
     def __len__(self) -> int:
         return len(self._procs)
 
-    async def run(self, frame: SliceFrame, head: Report, render: Render[T], names: Sequence[str],
-                  bounds: Sequence[tuple[int, int]]) -> AsyncIterator[tuple[T, SliceDone, int]]:
-        """(render(head, slice), what it adds to the summary, its end) for each slice names[begin:end], in order."""
+    def start(self, period: Interval, names: Sequence[str], bounds: Sequence[tuple[int, int]]) -> None:
+        """Hand out the first slices, names[begin:end] each, of a report over `period`: the workers read their
+        changes while this process reads what every slice shares (heartbeats, windows: the frame), instead of
+        waiting for it, and compute them once `run` sends the frame."""
         listed = list(names)
         for conn in self._conns:
             with contextlib.suppress(OSError):  # a worker that is gone is told when its first slice is awaited
-                await asyncio.to_thread(conn.send, ("frame", frame, head, render, listed))
-        waiting: deque[tuple[int, int]] = deque()  # (worker, end) of the slices handed out, in order
-        todo = iter(enumerate(bounds))
+                conn.send(("names", period, listed))
+        self._waiting: deque[tuple[int, int]] = deque()  # (worker, end) of the slices handed out, in order
+        self._todo = iter(enumerate(bounds))
+        self._hand_out(IN_FLIGHT * len(self._conns))
 
-        def hand_out(count: int) -> None:
-            for n, (begin, end) in islice(todo, count):
-                worker = n % len(self._conns)
-                with contextlib.suppress(OSError):  # as above
-                    self._conns[worker].send(("slice", begin, end))
-                waiting.append((worker, end))
+    def _hand_out(self, count: int) -> None:
+        for n, (begin, end) in islice(self._todo, count):
+            worker = n % len(self._conns)
+            with contextlib.suppress(OSError):  # as above
+                self._conns[worker].send(("slice", begin, end))
+            self._waiting.append((worker, end))
 
-        hand_out(IN_FLIGHT * len(self._conns))
+    async def run(self, frame: SliceFrame, head: Report, render: Render[T]) -> AsyncIterator[tuple[T, SliceDone, int]]:
+        """(render(head, slice), what it adds to the summary, its end) for each slice given to `start`, in order."""
+        for conn in self._conns:
+            with contextlib.suppress(OSError):  # as in start
+                await asyncio.to_thread(conn.send, ("frame", frame, head, render))
+        waiting = self._waiting
         while waiting:
             worker, end = waiting.popleft()
             reply = await self._receive(worker)
-            hand_out(1)
+            self._hand_out(1)
             if reply[0] == "done":
                 yield reply[1], reply[2], end
                 continue
@@ -176,7 +184,11 @@ def _serve(conn: Connection, loaded: Loaded, theirs: list[Connection]) -> None:
     components = {c.name: c for c in loaded.config.components}
     loop = asyncio.new_event_loop()
     source: Source | None = None
-    frame: Any = None
+    period: Interval | None = None
+    names: list[str] = []
+    frame: SliceFrame | None = None
+    # The slices handed out before the frame came, their changes read (or the read's failure) in the meantime.
+    early: deque[tuple[list[str], list[StateChange] | tuple[str, str, str]]] = deque()
     warned = False  # that slices come through the pipe (said once)
 
     def source_of() -> Source:
@@ -184,6 +196,29 @@ def _serve(conn: Connection, loaded: Loaded, theirs: list[Connection]) -> None:
         if source is None:
             source = open_source(loaded.config.storage)
         return source
+
+    def answer(reply: tuple[Any, ...]) -> bool:
+        """Send a slice's reply (its text in a file in memory where it can); False when the report is gone."""
+        nonlocal warned
+        spilled = -1
+        if reply[0] == "done" and isinstance(reply[1], bytes):
+            try:
+                reply, spilled = _spill(reply[1], reply[2])
+            except OSError as exc:  # then through the pipe, as any other slice
+                if not warned:
+                    warned = True
+                    log.warning("report worker: cannot keep a slice in a file in memory (%s): it comes through the "
+                                "pipe", exc)
+        try:
+            conn.send(reply)
+            if spilled >= 0:
+                send_handle(conn, spilled, os.getppid())
+        except (BrokenPipeError, OSError):
+            return False
+        finally:
+            if spilled >= 0:
+                os.close(spilled)
+        return True
 
     try:
         while True:
@@ -193,33 +228,30 @@ def _serve(conn: Connection, loaded: Loaded, theirs: list[Connection]) -> None:
                 return
             if message is None:
                 return
-            if message[0] == "frame":
-                frame, head, render, names = message[1:]
-                coverage = AgentViews((), frame.heartbeats)
+            if message[0] == "names":
+                period, names = message[1:]
                 continue
-            reply = _slice(loop, source_of, loaded, components, frame, coverage, head, render,
-                           names[message[1]:message[2]])
-            spilled = -1
-            if reply[0] == "done" and isinstance(reply[1], bytes):
-                try:
-                    reply, spilled = _spill(reply[1], reply[2])
-                except OSError as exc:  # then through the pipe, as any other slice
-                    if not warned:
-                        warned = True
-                        log.warning("report worker: cannot keep a slice in a file in memory (%s): it comes through "
-                                    "the pipe", exc)
-            try:
-                conn.send(reply)
-                if spilled >= 0:
-                    send_handle(conn, spilled, os.getppid())
-            except (BrokenPipeError, OSError):
+            if message[0] == "frame":
+                frame, head, render = message[1:]
+                coverage = AgentViews((), frame.heartbeats)
+                while early:
+                    part, read = early.popleft()
+                    if not answer(_slice(loaded, components, frame, coverage, head, render, part, read)):
+                        return
+                    del read
+                    gc.collect()
+                continue
+            part = names[message[1]:message[2]]
+            assert period is not None, "a slice before its report's names"
+            read = _read(loop, source_of, period, part)
+            if frame is None:
+                early.append((part, read))
+                continue
+            if not answer(_slice(loaded, components, frame, coverage, head, render, part, read)):
                 return
-            finally:
-                if spilled >= 0:
-                    os.close(spilled)
             # The slice's changes and results are gone with _slice's frame (a pass while they were alive took a tenth
             # of the worker's time, walking 100 000 objects to free none): this pass sees only what is left.
-            del reply
+            del read
             gc.collect()
     finally:
         if source is not None:
@@ -229,15 +261,28 @@ def _serve(conn: Connection, loaded: Loaded, theirs: list[Connection]) -> None:
         conn.close()
 
 
-def _slice(loop: asyncio.AbstractEventLoop, source_of: Callable[[], Source], loaded: Loaded,
-           components: dict[str, Component], frame: SliceFrame, coverage: AgentViews, head: Report,
-           render: Render[Any], names: list[str]) -> tuple[Any, ...]:
-    """One slice read, computed and rendered: ("done", text, SliceDone), or ("failed", kind, message)."""
+def _read(loop: asyncio.AbstractEventLoop, source_of: Callable[[], Source], period: Interval,
+          names: list[str]) -> list[StateChange] | tuple[str, str, str]:
+    """A slice's changes, or ("failed", kind, message)."""
+    try:
+        return loop.run_until_complete(source_of().changes(period.start_ms, period.end_ms, names))
+    except SourceError as exc:
+        return ("failed", "source", str(exc))
+    except Exception as exc:  # told to the report's process, which stops with it
+        log.error("report worker: %s", traceback.format_exc())
+        return ("failed", "other", "".join(traceback.format_exception_only(exc)).strip())
+
+
+def _slice(loaded: Loaded, components: dict[str, Component], frame: SliceFrame, coverage: AgentViews, head: Report,
+           render: Render[Any], names: list[str], read: list[StateChange] | tuple[str, str, str]) -> tuple[Any, ...]:
+    """One slice computed and rendered from its changes as read: ("done", text, SliceDone), or ("failed", kind,
+    message)."""
+    if isinstance(read, tuple):
+        return read
     try:
         part = [components[name] for name in names]
-        changes = loop.run_until_complete(source_of().changes(frame.period.start_ms, frame.period.end_ms, names))
-        results, done = compute_slice(loaded, frame, coverage, part, changes)
-        del changes
+        results, done = compute_slice(loaded, frame, coverage, part, read)
+        read.clear()  # the caller's reference stays: the changes go now, before the render
         return ("done", render(head, results), done)
     except SourceError as exc:
         return ("failed", "source", str(exc))

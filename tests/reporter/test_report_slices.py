@@ -278,3 +278,59 @@ def test_workers_stop_when_the_report_s_process_is_gone(tmp_path: Path) -> None:
         proc.join(10)
     assert [proc.exitcode for proc in procs] == [0, 0, 0]
     workers.close()
+
+
+class _Told:
+    """A Source that appends the names of each slice it reads to a file (written from the workers' processes)."""
+
+    def __init__(self, inner: Source, path: Path) -> None:
+        self._inner, self._path = inner, path
+
+    async def changes(self, start_ms: int, end_ms: int, components: Sequence[str] | None = None) -> list[StateChange]:
+        with self._path.open("a") as f:
+            f.write(",".join(components or ()) + "\n")
+        return await self._inner.changes(start_ms, end_ms, components)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class _Waits:
+    """The report's own Source, whose heartbeats (what the frame needs) come only once `path` has `lines` lines."""
+
+    def __init__(self, inner: Source, path: Path, lines: int) -> None:
+        self._inner, self._path, self._lines = inner, path, lines
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def heartbeats(self, start_ms: int, end_ms: int) -> object:
+        for _ in range(500):  # 10 s
+            if self._path.exists() and len(self._path.read_text().splitlines()) >= self._lines:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the workers read no slice before the frame")
+        return await self._inner.heartbeats(start_ms, end_ms)
+
+
+def test_workers_read_their_first_slices_while_the_report_reads_the_frame(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = setup(tmp_path, "sqlite: {path: store.db}", COMPONENTS)
+    reads = tmp_path / "reads"
+    real = workers_module.open_source
+    monkeypatch.setattr(workers_module, "open_source", lambda storage: _Told(real(storage), reads))
+
+    async def rendered(workers: SliceWorkers) -> list[bytes]:
+        source = _Waits(open_source(loaded.config.storage), reads, 4)
+        try:
+            run = ReportRun(loaded, source, APRIL, month=(2026, 4), incidents=[], slice_size=1)  # type: ignore[arg-type]
+            return [text async for text in run.rendered(_names, workers)]
+        finally:
+            await source.close()
+
+    with SliceWorkers(loaded, 2) as workers:
+        assert asyncio.run(rendered(workers)) == [c.encode() for c in COMPONENTS]
+    # Two slices each handed out before the frame, read at once; then the rest, each slice once.
+    lines = reads.read_text().splitlines()
+    assert set(lines[:4]) == set(COMPONENTS[:4]) and sorted(lines) == sorted(COMPONENTS)
