@@ -130,6 +130,22 @@ async def test_changes_filtered_by_component(store: Store) -> None:
     assert await store.source.changes(START, END, components=[]) == []
 
 
+async def test_a_component_s_tags_read_back_as_written_when_they_change_and_when_they_are_odd(store: Store) -> None:
+    """A slice's read gives each change the class, tier and customer stored with it: a component moved to another
+    tier and customer in the period, and tags no config would take (the separator PostgreSQL's read joins them
+    with, an empty customer)."""
+    def tagged(component: str, ts_ms: int, klass: str, tier: str, customer: str) -> StateChange:
+        return StateChange(ComponentRef(component, klass, tier, customer), "mon-a", ts_ms, ts_ms % 2 == 0, "")
+
+    moved = [tagged("sip-1", START - H, "sip", "gold", "acme"), tagged("sip-1", START + H, "sip", "gold", "acme"),
+             tagged("sip-1", START + 3 * H, "sip", "platinum", "globex")]
+    plain = [tagged("sip-2", START + 2 * H, "sip", "base", "")]
+    odd = [tagged("odd", START - 2 * H, "a\x1fb", "gold", ""), tagged("odd", START + 5 * H, "san", "x\x1f", "c")]
+    await store.write([*moved, *plain, *odd])
+    assert await store.source.changes(START, END, components=["sip-1", "sip-2"]) == [*moved, *plain]
+    assert await store.source.changes(START, END, components=["sip-1", "odd"]) == [*odd, *moved]
+
+
 @pytest.mark.parametrize("name", HOSTILE)
 async def test_hostile_component_names_match_exactly_themselves(store: Store, name: str) -> None:
     points: list[Point] = []
