@@ -517,3 +517,42 @@ async def test_a_source_reads_samples_from_the_store_that_takes_them(pg_dsn: str
 
 def test_notify_payload_is_json_of_names() -> None:
     assert json.loads(notify_payloads(["b", "a", "a"])[0]) == ["a", "b"]
+
+
+@peer
+async def test_a_slice_s_last_changes_are_the_same_walked_along_the_index_or_read_in_full(pg_dsn: str) -> None:
+    """The last change of each (component, agent) before a period and the changes in it: read in full while the
+    history before the period is short, walked along the index once it is long (more than half a period); the same
+    changes either way. Components with one to three agents, an agent that begins after the first period, one that
+    stops before the second, a component without changes."""
+    t0 = NOW - 120 * DAY
+    points: list[StateChange] = []
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        for n, agent in enumerate(["m1", "m2", "m3"][:1 + i % 3]):
+            days = range(40 if n == 2 else 0, 100 if (i, n) != (2, 1) else 20, 5 + i)
+            points += [StateChange(ComponentRef(name, "sip", "gold", "acme"), agent, t0 + d * DAY + 60_000 * n,
+                                   d % 2 == 0, f"r{d}") for d in days]
+    sink, source = PostgresSink(pg_settings(pg_dsn)), PostgresSource(pg_settings(pg_dsn))
+    used: list[str] = []
+    snapshot = source._snapshot
+
+    async def spied(before_sql: str, *args: object) -> tuple[list[object], list[object]]:
+        used.append("walked" if "RECURSIVE" in before_sql else "in full")
+        return await snapshot(before_sql, *args)  # type: ignore[arg-type]
+
+    source._snapshot = spied  # type: ignore[method-assign]
+    wanted = ["a", "b", "c", "d", "none"]
+    try:
+        await sink.write(points)
+        for start, end in ((t0 + 3 * DAY, t0 + 33 * DAY), (t0 + 63 * DAY, t0 + 93 * DAY)):
+            last = {}
+            for c in sorted(points, key=lambda c: c.ts_ms):
+                if c.ts_ms < start:
+                    last[(c.ref.component, c.agent)] = c
+            expected = sorted([*last.values(), *(c for c in points if start <= c.ts_ms < end)],
+                              key=lambda c: (c.ref.component, c.ts_ms, c.agent))
+            assert await source.changes(start, end, wanted) == expected
+        assert used == ["in full", "walked"]
+    finally:
+        await sink.close()
+        await source.close()
