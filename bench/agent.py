@@ -214,7 +214,7 @@ class NullSpool:
     def append(self, points: Any) -> None:
         pass
 
-    def read(self, consumer: str, max_points: int = 5000, *, after: Any = None) -> Any:
+    def read(self, consumer: str, max_points: int = 5000, *, after: Any = None, rows: bool = False) -> Any:
         return None  # nothing to drain
 
     def pending(self, consumer: str) -> int:
