@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT))
 
 from agent.clock import Clock  # noqa: E402
 from agent.daemon import Agent  # noqa: E402
-from agent.drain import DRAIN_BATCH  # noqa: E402
 from agent.metrics import Metrics  # noqa: E402
 from slawatch.cli.agent import build_agent  # noqa: E402
 from slawatch.cli.usage import run_on  # noqa: E402
@@ -272,9 +271,7 @@ def bare_agent(loaded: Any) -> Agent:
 
 async def store_outage(agent: Agent, influx: Any, outage_s: float, poll_s: float = 0.01) -> dict[str, Any]:
     """Stop influxd (SIGTERM) for `outage_s` under load, start it again on the same port and dirs, and time
-    the drain until it has caught up: less than a batch (`DRAIN_BATCH`) left in the spool for the `influxdb`
-    consumer, from which a caught-up drain writes once a second (`DRAIN_GATHER_S`) and the spool is never empty
-    for long; the rates count the points written, those left out."""
+    the drain until the spool holds nothing for the `influxdb` consumer."""
     consumer = "influxdb"
     t_down = time.monotonic()
     await asyncio.to_thread(influx.stop)
@@ -288,30 +285,27 @@ async def store_outage(agent: Agent, influx: Any, outage_s: float, poll_s: float
     at_first = (0, 0)  # (pending, probe_runs) when the first ack after the restart is seen
     peak = last = backlog
     t_empty: float | None = None
-    left = 0
     while time.monotonic() < deadline:
         pending = agent.spool.pending(consumer)
         if first_write is None and pending < last:
             first_write = time.monotonic() - t_up
             at_first = (pending, agent.probe_runs)
         peak, last = max(peak, pending), pending
-        if first_write is not None and pending < DRAIN_BATCH:
-            t_empty, cpu_empty, left = time.monotonic(), time.process_time(), pending
+        if pending == 0:
+            t_empty, cpu_empty = time.monotonic(), time.process_time()
             break
         await asyncio.sleep(poll_s)
     catch_up = (t_empty - t_up) if t_empty is not None else None
     # the agent process's CPU per point written during the catch-up (the backlog plus what was probed meanwhile)
-    cpu_us = (1e6 * (cpu_empty - cpu_up) / (backlog + agent.probe_runs - runs_up - left)) if t_empty is not None \
-        else None
+    cpu_us = (1e6 * (cpu_empty - cpu_up) / (backlog + agent.probe_runs - runs_up)) if t_empty is not None else None
     drain_rate = None
     if catch_up is not None and first_write is not None and catch_up - first_write > 0.05:
         # points acked after the first ack: what was left then plus what the probes added since (samples only)
-        drain_rate = (at_first[0] + agent.probe_runs - at_first[1] - left) / (catch_up - first_write)
+        drain_rate = (at_first[0] + agent.probe_runs - at_first[1]) / (catch_up - first_write)
     return {
         "outage_s": t_up - t_down, "backlog": backlog, "peak": peak, "catch_up_s": catch_up,
         "first_write_s": first_write, "runs_during": agent.probe_runs - runs_up,
-        "replay_pts_s": (backlog - left) / catch_up if catch_up else None, "drain_pts_s": drain_rate,
-        "cpu_us_pt": cpu_us, "left": left,
+        "replay_pts_s": backlog / catch_up if catch_up else None, "drain_pts_s": drain_rate, "cpu_us_pt": cpu_us,
     }
 
 
