@@ -2,11 +2,11 @@
 
 Data path of one probe run: result -> Sample (+ StateChange) -> outbox -> spool (fsync per batch of at most
 2 000, every ~200 ms) -> one drain task per sink (agent.drain: batches of 5 000, the next read and sent while one is
-written, exponential backoff with jitter while the store is down; once caught up, a write about once a second) ->
-ack, in order. Nothing is written to a store that was not first in the spool, so a store outage or an agent crash
-costs no sample. While the spool cannot be written (disk full) the outbox holds the points, bounded: samples beyond
-the bound are dropped and counted, state changes and heartbeats kept. Every long-lived task runs under a supervisor
-that restarts it after an error; `health()` says what is wrong.
+written, exponential backoff with jitter while the store is down) -> ack, in order. Nothing is written to a store
+that was not first in the spool, so a store outage or an agent crash costs no sample. While the spool cannot be
+written (disk full) the outbox holds the points, bounded: samples beyond the bound are dropped and counted, state
+changes and heartbeats kept. Every long-lived task runs under a supervisor that restarts it after an error;
+`health()` says what is wrong.
 """
 
 from __future__ import annotations
