@@ -48,9 +48,6 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.2
 FLUSH_POINTS = 2000
-# A drain that has caught up waits this long (or until stop) before its next write: a second of points goes to the
-# store in one write (one transaction and fsync, one offset ack) instead of one per flush. The spool holds them.
-DRAIN_GATHER_S = 1.0
 SPOOL_BATCH = 2000  # points per spool append: a batch that does not fit on the disk fails alone
 SPOOL_BATCH_MIN = 50  # after failed appends the batch halves down to this, so a nearly full disk still takes some
 SPOOL_RETRY_S = 1.0  # while the spool cannot be written, try again this often
@@ -171,7 +168,6 @@ class Agent:
         self._outbox: list[Point] = []
         self._outbox_full = asyncio.Event()
         self._spooled = asyncio.Event()
-        self._gathered = asyncio.Event()  # set at stop: no drain waits for points to gather any more
         self._flush_lock = asyncio.Lock()
         self._spool_batch = SPOOL_BATCH
         self._draining = True
@@ -771,14 +767,6 @@ class Agent:
                 if backoff > BACKOFF_MIN_S:
                     log.info("%s: writing again", sink.name)
                 backoff = BACKOFF_MIN_S
-                pending = await asyncio.to_thread(self.spool.pending, consumer)  # its lock may wait on an append
-                if pending - drain.sending < drain.batch and not self._gathered.is_set():
-                    # Caught up (less than a batch waits): the backlog is at its low point now, which the watch
-                    # loop, looking once a second, would rarely see while writes come about once a second too.
-                    self._backlog[consumer].observe(time.monotonic(), pending + len(self._outbox))
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(DRAIN_GATHER_S):
-                            await self._gathered.wait()
             with contextlib.suppress(SinkError):
                 await drain.finish()  # at stop: the writes in flight end and are acknowledged
         finally:
@@ -892,7 +880,6 @@ class Agent:
             await stop.wait()
         finally:
             self._stopping = True
-            self._gathered.set()
             log.info("stopping: waiting for probes in flight")
             grace = max((j.payload.settings.timeout_s for j in self.scheduler.jobs.values()), default=1.0)
             await self.scheduler.stop(grace + 0.5)

@@ -41,11 +41,6 @@ class Drain:
         self.rows = isinstance(sink, RowSink)  # read as rows made from the points' records (open_spool's choice)
         self._sent: deque[tuple[Batch, asyncio.Task[None]]] = deque()
 
-    @property
-    def sending(self) -> int:
-        """Points read and sent, not yet acknowledged."""
-        return sum(len(batch) for batch, _ in self._sent)
-
     async def pump(self) -> int:
         """Fill the pipeline, wait for the oldest write and acknowledge what is stored in order; return the
         points acknowledged, 0 when the spool holds nothing for this consumer. Raises SinkError when the oldest
