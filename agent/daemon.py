@@ -42,7 +42,7 @@ from slawatch.config.loader import ConfigError, Loaded, collector_paused, load
 from slawatch.config.probes import ProbeBase
 from slawatch.config.settings import Component, Config, SpoolSettings
 from slawatch.model import ComponentRef, Heartbeat, Point, Sample, StateChange
-from slawatch.store import EncodingSink, GzipSink, MemberStore, Sink, SinkError, Source, SourceError
+from slawatch.store import EncodingSink, GzipSink, MemberStore, RowSink, Sink, SinkError, Source, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,10 @@ def consumer_name(sink: Sink) -> str:
 
 def open_spool(settings: SpoolSettings, sinks: Sequence[Sink]) -> Spool:
     """The spool in front of `sinks`, one consumer each, keeping each point as the sinks that can encode it want
-    it (a replay is then a copy); SpoolError when another agent holds it."""
+    it (a replay is then a copy); a sink that takes rows gets them made from the points' records, nothing more
+    kept for it. SpoolError when another agent holds it."""
     encodings = {consumer_name(s): Encoding(s.spool_encoding, s.encode, gzip=isinstance(s, GzipSink))
-                 for s in sinks if isinstance(s, EncodingSink)}
+                 for s in sinks if isinstance(s, EncodingSink) and not isinstance(s, RowSink)}
     return Spool(settings.path, int(settings.max_bytes), consumers=tuple(consumer_name(s) for s in sinks),
                  encodings=encodings)
 

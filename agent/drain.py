@@ -8,7 +8,7 @@ import random
 from collections import deque
 
 from agent.spool import Batch, Spool
-from slawatch.store import EncodingSink, GzipSink, ReturningSink, Sink, SinkError
+from slawatch.store import EncodingSink, GzipSink, ReturningSink, RowSink, Sink, SinkError
 
 DRAIN_BATCH = 5000
 DRAIN_IN_FLIGHT = 2  # batches sent and not yet acknowledged: the store stores one while the next is read and sent
@@ -38,6 +38,7 @@ class Drain:
         self.batch = batch
         self.in_flight = in_flight
         self.concurrent = bool(getattr(sink, "concurrent_writes", False))
+        self.rows = isinstance(sink, RowSink)  # read as rows made from the points' records (open_spool's choice)
         self._sent: deque[tuple[Batch, asyncio.Task[None]]] = deque()
 
     async def pump(self) -> int:
@@ -46,7 +47,7 @@ class Drain:
         write failed (the rest abandoned: the next call starts again from the last ack)."""
         while len(self._sent) < self.in_flight:
             after = self._sent[-1][0] if self._sent else None
-            batch = await asyncio.to_thread(self.spool.read, self.consumer, self.batch, after=after)
+            batch = await asyncio.to_thread(self.spool.read, self.consumer, self.batch, after=after, rows=self.rows)
             if not batch:
                 break
             prev = self._sent[-1][1] if self._sent and not self.concurrent else None
@@ -98,7 +99,10 @@ class Drain:
             await asyncio.wait([prev])
             if prev.cancelled() or prev.exception() is not None:
                 raise SinkError(f"{self.sink.name}: an earlier write failed", retryable=True)
-        if batch.gzip:
+        if batch.rows is not None:
+            assert isinstance(self.sink, RowSink)
+            await self.sink.write_rows(batch.rows, len(batch))
+        elif batch.gzip:
             assert isinstance(self.sink, GzipSink)  # open_spool gave only such sinks a gzip encoding
             await self.sink.write_gzip(batch.gzip, len(batch))
         elif batch.encoded:

@@ -74,18 +74,22 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import re
 import struct
 import threading
 import time
 import zlib
+from _json import make_encoder
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from slawatch import schema
 from slawatch.model import ComponentRef, Heartbeat, Outcome, Point, Sample, StateChange
+from slawatch.schema import Row, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +120,16 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, 
 _GZIP_TRAILER = struct.Struct("<II")  # CRC32 and length of the uncompressed data
 _ENCODING_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode
+# json.dumps(separators=(",", ":")) with ASCII output, made once: `JSONEncoder.encode` builds this C encoder again for
+# every call. No circular check (a row is a flat list of scalars); the bytes are the same (a test compares them).
+_json_encoder = make_encoder(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ":", ",",
+                             False, False, True)
+
+
+def _encode_json(row: list[Any]) -> str:
+    return "".join(_json_encoder(row, 0))
+
+
 _OUTCOMES = {o.value: o for o in Outcome}
 _Bytes = bytes  # `Spool.bytes` shadows the builtin inside the class
 
@@ -148,8 +161,9 @@ class Encoding:
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Points read for one consumer, as points, as its encoding's bytes (`encoded`, one item per point, when
-    the spool holds them for every point read), or for a `gzip` encoding as gzip members whose data is those items
-    joined (`gzip`, when the read covers whole appends); ``ack`` it once the sink has stored them."""
+    the spool holds them for every point read), for a `gzip` encoding as gzip members whose data is those items
+    joined (`gzip`, when the read covers whole appends), or as stored rows (`rows`, when asked for); ``ack`` it once
+    the sink has stored them."""
 
     points: tuple[Point, ...]
     end: Offset
@@ -158,7 +172,9 @@ class Batch:
     generation: int = field(default=0, compare=False, repr=False)
     encoded: tuple[bytes, ...] = field(default=(), repr=False)
     gzip: tuple[bytes, ...] = field(default=(), repr=False)
-    count: int = field(default=0, compare=False, repr=False)  # points the gzip members hold
+    count: int = field(default=0, compare=False, repr=False)  # points the gzip members (or `rows`) hold
+    rows: Mapping[str, list[Row]] | None = field(default=None, repr=False)
+    """With `read(rows=True)`: the points as stored rows per measurement (`schema.point_row`'s), unreadable ones out."""
 
     def __len__(self) -> int:
         return self.count or len(self.encoded) or len(self.points)
@@ -303,11 +319,8 @@ def _decode_row(row: Any, refs: dict[tuple[str, str, str, str], ComponentRef]) -
     return None
 
 
-def decode_payloads(payloads: Sequence[bytes]) -> tuple[list[Point], int]:
-    """Payloads to points; returns the points and how many payloads could not be decoded."""
-    refs: dict[tuple[str, str, str, str], ComponentRef] = {}
-    out: list[Point] = []
-    bad = 0
+def _parse(payloads: Sequence[bytes]) -> list[Any]:
+    """Each payload's JSON (one parse for all of them), None for one that does not parse."""
     try:
         rows: list[Any] = json.loads(b"[" + b",".join(payloads) + b"]")
         if len(rows) != len(payloads):
@@ -319,6 +332,15 @@ def decode_payloads(payloads: Sequence[bytes]) -> tuple[list[Point], int]:
                 rows.append(json.loads(p))
             except ValueError:
                 rows.append(None)
+    return rows
+
+
+def decode_payloads(payloads: Sequence[bytes]) -> tuple[list[Point], int]:
+    """Payloads to points; returns the points and how many payloads could not be decoded."""
+    refs: dict[tuple[str, str, str, str], ComponentRef] = {}
+    out: list[Point] = []
+    bad = 0
+    rows = _parse(payloads)
     append = out.append
     for row in rows:
         # Fast path for the common case, a well-formed sample; anything else goes through the checked path.
@@ -335,6 +357,44 @@ def decode_payloads(payloads: Sequence[bytes]) -> tuple[list[Point], int]:
         else:
             append(point)
     return out, bad
+
+
+_ROW_MEASUREMENTS = (schema.PROBE, schema.STATE, schema.HEARTBEAT)
+# A sample's outcome as its row holds it: up (0/1) and the outcome's text.
+_OUTCOME_ROW = {o.value: (int(o.is_up), clean_text(str(o))) for o in Outcome}
+
+
+def payload_rows(payloads: Sequence[bytes]) -> tuple[dict[str, list[Row]], int]:
+    """Payloads straight to the rows a store inserts, per measurement name, in payload order: the very rows
+    `schema.point_row` makes of `decode_payloads`' points, without making the points. Returns them and how many
+    payloads could not be decoded (left out)."""
+    per_table: dict[str, list[Row]] = {m.name: [] for m in _ROW_MEASUREMENTS}
+    samples = per_table[schema.PROBE.name].append
+    refs: dict[tuple[str, str, str, str], ComponentRef] = {}
+    c, finite, outcomes = clean_text, math.isfinite, _OUTCOME_ROW
+    bad = 0
+    for row in _parse(payloads):
+        # Fast path for the common case, a well-formed sample (`_sample_row` written out); anything else, or a
+        # sample whose values are not of their types, goes through a point.
+        if type(row) is list and len(row) == 12 and row[0] == 0 and type(row[9]) is str:
+            lat, out = row[11], outcomes.get(row[9])
+            if out is not None and (lat is None or type(lat) is float or type(lat) is int):
+                try:
+                    samples((c(row[1]), row[8], c(row[7]), c(row[5]), c(row[2]), c(row[3]), c(row[4]), c(row[6]),
+                             out[0], float(lat) if lat is not None and finite(lat) else None, out[1], c(row[10])))
+                    continue
+                except (AttributeError, TypeError, OverflowError):
+                    pass
+        point = _decode_row(row, refs)
+        try:
+            if point is None:
+                raise TypeError("not a point")
+            measurement, values = schema.point_row(point)
+        except (AttributeError, TypeError, ValueError, OverflowError):
+            bad += 1
+            continue
+        per_table[measurement.name].append(values)
+    return per_table, bad
 
 
 def _items(found: Sequence[tuple[Sequence[int], Sequence[tuple[int, bytes]]]], name: str) -> list[bytes] | None:
@@ -763,11 +823,14 @@ class Spool:
             seg.blocks.setdefault(name, []).append((at, at + length))
             at += length
 
-    def read(self, consumer: str, max_points: int = 5000, *, after: Batch | None = None) -> Batch:
+    def read(self, consumer: str, max_points: int = 5000, *, after: Batch | None = None,
+             rows: bool = False) -> Batch:
         """The next unacknowledged points for `consumer`, in append order (the same again until `ack`).
 
         For a consumer with an encoding, the batch holds its bytes (`encoded`) when a block holds them for every
         point read, else points (format 1 segments, compacted ones, points spooled while the encoding failed).
+        With `rows` (a consumer without an encoding), it holds them as the rows a store inserts (`Batch.rows`),
+        made straight from the points' records.
 
         With `after` (a batch read for `consumer` and not acknowledged yet), the points that follow it, so the next
         batch can be sent while that one is; empty when a compaction since made its position meaningless (read
@@ -783,7 +846,7 @@ class Spool:
                 if after.generation != generation:
                     return Batch((), after.end, after.end_index, after.generation)
                 c = _Consumer(consumer, after.end.segment, after.end.pos, after.end_index)
-            enc = self._encoding_of.get(consumer)
+            enc = None if rows else self._encoding_of.get(consumer)
             payloads: list[_Bytes] = []
             # With an encoding, per segment read: the points' positions and the blocks that may hold them.
             found: list[tuple[list[int], list[tuple[int, _Bytes]]]] = []
@@ -817,6 +880,14 @@ class Spool:
             encoded = _items(found, enc.name)
             if encoded is not None:
                 return Batch((), Offset(seg_id, pos), index, generation, tuple(encoded))
+        if rows:
+            per_table, bad = payload_rows(payloads)
+            if bad:
+                log.error("spool: %d records with a valid CRC could not be decoded; skipped", bad)
+                with self._lock:
+                    self._corrupt += bad
+            # `count` holds the unreadable ones too: the batch is acknowledged past them, never read again
+            return Batch((), Offset(seg_id, pos), index, generation, count=len(payloads), rows=per_table)
         points, bad = decode_payloads(payloads)
         if bad:
             log.error("spool: %d records with a valid CRC could not be decoded; skipped", bad)

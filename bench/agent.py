@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -164,11 +165,13 @@ components:
             await asyncio.sleep(0.5)
         lateness.clear()
         spy = py_spy(args, f"{n}-{mix}")
-        runs0, cpu0, t0 = agent.probe_runs, time.process_time(), time.monotonic()
+        runs0, cpu0, t0, threads0 = agent.probe_runs, time.process_time(), time.monotonic(), thread_cpu()
         await asyncio.sleep(args.seconds)
+        threads1 = thread_cpu()
         if spy is not None:
             await asyncio.to_thread(spy.wait)
         runs, cpu, elapsed = agent.probe_runs - runs0, time.process_time() - cpu0, time.monotonic() - t0
+        per_thread = {k: 1000 * (v - threads0.get(k, 0.0)) / max(runs, 1) for k, v in sorted(threads1.items())}
         outcomes = {k: v for k, v in _outcomes(agent).items() if v}
         lat = sorted(lateness)
         if influx is not None and args.outage:
@@ -190,8 +193,27 @@ components:
         "components": n, "probes_s": runs / elapsed, "p50_ms": 1000 * statistics.median(lat) if lat else 0,
         "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else 0, "cpu_s_per_1000": 1000 * cpu / max(runs, 1),
         "cpu_ms_per_probe": 1000 * cpu / max(runs, 1), "rss_mb": rss_mb(), "outcomes": outcomes,
-        "runs": runs, "elapsed": elapsed, "cpu_s": cpu, "outage": outage,
+        "runs": runs, "elapsed": elapsed, "cpu_s": cpu, "outage": outage, "threads": per_thread,
     }
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + sys) per thread of this process, threads grouped by kind: the event loop's, the default
+    executor's (`asyncio.to_thread`: spool appends, reads, acks), aiosqlite's, any other."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    main = threading.main_thread().native_id
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            text = (task / "stat").read_text()
+            fields = text[text.rindex(")") + 2:].split()
+            tid, cpu = int(task.name), (int(fields[11]) + int(fields[12])) / tick
+            name = names.get(tid, "")
+            kind = ("loop" if tid == main else "to_thread" if name.startswith("asyncio_")
+                    else "aiosqlite" if name.startswith("Thread-") else "other")
+            out[kind] = out.get(kind, 0.0) + cpu
+    return out
 
 
 def py_spy(args: argparse.Namespace, name: str) -> subprocess.Popen[bytes] | None:
@@ -214,7 +236,7 @@ class NullSpool:
     def append(self, points: Any) -> None:
         pass
 
-    def read(self, consumer: str, max_points: int = 5000, *, after: Any = None) -> Any:
+    def read(self, consumer: str, max_points: int = 5000, *, after: Any = None, rows: bool = False) -> Any:
         return None  # nothing to drain
 
     def pending(self, consumer: str) -> int:
@@ -520,6 +542,8 @@ async def main(args: argparse.Namespace) -> None:
                     r = await run_one(n, args, (tcp_ports, sip, http), Path(tmp), influx_proc, args.mix)
                     print(f"{n:>10} {r['probes_s']:>9.0f} {r['p50_ms']:>7.1f}ms {r['p99_ms']:>7.1f}ms "
                           f"{r['cpu_s_per_1000']:>11.3f} {r['rss_mb']:>7.0f}  {r['outcomes']}", flush=True)
+                    print(f"{'':>10} CPU ms per probe by thread: "
+                          + ", ".join(f"{k} {v:.3f}" for k, v in r["threads"].items()), flush=True)
                     if r["outage"]:
                         outages.append((n, r["outage"]))
                 if outages:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from slawatch.config.settings import SqliteSettings, StorageSettings
@@ -23,6 +23,7 @@ from slawatch.model import (
     StateChange,
     User,
 )
+from slawatch.schema import Row
 
 DEFAULT_RETENTION_S = 180 * 86400.0
 
@@ -99,6 +100,18 @@ class GzipSink(EncodingSink, Protocol):
 
     async def write_gzip(self, members: Sequence[bytes], count: int) -> None:
         """Store the `count` points whose items, joined, are the data of these gzip members; as `write_encoded`."""
+        ...
+
+
+@runtime_checkable
+class RowSink(Sink, Protocol):
+    """A sink that also takes its points as the rows `schema.point_row` makes, per measurement: the agent's spool
+    then keeps nothing more than each point's own record, and a replay makes those rows from it without making
+    points. Preferred to `EncodingSink` where a sink is both. Optional."""
+
+    async def write_rows(self, rows: Mapping[str, Sequence[Row]], count: int) -> None:
+        """Store these rows (keyed by measurement name; `count` points, for messages) or raise SinkError; idempotent
+        like `write`."""
         ...
 
 

@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.request import pathname2url
@@ -181,7 +181,16 @@ class SqliteSink:
         async with self._lock:
             await self._write(per_table, len(items))
 
-    async def _write(self, per_table: dict[str, list[Row]], n: int) -> None:
+    async def write_rows(self, rows: Mapping[str, Sequence[Row]], count: int) -> None:
+        """Rows as `schema.point_row` makes them, per table (the agent's spool makes them from its records)."""
+        if not self.takes_samples:
+            rows = {table: r for table, r in rows.items() if table != schema.PROBE.name}
+        if not any(rows.values()):
+            return
+        async with self._lock:
+            await self._write(rows, count)
+
+    async def _write(self, per_table: Mapping[str, Sequence[Row]], n: int) -> None:
         db = await self._connect()
         try:
             await db.execute("BEGIN IMMEDIATE")
