@@ -22,7 +22,7 @@ from reporter.report import Render, Report, ReportError, SliceDone, SliceFrame, 
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import Component
 from slawatch.model import Interval, StateChange
-from slawatch.store import Source, SourceError, import_source, open_source
+from slawatch.store import Source, SourceError, open_source
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,6 @@ class SliceWorkers:
     def __init__(self, loaded: Loaded, count: int) -> None:
         if not 1 <= count <= MAX_WORKERS:
             raise ValueError(f"workers must be within 1-{MAX_WORKERS}, got {count}")
-        import_source(loaded.config.storage)  # here, once, not in each worker (its client library: 0.1 s)
         context = multiprocessing.get_context("fork")
         self._conns: list[Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
@@ -267,11 +266,8 @@ def _read(loop: asyncio.AbstractEventLoop, source_of: Callable[[], Source], peri
     """A slice's changes, or ("failed", kind, message)."""
     try:
         return loop.run_until_complete(source_of().changes(period.start_ms, period.end_ms, names))
-    except SourceError as exc:
-        return ("failed", "source", str(exc))
-    except Exception as exc:  # told to the report's process, which stops with it
-        log.error("report worker: %s", traceback.format_exc())
-        return ("failed", "other", "".join(traceback.format_exception_only(exc)).strip())
+    except Exception as exc:
+        return _failed(exc)
 
 
 def _slice(loaded: Loaded, components: dict[str, Component], frame: SliceFrame, coverage: AgentViews, head: Report,
@@ -285,13 +281,18 @@ def _slice(loaded: Loaded, components: dict[str, Component], frame: SliceFrame, 
         results, done = compute_slice(loaded, frame, coverage, part, read)
         read.clear()  # the caller's reference stays: the changes go now, before the render
         return ("done", render(head, results), done)
-    except SourceError as exc:
+    except Exception as exc:
+        return _failed(exc)
+
+
+def _failed(exc: Exception) -> tuple[str, str, str]:
+    """("failed", kind, message) of a slice, told to the report's process, which stops with it."""
+    if isinstance(exc, SourceError):
         return ("failed", "source", str(exc))
-    except ReportError as exc:
+    if isinstance(exc, ReportError):
         return ("failed", "report", str(exc))
-    except Exception as exc:  # told to the report's process, which stops with it
-        log.error("report worker: %s", traceback.format_exc())
-        return ("failed", "other", "".join(traceback.format_exception_only(exc)).strip())
+    log.error("report worker: %s", "".join(traceback.format_exception(exc)))
+    return ("failed", "other", "".join(traceback.format_exception_only(exc)).strip())
 
 
 def _spill(text: bytes, done: SliceDone) -> tuple[tuple[Any, ...], int]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from slawatch.model import (
     ROLES,
@@ -437,31 +437,54 @@ def report_sent_row(period_key: str, customer: str, sent_ms: int, sha256: str) -
 # ---------------------------------------------------------------- stored rows back as values (every backend)
 
 
-def state_changes(rows: Iterable[Sequence[Any]],
-                  refs: dict[tuple[str, str, str, str], ComponentRef] | None = None,
-                  strings: dict[str, str] | None = None) -> list[StateChange]:
-    """`slawatch_state` rows (in STATE.columns order; ts_ms an int, up 0/1, reason a str) as StateChanges, in the
-    order given.
+class RowShape(NamedTuple):
+    """Where a stored change's values are in a row read back: `key` (the values its ComponentRef is made of, a
+    hashable), `ref` (that ComponentRef from the key; RowShapeError when the key cannot make one) and the rest."""
+
+    key: Callable[[Any], Hashable]
+    ref: Callable[[Any], ComponentRef]
+    agent: int
+    ts: int
+    up: int
+    reason: int
+    degraded: int
+    released: int
+
+
+class RowShapeError(ValueError):
+    """A row read back does not hold what its shape says."""
+
+
+STATE_SHAPE = RowShape(itemgetter(*(STATE.index(n) for n in ("component", "class", "tier", "customer"))),
+                       lambda key: ComponentRef(*key), *(STATE.index(n) for n in ("agent", "ts_ms", "up", "reason",
+                                                                                 "degraded", "released")))
+"""`slawatch_state` rows in STATE.columns order."""
+
+
+def state_changes(rows: Iterable[Sequence[Any]], refs: dict[Any, ComponentRef] | None = None,
+                  strings: dict[str, str] | None = None, shape: RowShape = STATE_SHAPE) -> list[StateChange]:
+    """`slawatch_state` rows (by default in STATE.columns order; ts_ms an int, up 0/1, reason a str) as
+    StateChanges, in the order given; RowShapeError from `shape.ref`.
 
     One ComponentRef per distinct (component, class, tier, customer): a month of 10 000 components is
     ~400 000 changes over ~10 000 refs. With `strings`, one str per distinct agent and reason too (a driver makes
     a new str per row and column: for millions of changes, hundreds of megabytes). Pass the same `refs` and
-    `strings` to read rows in batches.
+    `strings` (and `shape`) to read rows in batches.
     """
     if refs is None:
         refs = {}
-    ref_of, agent, ts, up, reason, degraded, released = _STATE_GET
+    ref_of, make_ref, agent, ts, up, reason, degraded, released = shape
     new = tuple.__new__  # StateChange(...) without the Python-level __new__ of a NamedTuple: a third faster
     out: list[StateChange] = []
     append = out.append
-    last: tuple[str, str, str, str] | None = None
+    last: Any = None
     ref: ComponentRef | None = None
     for row in rows:
         key = ref_of(row)
         if key != last:  # rows come by component: most follow one with the same tags, a compare, not a hash
             ref = refs.get(key)
             if ref is None:
-                ref = refs[key] = ComponentRef(*key)
+                ref = refs[key] = make_ref(key)
             last = key
         if strings is None:
             append(new(StateChange, (ref, row[agent], row[ts], row[up] == 1, row[reason], row[degraded] == 1,
@@ -473,9 +496,6 @@ def state_changes(rows: Iterable[Sequence[Any]],
     return out
 
 
-_STATE_GET = (itemgetter(*(STATE.index(n) for n in ("component", "class", "tier", "customer"))),
-              STATE.index("agent"), STATE.index("ts_ms"), STATE.index("up"), STATE.index("reason"),
-              STATE.index("degraded"), STATE.index("released"))
 _COMPONENT_AT = STATE.index("component")
 STATE_ORDER = itemgetter(*(STATE.index(n) for n in STATE.key))
 """Sort key of a `slawatch_state` row: its identity (component, ts_ms, agent), the order `changes` returns."""

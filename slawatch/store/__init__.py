@@ -3,7 +3,6 @@ and the factories from settings."""
 
 from __future__ import annotations
 
-import importlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
@@ -298,19 +297,6 @@ def open_sinks(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTI
 
         sinks.append(PostgresSink(storage.postgres, takes_samples=storage.takes_samples("postgres")))
     return sinks
-
-
-def import_source(storage: StorageSettings) -> None:
-    """Import the modules open_source(storage) uses, now: a report imports them before it forks its workers, which
-    then find them loaded instead of each importing them again."""
-    if storage.postgres is not None:
-        importlib.import_module("slawatch.store.postgres")
-        if storage.takes_samples("postgres"):
-            return
-    if storage.influxdb is not None and (storage.postgres is None or storage.takes_samples("influxdb")):
-        importlib.import_module("slawatch.store.influxdb")
-        return
-    importlib.import_module("slawatch.store.sqlite")
 
 
 def open_source(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTION_S) -> Source:

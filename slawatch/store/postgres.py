@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, Literal, TypeVar, cast
@@ -537,8 +537,18 @@ _TAG_SEPARATOR = "\x1f"
 _SLICE_NAMES = tuple("tags" if n == "class" else n for n in STATE.names if n not in ("tier", "customer"))
 _SLICE_SELECT = ", ".join("class || chr(31) || tier || chr(31) || customer" if n == "tags" else n
                           for n in _SLICE_NAMES)
-_SLICE_AT = tuple(_SLICE_NAMES.index(n) for n in ("component", "tags", "agent", "ts_ms", "up", "reason", "degraded",
-                                                  "released"))
+
+
+def _slice_ref(key: tuple[str, str]) -> ComponentRef:
+    parts = key[1].split(_TAG_SEPARATOR) if isinstance(key[1], str) else ()
+    if len(parts) != 3:
+        raise schema.RowShapeError(f"tags {key[1]!r} of {key[0]!r} are not three")
+    return ComponentRef(key[0], *parts)
+
+
+_SLICE_SHAPE = schema.RowShape(itemgetter(_SLICE_NAMES.index("component"), _SLICE_NAMES.index("tags")), _slice_ref,
+                               *(_SLICE_NAMES.index(n) for n in ("agent", "ts_ms", "up", "reason", "degraded",
+                                                                  "released")))
 _SQL_SLICE_CHANGES = (f"SELECT {_SLICE_SELECT} FROM {STATE.name} "
                       f"WHERE ts_ms >= $1 AND ts_ms < $2 AND component = ANY($3::text[])")
 _SQL_SLICE_LAST_CHANGES = (f"SELECT DISTINCT ON (component, agent) {_SLICE_SELECT} FROM {STATE.name} "
@@ -567,30 +577,7 @@ _SQL_LAST_CHANGES_OF = (f"SELECT DISTINCT ON (component, agent) {', '.join(STATE
 assert _SLICE_NAMES[:len(STATE.key)] == STATE.key  # sorted as state rows are (schema.sort_state_rows, LastRows)
 
 
-def _slice_changes(rows: Iterable[Any], refs: dict[tuple[str, str], ComponentRef],
-                   strings: dict[str, str]) -> list[StateChange] | None:
-    """Rows of _SLICE_NAMES as StateChanges, in the order given (schema.state_changes for this shape); None when
-    some row's tags do not split in three."""
-    component, tags, agent, ts, up, reason, degraded, released = _SLICE_AT
-    new = tuple.__new__
-    out: list[StateChange] = []
-    append = out.append
-    last_name = last_tags = None
-    ref: ComponentRef | None = None
-    for row in rows:
-        name, both = row[component], row[tags]
-        if name != last_name or both != last_tags:
-            ref = refs.get((name, both))
-            if ref is None:
-                parts = both.split(_TAG_SEPARATOR) if isinstance(both, str) else ()
-                if len(parts) != 3:
-                    return None
-                ref = refs[(name, both)] = ComponentRef(name, *parts)
-            last_name, last_tags = name, both
-        who, why = row[agent], row[reason]
-        append(new(StateChange, (ref, strings.setdefault(who, who), row[ts], row[up] == 1,
-                                 strings.setdefault(why, why), row[degraded] == 1, row[released] == 1)))
-    return out
+
 _SQL_AGENTS = f"""
 WITH RECURSIVE a(agent) AS (
     SELECT MIN(agent) FROM {HEARTBEAT.name}
@@ -663,14 +650,10 @@ class PostgresSource:
         # order, and sorted 2 000 components' month (80 000 rows) in 120 ms, with two parallel workers and on disk,
         # where Python sorts the records in 50 ms.
         schema.sort_state_rows(inside)
-        last = self._last(before)
-        tagged: dict[tuple[str, str], ComponentRef] = {}
-        strings: dict[str, str] = {}
-        changes = _slice_changes(last.merged(inside), tagged, strings)
-        rest = _slice_changes(last.rest(), tagged, strings)
-        if changes is not None and rest is not None:
-            return changes + rest
-        del changes, rest, inside
+        try:
+            return self._changes(before, inside, _SLICE_SHAPE)
+        except schema.RowShapeError:
+            del inside
         before, inside = await self._snapshot(_SQL_LAST_CHANGES_OF, (start_ms, wanted),
                                               f"{_SQL_CHANGES} AND component = ANY($3::text[])",
                                               (start_ms, end_ms, wanted))
@@ -690,20 +673,17 @@ class PostgresSource:
 
         return await self._pool.run("read state changes from", snapshot, transaction=False)
 
-    @staticmethod
-    def _last(before: list[Any]) -> schema.LastRows:
+    def _changes(self, before: list[Any], inside: list[Any],
+                 shape: schema.RowShape = schema.STATE_SHAPE) -> list[StateChange]:
+        """State rows (in the period, sorted) and the last ones before it as StateChanges."""
         rows = [tuple(r) for r in before]
         schema.sort_state_rows(rows)
-        return schema.LastRows(rows)
-
-    def _changes(self, before: list[Any], inside: list[Any]) -> list[StateChange]:
-        """State rows (in the period, sorted) and the last ones before it as StateChanges."""
-        last = self._last(before)
+        last = schema.LastRows(rows)
         # The records as they are (no tuple each), an agent's and a reason's str shared by their changes.
-        refs: dict[tuple[str, str, str, str], ComponentRef] = {}
+        refs: dict[Any, ComponentRef] = {}
         strings: dict[str, str] = {}
-        changes = schema.state_changes(last.merged(inside), refs, strings)
-        changes += schema.state_changes(last.rest(), refs, strings)
+        changes = schema.state_changes(last.merged(inside), refs, strings, shape)
+        changes += schema.state_changes(last.rest(), refs, strings, shape)
         return changes
 
     async def heartbeats(self, start_ms: int, end_ms: int) -> Heartbeats:

@@ -7,12 +7,9 @@ import asyncio
 import contextlib
 import errno
 import itertools
-import json
 import math
 import multiprocessing
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
@@ -338,22 +335,3 @@ def test_workers_read_their_first_slices_while_the_report_reads_the_frame(tmp_pa
     lines = reads.read_text().splitlines()
     assert set(lines[:4]) == set(COMPONENTS[:4]) and sorted(lines) == sorted(COMPONENTS)
 
-
-@pytest.mark.parametrize(("storage", "modules"), [
-    ({}, ["slawatch.store.sqlite"]),
-    ({"sqlite": {"path": "s.db"}}, ["slawatch.store.sqlite"]),
-    ({"influxdb": {"url": "http://127.0.0.1:8086", "database": "slawatch"}}, ["slawatch.store.influxdb"]),
-    ({"postgres": {"dsn": "postgresql://u@127.0.0.1:5432/db"}}, ["slawatch.store.postgres"]),
-    ({"postgres": {"dsn": "postgresql://u@127.0.0.1:5432/db"}, "sqlite": {"path": "s.db"}, "samples": ["sqlite"]},
-     ["slawatch.store.postgres", "slawatch.store.sqlite"]),
-])
-def test_the_report_imports_the_configured_store_before_its_workers_fork_and_no_other(
-        storage: dict[str, object], modules: list[str]) -> None:
-    """import_source imports what open_source will use (each worker then finds it loaded), not every backend."""
-    script = ("import json, sys\nfrom slawatch.config.settings import StorageSettings\nfrom slawatch.store import "
-              f"import_source\nimport_source(StorageSettings.model_validate({storage!r}))\n"
-              "print(json.dumps(sorted(m for m in sys.modules if m in ('slawatch.store.sqlite', "
-              "'slawatch.store.influxdb', 'slawatch.store.postgres'))))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == modules
