@@ -128,9 +128,16 @@ class Influxd:
         self.start()
 
     def send_signal(self, sig: signal.Signals) -> None:
-        """Send `sig` and return: SIGSTOP and SIGCONT stall a store that keeps its connections open."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        """Send `sig`: SIGSTOP and SIGCONT stall a store that keeps its connections open, and return once the
+        process is stopped or running again (a signal is delivered when the kernel next schedules the process:
+        on a busy machine a request sent at once could still be answered)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        if sig in (signal.SIGSTOP, signal.SIGCONT):
+            deadline = time.monotonic() + 5.0
+            while _stopped(self.proc.pid) != (sig == signal.SIGSTOP) and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def _signal(self, sig: signal.Signals, timeout_s: float) -> None:
         if self.proc is None:
@@ -213,3 +220,14 @@ def start_influxd(tmpdir: Path, auth: bool = False) -> Influxd:
 
 
 __all__ = ["ADMIN_PASSWORD", "ADMIN_USER", "InfluxError", "Influxd", "start_influxd"]
+
+
+def _stopped(pid: int) -> bool:
+    """Whether every thread of process `pid` is stopped by a signal (each one's state in /proc: T)."""
+    try:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            states.append((task / "stat").read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()[0])
+    except (OSError, IndexError):
+        return False
+    return bool(states) and all(state == "T" for state in states)
