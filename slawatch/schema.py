@@ -528,6 +528,16 @@ class LastRows:
         self._taken = at
         return out
 
+    def through(self, name: str) -> list[Any]:
+        """The last changes of the components up to `name` (included) not yet taken: those go before `name`'s first
+        change in the period."""
+        last, begin, n = self._last, self._taken, len(self._last)
+        at = begin
+        while at < n and last[at][_COMPONENT_AT] <= name:
+            at += 1
+        self._taken = at
+        return last[begin:at]
+
     def rest(self) -> list[Any]:
         """The last changes of the components after the period's last row (or without any in the period)."""
         rest, self._taken = self._last[self._taken:], len(self._last)

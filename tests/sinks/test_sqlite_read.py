@@ -1,18 +1,22 @@
-"""A report's read of state changes from SQLite, in batches: the same changes, in order, as one read of them all."""
+"""A report's read of state changes from SQLite: a component per row (its changes packed into texts), in batches,
+and read as rows where the packing cannot hold them: the same changes, in order, as one read of them all."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from slawatch.config.settings import SqliteSettings
 from slawatch.model import ComponentRef, StateChange
 from slawatch.store import sqlite
 from slawatch.store.sqlite import SqliteSink, SqliteSource
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)
 START, END = 1_000_000, 2_000_000
 
 
@@ -45,25 +49,78 @@ def expected(changes: list[StateChange], names: set[str]) -> list[StateChange]:
     return sorted([*last.values(), *inside], key=lambda c: (c.ref.component, c.ts_ms, c.agent))
 
 
-@pytest.mark.parametrize("batch", [1, 2, 7, 50_000])
-@pytest.mark.parametrize("seed", range(6))
-async def test_batched_read_is_the_whole_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int,
-                                              batch: int) -> None:
-    monkeypatch.setattr(sqlite, "READ_BATCH", batch)
-    changes = history(seed)
-    settings = SqliteSettings(path=tmp_path / "s.db")
+async def read_back(path: Path, changes: list[StateChange], asked: list[str],
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[list[StateChange], list[StateChange], list[str]]:
+    """(the slice's read of `asked`, the unfiltered read, the components the slice's read took as rows)."""
+    settings = SqliteSettings(path=path)
     sink = SqliteSink(settings)
     await sink.write(changes or [StateChange(ComponentRef("zz", "san", "gold", ""), "mon-1", 5, True, "")])
     await sink.close()
-    names = sorted({c.ref.component for c in changes})
-    asked = set(random.Random(seed).sample(names, max(1, len(names) * 2 // 3))) if names else {"c00"}
+    as_rows: list[str] = []
+    unpacked = sqlite._unpacked
+
+    def watched(row: Any, *args: Any) -> list[StateChange] | None:
+        got = unpacked(row, *args)
+        if got is None:
+            as_rows.append(row[0])
+        return got
+
     source = SqliteSource(settings)
     try:
-        got = await source.changes(START, END, sorted(asked))
-        everything = await source.changes(START, END)  # the unfiltered read, sorted in Python
+        with monkeypatch.context() as patch:
+            patch.setattr(sqlite, "_unpacked", watched)
+            got = await source.changes(START, END, asked)
+        everything = await source.changes(START, END)  # the unfiltered read: rows, sorted in Python
     finally:
         await source.close()
+    return got, everything, as_rows
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, 1000])
+@pytest.mark.parametrize("seed", range(6))
+async def test_batched_read_is_the_whole_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int,
+                                              batch: int) -> None:
+    monkeypatch.setattr(sqlite, "PACKED_BATCH", batch)
+    changes = history(seed)
+    names = sorted({c.ref.component for c in changes})
+    asked = set(random.Random(seed).sample(names, max(1, len(names) * 2 // 3))) if names else {"c00"}
+    got, everything, as_rows = await read_back(tmp_path / "s.db", changes, sorted(asked), monkeypatch)
     assert got == expected(changes, asked)
     assert [c for c in everything if c.ref.component in asked] == got
+    assert as_rows == []  # plain changes are read packed, never as rows
     if len(got) > 1:  # one str per distinct agent: shared, not made per row
         assert len({id(c.agent) for c in got}) == len({c.agent for c in got})
+
+
+# Texts that the packing joins or splits on (the unit separator, the comma), empty ones, and others.
+_TEXT = st.sampled_from(["", "mon-1", "mon-2", "a\x1fb", "\x1f", "x,y", "503", "é ü"])
+_CHANGE = st.tuples(st.integers(0, 3), st.sampled_from(["san", "sip"]), st.sampled_from(["gold", "base"]),
+                    _TEXT, st.integers(900_000, 1_100_000).map(lambda n: n - n % 50_000 + n % 3), st.booleans(),
+                    _TEXT, st.booleans(), st.booleans())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_CHANGE, max_size=40), st.integers(1, 3))
+async def test_any_changes_read_packed_or_as_rows_are_the_whole_read(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+        drawn: list[tuple[Any, ...]], batch: int) -> None:
+    """Ties at one instant, tags that change within the period, separators inside agents and reasons, every flag:
+    the slice's read equals the expected changes and the unfiltered read; a component is read as rows only when
+    its packed row cannot hold its changes."""
+    monkeypatch.setattr(sqlite, "PACKED_BATCH", batch)
+    by_key: dict[tuple[str, int, str], StateChange] = {}
+    for n, klass, tier, agent, ts, up, reason, degraded, released in drawn:
+        change = StateChange(ComponentRef(f"c{n}", klass, tier, "acme"), agent, ts, up, reason, up and degraded,
+                             released)
+        by_key[(change.ref.component, ts, agent)] = change  # the store keeps one change per identity
+    changes = list(by_key.values())
+    asked = ["c0", "c1", "c3"]
+    got, everything, as_rows = await read_back(tmp_path_factory.mktemp("packed") / "s.db", changes, asked,
+                                                monkeypatch)
+    assert got == expected(changes, set(asked))
+    assert [c for c in everything if c.ref.component in asked] == got
+    for name in asked:
+        inside = [c for c in changes if c.ref.component == name and START <= c.ts_ms < END]
+        plain = (len({(c.ref.klass, c.ref.tier) for c in inside}) <= 1
+                 and not any("\x1f" in c.agent or "\x1f" in c.reason for c in inside))
+        assert (name in as_rows) == (bool(inside) and not plain), name
