@@ -9,8 +9,6 @@ import json
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
-from itertools import islice
-from operator import attrgetter, lt
 from pathlib import Path
 from typing import Any
 from urllib.request import pathname2url
@@ -288,21 +286,15 @@ _SQL_FILTER = "AND component IN (SELECT value FROM json_each(?))"
 # With the filter the rows come off the primary key in its order, so this ORDER BY costs nothing (and spares the
 # sort in Python); without it SQLite would sort through a temporary B-tree, slower than Python's sort.
 _SQL_FILTER_ORDERED = f"{_SQL_FILTER} ORDER BY {', '.join(STATE.key)}"
-# A report's slice, a component per row: its tags (the same over the period, else it is read as rows) and each
-# column of its changes as one text. The driver makes a Python object per value of a row (ten per change, most of
-# a slice's read); a text split in C makes one per change and column, at a fraction of the cost. up, degraded and
-# released are one digit per change (_FLAGS); agents and reasons are joined by the unit separator. group_concat
-# takes the rows in the order of the primary key, which the plan walks; _unpacked checks the order it gets anyway.
-_SEP = "\x1f"
+# A report's slice, a component per row (schema.unpacked_changes): its tags, and each column of its changes joined
+# into one text. group_concat takes the rows in the order of the primary key, which the plan walks.
 _SQL_CHANGES_PACKED = (
     f"SELECT component, count(*), min(class), max(class), min(tier), max(tier), min(customer), max(customer), "
-    f"group_concat(ts_ms), group_concat(agent, char(31)), "
-    f"group_concat(up + 2 * ifnull(degraded, 0) + 4 * ifnull(released, 0), ''), group_concat(reason, char(31)) "
+    f"group_concat(ts_ms), group_concat(agent, char(31)), group_concat({schema.PACKED_FLAGS_SQL}, ''), "
+    f"group_concat(reason, char(31)) "
     f"FROM {STATE.name} WHERE ts_ms >= ? AND ts_ms < ? {_SQL_FILTER} GROUP BY component ORDER BY component")
 PACKED_BATCH = 1000
 """Components (packed rows) fetched at a time by a report's read."""
-_FLAGS = {str(n): (n & 1 == 1, n & 2 == 2, n & 4 == 4) for n in range(8)}
-"""A packed change's digit: (up, degraded, released)."""
 # The last change before the period per (component, agent), by a scan of the history before it: for a store
 # whose agent has not created the index below yet (bare columns with MAX() come from the row that holds it).
 _SQL_LAST_CHANGES_SCAN = (f"SELECT {', '.join('MAX(ts_ms)' if n == 'ts_ms' else n for n in STATE.names)} "
@@ -482,8 +474,8 @@ class SqliteSource:
     async def _changes_of(self, start_ms: int, end_ms: int, wanted: list[str]) -> list[StateChange]:
         """The changes of the components named: read a component per row (_SQL_CHANGES_PACKED), in batches, in
         component order, and made into StateChanges sharing refs and strings; a component that cannot be read so
-        (_unpacked) is read as rows. Each component's last change before the period goes in front of its first in
-        the period (schema.LastRows)."""
+        (schema.unpacked_changes) is read as rows. Each component's last change before the period goes in front of
+        its first in the period (schema.LastRows)."""
         last = schema.LastRows(await self._last_rows(start_ms, wanted))
         refs: dict[Any, ComponentRef] = {}
         strings: dict[str, str] = {}
@@ -494,7 +486,7 @@ class SqliteSource:
                 while batch := await cursor.fetchmany(PACKED_BATCH):
                     for row in batch:
                         out += schema.state_changes(last.through(row[0]), refs, strings)
-                        changes = _unpacked(row, refs, strings)
+                        changes = schema.unpacked_changes(row, refs, strings)
                         if changes is None:
                             rows = await db.execute_fetchall(f"{_SQL_CHANGES} {_SQL_FILTER_ORDERED}",
                                                              [start_ms, end_ms, json.dumps([row[0]])])
@@ -614,36 +606,3 @@ class SqliteStatements:
 
     async def close(self) -> None:
         await self._sink.close()
-
-
-def _unpacked(row: Sequence[Any], refs: dict[Any, ComponentRef], strings: dict[str, str]) -> list[StateChange] | None:
-    """A component's changes in the period from its _SQL_CHANGES_PACKED row, in (ts_ms, agent) order; None when the
-    row does not hold them plainly: tags that changed in the period, a separator inside an agent or a reason, a
-    value not of the schema's kind or NULL (group_concat leaves NULLs out). Then its rows are read as they are."""
-    component, count, klass, klass_hi, tier, tier_hi, customer, customer_hi, instants, agents, flags, reasons = row
-    if klass != klass_hi or tier != tier_hi or customer != customer_hi:
-        return None
-    try:
-        ts = list(map(int, instants.split(",")))
-        bits = list(map(_FLAGS.__getitem__, flags))
-        who = agents.split(_SEP)
-        why = reasons.split(_SEP)
-    except (AttributeError, ValueError, KeyError):  # a NULL or a value of another kind: the rows tell what it is
-        return None
-    if not count == len(ts) == len(bits) == len(who) == len(why):
-        return None
-    key = (component, klass, tier, customer)
-    ref = refs.get(key)
-    if ref is None:
-        ref = refs[key] = ComponentRef(*key)
-    keep = strings.setdefault
-    new = tuple.__new__
-    changes = [new(StateChange, (ref, agent, at, up, reason, degraded, released))
-               for agent, at, (up, degraded, released), reason
-               in zip(map(keep, who, who), ts, bits, map(keep, why, why), strict=True)]
-    if not all(map(lt, ts, islice(ts, 1, None))):  # changes at one instant (or out of order): key order
-        changes.sort(key=_KEY_ORDER)
-    return changes
-
-
-_KEY_ORDER = attrgetter("ts_ms", "agent")

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from slawatch import schema
 from slawatch.config.settings import SqliteSettings
 from slawatch.model import ComponentRef, StateChange
 from slawatch.store import sqlite
@@ -57,7 +58,7 @@ async def read_back(path: Path, changes: list[StateChange], asked: list[str],
     await sink.write(changes or [StateChange(ComponentRef("zz", "san", "gold", ""), "mon-1", 5, True, "")])
     await sink.close()
     as_rows: list[str] = []
-    unpacked = sqlite._unpacked
+    unpacked = schema.unpacked_changes
 
     def watched(row: Any, *args: Any) -> list[StateChange] | None:
         got = unpacked(row, *args)
@@ -68,7 +69,7 @@ async def read_back(path: Path, changes: list[StateChange], asked: list[str],
     source = SqliteSource(settings)
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(sqlite, "_unpacked", watched)
+            patch.setattr(schema, "unpacked_changes", watched)
             got = await source.changes(START, END, asked)
         everything = await source.changes(START, END)  # the unfiltered read: rows, sorted in Python
     finally:
