@@ -563,17 +563,10 @@ class LastRows:
 
     def merged(self, rows: Iterable[Any]) -> list[Any]:
         """`rows` (the next ones of the period) with the last changes of their components and of any before them."""
-        last, at, n = self._last, self._taken, len(self._last)
-        component = _COMPONENT_AT
         out: list[Any] = []
-        for name, run in groupby(rows, key=itemgetter(component)):
-            begin = at
-            while at < n and last[at][component] <= name:
-                at += 1
-            if at > begin:
-                out += last[begin:at]
+        for name, run in groupby(rows, key=itemgetter(_COMPONENT_AT)):
+            out += self.through(name)
             out += run
-        self._taken = at
         return out
 
     def through(self, name: str) -> list[Any]:
