@@ -299,6 +299,7 @@ PACKED_BATCH = 1000
 # whose agent has not created the index below yet (bare columns with MAX() come from the row that holds it).
 _SQL_LAST_CHANGES_SCAN = (f"SELECT {', '.join('MAX(ts_ms)' if n == 'ts_ms' else n for n in STATE.names)} "
                           f"FROM {STATE.name} WHERE ts_ms < ? {{filter}} GROUP BY component, agent")
+_SQL_HISTORY_FROM = f"SELECT MIN(ts_ms) FROM {STATE.name}"
 _LAST_INDEX = f"{STATE.name}_last"  # schema.STATE's index on (component, agent, ts_ms)
 # The same with the index on (component, agent, ts_ms): walk the (component, agent) pairs one seek at a time
 # (step 0: a component's first agent; 1: its next agent, NULL after the last; then the next component), then
@@ -369,6 +370,7 @@ class SqliteSource:
         self._ro: aiosqlite.Connection | None = None
         self._rw: aiosqlite.Connection | None = None
         self._has_last_index: bool | None = None
+        self._history_from_ms: int | None = None
         self._lock = asyncio.Lock()
 
     async def _reader(self) -> aiosqlite.Connection:
@@ -459,12 +461,18 @@ class SqliteSource:
         schema.sort_state_rows(rows)
         return schema.state_changes(rows)
 
-    async def _last_rows(self, start_ms: int, wanted: list[str]) -> list[Any]:
-        """Each (component, agent)'s last change before `start_ms` of the components listed, sorted."""
+    async def _last_rows(self, start_ms: int, end_ms: int, wanted: list[str]) -> list[Any]:
+        """Each (component, agent)'s last change before `start_ms` of the components listed, sorted: walked along
+        the index once the store holds more than half a period (`end_ms - start_ms`) of history before the period,
+        else read from every change before it (faster over a short history: a store's first month, 2 000
+        components, 15 ms against 34; PostgreSQL chooses so too)."""
         if self._has_last_index is None:
             self._has_last_index = bool(await self._read("SELECT 1 FROM sqlite_master WHERE type = 'index' AND "
                                                          "name = ?", [_LAST_INDEX]))
-        if self._has_last_index:
+        if self._history_from_ms is None:  # once: the oldest change (history only grows forward, or is pruned)
+            oldest = await self._read(_SQL_HISTORY_FROM, [])
+            self._history_from_ms = oldest[0][0] if oldest and oldest[0][0] is not None else start_ms
+        if self._has_last_index and start_ms - self._history_from_ms > (end_ms - start_ms) // 2:
             rows = await self._read(_SQL_LAST_CHANGES_OF, [*wanted, start_ms])
         else:
             rows = await self._read(_SQL_LAST_CHANGES_SCAN.format(filter=_SQL_FILTER), [start_ms, *wanted])
@@ -476,7 +484,7 @@ class SqliteSource:
         component order, and made into StateChanges sharing refs and strings; a component that cannot be read so
         (schema.unpacked_changes) is read as rows. Each component's last change before the period goes in front of
         its first in the period (schema.LastRows)."""
-        last = schema.LastRows(await self._last_rows(start_ms, wanted))
+        last = schema.LastRows(await self._last_rows(start_ms, end_ms, wanted))
         refs: dict[Any, ComponentRef] = {}
         strings: dict[str, str] = {}
         out: list[StateChange] = []

@@ -125,3 +125,45 @@ async def test_any_changes_read_packed_or_as_rows_are_the_whole_read(
         plain = (len({(c.ref.klass, c.ref.tier) for c in inside}) <= 1
                  and not any("\x1f" in c.agent or "\x1f" in c.reason for c in inside))
         assert (name in as_rows) == (bool(inside) and not plain), name
+
+
+async def test_a_slice_s_last_changes_are_the_same_walked_along_the_index_or_read_in_full(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last change of each (component, agent) before a period: read from every change before it while the
+    store's history before the period is short, walked along the index once it is more than half a period; the same
+    changes either way. Components with one to three agents, an agent that begins after the first period, one that
+    stops before the second, a component without changes."""
+    day = 86_400_000
+    t0 = 1_000 * day
+    points: list[StateChange] = []
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        for n, agent in enumerate(["m1", "m2", "m3"][:1 + i % 3]):
+            days = range(40 if n == 2 else 0, 100 if (i, n) != (2, 1) else 20, 5 + i)
+            points += [StateChange(ComponentRef(name, "sip", "gold", "acme"), agent, t0 + d * day + 60_000 * n,
+                                   d % 2 == 0, f"r{d}") for d in days]
+    settings = SqliteSettings(path=tmp_path / "s.db")
+    sink = SqliteSink(settings)
+    await sink.write(points)
+    await sink.close()
+    used: list[str] = []
+    source = SqliteSource(settings)
+    read = source._read
+
+    async def spied(sql: str, *args: Any, **kwargs: Any) -> list[Any]:
+        if "MAX(ts_ms)" in sql:
+            used.append("walked" if "RECURSIVE" in sql else "in full")
+        return await read(sql, *args, **kwargs)
+
+    monkeypatch.setattr(source, "_read", spied)
+    try:
+        for start, end in ((t0 + 3 * day, t0 + 33 * day), (t0 + 63 * day, t0 + 93 * day)):
+            last: dict[tuple[str, str], StateChange] = {}
+            for c in sorted(points, key=lambda c: c.ts_ms):
+                if c.ts_ms < start:
+                    last[(c.ref.component, c.agent)] = c
+            expected = sorted([*last.values(), *(c for c in points if start <= c.ts_ms < end)],
+                              key=lambda c: (c.ref.component, c.ts_ms, c.agent))
+            assert await source.changes(start, end, ["a", "b", "c", "d", "none"]) == expected
+    finally:
+        await source.close()
+    assert used == ["in full", "walked"]
