@@ -50,6 +50,7 @@ from slawatch.store.postgres import (
 )
 from slawatch.store.sqlite import SqliteSink, SqliteSource
 from slawatch.testing import free_port
+from tests.sinks.histories import months_of_agents, read_of
 from tests.sinks.pg import execute, fetch, pg_settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -526,12 +527,7 @@ async def test_a_slice_s_last_changes_are_the_same_walked_along_the_index_or_rea
     changes either way. Components with one to three agents, an agent that begins after the first period, one that
     stops before the second, a component without changes."""
     t0 = NOW - 120 * DAY
-    points: list[StateChange] = []
-    for i, name in enumerate(["a", "b", "c", "d"]):
-        for n, agent in enumerate(["m1", "m2", "m3"][:1 + i % 3]):
-            days = range(40 if n == 2 else 0, 100 if (i, n) != (2, 1) else 20, 5 + i)
-            points += [StateChange(ComponentRef(name, "sip", "gold", "acme"), agent, t0 + d * DAY + 60_000 * n,
-                                   d % 2 == 0, f"r{d}") for d in days]
+    points = months_of_agents(t0, DAY)
     sink, source = PostgresSink(pg_settings(pg_dsn)), PostgresSource(pg_settings(pg_dsn))
     used: list[str] = []
     snapshot = source._snapshot
@@ -545,13 +541,7 @@ async def test_a_slice_s_last_changes_are_the_same_walked_along_the_index_or_rea
     try:
         await sink.write(points)
         for start, end in ((t0 + 3 * DAY, t0 + 33 * DAY), (t0 + 63 * DAY, t0 + 93 * DAY)):
-            last = {}
-            for c in sorted(points, key=lambda c: c.ts_ms):
-                if c.ts_ms < start:
-                    last[(c.ref.component, c.agent)] = c
-            expected = sorted([*last.values(), *(c for c in points if start <= c.ts_ms < end)],
-                              key=lambda c: (c.ref.component, c.ts_ms, c.agent))
-            assert await source.changes(start, end, wanted) == expected
+            assert await source.changes(start, end, wanted) == read_of(points, start, end)
         assert used == ["in full", "walked"]
     finally:
         await sink.close()

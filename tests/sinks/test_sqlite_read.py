@@ -16,6 +16,7 @@ from slawatch.config.settings import SqliteSettings
 from slawatch.model import ComponentRef, StateChange
 from slawatch.store import sqlite
 from slawatch.store.sqlite import SqliteSink, SqliteSource
+from tests.sinks.histories import months_of_agents, read_of
 
 pytestmark = pytest.mark.timeout(120)
 START, END = 1_000_000, 2_000_000
@@ -135,12 +136,7 @@ async def test_a_slice_s_last_changes_are_the_same_walked_along_the_index_or_rea
     stops before the second, a component without changes."""
     day = 86_400_000
     t0 = 1_000 * day
-    points: list[StateChange] = []
-    for i, name in enumerate(["a", "b", "c", "d"]):
-        for n, agent in enumerate(["m1", "m2", "m3"][:1 + i % 3]):
-            days = range(40 if n == 2 else 0, 100 if (i, n) != (2, 1) else 20, 5 + i)
-            points += [StateChange(ComponentRef(name, "sip", "gold", "acme"), agent, t0 + d * day + 60_000 * n,
-                                   d % 2 == 0, f"r{d}") for d in days]
+    points = months_of_agents(t0, day)
     settings = SqliteSettings(path=tmp_path / "s.db")
     sink = SqliteSink(settings)
     await sink.write(points)
@@ -157,13 +153,7 @@ async def test_a_slice_s_last_changes_are_the_same_walked_along_the_index_or_rea
     monkeypatch.setattr(source, "_read", spied)
     try:
         for start, end in ((t0 + 3 * day, t0 + 33 * day), (t0 + 63 * day, t0 + 93 * day)):
-            last: dict[tuple[str, str], StateChange] = {}
-            for c in sorted(points, key=lambda c: c.ts_ms):
-                if c.ts_ms < start:
-                    last[(c.ref.component, c.agent)] = c
-            expected = sorted([*last.values(), *(c for c in points if start <= c.ts_ms < end)],
-                              key=lambda c: (c.ref.component, c.ts_ms, c.agent))
-            assert await source.changes(start, end, ["a", "b", "c", "d", "none"]) == expected
+            assert await source.changes(start, end, ["a", "b", "c", "d", "none"]) == read_of(points, start, end)
     finally:
         await source.close()
     assert used == ["in full", "walked"]
