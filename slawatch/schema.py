@@ -550,6 +550,15 @@ STATE_ORDER = itemgetter(*(STATE.index(n) for n in STATE.key))
 _KEY_LEADS = STATE.names[:len(STATE.key)] == STATE.key
 
 
+def walks_last_changes(history_from_ms: int, start_ms: int, end_ms: int) -> bool:
+    """Whether a report's slice reads each (component, agent)'s last change before [start_ms, end_ms) by walking the
+    (component, agent, ts_ms) index (a seek per pair, whatever the history) rather than from every change before
+    the period: once the store's history (its oldest change at `history_from_ms`) holds more than half a period
+    before it. Over a shorter history the full read is faster (a store's first month, 2 000 components: PostgreSQL
+    15 against 41 ms, SQLite 16 against 34 ms); after a month of it, four times slower and growing."""
+    return start_ms - history_from_ms > (end_ms - start_ms) // 2
+
+
 class LastRows:
     """Each (component, agent)'s last change before a period (`slawatch_state` rows, sorted by their identity), put
     in front of its component's first change in the period as the period's rows pass, in their identity order too.

@@ -577,7 +577,6 @@ _SQL_LAST_CHANGES_OF = (f"SELECT DISTINCT ON (component, agent) {', '.join(STATE
 assert _SLICE_NAMES[:len(STATE.key)] == STATE.key  # sorted as state rows are (schema.sort_state_rows, LastRows)
 
 
-
 _SQL_AGENTS = f"""
 WITH RECURSIVE a(agent) AS (
     SELECT MIN(agent) FROM {HEARTBEAT.name}
@@ -642,8 +641,7 @@ class PostgresSource:
         if self._history_from_ms is None:  # once: the oldest change (the store's history only grows forward)
             oldest = await self._fetch("read state changes from", _SQL_HISTORY_FROM)
             self._history_from_ms = oldest[0][0] if oldest and oldest[0][0] is not None else start_ms
-        # The changes before the period read in full while they are less than half a period's, else walked.
-        walked = start_ms - self._history_from_ms > (end_ms - start_ms) // 2
+        walked = schema.walks_last_changes(self._history_from_ms, start_ms, end_ms)
         before, inside = await self._snapshot(_SQL_SLICE_LAST_CHANGES_WALKED if walked else _SQL_SLICE_LAST_CHANGES,
                                               (start_ms, wanted), _SQL_SLICE_CHANGES, (start_ms, end_ms, wanted))
         # Sorted here, not by the server: PostgreSQL (before 17) cannot take `= ANY` off the primary key in its
