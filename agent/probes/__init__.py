@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.cadence import TICK_S
 from agent.clock import Clock
 from slawatch.config.probes import PROBE_KINDS, PROBE_SETTINGS, ProbeBase
 from slawatch.model import Outcome, Result
@@ -94,8 +95,9 @@ class Run:
     epoch: int = 0
 
 
-DEADLINE_TICK_S = 0.02
-"""The outer deadlines are checked this often: each fires at most this much after its time."""
+DEADLINE_TICK_S = TICK_S
+"""The outer deadlines are checked this often: each fires at most this much after its time. The dispatcher's grid
+(agent.cadence.TICK_S), on the same clock: the deadlines' timer fires in a wake-up the loop makes anyway."""
 
 
 class _Expiry:

@@ -9,6 +9,7 @@ import functools
 import re
 import socket
 import ssl
+import struct
 import time
 from typing import Any
 
@@ -113,6 +114,10 @@ _address = functools.lru_cache(maxsize=65536)(split_host_port)
 
 
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)  # made non-blocking at once: no fcntl call after
+# A connect-only probe closes with a reset, as HAProxy's connect checks do: a close with FIN leaves the socket in
+# TIME_WAIT on the monitoring host for a minute (6 000 connect probes every 10 s keep ~36 000 there, and the ports
+# they hold), and it costs the kernel two more segments each way.
+_ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s
 
 
 async def connect_only(host: str, port: int, deadline: float) -> None:
@@ -130,6 +135,7 @@ async def connect_only(host: str, port: int, deadline: float) -> None:
             if not _NONBLOCK:
                 sock.setblocking(False)
             await sock_connect(sock, sockaddr, deadline)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
             return
         except TimeoutError:
             raise

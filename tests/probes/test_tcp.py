@@ -96,6 +96,26 @@ async def test_connect_only_is_up() -> None:
     assert r.latency_s is not None and 0 < r.latency_s < 1
 
 
+async def test_connect_only_closes_with_a_reset_and_leaves_no_time_wait() -> None:
+    """The peer sees a reset, not an orderly close, so no socket of the probe's waits in TIME_WAIT afterwards."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        r = await tcp.probe(settings(port))
+        assert r.outcome is Outcome.UP
+        listener.settimeout(2.0)
+        conn, (_, probe_port) = listener.accept()
+        with conn:
+            conn.settimeout(2.0)
+            with pytest.raises(ConnectionResetError):
+                conn.recv(1)  # an orderly close would read b""
+        waiting = [line for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                   if line.split()[1].endswith(f":{probe_port:04X}") and line.split()[3] == "06"]  # 06: TIME_WAIT
+        assert waiting == []
+    finally:
+        listener.close()
+
+
 async def test_refused_on_a_closed_port() -> None:
     r = await tcp.probe(settings(closed_port()))
     assert r == Result(Outcome.REFUSED, "connection refused")

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from agent.cadence import DIFF_SLICE, Job, JobPlan, Scheduler, stable_phase
+from agent.cadence import DIFF_SLICE, TICK_S, Job, JobPlan, Scheduler, on_tick, stable_phase
 
 WALL_OFFSET = 1_699_999_980.0  # the fake wall clock is the fake monotonic clock plus this (a multiple of 60 s)
 
@@ -106,6 +108,37 @@ async def test_jobs_start_on_their_phase_grid() -> None:
     task = await start(sched)
     await clock.advance(21.0)
     assert starts == [("b", 1.0), ("a", 2.5), ("b", 6.0), ("b", 11.0), ("a", 12.5), ("b", 16.0), ("b", 21.0)]
+    await finish(sched, task, clock)
+
+
+@given(st.floats(0, 1e7), st.floats(1e-6, 3600))
+def test_a_wait_ends_on_the_tick_grid_never_early_and_at_most_a_tick_late(now: float, delay: float) -> None:
+    wait = on_tick(now, delay)
+    assert delay <= wait < delay + TICK_S + 1e-6
+    ticks = (now + wait) / TICK_S
+    assert abs(ticks - round(ticks)) < 1e-6 or wait == delay
+
+
+async def test_jobs_due_within_one_tick_start_together_at_its_end() -> None:
+    """The dispatcher wakes on the tick grid only: four probes due within one tick cost one wake-up, not four."""
+    clock = FakeClock()
+    starts: list[tuple[str, float]] = []
+    lateness: list[float] = []
+
+    async def run(job: Job[str]) -> bool:
+        starts.append((job.payload, clock.now))
+        return False
+
+    sched = Scheduler(run, concurrency=10, jitter_s=0, on_lateness=lateness.append, clock=clock)
+    sched.set_jobs([Job(n, 10.0, n, phase_s=1.0 + TICK_S * f) for n, f in (("a", 0.2), ("b", 0.4), ("c", 0.6),
+                                                                         ("d", 1.0))])
+    task = await start(sched)
+    armed = len(clock._timers)
+    await clock.advance(1.0 + TICK_S * 1.5)
+    assert [n for n, _ in starts] == ["a", "b", "c", "d"]
+    assert all(at == pytest.approx(1.0 + TICK_S) for _, at in starts)
+    assert lateness == pytest.approx([TICK_S * 0.8, TICK_S * 0.6, TICK_S * 0.4, 0.0], abs=1e-6)
+    assert armed == 1  # the dispatcher's one timer, set for the tick's end
     await finish(sched, task, clock)
 
 
