@@ -128,6 +128,8 @@ class ComponentState:
             streak.length += 1
             streak.reason = reason
             streak.last_ms = started_ms
+            if ok and self._steady():
+                return None
         else:
             self._streaks[probe] = _Streak(ok, 1, started_ms, reason, started_ms, mono_ms, epoch)
         change = self._evaluate()
@@ -137,6 +139,11 @@ class ComponentState:
             change = change._replace(degraded=True)  # it comes up DEGRADED (a UPS found on battery)
             self.in_degraded = True
         return change
+
+    def _steady(self) -> bool:
+        """A run that continues its up streak confirms nothing here: one probe, confirmed up, nothing degraded.
+        What `_evaluate` and `_evaluate_degraded` would find, without their lists (most runs are these)."""
+        return self.up is True and len(self._streaks) == 1 and not self._degraded_runs and not self.in_degraded
 
     def _degraded_confirmed(self) -> list[str]:
         return sorted(p for p, (runs, _) in self._degraded_runs.items() if runs >= self.confirm_down)

@@ -303,3 +303,17 @@ def test_a_change_the_spool_did_not_take_is_saved_as_before_it_and_confirmed_aga
     again = machine(down=2)
     again.restore(saved, now_ms=2_500, max_gap_ms={"p": 3_000})
     assert feed(again, [("p", 3_000, DOWN)]) == [(1_000, False, "no answer within 2s")]
+
+
+@given(st.lists(st.sampled_from([UP, DEG, DOWN, Result(Outcome.UP, "slow")]), min_size=1, max_size=60),
+       st.integers(1, 3), st.integers(1, 3))
+def test_the_steady_run_shortcut_changes_nothing_the_full_evaluation_would_not(
+        results: list[Result], down: int, up: int) -> None:
+    """A run that continues a one-probe component's up streak skips the evaluation: the changes, the degraded
+    state and what is pending must be those of the full evaluation after every run."""
+    fast, full = machine(down=down, up=up), machine(down=down, up=up)
+    full._steady = lambda: False  # type: ignore[method-assign]
+    for i, result in enumerate(results):
+        assert fast.observe("p", i * 10, result) == full.observe("p", i * 10, result)
+        assert (fast.up, fast.since_ms, fast.in_degraded, fast.degraded, fast.pending("p")) == \
+            (full.up, full.since_ms, full.in_degraded, full.degraded, full.pending("p"))
