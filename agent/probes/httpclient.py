@@ -510,11 +510,12 @@ async def _plain(loop: asyncio.AbstractEventLoop, watched: Watch, sock: socket.s
 
     try:
         try:
-            sent = sock.send(exchange.request)
-            if sent < len(exchange.request):
+            try:
+                sent = sock.send(exchange.request)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent < len(exchange.request):  # a large body: the rest as room frees up in the socket's buffer
                 await loop.sock_sendall(sock, memoryview(exchange.request)[sent:])
-        except (BlockingIOError, InterruptedError):
-            await loop.sock_sendall(sock, exchange.request)
         except OSError as exc:
             exchange.connection_lost(exc)
         if not done.done():
