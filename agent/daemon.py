@@ -209,7 +209,6 @@ class Agent:
         self._handovers = {"acquired": 0, "released": 0}
         self._share_wake = asyncio.Event()
         self._applied = asyncio.Event()  # a config was applied: its first round's objects are frozen after it
-        self._round_s = 1.0  # how long that round is: the longest interval and a second
         self._handover_error_logged = -ERROR_LOG_EVERY_S
         self.metrics.watch(self._share_metrics)
         self._apply(loaded)
@@ -340,8 +339,6 @@ class Agent:
             self._handovers["acquired"] += len({j.payload.component for j in plan.acquired})
             self.scheduler.run_now(j.key for j in plan.acquired)  # watched at once, not after a phase delay
         _keep_out_of_collections()
-        longest = max((j.interval_s for j in self.scheduler.jobs.values()), default=0.0)
-        self._round_s = min(longest, SETTLE_MAX_S) + 1.0
         self._applied.set()
 
     def _watched(self, cfg: Config) -> set[str]:
@@ -908,7 +905,8 @@ class Agent:
             try:
                 while True:
                     self._applied.clear()
-                    async with asyncio.timeout(self._round_s):
+                    longest = max((j.interval_s for j in self.scheduler.jobs.values()), default=0.0)
+                    async with asyncio.timeout(min(longest, SETTLE_MAX_S) + 1.0):  # a round, and a second
                         await self._applied.wait()
             except TimeoutError:
                 _keep_out_of_collections()

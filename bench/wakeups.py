@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from slawatch.cli.usage import run_on  # noqa: E402
 
 
 async def wake(rate: float, seconds: float) -> tuple[int, float, float]:
@@ -34,19 +42,11 @@ def main() -> None:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
     seconds = min(max(args.seconds, 0.5), 60.0)
-    if args.loop == "uvloop":
-        import uvloop
-
-        def run(rate: float) -> tuple[int, float, float]:
-            return uvloop.run(wake(rate, seconds))
-    else:
-        def run(rate: float) -> tuple[int, float, float]:
-            return asyncio.run(wake(rate, seconds))
     print(f"event loop {args.loop}, {seconds:g} s per rate")
     print("| asked /s | wake-ups /s | CPU µs per wake-up | CPU % of a core |")
     print("|---:|---:|---:|---:|")
     for rate in (float(r) for r in args.rates.split(",")):
-        n, cpu, wall = run(rate)
+        n, cpu, wall = run_on(args.loop, functools.partial(wake, rate, seconds))
         print(f"| {rate:g} | {n / wall:,.0f} | {1e6 * cpu / max(n, 1):,.1f} | {100 * cpu / wall:.1f} |")
 
 
