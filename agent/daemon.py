@@ -47,6 +47,9 @@ from slawatch.store import EncodingSink, GzipSink, MemberStore, RowSink, Sink, S
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.2
+# A drain that has caught up writes its store at most this often, unless a state change waits: one transaction (one
+# fsync, one HTTP write) for a second of samples instead of one for each flush. The spool holds them meanwhile.
+DRAIN_GATHER_S = 1.0
 FLUSH_POINTS = 2000
 SPOOL_BATCH = 2000  # points per spool append: a batch that does not fit on the disk fails alone
 SPOOL_BATCH_MIN = 50  # after failed appends the batch halves down to this, so a nearly full disk still takes some
@@ -169,6 +172,7 @@ class Agent:
         self._outbox: list[Point] = []
         self._outbox_full = asyncio.Event()
         self._spooled = asyncio.Event()
+        self._hurry = {c: asyncio.Event() for c in self._consumers}  # a drain's gathering ends: changes are spooled
         self._flush_lock = asyncio.Lock()
         self._spool_batch = SPOOL_BATCH
         self._draining = True
@@ -510,6 +514,7 @@ class Agent:
             return
         released, self._releases = self._releases, []
         await self._flush()
+        self._hurry_drains()
         await self._save_checkpoint()
         log.info("released %d components (%s)", len(released), released[0].reason)
         if self.on_change is not None:
@@ -591,6 +596,7 @@ class Agent:
                 return  # a commit that began after this change was queued has acted on it
             batch, self._to_act = self._to_act, []
             spooled = await self._flush()
+            self._hurry_drains()
             self._ckpt_dirty.update(c.change.ref.component for c in batch)
             if not spooled:  # the spool refused some (disk full): those changes are held in memory
                 refused = {id(p) for p in self._outbox if isinstance(p, StateChange)}
@@ -741,12 +747,19 @@ class Agent:
             if not await self._flush():
                 await asyncio.sleep(SPOOL_RETRY_S)
 
+    def _hurry_drains(self) -> None:
+        """State changes are in the spool: the drains write them now instead of gathering more samples first."""
+        for hurry in self._hurry.values():
+            hurry.set()
+
     async def _drain(self, consumer: str, sink: Sink) -> None:
         drain = Drain(self.spool, consumer, sink)
+        hurry = self._hurry[consumer]
         backoff = BACKOFF_MIN_S
         last_log = 0.0
         try:
             while self._draining:
+                hurry.clear()  # what is spooled from here on is read by this pump
                 try:
                     moved = await drain.pump()
                 except SinkError as exc:
@@ -769,6 +782,10 @@ class Agent:
                 if backoff > BACKOFF_MIN_S:
                     log.info("%s: writing again", sink.name)
                 backoff = BACKOFF_MIN_S
+                if moved < drain.batch:  # caught up: samples gather, a state change goes at once
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(DRAIN_GATHER_S):
+                            await hurry.wait()
             with contextlib.suppress(SinkError):
                 await drain.finish()  # at stop: the writes in flight end and are acknowledged
         finally:
@@ -919,9 +936,11 @@ class Agent:
             if not self._outbox and all(self.spool.pending(c) == 0 for c in self._consumers):
                 break
             self._spooled.set()
+            self._hurry_drains()  # no more gathering: everything goes
             await asyncio.sleep(0.05)
         self._draining = False
         self._spooled.set()
+        self._hurry_drains()
         _, running = await asyncio.wait(drains, timeout=1.5)  # let a write in progress finish and be acked
         await _cancel(list(running))
         self._log_losses()
