@@ -772,6 +772,8 @@ class Agent:
                     back = await back_off(sink, backoff)
                     backoff = BACKOFF_MIN_S if back else next_backoff(backoff, exc)
                     continue
+                if drain.caught_up and self._spool_failing.since is None:
+                    self._backlog[consumer].observe(time.monotonic(), 0)  # it read all there was
                 if not moved:
                     self._spooled.clear()
                     with contextlib.suppress(TimeoutError):
@@ -782,7 +784,7 @@ class Agent:
                 if backoff > BACKOFF_MIN_S:
                     log.info("%s: writing again", sink.name)
                 backoff = BACKOFF_MIN_S
-                if moved < drain.batch:  # caught up: samples gather, a state change goes at once
+                if drain.caught_up:  # samples gather, a state change goes at once
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(DRAIN_GATHER_S):
                             await hurry.wait()

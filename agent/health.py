@@ -8,6 +8,8 @@ class Growth:
 
     Each observation at or below the reference level (or of an empty backlog) moves the reference there: a
     store that keeps up, or catches up, brings the backlog back down now and then; one that cannot never does.
+    A busy backlog looked at now and then rises and falls with each write, and its lowest look alone is soon a
+    record that no later look goes under: its drain reports an empty backlog (0) each time it reads all there was.
     """
 
     __slots__ = ("_ref", "_since", "last")

@@ -74,14 +74,20 @@ async def test_samples_spooled_many_times_a_second_reach_the_store_in_a_write_a_
     sink = agent.sinks[0]
     writes = _count_writes(sink)
     drain = asyncio.create_task(agent._drain(consumer_name(sink), sink))
+    watch = asyncio.create_task(agent._watch_loop())  # looks at the backlog as /healthz does, once a second
     try:
         t0 = time.monotonic()
         spooled = await _spool_samples(agent, 2.5)  # ~40 flushes
         stop0 = time.monotonic()
+        # Its lowest look (the first: nothing spooled yet) was under every later one, but the drain read all there
+        # was at each write: the backlog is not growing.
+        assert agent._backlog[consumer_name(sink)].growing_for(stop0) < DRAIN_GATHER_S + 0.3
+        assert agent.health() == []
         await agent._drain_until_empty([drain], grace_s=5.0)
         stopped_in = time.monotonic() - stop0
     finally:
         drain.cancel()
+        watch.cancel()
         await sink.close()
         agent.spool.close()
     assert _stored(tmp_path, "slawatch_probe") == spooled  # every one, the last ones by the stop

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.health import Growth, Streak
 
@@ -32,3 +36,34 @@ def test_streak() -> None:
     assert s.failing_for(15.0) == 5.0 and s.error == "timeout"
     assert s.ok(16.0) == 6.0
     assert s.failing_for(20.0) == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(rate=st.integers(50, 5000), write_every=st.floats(0.2, 1.2), write_s=st.floats(0.001, 0.1),
+       look_every=st.floats(0.9, 1.1), seed=st.integers(0, 2**32 - 1))
+def test_a_store_that_keeps_up_never_seems_to_grow_and_one_that_stops_does(
+        rate: int, write_every: float, write_s: float, look_every: float, seed: int) -> None:
+    """A busy backlog sampled once a second rises and falls with each write. Its lowest look is soon a record no
+    later look goes under: without the drain's reports of an empty backlog, a store that keeps up would seem to grow
+    for ever."""
+    rnd = random.Random(seed)
+    g = Growth()
+    spooled = stored = 0.0  # points, as functions of time: spooled = rate × t; stored at each write's end
+    t_write, t_look, t = 0.0, rnd.uniform(0, look_every), 0.0
+    worst = 0.0
+    stop_at = 1200.0  # the store stops answering here
+    while t < 1800.0:
+        t = min(t_write, t_look)
+        if t == t_write:
+            if t < stop_at:
+                stored = rate * t  # it read all there was and stored it within write_s
+                g.observe(t + write_s, 0)  # the drain: all there was is read
+            t_write = t + write_s + write_every * rnd.uniform(0.97, 1.03)
+        else:
+            spooled = rate * t
+            g.observe(t, int(spooled - stored))
+            if t < stop_at:
+                worst = max(worst, g.growing_for(t))
+            t_look = t + look_every * rnd.uniform(0.99, 1.01)
+    assert worst <= write_every * 1.03 + write_s + look_every * 1.01
+    assert g.growing_for(t) >= t - stop_at - write_every * 1.03 - write_s - look_every  # stopped: growing since
