@@ -762,6 +762,8 @@ class Agent:
                 hurry.clear()  # what is spooled from here on is read by this pump
                 try:
                     moved = await drain.pump()
+                    if drain.caught_up:  # no write is left in flight, unacknowledged, while samples gather
+                        moved += await drain.finish()
                 except SinkError as exc:
                     self._store_failing[consumer].fail(time.monotonic(), str(exc))
                     if time.monotonic() - last_log > 60:

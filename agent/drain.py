@@ -60,7 +60,8 @@ class Drain:
         return await self._ack_oldest()
 
     async def finish(self) -> int:
-        """Wait for the writes in flight and acknowledge them (at stop); read nothing more."""
+        """Wait for the writes in flight and acknowledge them (at stop, and before a caught-up drain waits); read
+        nothing more."""
         acked = 0
         while self._sent:
             acked += await self._ack_oldest()

@@ -124,3 +124,26 @@ async def test_a_state_change_is_written_at_once_while_samples_gather(tmp_path: 
         agent.spool.close()
     assert _stored(tmp_path, "slawatch_state") == 1
     assert in_store < DRAIN_GATHER_S / 2, in_store  # not at the end of the second the samples gather for
+
+
+async def test_after_a_backlog_what_is_stored_is_acknowledged_while_samples_gather(tmp_path: Path) -> None:
+    """A backlog's last batches are read with one still in flight: it is acknowledged before the gathering wait, not
+    a second later (the spool would count it as waiting, and a catch-up would never show an empty spool)."""
+    agent = _agent(tmp_path)
+    sink = agent.sinks[0]
+    consumer = consumer_name(sink)
+    ref = agent.states["c0"].ref
+    backlog = 12_000  # more than two drain batches
+    agent._outbox.extend(Sample(ref, "tcp", "tcp", agent.agent_id, 1_600_000_000_000 + i, Outcome.UP, "", 0.2)
+                         for i in range(backlog))
+    assert await agent._flush()
+    drain = asyncio.create_task(agent._drain(consumer, sink))
+    try:
+        spooled = backlog + await _spool_samples(agent, 0.6)  # the backlog is stored, then samples gather
+        assert agent.spool.pending(consumer) == spooled - _stored(tmp_path, "slawatch_probe")
+        await agent._drain_until_empty([drain], grace_s=5.0)
+    finally:
+        drain.cancel()
+        await sink.close()
+        agent.spool.close()
+    assert _stored(tmp_path, "slawatch_probe") == spooled
