@@ -185,6 +185,7 @@ class Agent:
         self._spool_failing = Streak()
         self._store_failing = {c: Streak() for c in self._consumers}
         self._backlog = {c: Growth() for c in self._consumers}
+        self.caught_up_at: dict[str, float] = {}  # per sink: when its drain last stored all there was (monotonic)
         self.unhealthy_backlog_s = spool_cfg.unhealthy_backlog_s
         self.unhealthy_failing_s = spool_cfg.unhealthy_failing_s
         self.supervisor = Supervisor(on_error=lambda task: self.metrics.task_restarts.labels(task).inc())
@@ -774,8 +775,10 @@ class Agent:
                     back = await back_off(sink, backoff)
                     backoff = BACKOFF_MIN_S if back else next_backoff(backoff, exc)
                     continue
-                if drain.caught_up and self._spool_failing.since is None:
-                    self._backlog[consumer].observe(time.monotonic(), 0)  # it read all there was
+                if drain.caught_up:
+                    self.caught_up_at[consumer] = time.monotonic()
+                    if self._spool_failing.since is None:
+                        self._backlog[consumer].observe(time.monotonic(), 0)  # it read all there was
                 if not moved:
                     self._spooled.clear()
                     with contextlib.suppress(TimeoutError):

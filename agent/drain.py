@@ -40,7 +40,7 @@ class Drain:
         self.concurrent = bool(getattr(sink, "concurrent_writes", False))
         self.rows = isinstance(sink, RowSink)  # read as rows made from the points' records (open_spool's choice)
         self._sent: deque[tuple[Batch, asyncio.Task[None]]] = deque()
-        self.caught_up = False  # the last pump's last read found less than a batch: it read all there was
+        self.caught_up = False  # the last pump's last read found nothing: it has read all there was
 
     async def pump(self) -> int:
         """Fill the pipeline, wait for the oldest write and acknowledge what is stored in order; return the
@@ -50,8 +50,8 @@ class Drain:
         while len(self._sent) < self.in_flight:
             after = self._sent[-1][0] if self._sent else None
             batch = await asyncio.to_thread(self.spool.read, self.consumer, self.batch, after=after, rows=self.rows)
-            self.caught_up = len(batch) < self.batch
-            if not batch:
+            if not batch:  # (a batch short of `batch` points is no sign of the end: reads stop at gzip blocks)
+                self.caught_up = True
                 break
             prev = self._sent[-1][1] if self._sent and not self.concurrent else None
             self._sent.append((batch, asyncio.create_task(self._write(batch, prev))))
