@@ -776,9 +776,9 @@ class Agent:
                     backoff = BACKOFF_MIN_S if back else next_backoff(backoff, exc)
                     continue
                 if drain.caught_up:
-                    self.caught_up_at[consumer] = time.monotonic()
+                    self.caught_up_at[consumer] = now = time.monotonic()
                     if self._spool_failing.since is None:
-                        self._backlog[consumer].observe(time.monotonic(), 0)  # it read all there was
+                        self._backlog[consumer].observe(now, 0)  # it read all there was
                 if not moved:
                     self._spooled.clear()
                     with contextlib.suppress(TimeoutError):

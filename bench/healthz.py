@@ -33,12 +33,6 @@ def accept_and_close(srv: socket.socket) -> None:
             conn.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", type=Path, default=ROOT, help="run the agent from this checkout")
@@ -51,6 +45,7 @@ def main() -> None:
         parser.error("--seconds must be in (0, 3600]")
     sys.path.insert(0, str(args.tree))
     from slawatch.config.loader import bundled_contract  # from the tree being measured
+    from slawatch.testing import free_port
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
