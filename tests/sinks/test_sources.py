@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from slawatch.config.settings import InfluxSettings, SqliteSettings, StorageSettings
 from slawatch.model import (
@@ -433,6 +435,105 @@ async def test_influx_chunks_are_streamed(influxd: Influxd, monkeypatch: pytest.
     finally:
         await source.close()
         await sink.close()
+
+
+@pytest.mark.peer("influxd")
+async def test_influx_serves_only_the_wanted_components_rows(influxd: Influxd) -> None:
+    """The filter is in the query, however long the list: the server answers only the wanted components' rows (a
+    report's slice of 2 000 components is not served the whole month's)."""
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    settings = InfluxSettings(url=influxd.url, database=db)
+    sink, source = InfluxSink(settings), InfluxSource(settings)
+    answered = 0
+    series = source.client.series
+
+    async def counted(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], list[str],
+                                                                               list[list[Any]]]]:
+        nonlocal answered
+        async for tags, columns, values in series(q, missing_ok=missing_ok):
+            answered += len(values)
+            yield tags, columns, values
+
+    source.client.series = counted  # type: ignore[method-assign]
+    try:
+        names = [f"comp.{i:04d}" for i in range(600)]
+        points: list[Point] = [change(n, "mon-a", START + i * 1000, bool(i % 2)) for i, n in enumerate(names)]
+        points += [change(n, "mon-a", START - DAY, True) for n in names]
+        await sink.write(points)
+        wanted = names[::2]
+        got = await source.changes(START, END, components=wanted)
+        assert sorted(got, key=key) == sorted((p for p in points if isinstance(p, StateChange)
+                                               and p.ref.component in wanted), key=key)
+        assert answered == 2 * len(wanted)
+    finally:
+        await source.close()
+        await sink.close()
+
+
+@pytest.mark.peer("influxd")
+async def test_influx_a_list_longer_than_a_query_takes_is_read_in_several(influxd: Influxd,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import slawatch.store.influxdb
+
+    monkeypatch.setattr(slawatch.store.influxdb, "FILTER_NAMES", 7)
+    queries: list[str] = []
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    settings = InfluxSettings(url=influxd.url, database=db)
+    sink, source = InfluxSink(settings), InfluxSource(settings)
+    rows = source.client.series
+
+    def logged(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], list[str],
+                                                                         list[list[Any]]]]:
+        queries.append(q)
+        return rows(q, missing_ok=missing_ok)
+
+    source.client.series = logged  # type: ignore[method-assign]
+    try:
+        names = [f"c{i}" for i in range(40)]
+        points: list[Point] = [change(n, "mon-a", START + i * 1000, bool(i % 2)) for i, n in enumerate(names)]
+        points += [change(n, "mon-b", START - DAY - i, True) for i, n in enumerate(names)]
+        await sink.write(points)
+        wanted = [*names[3:33], "not-there"]  # 31 names: five queries of 7 and one of 3, each before and inside
+        got = await source.changes(START, END, components=wanted)
+        assert sorted(got, key=key) == sorted((p for p in points if isinstance(p, StateChange)
+                                               and p.ref.component in wanted), key=key)
+        assert len(queries) == 2 * 5
+        runs = [probe_run(n, START + i, 1.5) for i, n in enumerate(names)]
+        await sink.write(list(runs))
+        queries.clear()
+        assert await source.samples(START, END, components=wanted) == sorted(runs[3:33], key=lambda r: r.ref.component)
+        assert len(queries) == 5
+        assert await source.samples(START, END, components=[]) == []
+        assert await source.changes(START, END, components=[]) == []
+    finally:
+        await source.close()
+        await sink.close()
+
+
+@pytest.mark.peer("influxd")
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(st.text(st.sampled_from("ab.*+?()[]{}|^$/ 'é中-:="), min_size=1, max_size=4), min_size=1,
+                      max_size=8, unique=True),
+       pick=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_influx_component_names_with_regex_characters_match_exactly_themselves(
+        influxd: Influxd, names: list[str], pick: list[bool]) -> None:
+    """Names that are each other's prefixes, or full of the regex's own characters, in the filter's regex."""
+    wanted = [n for n, p in zip(names, pick, strict=False) if p]
+    points: list[Point] = [change(n, "mon-a", START + i * 1000, True, n) for i, n in enumerate(names)]
+
+    async def read() -> list[StateChange]:
+        settings = InfluxSettings(url=influxd.url, database=f"t_{uuid.uuid4().hex[:10]}")
+        sink, source = InfluxSink(settings), InfluxSource(settings)
+        try:
+            await sink.write(points)
+            return await source.changes(START, END, components=wanted)
+        finally:
+            await source.close()
+            await sink.close()
+
+    got = asyncio.run(read())
+    assert sorted(c.ref.component for c in got) == sorted(wanted)
+    assert all(c.reason == c.ref.component for c in got)
 
 
 def test_open_source_prefers_influxdb(tmp_path: Path) -> None:
