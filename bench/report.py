@@ -9,7 +9,8 @@ changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a 
 agents' heartbeats (every 60 s, with a few gaps), writes them through the real sinks (SqliteSink, InfluxSink,
 PostgresSink; batches of 5 000) to SQLite and/or a fresh influxd, or a fresh PostgreSQL (fsync on), started in a temp
 dir, adds a few maintenance windows through
-slawatch.store's Source (timely and late notice), then times
+slawatch.store's Source (timely and late notice), waits for influxd to be idle (it compacts what was written for a
+while after; a report reads a store at rest), then times
 
     python -m slawatch.cli report --config CFG --month YYYY-MM --format json --out FILE
 
@@ -50,6 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.agent import proc_cpu_s  # noqa: E402
 from slawatch.config.loader import bundled_contract  # noqa: E402
 from slawatch.config.settings import InfluxSettings, PostgresSettings, SqliteSettings  # noqa: E402
 from slawatch.model import (  # noqa: E402
@@ -234,6 +236,19 @@ async def write_store(store: str, history: History, work: Path, influx_url: str 
     finally:
         await source.close()
     return elapsed, storage
+
+
+def wait_idle(pid: int, *, share: float = 0.05, window_s: float = 2.0, limit_s: float = 120.0) -> tuple[float, bool]:
+    """Wait until process `pid` uses less than `share` of a core over `window_s`, at most `limit_s`: influxd compacts
+    what was just written for a while after, and a report is timed on a store at rest, as it is a month on. (seconds
+    waited, whether it was still busy)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        before = proc_cpu_s(pid)
+        time.sleep(window_s)
+        if proc_cpu_s(pid) - before < share * window_s:
+            return time.monotonic() - t0, False
+    return time.monotonic() - t0, True
 
 
 def _tree(pid: int) -> list[int]:
@@ -440,6 +455,10 @@ def main() -> None:
                         store, history, store_dir, influxd.url if influxd else None, dsn))
                     if postgres is not None and store == "postgres":
                         postgres.execute("VACUUM ANALYZE", "slawatch")
+                    if influxd is not None and influxd.proc is not None and store == "influxdb":
+                        waited, busy = wait_idle(influxd.proc.pid)
+                        print(f"influxd: {'idle' if not busy else 'still busy'} {waited:.0f} s after the write "
+                              "(compacting it)", flush=True)
                     cfg.write_text(config_text(args.components, storage))
                     meta = {"key": key, "points": len(history.points), "outages": history.outages,
                             "write_s": write_s}

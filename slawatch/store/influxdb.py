@@ -314,15 +314,12 @@ class InfluxClient:
                     # A 400 is this query's own fault; refused credentials or a server error fail every query.
                     error = SourceError if resp.status == 400 else StoreUnavailable
                     raise error(f"{self.name}: query answered {resp.status}: {text}")
-                buffer = b""
+                lines = Lines()  # one JSON document per line
                 async for chunk in resp.content.iter_any():
-                    buffer += chunk
-                    *complete, buffer = buffer.split(b"\n")
-                    for doc in complete:
-                        if doc.strip():
-                            yield await _parse(doc)
-                if buffer.strip():
-                    yield await _parse(buffer)
+                    for doc in lines.feed(chunk):
+                        yield await _parse(doc)
+                for doc in lines.end():
+                    yield await _parse(doc)
         except TimeoutError:
             raise StoreUnavailable(f"{self.name}: no answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -610,6 +607,30 @@ class InfluxSource:
             raise (StoreUnavailable if exc.retryable else SourceError)(str(exc)) from exc
         if refused:
             raise SourceError(f"{self.name}: the server refused the record (see the log)")
+
+
+class Lines:
+    """The non-blank lines of a stream read in pieces: a line of 10 000 rows comes in many reads, and each read is
+    looked at once (not the whole line again at each)."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines that `chunk` ends."""
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            self._pending += chunk
+            return []
+        self._pending += chunk[:end]
+        done = [line for line in bytes(self._pending).split(b"\n") if line.strip()]
+        self._pending = bytearray(chunk[end + 1:])
+        return done
+
+    def end(self) -> list[bytes]:
+        """The last line, when the stream did not end with a newline."""
+        last, self._pending = bytes(self._pending), bytearray()
+        return [last] if last.strip() else []
 
 
 async def _parse(doc: bytes) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from slawatch.config.settings import InfluxSettings
 from slawatch.model import ComponentRef, Heartbeat, MaintenanceWindow, Outcome, Point, Sample, StateChange
 from slawatch.store import SinkError, SourceError, StoreUnavailable
-from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, InfluxSource, influxql_duration
+from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, InfluxSource, Lines, influxql_duration
 from slawatch.store.lineprotocol import PROBE, STATE, encode, record
 from slawatch.testing import free_port, need_binary
 from slawatch.testing.influxd import ADMIN_USER, Influxd, start_influxd
@@ -539,3 +539,13 @@ async def test_source_writes_fail_as_source_errors(scripted: Scripted, status: i
     assert error is StoreUnavailable or not isinstance(err.value, StoreUnavailable)
     writes = [r for r in scripted.requests if r[0] == "/api/v2/write"]
     assert len(writes) == 1 and writes[0][2]["Authorization"] == "Token t"  # no set-up on v2; one client's auth
+
+
+@given(docs=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+       cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=20), last_newline=st.booleans())
+def test_lines_of_a_stream_cut_anywhere_are_its_lines(docs: list[bytes], cuts: list[int], last_newline: bool) -> None:
+    stream = b"\n".join(docs) + (b"\n" if last_newline else b"")
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    lines = Lines()
+    got = [line for start, end in itertools.pairwise(bounds) for line in lines.feed(stream[start:end])]
+    assert got + lines.end() == [d for d in docs if d.strip()]

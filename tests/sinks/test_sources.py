@@ -4,6 +4,7 @@ written by InfluxSink."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 import urllib.parse
@@ -430,6 +431,27 @@ async def test_influx_chunks_are_streamed(influxd: Influxd, monkeypatch: pytest.
         points: list[Point] = [change(f"c{i % 5}", "mon-a", START + i * 1000, bool(i % 2), "r" * (i % 3))
                                for i in range(100)]
         await sink.write(points)
+        got = await source.changes(START, END)
+        assert sorted(got, key=key) == sorted((p for p in points if isinstance(p, StateChange)), key=key)
+    finally:
+        await source.close()
+        await sink.close()
+
+
+@pytest.mark.peer("influxd")
+async def test_influx_a_chunk_longer_than_a_read_arrives_whole(influxd: Influxd) -> None:
+    """A chunk of thousands of rows (hundreds of KB of JSON on one line) comes in many reads of the socket."""
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    settings = InfluxSettings(url=influxd.url, database=db)
+    sink, source = InfluxSink(settings), InfluxSource(settings)
+    try:
+        points: list[Point] = [change(f"c{i % 3}", "mon-a", START + i * 1000, bool(i % 2), f"{i:05d}" + "r" * 200)
+                               for i in range(3000)]
+        await sink.write(points)
+        longest = 0
+        async for doc in source.client._query(f'SELECT "reason" FROM {source.client.source("slawatch_state")}'):
+            longest = max(longest, len(json.dumps(doc)))
+        assert longest > 256 * 1024
         got = await source.changes(START, END)
         assert sorted(got, key=key) == sorted((p for p in points if isinstance(p, StateChange)), key=key)
     finally:
