@@ -4,6 +4,7 @@ written by InfluxSink."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -419,32 +420,56 @@ async def test_influx_errors_are_source_errors(influxd: Influxd) -> None:
         await closed.close()
 
 
-@pytest.mark.peer("influxd")
-async def test_influx_chunks_are_streamed(influxd: Influxd, monkeypatch: pytest.MonkeyPatch) -> None:
-    import slawatch.store.influxdb
-
-    monkeypatch.setattr(slawatch.store.influxdb, "CHUNK_SIZE", 7)
-    db = f"t_{uuid.uuid4().hex[:10]}"
-    settings = InfluxSettings(url=influxd.url, database=db)
+@contextlib.asynccontextmanager
+async def influx_store(influxd: Influxd) -> AsyncIterator[tuple[InfluxSink, InfluxSource]]:
+    """A sink and a source on a database of their own."""
+    settings = InfluxSettings(url=influxd.url, database=f"t_{uuid.uuid4().hex[:10]}")
     sink, source = InfluxSink(settings), InfluxSource(settings)
     try:
-        points: list[Point] = [change(f"c{i % 5}", "mon-a", START + i * 1000, bool(i % 2), "r" * (i % 3))
-                               for i in range(100)]
-        await sink.write(points)
-        got = await source.changes(START, END)
-        assert sorted(got, key=key) == sorted((p for p in points if isinstance(p, StateChange)), key=key)
+        yield sink, source
     finally:
         await source.close()
         await sink.close()
 
 
+def watch_queries(source: InfluxSource) -> list[list[Any]]:
+    """Each query `source` runs from now on, as [query, rows answered so far]."""
+    log: list[list[Any]] = []
+    series = source.client.series
+
+    async def watched(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], list[str],
+                                                                               list[list[Any]]]]:
+        entry: list[Any] = [q, 0]
+        log.append(entry)
+        async for tags, columns, values in series(q, missing_ok=missing_ok):
+            entry[1] += len(values)
+            yield tags, columns, values
+
+    source.client.series = watched  # type: ignore[method-assign]
+    return log
+
+
+def changes_of(points: list[Point], wanted: list[str] | None = None) -> list[StateChange]:
+    return sorted((p for p in points if isinstance(p, StateChange) and (wanted is None or p.ref.component in wanted)),
+                  key=key)
+
+
+@pytest.mark.peer("influxd")
+async def test_influx_chunks_are_streamed(influxd: Influxd, monkeypatch: pytest.MonkeyPatch) -> None:
+    import slawatch.store.influxdb
+
+    monkeypatch.setattr(slawatch.store.influxdb, "CHUNK_SIZE", 7)
+    async with influx_store(influxd) as (sink, source):
+        points: list[Point] = [change(f"c{i % 5}", "mon-a", START + i * 1000, bool(i % 2), "r" * (i % 3))
+                               for i in range(100)]
+        await sink.write(points)
+        assert sorted(await source.changes(START, END), key=key) == changes_of(points)
+
+
 @pytest.mark.peer("influxd")
 async def test_influx_a_chunk_longer_than_a_read_arrives_whole(influxd: Influxd) -> None:
     """A chunk of thousands of rows (hundreds of KB of JSON on one line) comes in many reads of the socket."""
-    db = f"t_{uuid.uuid4().hex[:10]}"
-    settings = InfluxSettings(url=influxd.url, database=db)
-    sink, source = InfluxSink(settings), InfluxSource(settings)
-    try:
+    async with influx_store(influxd) as (sink, source):
         points: list[Point] = [change(f"c{i % 3}", "mon-a", START + i * 1000, bool(i % 2), f"{i:05d}" + "r" * 200)
                                for i in range(3000)]
         await sink.write(points)
@@ -452,44 +477,22 @@ async def test_influx_a_chunk_longer_than_a_read_arrives_whole(influxd: Influxd)
         async for doc in source.client._query(f'SELECT "reason" FROM {source.client.source("slawatch_state")}'):
             longest = max(longest, len(json.dumps(doc)))
         assert longest > 256 * 1024
-        got = await source.changes(START, END)
-        assert sorted(got, key=key) == sorted((p for p in points if isinstance(p, StateChange)), key=key)
-    finally:
-        await source.close()
-        await sink.close()
+        assert sorted(await source.changes(START, END), key=key) == changes_of(points)
 
 
 @pytest.mark.peer("influxd")
 async def test_influx_serves_only_the_wanted_components_rows(influxd: Influxd) -> None:
     """The filter is in the query, however long the list: the server answers only the wanted components' rows (a
     report's slice of 2 000 components is not served the whole month's)."""
-    db = f"t_{uuid.uuid4().hex[:10]}"
-    settings = InfluxSettings(url=influxd.url, database=db)
-    sink, source = InfluxSink(settings), InfluxSource(settings)
-    answered = 0
-    series = source.client.series
-
-    async def counted(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], list[str],
-                                                                               list[list[Any]]]]:
-        nonlocal answered
-        async for tags, columns, values in series(q, missing_ok=missing_ok):
-            answered += len(values)
-            yield tags, columns, values
-
-    source.client.series = counted  # type: ignore[method-assign]
-    try:
+    async with influx_store(influxd) as (sink, source):
         names = [f"comp.{i:04d}" for i in range(600)]
         points: list[Point] = [change(n, "mon-a", START + i * 1000, bool(i % 2)) for i, n in enumerate(names)]
         points += [change(n, "mon-a", START - DAY, True) for n in names]
         await sink.write(points)
+        queries = watch_queries(source)
         wanted = names[::2]
-        got = await source.changes(START, END, components=wanted)
-        assert sorted(got, key=key) == sorted((p for p in points if isinstance(p, StateChange)
-                                               and p.ref.component in wanted), key=key)
-        assert answered == 2 * len(wanted)
-    finally:
-        await source.close()
-        await sink.close()
+        assert sorted(await source.changes(START, END, components=wanted), key=key) == changes_of(points, wanted)
+        assert sum(rows for _, rows in queries) == 2 * len(wanted)
 
 
 @pytest.mark.peer("influxd")
@@ -498,38 +501,21 @@ async def test_influx_a_list_longer_than_a_query_takes_is_read_in_several(influx
     import slawatch.store.influxdb
 
     monkeypatch.setattr(slawatch.store.influxdb, "FILTER_NAMES", 7)
-    queries: list[str] = []
-    db = f"t_{uuid.uuid4().hex[:10]}"
-    settings = InfluxSettings(url=influxd.url, database=db)
-    sink, source = InfluxSink(settings), InfluxSource(settings)
-    rows = source.client.series
-
-    def logged(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], list[str],
-                                                                         list[list[Any]]]]:
-        queries.append(q)
-        return rows(q, missing_ok=missing_ok)
-
-    source.client.series = logged  # type: ignore[method-assign]
-    try:
+    async with influx_store(influxd) as (sink, source):
         names = [f"c{i}" for i in range(40)]
         points: list[Point] = [change(n, "mon-a", START + i * 1000, bool(i % 2)) for i, n in enumerate(names)]
         points += [change(n, "mon-b", START - DAY - i, True) for i, n in enumerate(names)]
-        await sink.write(points)
-        wanted = [*names[3:33], "not-there"]  # 31 names: five queries of 7 and one of 3, each before and inside
-        got = await source.changes(START, END, components=wanted)
-        assert sorted(got, key=key) == sorted((p for p in points if isinstance(p, StateChange)
-                                               and p.ref.component in wanted), key=key)
-        assert len(queries) == 2 * 5
         runs = [probe_run(n, START + i, 1.5) for i, n in enumerate(names)]
-        await sink.write(list(runs))
+        await sink.write([*points, *runs])
+        wanted = [*names[3:33], "not-there"]  # 31 names: four queries of 7 and one of 3, each before and inside
+        queries = watch_queries(source)
+        assert sorted(await source.changes(START, END, components=wanted), key=key) == changes_of(points, wanted)
+        assert len(queries) == 2 * 5
         queries.clear()
         assert await source.samples(START, END, components=wanted) == sorted(runs[3:33], key=lambda r: r.ref.component)
         assert len(queries) == 5
         assert await source.samples(START, END, components=[]) == []
         assert await source.changes(START, END, components=[]) == []
-    finally:
-        await source.close()
-        await sink.close()
 
 
 @pytest.mark.peer("influxd")
@@ -544,14 +530,9 @@ def test_influx_component_names_with_regex_characters_match_exactly_themselves(
     points: list[Point] = [change(n, "mon-a", START + i * 1000, True, n) for i, n in enumerate(names)]
 
     async def read() -> list[StateChange]:
-        settings = InfluxSettings(url=influxd.url, database=f"t_{uuid.uuid4().hex[:10]}")
-        sink, source = InfluxSink(settings), InfluxSource(settings)
-        try:
+        async with influx_store(influxd) as (sink, source):
             await sink.write(points)
             return await source.changes(START, END, components=wanted)
-        finally:
-            await source.close()
-            await sink.close()
 
     got = asyncio.run(read())
     assert sorted(c.ref.component for c in got) == sorted(wanted)
