@@ -2,7 +2,7 @@
 
     python bench/report.py [--components 10000] [--store sqlite|influxdb|postgres|both] [--month YYYY-MM] [--seed 1]
                            [--timeout 600] [--profile | --no-profile] [--workdir DIR] [--tree DIR] [--runs 1]
-                           [--workers N]
+                           [--workers N] [--history-months K]
 
 Generates one calendar month (default: the last full month, inside InfluxDB's 6-month retention) of state
 changes for N components (0-20 outages each, 1 min to 2 h, seen by two agents a few seconds apart) and the two
@@ -20,6 +20,9 @@ the peak RSS and PSS summed over its process tree (sampled every 0.2 s; PSS shar
 share with it), the load average, the goal, whether the report's
 outage count matches the generated one, and the sha256 of the JSON (equal across trees: the figures did not move).
 A missed goal (or --profile) reruns the report under cProfile and prints the top functions by cumulative time.
+
+`--history-months K` writes K months of history before the report's month, as a store holds in use (the report then
+reads each component's last change before the month from them).
 
 `--workdir DIR` keeps the stores (SQLite files, the PostgreSQL cluster) and reuses a store already there for the
 same --components, --month and --seed instead of generating and writing it again (100 000 components take
@@ -44,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +105,13 @@ def last_full_month() -> str:
     now = datetime.now(UTC)
     year, month = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
     return f"{year:04d}-{month:02d}"
+
+
+def previous_month(month: str, back: int) -> str:
+    """YYYY-MM, `back` months before `month`."""
+    year, mon = map(int, month.split("-"))
+    index = year * 12 + mon - 1 - back
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
 def month_bounds(month: str) -> tuple[int, int]:
@@ -200,8 +211,9 @@ components:
 
 
 async def write_store(store: str, history: History, work: Path, influx_url: str | None,
-                      postgres_dsn: str | None = None) -> tuple[float, str]:
-    """Write every point through the store's sink, then the windows through its Source; (seconds, storage yaml)."""
+                      postgres_dsn: str | None = None, earlier: Sequence[History] = ()) -> tuple[float, str]:
+    """Write every point through the store's sink (`earlier` months' first: then the month's own first states, a day
+    before it, are left out), then the windows through its Source; (seconds, storage yaml)."""
     sink: Sink
     if store == "sqlite":
         path = work / "bench.db"
@@ -223,8 +235,12 @@ async def write_store(store: str, history: History, work: Path, influx_url: str 
         storage = f'influxdb: {{url: "{influx_url}", api: v1, database: slawatch}}'
     t0 = time.perf_counter()
     try:
-        for i in range(0, len(history.points), BATCH):
-            await sink.write(history.points[i:i + BATCH])
+        for month in [*earlier, history]:
+            points = month.points
+            if earlier and month is history:  # its state a day before it is the earlier months' last, as in use
+                points = [p for p in points if not (isinstance(p, StateChange) and p.ts_ms < history.start_ms)]
+            for i in range(0, len(points), BATCH):
+                await sink.write(points[i:i + BATCH])
     finally:
         await sink.close()
     elapsed = time.perf_counter() - t0
@@ -399,10 +415,15 @@ def main() -> None:
                         "another commit, for before/after pairs on one store)")
     parser.add_argument("--runs", type=int, default=1, help="report runs per store (each one printed)")
     parser.add_argument("--workers", type=int, help="the report's --workers (default: its own, one per core)")
+    parser.add_argument("--history-months", type=int, default=0, help="store as many months of history before the "
+                        "report's month (generated alike, without maintenance windows), as a store holds in use; "
+                        "InfluxDB keeps 180 days")
     args = parser.parse_args()
     stores = ("sqlite", "influxdb") if args.store == "both" else (args.store,)
     tree = args.tree.resolve()
     key = {"components": args.components, "month": args.month, "seed": args.seed}
+    if args.history_months:
+        key["history_months"] = args.history_months
 
     rows = []
     profiles: dict[str, str] = {}
@@ -451,8 +472,11 @@ def main() -> None:
                         with contextlib.suppress(Exception):
                             postgres.execute("DROP DATABASE IF EXISTS slawatch")
                         dsn = postgres.create_database("slawatch")
+                    earlier = [generate(args.components, previous_month(args.month, k), random.Random(args.seed + k))
+                               for k in range(args.history_months, 0, -1)]
                     write_s, storage = asyncio.run(write_store(
-                        store, history, store_dir, influxd.url if influxd else None, dsn))
+                        store, history, store_dir, influxd.url if influxd else None, dsn, earlier))
+                    del earlier
                     if postgres is not None and store == "postgres":
                         postgres.execute("VACUUM ANALYZE", "slawatch")
                     if influxd is not None and influxd.proc is not None and store == "influxdb":

@@ -28,7 +28,16 @@ from slawatch.store import (
     group_heartbeats,
     heartbeat_margin_ms,
 )
-from slawatch.store.lineprotocol import ENCODING, Record, as_record, encode, encode_lines, lines, rejected_points
+from slawatch.store.lineprotocol import (
+    ENCODING,
+    Record,
+    as_record,
+    encode,
+    encode_lines,
+    lines,
+    rejected_points,
+    series_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -314,11 +323,11 @@ class InfluxClient:
                     # A 400 is this query's own fault; refused credentials or a server error fail every query.
                     error = SourceError if resp.status == 400 else StoreUnavailable
                     raise error(f"{self.name}: query answered {resp.status}: {text}")
-                lines = Lines()  # one JSON document per line
+                docs = Lines()  # one JSON document per line
                 async for chunk in resp.content.iter_any():
-                    for doc in lines.feed(chunk):
+                    for doc in docs.feed(chunk):
                         yield await _parse(doc)
-                for doc in lines.end():
+                for doc in docs.end():
                     yield await _parse(doc)
         except TimeoutError:
             raise StoreUnavailable(f"{self.name}: no answer in time") from None
@@ -437,6 +446,11 @@ FILTER_NAMES = 2000
 """Components per query of a filtered read: a report's slice (reporter.report.SLICE) in one (~40 KB of query)."""
 _STATE_TAGS = ", ".join(quote_ident(t) for t in STATE.tags)
 _STATE_FIRST_FIELD, *_STATE_MORE_FIELDS = STATE.fields
+# LAST is a selector: the other fields come from the same point.
+_LAST_FIELDS = (f"LAST({quote_ident(_STATE_FIRST_FIELD)}) AS {quote_ident(_STATE_FIRST_FIELD)}"
+                + "".join(", " + quote_ident(f) for f in _STATE_MORE_FIELDS))
+LOOKBACK_MS = (24 * 3_600_000, 7 * 24 * 3_600_000, 35 * 24 * 3_600_000)
+"""How far before a period its last changes are looked for, in turn, before all of history (`_last_before`)."""
 _STATE_READ = [("time" if c.role == "time" else c.name, c.role == "tag") for c in STATE.columns]
 """Where each STATE column is in an answer: ("time", False) for the point's time, (tag, True), (field, False)."""
 
@@ -460,34 +474,72 @@ class InfluxSource:
 
     async def changes(self, start_ms: int, end_ms: int,
                       components: Sequence[str] | None = None) -> list[StateChange]:
+        # The two reads are independent and each mostly waits on the server: side by side.
+        last, inside = await asyncio.gather(self._last_before(start_ms, components),
+                                            self._in_period(start_ms, end_ms, components))
+        rows = [*last, *inside]
+        schema.sort_state_rows(rows)
+        return schema.state_changes(rows)
+
+    async def _in_period(self, start_ms: int, end_ms: int, components: Sequence[str] | None) -> list[tuple[Any, ...]]:
         src = self.client.source(STATE.name)
-        # LAST is a selector: the other fields come from the same point.
-        first = quote_ident(_STATE_FIRST_FIELD)
-        last_fields = f"LAST({first}) AS {first}{''.join(', ' + quote_ident(f) for f in _STATE_MORE_FIELDS)}"
-        last: list[tuple[Any, ...]] = []
-        inside: list[tuple[Any, ...]] = []
+        rows: list[tuple[Any, ...]] = []
         for where in component_filters(components):
             # Not grouped: influxd answers one series in time order with the tags as columns, in about half the time
             # it takes to answer a series per tag set.
-            in_period = (f"SELECT {_fields(STATE.fields)}, {_STATE_TAGS} FROM {src} WHERE time >= {time_ms(start_ms)} "
-                         f"AND time < {time_ms(end_ms)}{where}")
-            # Grouped by every tag: the last change of each component and agent comes with the class, tier and
-            # customer stored with it.
-            before = f"SELECT {last_fields} FROM {src} WHERE time < {time_ms(start_ms)}{where} GROUP BY {_STATE_TAGS}"
-            # The two queries are independent and each mostly waits on the server: run them side by side.
-            got_last, got_inside = await asyncio.gather(self._read(before, _STATE_READ),
-                                                        self._read(in_period, _STATE_READ))
-            last += got_last
-            inside += got_inside
-        # A component whose tier (say) changed has a last change per tag set: keep the latest per (component, agent).
-        latest: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+            rows += await self._read(f"SELECT {_fields(STATE.fields)}, {_STATE_TAGS} FROM {src} WHERE time >= "
+                                     f"{time_ms(start_ms)} AND time < {time_ms(end_ms)}{where}", _STATE_READ)
+        return rows
+
+    async def _last_before(self, start_ms: int, components: Sequence[str] | None) -> list[tuple[Any, ...]]:
+        """The last change of each (component, agent) before `start_ms`.
+
+        LAST reads every point of the range it is given, so it is asked of a day before the start first, then of the
+        week, five weeks and all of history before that, each time only for the components with a series (listed by
+        SHOW SERIES: the index, not the points) whose last change is still to be found. A month's report over six
+        months of history reads about a day of it, not six months. Grouped by every tag: each change comes with the
+        class, tier and customer stored with it; a component whose tier (say) changed has a last change per tag set.
+        """
+        src = self.client.source(STATE.name)
         c, a = STATE.index("component"), STATE.index("agent")
-        schema.sort_state_rows(last)
-        for row in last:
-            latest[(row[c], row[a])] = row
-        rows = [*latest.values(), *inside]
-        schema.sort_state_rows(rows)
-        return schema.state_changes(rows)
+        pending = await self._series_pairs(components)
+        found: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+        wanted, upper = components, start_ms
+        for back_ms in (*LOOKBACK_MS, None) if pending is not None else (None,):
+            lower = "" if back_ms is None else f" AND time >= {time_ms(start_ms - back_ms)}"
+            rows: list[tuple[Any, ...]] = []
+            for where in component_filters(wanted):
+                rows += await self._read(f"SELECT {_LAST_FIELDS} FROM {src} WHERE time < {time_ms(upper)}{lower}"
+                                         f"{where} GROUP BY {_STATE_TAGS}", _STATE_READ)
+            schema.sort_state_rows(rows)
+            for row in rows:  # a later change of the same pair comes after
+                if pending is None or (row[c], row[a]) in pending:
+                    found[(row[c], row[a])] = row
+            if pending is None or back_ms is None:
+                break
+            pending.difference_update(found)
+            if not pending:
+                break
+            wanted, upper = sorted({component for component, _ in pending}), start_ms - back_ms
+        return list(found.values())
+
+    async def _series_pairs(self, components: Sequence[str] | None) -> set[tuple[str, str]] | None:
+        """The (component, agent) of each STATE series, from the index (of any time); None when the server cannot list
+        series (the v1 API of InfluxDB 2 has no SHOW SERIES): then all of history is read at once."""
+        pairs: set[tuple[str, str]] = set()
+        try:
+            for where in component_filters(components):
+                # Without a time condition: with one, influxd reads the points (seven times slower).
+                condition = where.removeprefix(" AND ")
+                q = f"SHOW SERIES FROM {self.client.source(STATE.name)}" + (f" WHERE {condition}" if condition else "")
+                async for _, row in self.client.rows(q, missing_ok=True):
+                    tags = series_tags(str(row.get("key", "")))
+                    pairs.add((tags.get("component", ""), tags.get("agent", "")))
+        except SourceError as exc:
+            log.info("%s: series not listed (%s): the last changes before a period are read from all of history",
+                     self.name, exc)
+            return None
+        return pairs
 
     async def _read(self, q: str, read: Sequence[tuple[str, bool]]) -> list[tuple[Any, ...]]:
         """The rows of a STATE or PROBE query as the measurement's rows (`read`: _STATE_READ, _PROBE_READ), each tag

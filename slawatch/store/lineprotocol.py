@@ -126,6 +126,21 @@ def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
     return head
 
 
+def series_tags(key: str) -> dict[str, str]:
+    """The tags of a series key as series_key writes it and InfluxDB lists it (`SHOW SERIES`). A backslash before
+    `,` `=` or a space there is always an escape: escape_tag replaces a backslash of the text before them."""
+    return {_unescape(k): _unescape(v) for k, v in (_EQUALS.split(pair, maxsplit=1) for pair in _COMMA.split(key)[1:])}
+
+
+_COMMA = re.compile(r"(?<!\\),")
+_EQUALS = re.compile(r"(?<!\\)=")
+_ESCAPED = re.compile(r"\\([,= ])")
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPED.sub(r"\1", text)
+
+
 def lines(records: Iterable[Record]) -> str:
     """A write body: one line per record, newline-terminated."""
     return "".join(line(r) + "\n" for r in records)

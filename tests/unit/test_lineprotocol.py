@@ -25,6 +25,8 @@ from slawatch.store.lineprotocol import (
     lines,
     record,
     rejected_points,
+    series_key,
+    series_tags,
 )
 
 # ---------------------------------------------------------------- a reader written from InfluxDB 1.x models/points.go:
@@ -158,6 +160,13 @@ def test_tag_round_trips_as_stored(value: str) -> None:
     assert tags.get("k", "") == tag_as_stored(value)
     if "\\" not in value and "\n" not in value and "\r" not in value:
         assert tags.get("k", "") == value
+
+
+@given(st.dictionaries(st.sampled_from(["component", "agent", "class", "tier", "x,y", "a=b c"]), texts, max_size=6))
+def test_series_tags_read_a_series_key_back_as_stored(tags: dict[str, str]) -> None:
+    key = series_key("slawatch_state", tuple(tags.items()))
+    assert series_tags(key) == {tag_as_stored(k): tag_as_stored(v) for k, v in tags.items() if v}
+    assert series_tags(key) == parse(f"{key} f=1i 0")[1]  # as InfluxDB's own reading of the key
 
 
 @given(texts)
