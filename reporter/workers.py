@@ -22,7 +22,7 @@ from reporter.report import Render, Report, ReportError, SliceDone, SliceFrame, 
 from slawatch.config.loader import Loaded
 from slawatch.config.settings import Component
 from slawatch.model import Interval, StateChange
-from slawatch.store import Source, SourceError, open_source
+from slawatch.store import Source, SourceError, import_backends, open_source
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class SliceWorkers:
     def __init__(self, loaded: Loaded, count: int) -> None:
         if not 1 <= count <= MAX_WORKERS:
             raise ValueError(f"workers must be within 1-{MAX_WORKERS}, got {count}")
+        import_backends(loaded.config.storage)  # once here, not in each worker
         context = multiprocessing.get_context("fork")
         self._conns: list[Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []

@@ -3,6 +3,7 @@ and the factories from settings."""
 
 from __future__ import annotations
 
+import importlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
@@ -297,6 +298,15 @@ def open_sinks(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTI
 
         sinks.append(PostgresSink(storage.postgres, takes_samples=storage.takes_samples("postgres")))
     return sinks
+
+
+def import_backends(storage: StorageSettings) -> None:
+    """Import the client libraries that open_source(storage) loads. A report does so before it forks its worker
+    processes, which then share them instead of each importing them (aiohttp: ~0.3 s of CPU in each)."""
+    names = [name for name, used in (("postgres", storage.postgres), ("influxdb", storage.influxdb),
+                                     ("sqlite", storage.sqlite)) if used is not None] or ["sqlite"]
+    for name in names:
+        importlib.import_module(f"slawatch.store.{name}")
 
 
 def open_source(storage: StorageSettings, *, retention_s: float = DEFAULT_RETENTION_S) -> Source:

@@ -532,9 +532,11 @@ class InfluxSource:
                 # Without a time condition: with one, influxd reads the points (seven times slower).
                 condition = where.removeprefix(" AND ")
                 q = f"SHOW SERIES FROM {self.client.source(STATE.name)}" + (f" WHERE {condition}" if condition else "")
-                async for _, row in self.client.rows(q, missing_ok=True):
-                    tags = series_tags(str(row.get("key", "")))
-                    pairs.add((tags.get("component", ""), tags.get("agent", "")))
+                async for _, columns, values in self.client.series(q, missing_ok=True):
+                    at = columns.index("key")
+                    for row in values:
+                        tags = series_tags(str(row[at]))
+                        pairs.add((tags.get("component", ""), tags.get("agent", "")))
         except SourceError as exc:
             log.info("%s: series not listed (%s): the last changes before a period are read from all of history",
                      self.name, exc)

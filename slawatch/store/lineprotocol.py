@@ -129,6 +129,8 @@ def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
 def series_tags(key: str) -> dict[str, str]:
     """The tags of a series key as series_key writes it and InfluxDB lists it (`SHOW SERIES`). A backslash before
     `,` `=` or a space there is always an escape: escape_tag replaces a backslash of the text before them."""
+    if "\\" not in key:  # nothing escaped (most keys): a plain split
+        return dict(pair.split("=", 1) for pair in key.split(",")[1:])
     return {_unescape(k): _unescape(v) for k, v in (_EQUALS.split(pair, maxsplit=1) for pair in _COMMA.split(key)[1:])}
 
 
