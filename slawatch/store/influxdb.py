@@ -496,9 +496,10 @@ class InfluxSource:
 
         LAST reads every point of the range it is given, so it is asked of a day before the start first, then of the
         week, five weeks and all of history before that, each time only for the components with a series (listed by
-        SHOW SERIES: the index, not the points) whose last change is still to be found. A month's report over six
-        months of history reads about a day of it, not six months. Grouped by every tag: each change comes with the
-        class, tier and customer stored with it; a component whose tier (say) changed has a last change per tag set.
+        SHOW SERIES: the index, not the points) whose last change is still to be found: a month's report reads back
+        only as far as each component's last change, not the months of history the store keeps. Grouped by every
+        tag: each change comes with the class, tier and customer stored with it; a component whose tier (say) changed
+        has a last change per tag set.
         """
         src = self.client.source(STATE.name)
         c, a = STATE.index("component"), STATE.index("agent")
@@ -537,7 +538,9 @@ class InfluxSource:
                     for row in values:
                         tags = series_tags(str(row[at]))
                         pairs.add((tags.get("component", ""), tags.get("agent", "")))
-        except SourceError as exc:
+        except StoreUnavailable:
+            raise
+        except SourceError as exc:  # the query refused
             log.info("%s: series not listed (%s): the last changes before a period are read from all of history",
                      self.name, exc)
             return None

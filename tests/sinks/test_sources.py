@@ -31,7 +31,7 @@ from slawatch.model import (
     Sample,
     StateChange,
 )
-from slawatch.store import Sink, Source, SourceError, open_source
+from slawatch.store import Sink, Source, SourceError, StoreUnavailable, open_source
 from slawatch.store import sqlite as sqlite_store
 from slawatch.store.influxdb import RETENTION_POLICY, InfluxSink, InfluxSource, quote_string
 from slawatch.store.sqlite import SqliteSink, SqliteSource
@@ -589,17 +589,28 @@ async def test_influx_without_a_list_of_series_all_of_history_is_read(influxd: I
         points: list[Point] = [change("c1", "mon-a", START - 90 * DAY, False, "old"),
                                change("c2", "mon-a", START - H, True)]
         await sink.write(points)
-        rows = source.client.rows
+        series = source.client.series
 
-        def no_series(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], dict[str, Any]]]:
+        def no_series(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], list[str],
+                                                                                 list[list[Any]]]]:
             if q.startswith("SHOW SERIES"):
                 raise SourceError("not supported")
-            return rows(q, missing_ok=missing_ok)
+            return series(q, missing_ok=missing_ok)
 
-        source.client.rows = no_series  # type: ignore[method-assign]
+        source.client.series = no_series  # type: ignore[method-assign]
         queries = watch_queries(source)
         assert sorted(await source.changes(START, END), key=key) == changes_of(points)
         assert [q for q, _ in queries if q.startswith("SELECT LAST") and "time >=" not in q]
+
+        def gone(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], list[str],
+                                                                            list[list[Any]]]]:
+            if q.startswith("SHOW SERIES"):
+                raise StoreUnavailable("cannot reach the server")
+            return series(q, missing_ok=missing_ok)
+
+        source.client.series = gone  # type: ignore[method-assign]
+        with pytest.raises(StoreUnavailable):  # not taken for a server without SHOW SERIES
+            await source.changes(START, END)
 
 
 def test_open_source_prefers_influxdb(tmp_path: Path) -> None:
