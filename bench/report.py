@@ -481,8 +481,8 @@ def main() -> None:
                         postgres.execute("VACUUM ANALYZE", "slawatch")
                     if influxd is not None and influxd.proc is not None and store == "influxdb":
                         waited, busy = wait_idle(influxd.proc.pid)
-                        print(f"influxd: {'idle' if not busy else 'still busy'} {waited:.0f} s after the write "
-                              "(compacting it)", flush=True)
+                        print(f"influxd {'still busy' if busy else 'idle'} {waited:.0f} s after the write (it compacts "
+                              "what was written)", flush=True)
                     cfg.write_text(config_text(args.components, storage))
                     meta = {"key": key, "points": len(history.points), "outages": history.outages,
                             "write_s": write_s}
