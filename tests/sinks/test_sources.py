@@ -591,24 +591,20 @@ async def test_influx_without_a_list_of_series_all_of_history_is_read(influxd: I
         await sink.write(points)
         series = source.client.series
 
-        def no_series(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], list[str],
+        def failing_show_series(error: SourceError) -> Any:
+            def answer(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], list[str],
                                                                                  list[list[Any]]]]:
-            if q.startswith("SHOW SERIES"):
-                raise SourceError("not supported")
-            return series(q, missing_ok=missing_ok)
+                if q.startswith("SHOW SERIES"):
+                    raise error
+                return series(q, missing_ok=missing_ok)
+            return answer
 
-        source.client.series = no_series  # type: ignore[method-assign]
+        source.client.series = failing_show_series(SourceError("not supported"))  # type: ignore[method-assign]
         queries = watch_queries(source)
         assert sorted(await source.changes(START, END), key=key) == changes_of(points)
         assert [q for q, _ in queries if q.startswith("SELECT LAST") and "time >=" not in q]
 
-        def gone(q: str, *, missing_ok: bool = False) -> AsyncIterator[tuple[dict[str, str], list[str],
-                                                                            list[list[Any]]]]:
-            if q.startswith("SHOW SERIES"):
-                raise StoreUnavailable("cannot reach the server")
-            return series(q, missing_ok=missing_ok)
-
-        source.client.series = gone  # type: ignore[method-assign]
+        source.client.series = failing_show_series(StoreUnavailable("cannot reach the server"))  # type: ignore[method-assign]
         with pytest.raises(StoreUnavailable):  # not taken for a server without SHOW SERIES
             await source.changes(START, END)
 
