@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.agent import proc_cpu_s  # noqa: E402
+from reporter.periods import parse_month, previous_month  # noqa: E402
 from slawatch.config.loader import bundled_contract  # noqa: E402
 from slawatch.config.settings import InfluxSettings, PostgresSettings, SqliteSettings  # noqa: E402
 from slawatch.model import (  # noqa: E402
@@ -107,11 +108,14 @@ def last_full_month() -> str:
     return f"{year:04d}-{month:02d}"
 
 
-def previous_month(month: str, back: int) -> str:
-    """YYYY-MM, `back` months before `month`."""
-    year, mon = map(int, month.split("-"))
-    index = year * 12 + mon - 1 - back
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+def months_before(month: str, count: int) -> list[str]:
+    """The `count` months before `month` (YYYY-MM), oldest first."""
+    year_month = parse_month(month)
+    out = []
+    for _ in range(count):
+        year_month = previous_month(*year_month)
+        out.append(f"{year_month[0]:04d}-{year_month[1]:02d}")
+    return out[::-1]
 
 
 def month_bounds(month: str) -> tuple[int, int]:
@@ -472,8 +476,8 @@ def main() -> None:
                         with contextlib.suppress(Exception):
                             postgres.execute("DROP DATABASE IF EXISTS slawatch")
                         dsn = postgres.create_database("slawatch")
-                    earlier = [generate(args.components, previous_month(args.month, k), random.Random(args.seed + k))
-                               for k in range(args.history_months, 0, -1)]
+                    earlier = [generate(args.components, m, random.Random(args.seed + args.history_months - k))
+                               for k, m in enumerate(months_before(args.month, args.history_months))]
                     write_s, storage = asyncio.run(write_store(
                         store, history, store_dir, influxd.url if influxd else None, dsn, earlier))
                     del earlier

@@ -504,24 +504,26 @@ class InfluxSource:
         src = self.client.source(STATE.name)
         c, a = STATE.index("component"), STATE.index("agent")
         pending = await self._series_pairs(components)
+        lowers = [start_ms - back_ms for back_ms in LOOKBACK_MS] if pending is not None else []
         found: dict[tuple[Any, Any], tuple[Any, ...]] = {}
         wanted, upper = components, start_ms
-        for back_ms in (*LOOKBACK_MS, None) if pending is not None else (None,):
-            lower = "" if back_ms is None else f" AND time >= {time_ms(start_ms - back_ms)}"
+        for lower in [*lowers, None]:  # None: all of history before `upper`
+            since = "" if lower is None else f" AND time >= {time_ms(lower)}"
             rows: list[tuple[Any, ...]] = []
             for where in component_filters(wanted):
-                rows += await self._read(f"SELECT {_LAST_FIELDS} FROM {src} WHERE time < {time_ms(upper)}{lower}"
+                rows += await self._read(f"SELECT {_LAST_FIELDS} FROM {src} WHERE time < {time_ms(upper)}{since}"
                                          f"{where} GROUP BY {_STATE_TAGS}", _STATE_READ)
             schema.sort_state_rows(rows)
             for row in rows:  # a later change of the same pair comes after
                 if pending is None or (row[c], row[a]) in pending:
                     found[(row[c], row[a])] = row
-            if pending is None or back_ms is None:
-                break
-            pending.difference_update(found)
-            if not pending:
-                break
-            wanted, upper = sorted({component for component, _ in pending}), start_ms - back_ms
+            if pending is not None:
+                pending.difference_update(found)
+                if not pending:
+                    break
+                wanted = sorted({component for component, _ in pending})
+            if lower is not None:
+                upper = lower
         return list(found.values())
 
     async def _series_pairs(self, components: Sequence[str] | None) -> set[tuple[str, str]] | None:
